@@ -1,0 +1,93 @@
+/* htd.h - what the files of heaptraced share.
+ *
+ * Data flow: server.c accepts connections on the Unix socket (libuv) and
+ * checks the peer; a connection whose first frame is HELLO becomes an
+ * ingest session (ingest.c), one whose first frame is a control request
+ * is answered by the query service (query.c, on the libuv thread pool).
+ * Ingest decodes events, re-encodes them into self-contained chunks and
+ * hands jobs to the store's writer thread (store.c), which batches them
+ * into SQLite transactions off the event loop.
+ */
+#ifndef HTD_H
+#define HTD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ht_proto.h"
+
+/* ---- logging (log.c) ---- */
+typedef enum { HTD_LOG_ERROR, HTD_LOG_WARN, HTD_LOG_INFO, HTD_LOG_DEBUG } htd_level_t;
+
+extern htd_level_t htd_log_level;
+int htd_log_parse_level(const char *s, htd_level_t *out);
+void htd_log(htd_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- paths (paths.c) ---- */
+/* Default socket and database paths; 0 or -1 with msg filled. */
+int htd_default_socket(char *out, size_t cap);
+int htd_default_db(char *out, size_t cap);
+/* Creates the parent directory of path (and its parents) with mode.
+ * Returns 0 or -1 with errno set. */
+int htd_mkdir_parent(const char *path, unsigned mode);
+
+/* ---- store (store.c) ---- */
+typedef struct htd_store htd_store_t;
+
+typedef enum {
+  HTD_JOB_SESSION_BEGIN,
+  HTD_JOB_SESSION_END,
+  HTD_JOB_SITE,
+  HTD_JOB_HEAP,
+  HTD_JOB_CHUNK,
+  HTD_JOB_LOST,
+  HTD_JOB_BARRIER,
+} htd_job_kind_t;
+
+typedef struct htd_job {
+  struct htd_job *next;
+  htd_job_kind_t kind;
+  int64_t session;
+  int64_t a, b, c, d, e, f; /* kind-specific integers, see store.c */
+  char *text[4];         /* kind-specific strings, owned by the job */
+  uint8_t *blob;         /* CHUNK: encoded events, owned by the job */
+  size_t blob_len;
+  /* Called on the loop thread after the job's transaction committed. */
+  void (*done)(void *arg, int status);
+  void *done_arg;
+} htd_job_t;
+
+/* Opens (creating or migrating) the database and starts the writer thread.
+ * notify is called from the writer thread when done-callbacks are ready;
+ * it must only wake the loop (uv_async_send). Returns NULL with msg filled. */
+htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *notify_arg,
+                            char *msg, size_t msglen);
+/* Queues a job; the store takes ownership. */
+void htd_store_submit(htd_store_t *st, htd_job_t *job);
+/* Runs the done-callbacks of committed jobs; call on the loop thread. */
+void htd_store_dispatch(htd_store_t *st);
+/* Bytes of job data queued and not yet committed. */
+size_t htd_store_backlog(htd_store_t *st);
+/* Highest session id in the database, for numbering new sessions. */
+int64_t htd_store_last_session(htd_store_t *st);
+/* Commits everything queued, stops the writer and closes the database. */
+void htd_store_close(htd_store_t *st);
+const char *htd_store_path(const htd_store_t *st);
+
+htd_job_t *htd_job_new(htd_job_kind_t kind, int64_t session);
+char *htd_strndup(const char *s, size_t n);
+
+/* ---- server (server.c) ---- */
+typedef struct {
+  const char *socket_path;
+  const char *db_path;
+  const char *log_path; /* background only: where detach moves the log */
+  int ready_fd;         /* gets one byte once the socket accepts, or -1 */
+} htd_options_t;
+
+/* Runs the daemon until SIGTERM/SIGINT. Once the socket accepts
+ * connections it signals ready_fd and, when detach is given, calls it with
+ * log_path (backgrounding). Returns a process exit status. */
+int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path));
+
+#endif /* HTD_H */

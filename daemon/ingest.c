@@ -1,0 +1,388 @@
+/* ingest.c - the state machine of one ingest connection.
+ *
+ * HELLO must come first and only once; SITE, HEAP, EVENTS and LOST follow
+ * in any order; END closes the session. EVENTS frames are decoded with the
+ * stream's delta state, checked for sequence gaps, and re-encoded into the
+ * stream's current chunk with the state reset at the chunk's start, so
+ * every stored chunk decodes on its own. A chunk is queued to the store
+ * when it is full or when the daemon flushes (timer, END, disconnect).
+ *
+ * Memory is bounded per session: at most HTD_MAX_STREAMS streams and at
+ * most HTD_SESSION_BUFFER bytes of unflushed chunks.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "ingest.h"
+
+#define HTD_CHUNK_BYTES (32u * 1024u)  /* a chunk is queued past this size */
+#define HTD_CHUNK_HEAD 16              /* stream u32, first_seq u64, count u32 */
+#define HTD_MAX_STREAMS 65536
+#define HTD_SESSION_BUFFER (8u << 20)
+
+typedef struct {
+  uint32_t id;
+  int used;
+  uint64_t next_seq;   /* expected first_seq of the next EVENTS frame */
+  ht_evstate_t dec;    /* wire delta state */
+  ht_evstate_t enc;    /* chunk delta state */
+  uint8_t *chunk;      /* HTD_CHUNK_BYTES + HT_PROTO_MAX_EVENT_BYTES, or NULL */
+  size_t chunk_len;
+  uint32_t chunk_count;
+  uint64_t chunk_seq, t0, t1;
+} stream_t;
+
+struct htd_session {
+  htd_store_t *st;
+  int64_t id;
+  int ended;
+  uint64_t events, lost;
+  stream_t *streams; /* open addressing on id, capacity a power of two */
+  size_t cap, nstreams;
+  size_t buffered;   /* bytes held in unflushed chunks */
+};
+
+static uint64_t now_realtime_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+htd_session_t *htd_session_new(htd_store_t *st, int64_t id) {
+  htd_session_t *s = calloc(1, sizeof *s);
+  if (!s)
+    return NULL;
+  s->st = st;
+  s->id = id;
+  return s;
+}
+
+int64_t htd_session_id(const htd_session_t *s) { return s->id; }
+uint64_t htd_session_events(const htd_session_t *s) { return s->events; }
+
+void htd_session_free(htd_session_t *s) {
+  if (!s)
+    return;
+  for (size_t i = 0; i < s->cap; i++)
+    free(s->streams[i].chunk);
+  free(s->streams);
+  free(s);
+}
+
+/* ======================================================================
+ * Streams and chunks
+ * ==================================================================== */
+
+static stream_t *stream_find(htd_session_t *s, uint32_t id, int create) {
+  if (s->cap) {
+    for (size_t i = id & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+      if (!s->streams[i].used)
+        break;
+      if (s->streams[i].id == id)
+        return &s->streams[i];
+    }
+  }
+  if (!create || s->nstreams >= HTD_MAX_STREAMS)
+    return NULL;
+  if ((s->nstreams + 1) * 2 > s->cap) {
+    size_t ncap = s->cap ? s->cap * 2 : 16;
+    stream_t *n = calloc(ncap, sizeof *n);
+    if (!n)
+      return NULL;
+    for (size_t i = 0; i < s->cap; i++) {
+      if (!s->streams[i].used)
+        continue;
+      size_t j = s->streams[i].id & (ncap - 1);
+      while (n[j].used)
+        j = (j + 1) & (ncap - 1);
+      n[j] = s->streams[i];
+    }
+    free(s->streams);
+    s->streams = n;
+    s->cap = ncap;
+  }
+  size_t i = id & (s->cap - 1);
+  while (s->streams[i].used)
+    i = (i + 1) & (s->cap - 1);
+  stream_t *t = &s->streams[i];
+  memset(t, 0, sizeof *t);
+  t->used = 1;
+  t->id = id;
+  s->nstreams++;
+  return t;
+}
+
+static void store_le(uint8_t *at, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    at[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Queues the stream's chunk; the store owns the buffer from here on. */
+static void chunk_flush(htd_session_t *s, stream_t *t) {
+  if (!t->chunk || t->chunk_count == 0)
+    return;
+  store_le(t->chunk, t->id, 4);
+  store_le(t->chunk + 4, t->chunk_seq, 8);
+  store_le(t->chunk + 12, t->chunk_count, 4);
+  htd_job_t *j = htd_job_new(HTD_JOB_CHUNK, s->id);
+  if (j) {
+    j->a = t->id;
+    j->b = (int64_t)t->chunk_seq;
+    j->c = t->chunk_count;
+    j->d = (int64_t)t->t0;
+    j->e = (int64_t)t->t1;
+    j->blob = t->chunk;
+    j->blob_len = t->chunk_len;
+    htd_store_submit(s->st, j);
+  } else {
+    htd_log(HTD_LOG_ERROR, "session %lld: out of memory, %u events not stored",
+            (long long)s->id, t->chunk_count);
+    free(t->chunk);
+  }
+  s->buffered -= t->chunk_len;
+  t->chunk = NULL;
+  t->chunk_len = 0;
+  t->chunk_count = 0;
+}
+
+void htd_session_flush(htd_session_t *s) {
+  for (size_t i = 0; i < s->cap; i++)
+    if (s->streams[i].used)
+      chunk_flush(s, &s->streams[i]);
+}
+
+/* Appends one decoded event to the stream's chunk. Returns 0 or ENOMEM. */
+static int chunk_add(htd_session_t *s, stream_t *t, const ht_event_t *ev) {
+  if (!t->chunk) {
+    if (s->buffered + HTD_CHUNK_BYTES > HTD_SESSION_BUFFER)
+      htd_session_flush(s);
+    t->chunk = malloc(HTD_CHUNK_BYTES + HT_PROTO_MAX_EVENT_BYTES);
+    if (!t->chunk)
+      return HT_ENOMEM;
+    t->chunk_len = HTD_CHUNK_HEAD;
+    t->chunk_seq = ev->seq;
+    t->t0 = ev->time_ns;
+    memset(&t->enc, 0, sizeof t->enc);
+    s->buffered += HTD_CHUNK_HEAD;
+  }
+  size_t n = ht_proto_event_encode(t->chunk + t->chunk_len, &t->enc, ev);
+  t->chunk_len += n;
+  s->buffered += n;
+  t->chunk_count++;
+  t->t1 = ev->time_ns;
+  if (t->chunk_len >= HTD_CHUNK_BYTES)
+    chunk_flush(s, t);
+  return 0;
+}
+
+/* ======================================================================
+ * Records
+ * ==================================================================== */
+
+static void record_lost(htd_session_t *s, uint32_t stream, uint64_t first, uint64_t count,
+                        const char *why) {
+  s->lost += count;
+  htd_job_t *j = htd_job_new(HTD_JOB_LOST, s->id);
+  if (!j)
+    return;
+  j->a = stream;
+  j->b = (int64_t)first;
+  j->c = (int64_t)count;
+  j->text[0] = htd_strndup(why, strlen(why));
+  htd_store_submit(s->st, j);
+}
+
+static int on_events(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen) {
+  ht_evreader_t r;
+  int rc = ht_proto_events_begin(&r, f->payload, f->payload_len);
+  if (rc != 0)
+    return rc;
+  stream_t *t = stream_find(s, r.hdr.stream, 1);
+  if (!t) {
+    snprintf(why, whylen, "more than %d streams", HTD_MAX_STREAMS);
+    return HT_ELIMIT;
+  }
+  if (r.hdr.first_seq < t->next_seq) {
+    snprintf(why, whylen, "stream %u: sequence went back from %llu to %llu", t->id,
+             (unsigned long long)t->next_seq, (unsigned long long)r.hdr.first_seq);
+    return HT_EORDER;
+  }
+  if (r.hdr.first_seq > t->next_seq) {
+    /* Events the client sent into a connection that broke are gone; the
+     * gap is recorded, never hidden. */
+    chunk_flush(s, t);
+    record_lost(s, t->id, t->next_seq, r.hdr.first_seq - t->next_seq, "gap");
+  }
+  ht_event_t ev;
+  while ((rc = ht_proto_events_next(&r, &t->dec, &ev)) == 1) {
+    if (chunk_add(s, t, &ev) != 0)
+      return HT_ENOMEM;
+  }
+  if (rc != 0) {
+    s->events += r.done;
+    snprintf(why, whylen, "stream %u, event %llu: %s", t->id,
+             (unsigned long long)(r.hdr.first_seq + r.done), ht_strerror(rc));
+    return rc;
+  }
+  t->next_seq = r.hdr.first_seq + r.hdr.count;
+  s->events += r.hdr.count;
+  return 0;
+}
+
+static int on_site(htd_session_t *s, const ht_frame_t *f) {
+  ht_site_rec_t rec;
+  int rc = ht_proto_decode_site(f->payload, f->payload_len, &rec);
+  if (rc != 0)
+    return rc;
+  htd_job_t *j = htd_job_new(HTD_JOB_SITE, s->id);
+  if (!j)
+    return HT_ENOMEM;
+  j->a = rec.id;
+  j->b = rec.line;
+  j->text[0] = htd_strndup(rec.file.s, rec.file.len);
+  j->text[1] = htd_strndup(rec.func.s, rec.func.len);
+  j->text[2] = htd_strndup(rec.type.s, rec.type.len);
+  htd_store_submit(s->st, j);
+  return 0;
+}
+
+static int on_heap(htd_session_t *s, const ht_frame_t *f) {
+  ht_heap_rec_t rec;
+  int rc = ht_proto_decode_heap(f->payload, f->payload_len, &rec);
+  if (rc != 0)
+    return rc;
+  htd_job_t *j = htd_job_new(HTD_JOB_HEAP, s->id);
+  if (!j)
+    return HT_ENOMEM;
+  j->a = rec.id;
+  j->b = rec.caps[0];
+  j->c = rec.caps[1];
+  j->d = rec.caps[2];
+  j->e = (int64_t)rec.start;
+  j->f = (int64_t)rec.size;
+  j->text[0] = htd_strndup(rec.name.s, rec.name.len);
+  htd_store_submit(s->st, j);
+  return 0;
+}
+
+static int on_lost(htd_session_t *s, const ht_frame_t *f) {
+  ht_lost_rec_t rec;
+  int rc = ht_proto_decode_lost(f->payload, f->payload_len, &rec);
+  if (rc != 0)
+    return rc;
+  record_lost(s, rec.stream, rec.first_seq, rec.count, "dropped");
+  return 0;
+}
+
+static void queue_end(htd_session_t *s, const char *reason, const char *detail,
+                      void (*done)(void *, int), void *arg) {
+  htd_session_flush(s);
+  s->ended = 1;
+  htd_job_t *j = htd_job_new(HTD_JOB_SESSION_END, s->id);
+  if (!j)
+    return;
+  j->a = (int64_t)s->events;
+  j->b = (int64_t)s->lost;
+  j->c = (int64_t)now_realtime_ns();
+  j->text[0] = htd_strndup(reason, strlen(reason));
+  if (detail)
+    j->text[1] = htd_strndup(detail, strlen(detail));
+  j->done = done;
+  j->done_arg = arg;
+  htd_store_submit(s->st, j);
+}
+
+int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *, int),
+                      void *arg, char *why, size_t whylen) {
+  why[0] = '\0';
+  if (s->ended) {
+    snprintf(why, whylen, "%s record after END", ht_record_name(f->type));
+    return HT_EORDER;
+  }
+  int rc;
+  switch (f->type) {
+  case HT_REC_EVENTS:
+    rc = on_events(s, f, why, whylen);
+    break;
+  case HT_REC_SITE:
+    rc = on_site(s, f);
+    break;
+  case HT_REC_HEAP:
+    rc = on_heap(s, f);
+    break;
+  case HT_REC_LOST:
+    rc = on_lost(s, f);
+    break;
+  case HT_REC_HELLO:
+    snprintf(why, whylen, "a second handshake");
+    return HT_EORDER;
+  case HT_REC_END: {
+    ht_end_rec_t rec;
+    rc = ht_proto_decode_end(f->payload, f->payload_len, &rec);
+    if (rc == 0) {
+      if (rec.undelivered)
+        record_lost(s, 0, 0, rec.undelivered, "undelivered");
+      queue_end(s, ht_end_name(rec.reason), NULL, done, arg);
+      return 1;
+    }
+    break;
+  }
+  default:
+    snprintf(why, whylen, "unknown record type %u", f->type);
+    return HT_ERECORD;
+  }
+  if (rc != 0 && !why[0])
+    snprintf(why, whylen, "%s record: %s", ht_record_name(f->type), ht_strerror(rc));
+  return rc;
+}
+
+int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen) {
+  static ht_hello_t h; /* large (argv table); the loop is single-threaded */
+  why[0] = '\0';
+  if (f->type != HT_REC_HELLO) {
+    snprintf(why, whylen, "first record is %s, not hello", ht_record_name(f->type));
+    return HT_EORDER;
+  }
+  int rc = ht_proto_decode_hello(f->payload, f->payload_len, &h);
+  if (rc != 0) {
+    snprintf(why, whylen, "hello record: %s", ht_strerror(rc));
+    return rc;
+  }
+  cJSON *argv = cJSON_CreateArray();
+  for (uint16_t i = 0; argv && i < h.argc; i++) {
+    char *a = htd_strndup(h.argv[i].s, h.argv[i].len);
+    if (a)
+      cJSON_AddItemToArray(argv, cJSON_CreateString(a));
+    free(a);
+  }
+  htd_job_t *j = htd_job_new(HTD_JOB_SESSION_BEGIN, s->id);
+  if (!j || !argv) {
+    cJSON_Delete(argv);
+    free(j);
+    return HT_ENOMEM;
+  }
+  j->a = h.pid;
+  j->b = h.ppid;
+  j->c = h.flags;
+  j->d = (int64_t)h.start_realtime_ns;
+  j->e = (int64_t)h.start_mono_ns;
+  j->text[0] = htd_strndup(h.app.s, h.app.len);
+  j->text[1] = htd_strndup(h.exe.s, h.exe.len);
+  j->text[2] = cJSON_PrintUnformatted(argv);
+  cJSON_Delete(argv);
+  htd_store_submit(s->st, j);
+  htd_log(HTD_LOG_INFO, "session %lld: pid %u (%.*s) connected", (long long)s->id, h.pid,
+          (int)h.app.len, h.app.s);
+  return 0;
+}
+
+void htd_session_end(htd_session_t *s, ht_end_t reason, const char *detail) {
+  if (s->ended)
+    return;
+  queue_end(s, ht_end_name(reason), detail, NULL, NULL);
+}

@@ -1,0 +1,34 @@
+/* ingest.h - one client connection's session: frames in, store jobs out. */
+#ifndef HTD_INGEST_H
+#define HTD_INGEST_H
+
+#include "htd.h"
+
+typedef struct htd_session htd_session_t;
+
+/* Creates the session of a connection whose first frame is HELLO. */
+htd_session_t *htd_session_new(htd_store_t *st, int64_t id);
+
+/* Feeds the first frame, which must be HELLO; queues the session row.
+ * Returns 0 or an HT_E* code with why filled. */
+int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen);
+
+/* Feeds one frame. Returns 0; 1 when the frame was END (the session is
+ * over and its end job queued with done/arg); or an HT_E* code with why
+ * filled, after which the caller closes the connection and calls
+ * htd_session_end. */
+int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *, int),
+                      void *arg, char *why, size_t whylen);
+
+/* Ends a session that did not send END (disconnect, protocol error,
+ * daemon stopping): flushes its chunks and queues the end job. */
+void htd_session_end(htd_session_t *s, ht_end_t reason, const char *detail);
+
+/* Queues the session's partly filled chunks so that they are committed. */
+void htd_session_flush(htd_session_t *s);
+
+int64_t htd_session_id(const htd_session_t *s);
+uint64_t htd_session_events(const htd_session_t *s);
+void htd_session_free(htd_session_t *s);
+
+#endif

@@ -1,0 +1,63 @@
+/* query.h - the query service: requests in, JSON replies out.
+ *
+ * The same code answers heapctl through the daemon (on the libuv thread
+ * pool) and offline on a database file (heapctl --db). A request is a JSON
+ * object {"cmd": NAME, ...options}; a reply is {"ok": true, "result": ...}
+ * or {"ok": false, "code": N, "error": "..."} where code is the exit
+ * status heapctl should give: HTQ_FAILED (1) or HTQ_USAGE (2).
+ */
+#ifndef HTQ_QUERY_H
+#define HTQ_QUERY_H
+
+#include <cjson/cJSON.h>
+#include <sqlite3.h>
+#include <stdint.h>
+
+#include "ht_proto.h"
+
+#define HTQ_SCHEMA_VERSION 1
+#define HTQ_FAILED 1
+#define HTQ_USAGE 2
+
+/* Opens a database read-only and checks that it is a heaptrace store this
+ * build can read. Returns 0, or -1 with err naming the file and the fault. */
+int htq_open(const char *path, sqlite3 **db, char *err, size_t errlen);
+
+/* Runs one request. Never returns NULL unless out of memory. */
+cJSON *htq_execute(sqlite3 *db, const cJSON *request);
+
+cJSON *htq_ok(cJSON *result);
+cJSON *htq_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- replay (replay.c): a session's stored events, in time order ---- */
+typedef int (*htq_event_fn)(const ht_event_t *ev, void *user);
+
+/* Calls fn for every stored event of session, merged across streams by
+ * time (a free before an allocation at the same instant). Returns 0, a
+ * nonzero value fn returned, or -1 with err filled. */
+int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, void *user, char *err,
+               size_t errlen);
+
+/* ---- live blocks (livemap.c): address -> block, open addressing ---- */
+typedef struct {
+  uint64_t ptr;
+  uint64_t size, usable;
+  uint64_t time_ns, seq;
+  uint32_t site, heap, caps, stream;
+} htq_block_t;
+
+typedef struct {
+  htq_block_t *slots;
+  size_t cap, count;
+} htq_livemap_t;
+
+void htq_livemap_init(htq_livemap_t *m);
+void htq_livemap_free(htq_livemap_t *m);
+/* Inserts or replaces; returns 1 if a block was replaced, 0 if new, -1 on
+ * out of memory. */
+int htq_livemap_put(htq_livemap_t *m, const htq_block_t *b);
+/* Removes ptr into out; returns 1 if it was live, 0 if not. */
+int htq_livemap_take(htq_livemap_t *m, uint64_t ptr, htq_block_t *out);
+/* Iteration: i from 0 while < cap; slots with ptr != 0 are live. */
+
+#endif

@@ -1,0 +1,622 @@
+/* server.c - heaptraced's event loop: listening socket, connections,
+ * control requests, signals.
+ *
+ * Every accepted connection is checked with SO_PEERCRED (same uid or root)
+ * before a byte is read. Its first frame decides what it is: HELLO makes it
+ * an ingest session (ingest.c), CTL_REQUEST a control connection whose
+ * JSON request is answered on the libuv thread pool (query.c) once the
+ * store has committed everything received before it. A malformed frame
+ * closes that one connection and marks its session; nothing else is
+ * touched. A timer flushes partly filled chunks and applies backpressure:
+ * when the writer falls behind, ingest connections stop being read, so
+ * clients wait (lossless) instead of the daemon's memory growing.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "htd.h"
+#include "ingest.h"
+#include "query.h"
+
+#define HTD_CONN_BUFFER (HT_PROTO_FRAME_PREFIX + HT_PROTO_MAX_FRAME + 64 * 1024)
+#define HTD_TICK_MS 100
+#define HTD_BACKLOG_HIGH (256u << 20) /* stop reading clients above this */
+#define HTD_BACKLOG_LOW (64u << 20)   /* and resume below this */
+#define HTD_MAX_CONNS 4096
+
+typedef enum { CONN_NEW, CONN_INGEST, CONN_CONTROL } conn_kind_t;
+
+typedef struct conn {
+  uv_pipe_t pipe;
+  struct conn *prev, *next;
+  conn_kind_t kind;
+  uint8_t *buf;
+  size_t len;
+  int closing, reading;
+  int pending; /* store jobs whose done-callback names this connection */
+  int zombie;  /* closed while jobs were pending: freed by the last one */
+  pid_t pid;
+  htd_session_t *session;
+  /* control */
+  uv_work_t work;
+  char *request;
+  char *reply;
+  size_t reply_len;
+  uv_write_t wreq;
+} conn_t;
+
+typedef struct {
+  const htd_options_t *opt;
+  uv_loop_t *loop;
+  uv_pipe_t listener;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t tick;
+  uv_async_t store_async;
+  htd_store_t *store;
+  conn_t *conns;
+  size_t nconns;
+  int64_t next_session;
+  int paused, stopping;
+  uint64_t started_ns, events, last_events;
+  double events_per_s;
+} server_t;
+
+static server_t srv;
+
+/* ======================================================================
+ * Connections
+ * ==================================================================== */
+
+static void conn_free(conn_t *c) {
+  htd_session_free(c->session);
+  free(c->buf);
+  free(c->request);
+  free(c->reply);
+  free(c);
+}
+
+static void conn_closed(uv_handle_t *h) {
+  conn_t *c = h->data;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    srv.conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  srv.nconns--;
+  if (c->pending > 0)
+    c->zombie = 1;
+  else
+    conn_free(c);
+}
+
+/* A store job that named c is done. Returns 0 if c is gone (and frees it
+ * when it was the last such job). */
+static int conn_release(conn_t *c) {
+  c->pending--;
+  if (!c->zombie)
+    return 1;
+  if (c->pending == 0)
+    conn_free(c);
+  return 0;
+}
+
+static void conn_close(conn_t *c) {
+  if (c->closing)
+    return;
+  c->closing = 1;
+  uv_close((uv_handle_t *)&c->pipe, conn_closed);
+}
+
+/* A frame was bad: log why, mark the session, close this connection. */
+static void conn_reject(conn_t *c, int err, const char *why) {
+  char detail[512];
+  snprintf(detail, sizeof detail, "%s (%s)", why && why[0] ? why : ht_strerror(err),
+           ht_err_name(err));
+  if (c->session) {
+    htd_log(HTD_LOG_WARN, "session %lld (pid %d): protocol error: %s; connection closed",
+            (long long)htd_session_id(c->session), (int)c->pid, detail);
+    htd_session_end(c->session, HT_END_PROTOCOL_ERROR, detail);
+  } else {
+    htd_log(HTD_LOG_WARN, "connection from pid %d: protocol error: %s; connection closed",
+            (int)c->pid, detail);
+  }
+  conn_close(c);
+}
+
+static void session_done(void *arg, int status) {
+  conn_t *c = arg;
+  (void)status;
+  if (!conn_release(c))
+    return;
+  /* Closing only now tells the client (which waits for EOF at exit) that
+   * its whole session is committed. */
+  conn_close(c);
+}
+
+static void control_start(conn_t *c, const ht_frame_t *f);
+
+static int ingest_frame(conn_t *c, const ht_frame_t *f) {
+  char why[256];
+  if (c->kind == CONN_NEW) {
+    if (f->type == HT_REC_CTL_REQUEST) {
+      c->kind = CONN_CONTROL;
+      control_start(c, f);
+      return 1;
+    }
+    c->session = htd_session_new(srv.store, ++srv.next_session);
+    if (!c->session) {
+      conn_reject(c, HT_ENOMEM, "out of memory");
+      return -1;
+    }
+    int rc = htd_session_hello(c->session, f, why, sizeof why);
+    if (rc != 0) {
+      /* No session row exists yet: nothing to mark. */
+      htd_session_free(c->session);
+      c->session = NULL;
+      conn_reject(c, rc, why);
+      return -1;
+    }
+    c->kind = CONN_INGEST;
+    return 0;
+  }
+  if (c->kind != CONN_INGEST) {
+    conn_reject(c, HT_EORDER, "more than one control request on a connection");
+    return -1;
+  }
+  uint64_t before = htd_session_events(c->session);
+  int rc = htd_session_frame(c->session, f, session_done, c, why, sizeof why);
+  if (rc == 1)
+    c->pending++;
+  srv.events += htd_session_events(c->session) - before;
+  if (rc < 0) {
+    conn_reject(c, rc, why);
+    return -1;
+  }
+  if (rc == 1) {
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    c->reading = 0;
+    return 1;
+  }
+  return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  conn_t *c = h->data;
+  (void)hint;
+  buf->base = (char *)c->buf + c->len;
+  buf->len = HTD_CONN_BUFFER - c->len;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = stream->data;
+  (void)buf;
+  if (nread < 0) {
+    if (c->session) {
+      if (nread != UV_EOF)
+        htd_log(HTD_LOG_WARN, "session %lld: read error: %s",
+                (long long)htd_session_id(c->session), uv_strerror((int)nread));
+      htd_log(HTD_LOG_INFO, "session %lld: client disconnected without END",
+              (long long)htd_session_id(c->session));
+      htd_session_end(c->session, HT_END_DISCONNECTED, NULL);
+    }
+    conn_close(c);
+    return;
+  }
+  c->len += (size_t)nread;
+  size_t off = 0;
+  while (!c->closing) {
+    ht_frame_t f;
+    int rc = ht_proto_frame(c->buf + off, c->len - off, &f);
+    if (rc == HT_EAGAIN)
+      break;
+    if (rc != 0) {
+      conn_reject(c, rc, "frame length outside 1..HT_PROTO_MAX_FRAME");
+      return;
+    }
+    off += f.total;
+    rc = ingest_frame(c, &f);
+    if (rc != 0)
+      return; /* rejected, ended, or a control request now in flight */
+  }
+  memmove(c->buf, c->buf + off, c->len - off);
+  c->len -= off;
+}
+
+static int peer_allowed(conn_t *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
+    return 0;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    htd_log(HTD_LOG_WARN, "refused a connection: SO_PEERCRED failed: %s", strerror(errno));
+    return 0;
+  }
+  c->pid = cred.pid;
+  if (cred.uid == getuid() || cred.uid == 0)
+    return 1;
+  htd_log(HTD_LOG_WARN, "refused a connection from pid %d: uid %u is not the daemon's uid %u",
+          (int)cred.pid, (unsigned)cred.uid, (unsigned)getuid());
+  return 0;
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  if (status < 0) {
+    htd_log(HTD_LOG_WARN, "accept failed: %s", uv_strerror(status));
+    return;
+  }
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c || !(c->buf = malloc(HTD_CONN_BUFFER))) {
+    free(c);
+    htd_log(HTD_LOG_ERROR, "out of memory accepting a connection");
+    return;
+  }
+  uv_pipe_init(srv.loop, &c->pipe, 0);
+  c->pipe.data = c;
+  c->next = srv.conns;
+  if (srv.conns)
+    srv.conns->prev = c;
+  srv.conns = c;
+  srv.nconns++;
+  if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0 || !peer_allowed(c) ||
+      srv.nconns > HTD_MAX_CONNS) {
+    if (srv.nconns > HTD_MAX_CONNS)
+      htd_log(HTD_LOG_WARN, "refused a connection: %d connections already open",
+              HTD_MAX_CONNS);
+    conn_close(c);
+    return;
+  }
+  c->reading = !srv.paused;
+  if (c->reading)
+    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+/* ======================================================================
+ * Control requests
+ * ==================================================================== */
+
+/* Frames text (owned, freed here) as the connection's reply. */
+static void set_reply(conn_t *c, char *text) {
+  size_t n = text ? strlen(text) : 0;
+  if (!text || n + 1 > HT_CTL_MAX_REPLY) {
+    free(text);
+    text = strdup("{\"ok\":false,\"code\":1,\"error\":\"reply too large or out of memory; "
+                  "narrow the query\"}");
+    if (!text)
+      return;
+    n = strlen(text);
+  }
+  c->reply = malloc(n + 5);
+  if (c->reply) {
+    uint32_t body = (uint32_t)(n + 1);
+    for (int i = 0; i < 4; i++)
+      c->reply[i] = (char)(body >> (8 * i));
+    c->reply[4] = HT_REC_CTL_REPLY;
+    memcpy(c->reply + 5, text, n);
+    c->reply_len = n + 5;
+  }
+  free(text);
+}
+
+static void control_work(uv_work_t *w) {
+  conn_t *c = w->data;
+  cJSON *req = cJSON_Parse(c->request);
+  cJSON *reply;
+  if (!req) {
+    reply = htq_error(HTQ_USAGE, "the request is not valid JSON");
+  } else {
+    sqlite3 *db = NULL;
+    char err[512];
+    if (htq_open(srv.opt->db_path, &db, err, sizeof err) != 0)
+      reply = htq_error(HTQ_FAILED, "%s", err);
+    else
+      reply = htq_execute(db, req);
+    sqlite3_close(db);
+  }
+  cJSON_Delete(req);
+  char *text = reply ? cJSON_PrintUnformatted(reply) : NULL;
+  cJSON_Delete(reply);
+  set_reply(c, text);
+}
+
+static void control_written(uv_write_t *req, int status) {
+  conn_t *c = req->data;
+  (void)status;
+  conn_close(c);
+}
+
+static void control_after(uv_work_t *w, int status) {
+  conn_t *c = w->data;
+  if (!conn_release(c))
+    return;
+  if (status != 0 || !c->reply || c->closing) {
+    conn_close(c);
+    return;
+  }
+  uv_buf_t b = uv_buf_init(c->reply, (unsigned)c->reply_len);
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, control_written) != 0)
+    conn_close(c);
+}
+
+/* Daemon-only requests are answered on the loop; the rest go to a worker
+ * once everything received before the request is committed. */
+static void control_barrier_done(void *arg, int status) {
+  conn_t *c = arg;
+  (void)status;
+  if (!conn_release(c))
+    return;
+  if (srv.stopping || c->closing) {
+    conn_close(c);
+    return;
+  }
+  c->work.data = c;
+  c->pending++;
+  if (uv_queue_work(srv.loop, &c->work, control_work, control_after) != 0) {
+    c->pending--;
+    conn_close(c);
+  }
+}
+
+static cJSON *status_reply(void) {
+  cJSON *r = cJSON_CreateObject();
+  int64_t ingest = 0;
+  for (conn_t *c = srv.conns; c; c = c->next)
+    ingest += c->kind == CONN_INGEST && !c->closing;
+  cJSON_AddNumberToObject(r, "pid", getpid());
+  cJSON_AddNumberToObject(r, "uptime_s", (double)(uv_hrtime() - srv.started_ns) / 1e9);
+  cJSON_AddNumberToObject(r, "sessions_connected", (double)ingest);
+  cJSON_AddNumberToObject(r, "events_received", (double)srv.events);
+  cJSON_AddNumberToObject(r, "events_per_s", srv.events_per_s);
+  cJSON_AddNumberToObject(r, "queue_bytes", (double)htd_store_backlog(srv.store));
+  cJSON_AddBoolToObject(r, "paused", srv.paused);
+  struct stat sb;
+  cJSON_AddNumberToObject(r, "db_bytes",
+                          stat(srv.opt->db_path, &sb) == 0 ? (double)sb.st_size : 0);
+  cJSON_AddStringToObject(r, "db", srv.opt->db_path);
+  cJSON_AddStringToObject(r, "socket", srv.opt->socket_path);
+  return htq_ok(r);
+}
+
+static void control_start(conn_t *c, const ht_frame_t *f) {
+  uv_read_stop((uv_stream_t *)&c->pipe);
+  c->reading = 0;
+  c->request = htd_strndup((const char *)f->payload, f->payload_len);
+  if (!c->request) {
+    conn_close(c);
+    return;
+  }
+  cJSON *req = cJSON_Parse(c->request);
+  const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(req, "cmd");
+  int is_status = cJSON_IsString(cmd) && strcmp(cmd->valuestring, "status") == 0;
+  cJSON_Delete(req);
+  if (is_status) {
+    cJSON *reply = status_reply();
+    set_reply(c, cJSON_PrintUnformatted(reply));
+    cJSON_Delete(reply);
+    c->work.data = c;
+    c->pending++;
+    control_after(&c->work, 0);
+    return;
+  }
+  for (conn_t *o = srv.conns; o; o = o->next)
+    if (o->session)
+      htd_session_flush(o->session);
+  htd_job_t *j = htd_job_new(HTD_JOB_BARRIER, 0);
+  if (!j) {
+    conn_close(c);
+    return;
+  }
+  j->done = control_barrier_done;
+  j->done_arg = c;
+  c->pending++;
+  htd_store_submit(srv.store, j);
+}
+
+/* ======================================================================
+ * Loop housekeeping
+ * ==================================================================== */
+
+static void set_reading(int on) {
+  for (conn_t *c = srv.conns; c; c = c->next) {
+    if (c->kind == CONN_CONTROL || c->closing || c->reading == on)
+      continue;
+    if (on)
+      uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    else
+      uv_read_stop((uv_stream_t *)&c->pipe);
+    c->reading = on;
+  }
+}
+
+static void on_tick(uv_timer_t *t) {
+  (void)t;
+  for (conn_t *c = srv.conns; c; c = c->next)
+    if (c->session && !c->closing)
+      htd_session_flush(c->session);
+  srv.events_per_s = (double)(srv.events - srv.last_events) * 1000.0 / HTD_TICK_MS;
+  srv.last_events = srv.events;
+  size_t backlog = htd_store_backlog(srv.store);
+  if (!srv.paused && backlog > HTD_BACKLOG_HIGH) {
+    srv.paused = 1;
+    htd_log(HTD_LOG_INFO, "writer behind by %zu MiB: clients wait", backlog >> 20);
+    set_reading(0);
+  } else if (srv.paused && backlog < HTD_BACKLOG_LOW) {
+    srv.paused = 0;
+    set_reading(1);
+  }
+}
+
+static void on_store_async(uv_async_t *a) {
+  (void)a;
+  htd_store_dispatch(srv.store);
+}
+
+static void store_notify(void *arg) {
+  (void)arg;
+  uv_async_send(&srv.store_async);
+}
+
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (h->type == UV_NAMED_PIPE && h->data)
+    conn_close(h->data);
+  else if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/* SIGTERM/SIGINT: stop accepting, end every session (its chunks queued),
+ * close every handle; htd_serve then commits and closes the store. */
+static void on_signal(uv_signal_t *sig, int signum) {
+  (void)sig;
+  if (srv.stopping)
+    return;
+  srv.stopping = 1;
+  htd_log(HTD_LOG_INFO, "signal %d: stopping", signum);
+  for (conn_t *c = srv.conns; c; c = c->next) {
+    if (!c->session || c->closing)
+      continue;
+    /* Frames already received are processed before the session ends. */
+    htd_session_end(c->session, HT_END_DAEMON_STOPPED, "heaptraced stopped");
+  }
+  uv_walk(srv.loop, close_any, NULL);
+}
+
+/* ======================================================================
+ * Listening socket
+ * ==================================================================== */
+
+/* Refuses a live socket (another daemon), removes a stale one. */
+static int claim_socket_path(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+  int err = errno;
+  close(fd);
+  if (live) {
+    fprintf(stderr,
+            "heaptraced: another heaptraced is already listening on %s; stop it first "
+            "(or choose another --socket)\n",
+            path);
+    return -1;
+  }
+  if (err == ECONNREFUSED) {
+    htd_log(HTD_LOG_INFO, "removing stale socket %s", path);
+    unlink(path);
+  }
+  return 0;
+}
+
+/* The socket's directory must be ours and private: 0700. */
+static int prepare_socket_dir(const char *path) {
+  if (htd_mkdir_parent(path, 0700) != 0) {
+    fprintf(stderr, "heaptraced: cannot create the directory of %s: %s\n", path,
+            strerror(errno));
+    return -1;
+  }
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (!slash || slash == dir)
+    return 0;
+  *slash = '\0';
+  struct stat sb;
+  if (stat(dir, &sb) != 0 || sb.st_uid != getuid()) {
+    fprintf(stderr, "heaptraced: %s is not owned by uid %u; refusing to put the socket there\n",
+            dir, (unsigned)getuid());
+    return -1;
+  }
+  if ((sb.st_mode & 077) && (sb.st_mode & S_ISVTX) == 0 && chmod(dir, 0700) != 0) {
+    fprintf(stderr, "heaptraced: cannot make %s private (0700): %s\n", dir, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
+static int listen_on(const char *path) {
+  if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    fprintf(stderr, "heaptraced: socket path %s is too long for a Unix socket\n", path);
+    return -1;
+  }
+  if (prepare_socket_dir(path) != 0 || claim_socket_path(path) != 0)
+    return -1;
+  uv_pipe_init(srv.loop, &srv.listener, 0);
+  srv.listener.data = NULL;
+  mode_t old = umask(0177); /* the socket is created 0600 */
+  int rc = uv_pipe_bind(&srv.listener, path);
+  umask(old);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&srv.listener, 128, on_connection);
+  if (rc != 0) {
+    fprintf(stderr, "heaptraced: cannot listen on %s: %s\n", path, uv_strerror(rc));
+    return -1;
+  }
+  chmod(path, 0600);
+  return 0;
+}
+
+int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
+  char msg[1024];
+  memset(&srv, 0, sizeof srv);
+  srv.opt = opt;
+  srv.loop = uv_default_loop();
+  srv.started_ns = uv_hrtime();
+  signal(SIGPIPE, SIG_IGN);
+  if (htd_mkdir_parent(opt->db_path, 0700) != 0) {
+    fprintf(stderr, "heaptraced: cannot create the directory of %s: %s\n", opt->db_path,
+            strerror(errno));
+    return 1;
+  }
+  uv_async_init(srv.loop, &srv.store_async, on_store_async);
+  mode_t old = umask(0077); /* database, WAL and log: owner only */
+  srv.store = htd_store_open(opt->db_path, store_notify, NULL, msg, sizeof msg);
+  umask(old);
+  if (!srv.store) {
+    fprintf(stderr, "heaptraced: %s\n", msg);
+    return 1;
+  }
+  srv.next_session = htd_store_last_session(srv.store);
+  if (listen_on(opt->socket_path) != 0) {
+    htd_store_close(srv.store);
+    return 1;
+  }
+  uv_signal_init(srv.loop, &srv.sigterm);
+  uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
+  uv_signal_init(srv.loop, &srv.sigint);
+  uv_signal_start(&srv.sigint, on_signal, SIGINT);
+  uv_timer_init(srv.loop, &srv.tick);
+  uv_timer_start(&srv.tick, on_tick, HTD_TICK_MS, HTD_TICK_MS);
+  htd_log(HTD_LOG_INFO, "listening on %s, storing into %s", opt->socket_path, opt->db_path);
+  if (opt->ready_fd >= 0) {
+    char ok = 1;
+    ssize_t w = write(opt->ready_fd, &ok, 1);
+    (void)w;
+    close(opt->ready_fd);
+  }
+  if (detach)
+    detach(opt->log_path);
+  uv_run(srv.loop, UV_RUN_DEFAULT);
+  unlink(opt->socket_path);
+  htd_store_close(srv.store);
+  uv_loop_close(srv.loop);
+  htd_log(HTD_LOG_INFO, "stopped; every received event is committed");
+  return 0;
+}

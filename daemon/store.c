@@ -1,0 +1,363 @@
+/* store.c - the SQLite store and its writer thread.
+ *
+ * The event loop never touches the database for writing: it queues jobs
+ * (htd_store_submit) and goes on reading sockets. The writer thread takes
+ * everything queued, runs it in one transaction, commits, and hands the
+ * jobs back to the loop (through notify + htd_store_dispatch) so that
+ * done-callbacks run on the loop thread. WAL mode lets queries read while
+ * the writer writes; synchronous=NORMAL keeps every committed transaction
+ * intact across a kill -9 of the daemon.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "htd.h"
+#include "store_schema.h"
+
+#define HTD_COMMIT_INTERVAL_MS 50
+
+/* One statement per job kind, in htd_job_kind_t order. */
+/* One statement per job kind, in htd_job_kind_t order. Parameters: ?1 the
+ * session, ?2..?7 the job's integers a..f, ?8..?10 its strings, ?11 its
+ * blob. What each integer means per kind is spelled out by the SQL. */
+static const char *const job_sql[] = {
+    [HTD_JOB_SESSION_BEGIN] =
+        "INSERT INTO sessions(id, pid, ppid, flags, start_ns, start_mono_ns, app, exe, argv)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?8, ?9, ?10)",
+    [HTD_JOB_SESSION_END] = "UPDATE sessions SET events = ?2, lost = ?3, end_ns = ?4,"
+                            " end_reason = ?8, end_detail = NULLIF(?9, '') WHERE id = ?1",
+    [HTD_JOB_SITE] = "INSERT OR IGNORE INTO sites(session, id, line, file, func, type)"
+                     " VALUES(?1, ?2, ?3, ?8, ?9, ?10)",
+    [HTD_JOB_HEAP] = "INSERT OR IGNORE INTO heaps(session, id, caps0, caps1, caps2, start,"
+                     " size, name) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [HTD_JOB_CHUNK] = "INSERT OR REPLACE INTO event_chunks(session, stream, first_seq, count,"
+                      " t0, t1, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?11)",
+    [HTD_JOB_LOST] = "INSERT INTO lost(session, stream, first_seq, count, why)"
+                     " VALUES(?1, ?2, ?3, ?4, ?8)",
+    [HTD_JOB_BARRIER] = NULL,
+};
+#define HTD_JOB_KINDS (sizeof job_sql / sizeof *job_sql)
+
+struct htd_store {
+  sqlite3 *db;
+  char path[4096];
+  sqlite3_stmt *stmt[HTD_JOB_KINDS];
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  htd_job_t *queue, **queue_tail; /* submitted, not yet taken */
+  htd_job_t *done, **done_tail;   /* committed, callbacks not yet run */
+  size_t backlog;
+  int stopping;
+  void (*notify)(void *);
+  void *notify_arg;
+};
+
+char *htd_strndup(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (!d)
+    return NULL;
+  memcpy(d, s, n);
+  d[n] = '\0';
+  return d;
+}
+
+htd_job_t *htd_job_new(htd_job_kind_t kind, int64_t session) {
+  htd_job_t *j = calloc(1, sizeof *j);
+  if (!j)
+    return NULL;
+  j->kind = kind;
+  j->session = session;
+  return j;
+}
+
+static void job_free(htd_job_t *j) {
+  for (size_t i = 0; i < sizeof j->text / sizeof *j->text; i++)
+    free(j->text[i]);
+  free(j->blob);
+  free(j);
+}
+
+static size_t job_bytes(const htd_job_t *j) { return sizeof *j + j->blob_len; }
+
+/* ======================================================================
+ * Schema
+ * ==================================================================== */
+
+static int exec(sqlite3 *db, const char *sql, char *msg, size_t msglen) {
+  char *err = NULL;
+  if (sqlite3_exec(db, sql, NULL, NULL, &err) == SQLITE_OK)
+    return 0;
+  snprintf(msg, msglen, "%s", err ? err : sqlite3_errmsg(db));
+  sqlite3_free(err);
+  return -1;
+}
+
+/* Migrations from version i to i + 1, applied in order inside one
+ * transaction. Version 0 is an empty database. */
+static const char *const migrations[] = {
+    htd_schema_sql, /* 0 -> 1 */
+};
+#define HTD_SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
+
+static int user_version(sqlite3 *db) {
+  sqlite3_stmt *st;
+  int v = -1;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+    return -1;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  return v;
+}
+
+static int migrate(sqlite3 *db, char *msg, size_t msglen) {
+  if (exec(db, "BEGIN IMMEDIATE", msg, msglen) != 0)
+    return -1;
+  int v = user_version(db);
+  if (v < 0) {
+    snprintf(msg, msglen, "cannot read the schema version: %s", sqlite3_errmsg(db));
+    goto fail;
+  }
+  if (v > HTD_SCHEMA_VERSION) {
+    snprintf(msg, msglen,
+             "database schema version %d is newer than this heaptraced understands (%d); "
+             "use a newer heaptrace or another --db",
+             v, HTD_SCHEMA_VERSION);
+    goto fail;
+  }
+  for (; v < HTD_SCHEMA_VERSION; v++) {
+    if (exec(db, migrations[v], msg, msglen) != 0)
+      goto fail;
+    if (v + 1 < HTD_SCHEMA_VERSION) {
+      char pragma[64];
+      snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
+      if (exec(db, pragma, msg, msglen) != 0)
+        goto fail;
+    }
+  }
+  /* Sessions left running by a daemon that died cannot go on. */
+  if (exec(db, "UPDATE sessions SET end_reason = 'daemon-stopped' WHERE end_reason = 'running'",
+           msg, msglen) != 0)
+    goto fail;
+  return exec(db, "COMMIT", msg, msglen);
+fail:
+  sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return -1;
+}
+
+/* ======================================================================
+ * Writer
+ * ==================================================================== */
+
+static int run_job(htd_store_t *st, const htd_job_t *j) {
+  sqlite3_stmt *s = st->stmt[j->kind];
+  if (!s)
+    return 0;
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  sqlite3_bind_int64(s, 1, j->session);
+  const int64_t ints[] = {j->a, j->b, j->c, j->d, j->e, j->f};
+  int nparams = sqlite3_bind_parameter_count(s);
+  for (int i = 0; i < 6 && i + 2 <= nparams; i++)
+    sqlite3_bind_int64(s, i + 2, ints[i]);
+  for (int i = 0; i < 3 && i + 8 <= nparams; i++)
+    sqlite3_bind_text(s, i + 8, j->text[i] ? j->text[i] : "", -1, SQLITE_STATIC);
+  if (nparams >= 11)
+    sqlite3_bind_blob(s, 11, j->blob, (int)j->blob_len, SQLITE_STATIC);
+  int rc = sqlite3_step(s);
+  return rc == SQLITE_DONE ? 0 : rc;
+}
+
+static void commit_batch(htd_store_t *st, htd_job_t *batch) {
+  int status = 0;
+  if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    status = -1;
+    htd_log(HTD_LOG_ERROR, "store: cannot begin a transaction on %s: %s", st->path,
+            sqlite3_errmsg(st->db));
+  }
+  for (htd_job_t *j = batch; j && status == 0; j = j->next) {
+    int rc = run_job(st, j);
+    if (rc != 0) {
+      htd_log(HTD_LOG_ERROR, "store: writing to %s failed: %s", st->path,
+              sqlite3_errmsg(st->db));
+      status = -1;
+    }
+  }
+  if (status == 0 && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    htd_log(HTD_LOG_ERROR, "store: commit to %s failed: %s", st->path, sqlite3_errmsg(st->db));
+    status = -1;
+  }
+  if (status != 0)
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+  size_t bytes = 0;
+  htd_job_t *last = NULL;
+  for (htd_job_t *j = batch; j; j = j->next) {
+    bytes += job_bytes(j);
+    free(j->blob); /* the loop only needs the callback */
+    j->blob = NULL;
+    j->blob_len = 0;
+    j->a = status;
+    last = j;
+  }
+  pthread_mutex_lock(&st->lock);
+  st->backlog -= bytes;
+  if (last) {
+    *st->done_tail = batch;
+    st->done_tail = &last->next;
+  }
+  pthread_mutex_unlock(&st->lock);
+  if (last)
+    st->notify(st->notify_arg);
+}
+
+static void *writer_main(void *arg) {
+  htd_store_t *st = arg;
+  pthread_mutex_lock(&st->lock);
+  for (;;) {
+    while (!st->queue && !st->stopping) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += HTD_COMMIT_INTERVAL_MS * 1000000L;
+      if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+      }
+      pthread_cond_timedwait(&st->cond, &st->lock, &ts);
+    }
+    if (!st->queue && st->stopping)
+      break;
+    htd_job_t *batch = st->queue;
+    st->queue = NULL;
+    st->queue_tail = &st->queue;
+    pthread_mutex_unlock(&st->lock);
+    commit_batch(st, batch);
+    pthread_mutex_lock(&st->lock);
+  }
+  pthread_mutex_unlock(&st->lock);
+  return NULL;
+}
+
+/* ======================================================================
+ * Public
+ * ==================================================================== */
+
+htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *notify_arg,
+                            char *msg, size_t msglen) {
+  htd_store_t *st = calloc(1, sizeof *st);
+  if (!st) {
+    snprintf(msg, msglen, "out of memory");
+    return NULL;
+  }
+  snprintf(st->path, sizeof st->path, "%s", path);
+  st->queue_tail = &st->queue;
+  st->done_tail = &st->done;
+  st->notify = notify;
+  st->notify_arg = notify_arg;
+  if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+      SQLITE_OK) {
+    snprintf(msg, msglen, "cannot open database %s: %s", path, sqlite3_errmsg(st->db));
+    goto fail;
+  }
+  sqlite3_busy_timeout(st->db, 5000);
+  char err[512];
+  if (exec(st->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;", err,
+           sizeof err) != 0) {
+    snprintf(msg, msglen, "database %s is not usable: %s", path, err);
+    goto fail;
+  }
+  if (migrate(st->db, err, sizeof err) != 0) {
+    snprintf(msg, msglen, "database %s: %s", path, err);
+    goto fail;
+  }
+  for (size_t k = 0; k < HTD_JOB_KINDS; k++) {
+    if (job_sql[k] &&
+        sqlite3_prepare_v3(st->db, job_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[k],
+                           NULL) != SQLITE_OK) {
+      snprintf(msg, msglen, "database %s: %s", path, sqlite3_errmsg(st->db));
+      goto fail;
+    }
+  }
+  pthread_mutex_init(&st->lock, NULL);
+  pthread_cond_init(&st->cond, NULL);
+  if (pthread_create(&st->thread, NULL, writer_main, st) != 0) {
+    snprintf(msg, msglen, "cannot start the writer thread: %s", strerror(errno));
+    goto fail;
+  }
+  return st;
+fail:
+  for (size_t k = 0; k < HTD_JOB_KINDS; k++)
+    sqlite3_finalize(st->stmt[k]);
+  sqlite3_close(st->db);
+  free(st);
+  return NULL;
+}
+
+void htd_store_submit(htd_store_t *st, htd_job_t *job) {
+  job->next = NULL;
+  pthread_mutex_lock(&st->lock);
+  *st->queue_tail = job;
+  st->queue_tail = &job->next;
+  st->backlog += job_bytes(job);
+  pthread_cond_signal(&st->cond);
+  pthread_mutex_unlock(&st->lock);
+}
+
+void htd_store_dispatch(htd_store_t *st) {
+  pthread_mutex_lock(&st->lock);
+  htd_job_t *list = st->done;
+  st->done = NULL;
+  st->done_tail = &st->done;
+  pthread_mutex_unlock(&st->lock);
+  while (list) {
+    htd_job_t *next = list->next;
+    if (list->done)
+      list->done(list->done_arg, (int)list->a);
+    job_free(list);
+    list = next;
+  }
+}
+
+size_t htd_store_backlog(htd_store_t *st) {
+  pthread_mutex_lock(&st->lock);
+  size_t b = st->backlog;
+  pthread_mutex_unlock(&st->lock);
+  return b;
+}
+
+int64_t htd_store_last_session(htd_store_t *st) {
+  sqlite3_stmt *s;
+  int64_t id = 0;
+  if (sqlite3_prepare_v2(st->db, "SELECT COALESCE(MAX(id), 0) FROM sessions", -1, &s, NULL) ==
+      SQLITE_OK) {
+    if (sqlite3_step(s) == SQLITE_ROW)
+      id = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+  }
+  return id;
+}
+
+const char *htd_store_path(const htd_store_t *st) { return st->path; }
+
+void htd_store_close(htd_store_t *st) {
+  if (!st)
+    return;
+  pthread_mutex_lock(&st->lock);
+  st->stopping = 1;
+  pthread_cond_signal(&st->cond);
+  pthread_mutex_unlock(&st->lock);
+  pthread_join(st->thread, NULL);
+  htd_store_dispatch(st);
+  for (size_t k = 0; k < HTD_JOB_KINDS; k++)
+    sqlite3_finalize(st->stmt[k]);
+  sqlite3_close(st->db);
+  pthread_mutex_destroy(&st->lock);
+  pthread_cond_destroy(&st->cond);
+  free(st);
+}

@@ -1,0 +1,102 @@
+/* config.c - HEAPTRACE_* options, read once without allocating.
+ *
+ * Every option has a default; a value that does not parse warns once on
+ * stderr and keeps the default, so a typo never stops the application.
+ * getenv() and the copies below touch no heap memory, which matters
+ * because this runs inside the first traced allocation.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+
+void ht__warn(const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return;
+  size_t len = (size_t)n < sizeof line - 2 ? (size_t)n : sizeof line - 2;
+  line[len++] = '\n';
+  ssize_t w = write(STDERR_FILENO, line, len);
+  (void)w;
+}
+
+static int copy_str(char *dst, size_t cap, const char *src) {
+  size_t n = strlen(src);
+  if (n >= cap)
+    return HT_EINVAL;
+  memcpy(dst, src, n + 1);
+  return 0;
+}
+
+int ht__default_socket_path(char *out, size_t cap) {
+  const char *rt = getenv("XDG_RUNTIME_DIR");
+  int n;
+  if (rt && rt[0] == '/')
+    n = snprintf(out, cap, "%s/heaptrace/heaptraced.sock", rt);
+  else
+    n = snprintf(out, cap, "/tmp/heaptrace-%u/heaptraced.sock", (unsigned)getuid());
+  return n > 0 && (size_t)n < cap ? 0 : HT_EINVAL;
+}
+
+/* Booleans accept 1/0, yes/no, true/false, on/off. Returns -1 if none. */
+static int parse_bool(const char *v) {
+  static const char *const yes[] = {"1", "yes", "true", "on"};
+  static const char *const no[] = {"0", "no", "false", "off", ""};
+  for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+    if (strcasecmp(v, yes[i]) == 0)
+      return 1;
+  for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+    if (strcasecmp(v, no[i]) == 0)
+      return 0;
+  return -1;
+}
+
+void ht__config_load(ht_config_t *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->mode = HT_MODE_BLOCK;
+
+  const char *v = getenv("HEAPTRACE_DISABLE");
+  if (v) {
+    int b = parse_bool(v);
+    if (b < 0)
+      ht__warn("heaptrace: HEAPTRACE_DISABLE=%s is not a boolean (1/0, yes/no); "
+               "tracing stays on",
+               v);
+    else
+      cfg->disabled = b;
+  }
+
+  v = getenv("HEAPTRACE_MODE");
+  if (v) {
+    if (strcmp(v, "drop") == 0)
+      cfg->mode = HT_MODE_DROP;
+    else if (strcmp(v, "block") != 0)
+      ht__warn("heaptrace: HEAPTRACE_MODE=%s is neither 'block' nor 'drop'; "
+               "using 'block' (lossless)",
+               v);
+  }
+
+  v = getenv("HEAPTRACE_APP");
+  if (v && copy_str(cfg->app, sizeof cfg->app, v) != 0)
+    ht__warn("heaptrace: HEAPTRACE_APP is longer than %zu bytes; ignored",
+             sizeof cfg->app - 1);
+
+  v = getenv("HEAPTRACE_SOCKET");
+  if (v && v[0] != '\0') {
+    if (copy_str(cfg->socket_path, sizeof cfg->socket_path, v) == 0)
+      return;
+    ht__warn("heaptrace: HEAPTRACE_SOCKET is longer than %zu bytes; using the "
+             "default socket",
+             sizeof cfg->socket_path - 1);
+  }
+  if (ht__default_socket_path(cfg->socket_path, sizeof cfg->socket_path) != 0)
+    cfg->socket_path[0] = '\0';
+}

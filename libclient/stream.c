@@ -1,0 +1,111 @@
+/* stream.c - the per-thread event stream: a single-producer ring.
+ *
+ * The owning thread encodes each event straight into its ring and then
+ * publishes (head, seq) with one release store; the shipping side reads
+ * that word, sends the bytes between what it shipped last and head, and
+ * publishes how far it got in `consumed`. No lock and no system call on
+ * this path; the ring is mmap'd so that the library never calls malloc.
+ *
+ * The ring has HT_PROTO_MAX_EVENT_BYTES of slack past its end: an event is
+ * always encoded contiguously, and the part that spilled past the end is
+ * copied to the start, where the byte stream continues.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "client.h"
+
+static __thread ht_stream_t *tls_stream;
+static __thread int tls_dead; /* the thread's stream was handed over */
+static pthread_key_t stream_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+/* Runs when a thread exits: the flusher ships what is left and unmaps. */
+static void stream_orphan(void *arg) {
+  ht_stream_t *s = arg;
+  tls_stream = NULL;
+  tls_dead = 1;
+  atomic_store_explicit(&s->orphaned, 1, memory_order_release);
+  ht__transport_kick();
+}
+
+static void make_key(void) { pthread_key_create(&stream_key, stream_orphan); }
+
+static ht_stream_t *stream_create(void) {
+  size_t bytes = sizeof(ht_stream_t) + HT_RING_BYTES + HT_PROTO_MAX_EVENT_BYTES;
+  void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED)
+    return NULL;
+  ht_stream_t *s = mem; /* mmap memory is zeroed: every counter starts at 0 */
+  s->ring = (uint8_t *)mem + sizeof(ht_stream_t);
+  return s;
+}
+
+ht_stream_t *ht__stream_get(void) {
+  if (HT_LIKELY(tls_stream != NULL))
+    return tls_stream;
+  ht__transport_init();
+  if (!atomic_load_explicit(&ht__tracing, memory_order_relaxed))
+    return NULL;
+  /* Allocations made by TLS destructors after ours ran are not traced:
+   * a fresh stream would never be shipped. */
+  if (tls_dead)
+    return NULL;
+  pthread_once(&key_once, make_key);
+  ht_stream_t *s = stream_create();
+  if (!s)
+    return NULL;
+  pthread_setspecific(stream_key, s);
+  ht__transport_adopt(s);
+  tls_stream = s;
+  return s;
+}
+
+/* Slow path: the ring has no room for one more event. Block mode waits for
+ * the flusher (lossless); drop mode counts the event and returns 0. */
+static int wait_for_room(ht_stream_t *s, int drop) {
+  for (unsigned spins = 0;; spins++) {
+    ht__transport_kick();
+    s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
+    if (HT_RING_BYTES - (s->head - s->tail_cache) >= HT_PROTO_MAX_EVENT_BYTES)
+      return 1;
+    if (drop || !atomic_load_explicit(&ht__tracing, memory_order_relaxed))
+      return 0;
+    if (spins < 64) {
+      sched_yield();
+    } else {
+      struct timespec ts = {0, 50 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+}
+
+void ht__stream_append(ht_stream_t *s, ht_event_t *ev) {
+  if (HT_UNLIKELY(HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES)) {
+    s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
+    if (HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES &&
+        !wait_for_room(s, ht__mode == HT_MODE_DROP)) {
+      atomic_fetch_add_explicit(&s->lost, 1, memory_order_relaxed);
+      return;
+    }
+  }
+  size_t pos = (size_t)(s->head & (HT_RING_BYTES - 1));
+  size_t n = ht_proto_event_encode(s->ring + pos, &s->enc, ev);
+  if (HT_UNLIKELY(pos + n > HT_RING_BYTES))
+    memcpy(s->ring, s->ring + HT_RING_BYTES, pos + n - HT_RING_BYTES);
+  s->head += n;
+  s->seq++;
+  uint64_t word = (s->head & 0xffffffffu) | (s->seq << 32);
+  atomic_store_explicit(&s->commit, word, memory_order_release);
+  /* Past half full: make sure the flusher is awake, without a syscall per
+   * event (kick is a no-op while a wake-up is already pending). */
+  if (HT_UNLIKELY(s->head - s->tail_cache > HT_RING_BYTES / 2)) {
+    s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
+    if (s->head - s->tail_cache > HT_RING_BYTES / 2)
+      ht__transport_kick();
+  }
+}

@@ -1,0 +1,367 @@
+/* transport.c - the connection to heaptraced and the flusher thread.
+ *
+ * The first traced call connects (ht__transport_init), sends the HELLO
+ * handshake and starts the flusher. The flusher wakes every
+ * HT_FLUSH_INTERVAL_MS, or sooner when a ring passes half full, and ships
+ * the committed bytes of every stream as EVENTS frames with one sendmsg
+ * per stream, straight from the rings (no copy). At exit everything is
+ * shipped and an END record closes the session.
+ *
+ * Locks: list_lock guards the stream list; io_lock serialises writes to the
+ * socket (flusher, SITE/HEAP records, ht_flush). Neither is taken on the
+ * allocation hot path.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+#define HT_FLUSH_INTERVAL_MS 50
+
+_Atomic int ht__tracing;
+ht_mode_t ht__mode = HT_MODE_BLOCK;
+
+static ht_config_t cfg;
+static int sock_fd = -1;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
+static ht_stream_t *streams;
+static uint32_t next_stream_id;
+static pthread_t flusher;
+static int flusher_running;
+static _Atomic int flusher_stop;
+static _Atomic uint32_t wake_word;
+
+uint64_t ht__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t realtime_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ======================================================================
+ * Socket I/O
+ * ==================================================================== */
+
+/* Called with io_lock held. A broken connection turns tracing off once:
+ * the application goes on, untraced. */
+static void lose_connection(int err) {
+  if (sock_fd < 0)
+    return;
+  atomic_store(&ht__tracing, 0);
+  ht__warn("heaptrace: lost the connection to heaptraced at %s (%s); tracing is off",
+           cfg.socket_path, strerror(err));
+  close(sock_fd);
+  sock_fd = -1;
+}
+
+/* Writes every byte of iov, retrying short writes. Called with io_lock. */
+static int write_all(struct iovec *iov, int iovcnt) {
+  while (iovcnt > 0 && sock_fd >= 0) {
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+    ssize_t n = sendmsg(sock_fd, &mh, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      lose_connection(errno);
+      return HT_ENOTCONN;
+    }
+    while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+      n -= (ssize_t)iov->iov_len;
+      iov++;
+      iovcnt--;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = (uint8_t *)iov->iov_base + n;
+      iov->iov_len -= (size_t)n;
+    }
+  }
+  return iovcnt == 0 ? 0 : HT_ENOTCONN;
+}
+
+int ht__transport_send_record(const uint8_t *buf, size_t len) {
+  pthread_mutex_lock(&io_lock);
+  struct iovec iov = {(void *)buf, len};
+  int rc = write_all(&iov, 1);
+  pthread_mutex_unlock(&io_lock);
+  return rc;
+}
+
+/* ======================================================================
+ * Shipping
+ * ==================================================================== */
+
+/* Ships what the stream has committed and not yet shipped. io_lock held. */
+static void ship_stream(ht_stream_t *s) {
+  uint64_t word = atomic_load_explicit(&s->commit, memory_order_acquire);
+  uint32_t bytes = (uint32_t)word - (uint32_t)s->shipped_bytes;
+  uint32_t count = (uint32_t)(word >> 32) - (uint32_t)s->shipped_seq;
+  if (count > 0) {
+    uint8_t head[HT_PROTO_EVENTS_HEAD];
+    ht_proto_events_head(head, s->id, s->shipped_seq, count, bytes);
+    size_t pos = (size_t)(s->shipped_bytes & (HT_RING_BYTES - 1));
+    size_t first = bytes <= HT_RING_BYTES - pos ? bytes : HT_RING_BYTES - pos;
+    struct iovec iov[3] = {{head, sizeof head}, {s->ring + pos, first}, {s->ring, bytes - first}};
+    /* Without a connection the bytes are dropped: writers must never wait
+     * on a ring that nobody will drain. */
+    if (sock_fd >= 0)
+      write_all(iov, bytes > first ? 3 : 2);
+    s->shipped_bytes += bytes;
+    s->shipped_seq += count;
+  }
+  atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
+  uint64_t lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
+  if (lost > s->lost_sent && sock_fd >= 0) {
+    uint8_t buf[64];
+    ht_wbuf_t w;
+    ht_wbuf_init(&w, buf, sizeof buf);
+    ht_lost_rec_t rec = {s->id, s->shipped_seq, lost - s->lost_sent};
+    ht_proto_put_lost(&w, &rec);
+    struct iovec iov = {buf, w.len};
+    if (write_all(&iov, 1) == 0)
+      s->lost_sent = lost;
+  }
+}
+
+/* Ships every stream; unmaps streams whose thread exited once drained. */
+static void ship_all(void) {
+  pthread_mutex_lock(&list_lock);
+  pthread_mutex_lock(&io_lock);
+  ht_stream_t **link = &streams;
+  while (*link) {
+    ht_stream_t *s = *link;
+    int orphan = atomic_load_explicit(&s->orphaned, memory_order_acquire);
+    ship_stream(s);
+    uint64_t word = atomic_load_explicit(&s->commit, memory_order_relaxed);
+    if (orphan && (uint32_t)word == (uint32_t)s->shipped_bytes) {
+      *link = s->next;
+      munmap(s, sizeof(ht_stream_t) + HT_RING_BYTES + HT_PROTO_MAX_EVENT_BYTES);
+      continue;
+    }
+    link = &s->next;
+  }
+  pthread_mutex_unlock(&io_lock);
+  pthread_mutex_unlock(&list_lock);
+}
+
+void ht__transport_adopt(ht_stream_t *s) {
+  pthread_mutex_lock(&list_lock);
+  s->id = ++next_stream_id;
+  s->next = streams;
+  streams = s;
+  pthread_mutex_unlock(&list_lock);
+}
+
+void ht__transport_kick(void) {
+  if (atomic_load_explicit(&wake_word, memory_order_relaxed))
+    return;
+  if (atomic_exchange(&wake_word, 1) == 0)
+    syscall(SYS_futex, &wake_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void *flusher_main(void *arg) {
+  (void)arg;
+  while (!atomic_load(&flusher_stop)) {
+    struct timespec ts = {0, HT_FLUSH_INTERVAL_MS * 1000000L};
+    syscall(SYS_futex, &wake_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+    atomic_store(&wake_word, 0);
+    ship_all();
+  }
+  return NULL;
+}
+
+/* ======================================================================
+ * Connection and handshake
+ * ==================================================================== */
+
+/* Reads a whole small /proc file into buf without stdio. Returns bytes. */
+static size_t read_proc(const char *path, char *buf, size_t cap) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  size_t len = 0;
+  while (len < cap) {
+    ssize_t n = read(fd, buf + len, cap - len);
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+  }
+  close(fd);
+  return len;
+}
+
+static int send_hello(void) {
+  static char exe[4096], cmdline[8192];
+  static ht_hello_t h;
+  static uint8_t buf[16384];
+  memset(&h, 0, sizeof h);
+  h.version = HT_PROTO_VERSION;
+  h.ptr_size = (uint8_t)sizeof(void *);
+  h.clock = 1;
+  h.flags = ht__mode == HT_MODE_DROP ? HT_HELLO_F_DROP : 0;
+  h.pid = (uint32_t)getpid();
+  h.ppid = (uint32_t)getppid();
+  h.start_realtime_ns = realtime_ns();
+  h.start_mono_ns = ht__now_ns();
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  exe[n > 0 ? n : 0] = '\0';
+  h.exe = ht_str(exe);
+  size_t len = read_proc("/proc/self/cmdline", cmdline, sizeof cmdline);
+  for (size_t at = 0; at < len && h.argc < HT_PROTO_MAX_ARGS;) {
+    size_t l = strnlen(cmdline + at, len - at);
+    h.argv[h.argc].s = cmdline + at;
+    h.argv[h.argc].len = l;
+    h.argc++;
+    at += l + 1;
+  }
+  if (cfg.app[0]) {
+    h.app = ht_str(cfg.app);
+  } else {
+    const char *slash = strrchr(exe, '/');
+    h.app = ht_str(slash ? slash + 1 : exe);
+  }
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, sizeof buf);
+  ht_proto_put_hello(&w, &h);
+  if (w.overflow)
+    return HT_ENOMEM;
+  return ht__transport_send_record(buf, w.len);
+}
+
+static int connect_daemon(void) {
+  if (!cfg.socket_path[0])
+    return -ENAMETOOLONG;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  memcpy(sa.sun_path, cfg.socket_path, strlen(cfg.socket_path) + 1);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  sock_fd = fd;
+  return 0;
+}
+
+static void send_end(uint8_t reason) {
+  uint8_t buf[32];
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, sizeof buf);
+  ht_end_rec_t e = {reason, 0};
+  ht_proto_put_end(&w, &e);
+  ht__transport_send_record(buf, w.len);
+}
+
+/* The daemon closes the connection once the session is committed; waiting
+ * for that (bounded) means a process that exited has all its events stored.
+ * A daemon that does not answer in time costs the exit HT_END_WAIT_MS. */
+#define HT_END_WAIT_MS 5000
+static void wait_for_commit(int fd) {
+  shutdown(fd, SHUT_WR);
+  struct timeval tv = {HT_END_WAIT_MS / 1000, (HT_END_WAIT_MS % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char byte;
+  while (recv(fd, &byte, 1, 0) > 0) {
+  }
+}
+
+/* atexit: ship everything, close the session cleanly. */
+static void transport_shutdown(void) {
+  if (!atomic_load(&ht__tracing))
+    return;
+  if (flusher_running) {
+    atomic_store(&flusher_stop, 1);
+    ht__transport_kick();
+    pthread_join(flusher, NULL);
+    flusher_running = 0;
+  }
+  ship_all();
+  send_end(HT_END_CLEAN);
+  atomic_store(&ht__tracing, 0);
+  pthread_mutex_lock(&io_lock);
+  if (sock_fd >= 0) {
+    wait_for_commit(sock_fd);
+    close(sock_fd);
+  }
+  sock_fd = -1;
+  pthread_mutex_unlock(&io_lock);
+}
+
+/* fork: the child must not write into the parent's connection. It goes on
+ * untraced; its streams inherited from the parent are left alone. */
+static void atfork_prepare(void) {
+  pthread_mutex_lock(&list_lock);
+  pthread_mutex_lock(&io_lock);
+}
+
+static void atfork_parent(void) {
+  pthread_mutex_unlock(&io_lock);
+  pthread_mutex_unlock(&list_lock);
+}
+
+static void atfork_child(void) {
+  pthread_mutex_unlock(&io_lock);
+  pthread_mutex_unlock(&list_lock);
+  atomic_store(&ht__tracing, 0);
+  flusher_running = 0;
+  if (sock_fd >= 0)
+    close(sock_fd);
+  sock_fd = -1;
+}
+
+static void transport_init_once(void) {
+  ht__config_load(&cfg);
+  ht__mode = cfg.mode;
+  if (cfg.disabled)
+    return;
+  int rc = connect_daemon();
+  if (rc != 0) {
+    ht__warn("heaptrace: cannot connect to heaptraced at %s (%s); tracing is off. "
+             "Start heaptraced or set HEAPTRACE_SOCKET.",
+             cfg.socket_path[0] ? cfg.socket_path : "(no path)", strerror(-rc));
+    return;
+  }
+  if (send_hello() != 0)
+    return;
+  atomic_store(&ht__tracing, 1);
+  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+  if (pthread_create(&flusher, NULL, flusher_main, NULL) == 0)
+    flusher_running = 1;
+  atexit(transport_shutdown);
+}
+
+void ht__transport_init(void) { pthread_once(&init_once, transport_init_once); }
+
+int ht_flush(void) {
+  ht__transport_init();
+  if (!atomic_load(&ht__tracing))
+    return HT_ENOTCONN;
+  ship_all();
+  return atomic_load(&ht__tracing) ? 0 : HT_ENOTCONN;
+}
+
+int ht_tracing_enabled(void) {
+  ht__transport_init();
+  return atomic_load(&ht__tracing);
+}

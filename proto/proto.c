@@ -1,0 +1,577 @@
+/* proto.c - encoder and decoder of the heaptrace wire format.
+ *
+ * Encoders append to a ht_wbuf_t; when a write does not fit, the buffer is
+ * marked overflowed and nothing past its end is touched. Decoders read with
+ * a ht_cur_t; the first failed read sets a sticky error and every later
+ * read returns 0, so a record decoder checks once at the end. Lengths read
+ * off the wire are compared with what remains before anything is copied.
+ */
+#include "ht_proto.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ======================================================================
+ * Names
+ * ==================================================================== */
+
+const char *ht_record_name(int type) {
+  switch (type) {
+#define HT__REC_NAME(name, code, str)                                            \
+  case code:                                                                     \
+    return str;
+    HT_RECORD_MAP(HT__REC_NAME)
+#undef HT__REC_NAME
+  }
+  return "unknown";
+}
+
+const char *ht_op_name(int op) {
+  switch (op) {
+#define HT__OP_NAME(name, code, str)                                             \
+  case code:                                                                     \
+    return str;
+    HT_OP_MAP(HT__OP_NAME)
+#undef HT__OP_NAME
+  }
+  return "unknown";
+}
+
+const char *ht_end_name(int reason) {
+  switch (reason) {
+#define HT__END_NAME(name, code, str)                                            \
+  case code:                                                                     \
+    return str;
+    HT_END_MAP(HT__END_NAME)
+#undef HT__END_NAME
+  }
+  return "unknown";
+}
+
+char *ht_caps_format(uint32_t caps, char *out, size_t cap) {
+  static const char *const names[32] = {
+      "EXEC", "32BIT", "8BIT", "DMA", "PID2", "PID3", "PID4", "PID5",
+      "PID6", "PID7", "SPIRAM", "INTERNAL", "DEFAULT", "IRAM_8BIT", "RETENTION", "RTCRAM",
+      [31] = "INVALID"};
+  size_t len = 0;
+  if (cap == 0)
+    return out;
+  out[0] = '\0';
+  /* DEFAULT first: it is what a plain malloc asks for. */
+  static const int order[] = {12, 2, 1, 0, 3, 10, 11, 13, 14, 15, 4, 5, 6, 7, 8, 9, 31};
+  for (size_t k = 0; k < sizeof order / sizeof *order; k++) {
+    int bit = order[k];
+    if (!(caps & (1u << bit)))
+      continue;
+    int n = snprintf(out + len, cap - len, "%s%s", len ? "|" : "", names[bit]);
+    if (n < 0 || (size_t)n >= cap - len)
+      break;
+    len += (size_t)n;
+  }
+  uint32_t unnamed = caps & 0x7fff0000u;
+  if (unnamed && len < cap)
+    snprintf(out + len, cap - len, "%s0x%x", len ? "|" : "", unnamed);
+  if (!caps)
+    snprintf(out, cap, "0");
+  return out;
+}
+
+ht_str_t ht_str(const char *s) {
+  ht_str_t r = {s ? s : "", s ? strlen(s) : 0};
+  return r;
+}
+
+/* ======================================================================
+ * Writer
+ * ==================================================================== */
+
+void ht_wbuf_init(ht_wbuf_t *w, void *mem, size_t cap) {
+  w->p = mem;
+  w->cap = cap;
+  w->len = 0;
+  w->overflow = 0;
+}
+
+static uint8_t *reserve(ht_wbuf_t *w, size_t n) {
+  if (w->overflow || w->cap - w->len < n) {
+    w->overflow = 1;
+    return NULL;
+  }
+  uint8_t *at = w->p + w->len;
+  w->len += n;
+  return at;
+}
+
+static void store_le(uint8_t *at, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    at[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t load_le(const uint8_t *at, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++)
+    v |= (uint64_t)at[i] << (8 * i);
+  return v;
+}
+
+void ht_put_u8(ht_wbuf_t *w, uint8_t v) {
+  uint8_t *at = reserve(w, 1);
+  if (at)
+    *at = v;
+}
+
+void ht_put_u16(ht_wbuf_t *w, uint16_t v) {
+  uint8_t *at = reserve(w, 2);
+  if (at)
+    store_le(at, v, 2);
+}
+
+void ht_put_u32(ht_wbuf_t *w, uint32_t v) {
+  uint8_t *at = reserve(w, 4);
+  if (at)
+    store_le(at, v, 4);
+}
+
+void ht_put_u64(ht_wbuf_t *w, uint64_t v) {
+  uint8_t *at = reserve(w, 8);
+  if (at)
+    store_le(at, v, 8);
+}
+
+static size_t varint_at(uint8_t *out, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    out[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  out[n++] = (uint8_t)v;
+  return n;
+}
+
+void ht_put_varint(ht_wbuf_t *w, uint64_t v) {
+  uint8_t tmp[10];
+  size_t n = varint_at(tmp, v);
+  uint8_t *at = reserve(w, n);
+  if (at)
+    memcpy(at, tmp, n);
+}
+
+/* Strings longer than the protocol allows are cut, never sent oversize:
+ * the receiver would reject the whole record. */
+void ht_put_str(ht_wbuf_t *w, const char *s, size_t len) {
+  if (len > HT_PROTO_MAX_STRING)
+    len = HT_PROTO_MAX_STRING;
+  ht_put_u16(w, (uint16_t)len);
+  uint8_t *at = reserve(w, len);
+  if (at && len)
+    memcpy(at, s, len);
+}
+
+/* ======================================================================
+ * Cursor
+ * ==================================================================== */
+
+void ht_cur_init(ht_cur_t *c, const void *p, size_t len) {
+  c->p = p;
+  c->len = len;
+  c->off = 0;
+  c->err = 0;
+}
+
+static const uint8_t *take(ht_cur_t *c, size_t n) {
+  if (c->err)
+    return NULL;
+  if (c->len - c->off < n) {
+    c->err = HT_ETRUNCATED;
+    return NULL;
+  }
+  const uint8_t *at = c->p + c->off;
+  c->off += n;
+  return at;
+}
+
+uint8_t ht_get_u8(ht_cur_t *c) {
+  const uint8_t *at = take(c, 1);
+  return at ? *at : 0;
+}
+
+uint16_t ht_get_u16(ht_cur_t *c) {
+  const uint8_t *at = take(c, 2);
+  return at ? (uint16_t)load_le(at, 2) : 0;
+}
+
+uint32_t ht_get_u32(ht_cur_t *c) {
+  const uint8_t *at = take(c, 4);
+  return at ? (uint32_t)load_le(at, 4) : 0;
+}
+
+uint64_t ht_get_u64(ht_cur_t *c) {
+  const uint8_t *at = take(c, 8);
+  return at ? load_le(at, 8) : 0;
+}
+
+uint64_t ht_get_varint(ht_cur_t *c) {
+  uint64_t v = 0;
+  for (unsigned shift = 0; shift < 70; shift += 7) {
+    const uint8_t *at = take(c, 1);
+    if (!at)
+      return 0;
+    v |= (uint64_t)(*at & 0x7f) << shift;
+    if (!(*at & 0x80))
+      return v;
+  }
+  c->err = HT_EVARINT;
+  return 0;
+}
+
+ht_str_t ht_get_str(ht_cur_t *c) {
+  ht_str_t s = {"", 0};
+  uint16_t len = ht_get_u16(c);
+  if (c->err)
+    return s;
+  if (len > HT_PROTO_MAX_STRING) {
+    c->err = HT_ESTRLEN;
+    return s;
+  }
+  if (c->len - c->off < len) {
+    c->err = HT_ESTRING;
+    return s;
+  }
+  const uint8_t *at = take(c, len);
+  if (memchr(at, 0, len)) {
+    c->err = HT_ESTRNUL;
+    return s;
+  }
+  s.s = (const char *)at;
+  s.len = len;
+  return s;
+}
+
+/* A record decoder's verdict: the first read error, else leftover bytes. */
+static int finish(const ht_cur_t *c) {
+  if (c->err)
+    return c->err;
+  return c->off == c->len ? 0 : HT_ETRAILING;
+}
+
+/* ======================================================================
+ * Frames
+ * ==================================================================== */
+
+int ht_proto_frame(const uint8_t *buf, size_t len, ht_frame_t *f) {
+  if (len < HT_PROTO_FRAME_PREFIX)
+    return HT_EAGAIN;
+  uint32_t body = (uint32_t)load_le(buf, 4);
+  if (body == 0 || body > HT_PROTO_MAX_FRAME)
+    return HT_EFRAMESIZE;
+  if (len - HT_PROTO_FRAME_PREFIX < body)
+    return HT_EAGAIN;
+  f->type = buf[HT_PROTO_FRAME_PREFIX];
+  f->payload = buf + HT_PROTO_FRAME_PREFIX + 1;
+  f->payload_len = body - 1;
+  f->total = HT_PROTO_FRAME_PREFIX + (size_t)body;
+  return 0;
+}
+
+/* Opens a frame: a length placeholder and the type byte. Returns the offset
+ * of the placeholder for close_frame. */
+static size_t open_frame(ht_wbuf_t *w, uint8_t type) {
+  size_t at = w->len;
+  ht_put_u32(w, 0);
+  ht_put_u8(w, type);
+  return at;
+}
+
+static void close_frame(ht_wbuf_t *w, size_t at) {
+  if (w->overflow)
+    return;
+  size_t body = w->len - at - HT_PROTO_FRAME_PREFIX;
+  if (body > HT_PROTO_MAX_FRAME) {
+    w->overflow = 1;
+    return;
+  }
+  store_le(w->p + at, body, 4);
+}
+
+/* ======================================================================
+ * Records
+ * ==================================================================== */
+
+void ht_proto_put_hello(ht_wbuf_t *w, const ht_hello_t *h) {
+  size_t at = open_frame(w, HT_REC_HELLO);
+  uint8_t *m = reserve(w, HT_PROTO_MAGIC_LEN);
+  if (m)
+    memcpy(m, HT_PROTO_MAGIC, HT_PROTO_MAGIC_LEN);
+  ht_put_u16(w, h->version);
+  ht_put_u8(w, h->ptr_size);
+  ht_put_u8(w, h->clock);
+  ht_put_u16(w, h->flags);
+  ht_put_u32(w, h->pid);
+  ht_put_u32(w, h->ppid);
+  ht_put_u64(w, h->start_realtime_ns);
+  ht_put_u64(w, h->start_mono_ns);
+  ht_put_str(w, h->app.s, h->app.len);
+  ht_put_str(w, h->exe.s, h->exe.len);
+  uint16_t argc = h->argc > HT_PROTO_MAX_ARGS ? HT_PROTO_MAX_ARGS : h->argc;
+  ht_put_u16(w, argc);
+  for (uint16_t i = 0; i < argc; i++)
+    ht_put_str(w, h->argv[i].s, h->argv[i].len);
+  close_frame(w, at);
+}
+
+int ht_proto_decode_hello(const uint8_t *p, size_t n, ht_hello_t *out) {
+  ht_cur_t c;
+  ht_cur_init(&c, p, n);
+  memset(out, 0, sizeof *out);
+  const uint8_t *magic = take(&c, HT_PROTO_MAGIC_LEN);
+  if (!magic)
+    return c.err;
+  if (memcmp(magic, HT_PROTO_MAGIC, HT_PROTO_MAGIC_LEN) != 0)
+    return HT_EMAGIC;
+  out->version = ht_get_u16(&c);
+  if (!c.err && out->version > HT_PROTO_VERSION)
+    return HT_EVERSION;
+  out->ptr_size = ht_get_u8(&c);
+  out->clock = ht_get_u8(&c);
+  out->flags = ht_get_u16(&c);
+  out->pid = ht_get_u32(&c);
+  out->ppid = ht_get_u32(&c);
+  out->start_realtime_ns = ht_get_u64(&c);
+  out->start_mono_ns = ht_get_u64(&c);
+  out->app = ht_get_str(&c);
+  out->exe = ht_get_str(&c);
+  out->argc = ht_get_u16(&c);
+  if (!c.err && out->argc > HT_PROTO_MAX_ARGS)
+    return HT_ELIMIT;
+  for (uint16_t i = 0; i < out->argc && !c.err; i++)
+    out->argv[i] = ht_get_str(&c);
+  return finish(&c);
+}
+
+void ht_proto_put_site(ht_wbuf_t *w, const ht_site_rec_t *s) {
+  size_t at = open_frame(w, HT_REC_SITE);
+  ht_put_varint(w, s->id);
+  ht_put_varint(w, s->line);
+  ht_put_str(w, s->file.s, s->file.len);
+  ht_put_str(w, s->func.s, s->func.len);
+  ht_put_str(w, s->type.s, s->type.len);
+  close_frame(w, at);
+}
+
+/* A varint that must fit in 32 bits; a larger value is a limit error. */
+static uint32_t get_varint32(ht_cur_t *c) {
+  uint64_t v = ht_get_varint(c);
+  if (!c->err && v > UINT32_MAX) {
+    c->err = HT_ELIMIT;
+    return 0;
+  }
+  return (uint32_t)v;
+}
+
+int ht_proto_decode_site(const uint8_t *p, size_t n, ht_site_rec_t *out) {
+  ht_cur_t c;
+  ht_cur_init(&c, p, n);
+  out->id = get_varint32(&c);
+  out->line = get_varint32(&c);
+  out->file = ht_get_str(&c);
+  out->func = ht_get_str(&c);
+  out->type = ht_get_str(&c);
+  return finish(&c);
+}
+
+void ht_proto_put_heap(ht_wbuf_t *w, const ht_heap_rec_t *h) {
+  size_t at = open_frame(w, HT_REC_HEAP);
+  ht_put_varint(w, h->id);
+  for (int i = 0; i < HT_PROTO_CAPS_PRIOS; i++)
+    ht_put_varint(w, h->caps[i]);
+  ht_put_u64(w, h->start);
+  ht_put_u64(w, h->size);
+  ht_put_str(w, h->name.s, h->name.len);
+  close_frame(w, at);
+}
+
+int ht_proto_decode_heap(const uint8_t *p, size_t n, ht_heap_rec_t *out) {
+  ht_cur_t c;
+  ht_cur_init(&c, p, n);
+  out->id = get_varint32(&c);
+  for (int i = 0; i < HT_PROTO_CAPS_PRIOS; i++)
+    out->caps[i] = get_varint32(&c);
+  out->start = ht_get_u64(&c);
+  out->size = ht_get_u64(&c);
+  out->name = ht_get_str(&c);
+  return finish(&c);
+}
+
+void ht_proto_put_lost(ht_wbuf_t *w, const ht_lost_rec_t *l) {
+  size_t at = open_frame(w, HT_REC_LOST);
+  ht_put_varint(w, l->stream);
+  ht_put_varint(w, l->first_seq);
+  ht_put_varint(w, l->count);
+  close_frame(w, at);
+}
+
+int ht_proto_decode_lost(const uint8_t *p, size_t n, ht_lost_rec_t *out) {
+  ht_cur_t c;
+  ht_cur_init(&c, p, n);
+  out->stream = get_varint32(&c);
+  out->first_seq = ht_get_varint(&c);
+  out->count = ht_get_varint(&c);
+  return finish(&c);
+}
+
+void ht_proto_put_end(ht_wbuf_t *w, const ht_end_rec_t *e) {
+  size_t at = open_frame(w, HT_REC_END);
+  ht_put_u8(w, e->reason);
+  ht_put_varint(w, e->undelivered);
+  close_frame(w, at);
+}
+
+int ht_proto_decode_end(const uint8_t *p, size_t n, ht_end_rec_t *out) {
+  ht_cur_t c;
+  ht_cur_init(&c, p, n);
+  out->reason = ht_get_u8(&c);
+  out->undelivered = ht_get_varint(&c);
+  if (!c.err && (out->reason == HT_END_RUNNING || out->reason > HT_END_ABNORMAL))
+    return HT_ELIMIT;
+  return finish(&c);
+}
+
+/* ======================================================================
+ * Events
+ * ==================================================================== */
+
+void ht_proto_events_head(uint8_t out[HT_PROTO_EVENTS_HEAD], uint32_t stream,
+                          uint64_t first_seq, uint32_t count, size_t data_len) {
+  store_le(out, HT_PROTO_EVENTS_HEAD - HT_PROTO_FRAME_PREFIX + data_len, 4);
+  out[4] = HT_REC_EVENTS;
+  store_le(out + 5, stream, 4);
+  store_le(out + 9, first_seq, 8);
+  store_le(out + 17, count, 4);
+}
+
+int ht_proto_events_begin(ht_evreader_t *r, const uint8_t *p, size_t n) {
+  ht_cur_init(&r->cur, p, n);
+  r->hdr.stream = ht_get_u32(&r->cur);
+  r->hdr.first_seq = ht_get_u64(&r->cur);
+  r->hdr.count = ht_get_u32(&r->cur);
+  r->done = 0;
+  if (r->cur.err)
+    return r->cur.err;
+  if (r->hdr.count > HT_PROTO_MAX_FRAME_EVENTS)
+    return HT_ELIMIT;
+  return 0;
+}
+
+static int has_old_ptr(uint32_t op, uint32_t failed_op) {
+  return op == HT_OP_REALLOC || (op == HT_OP_FAILED && failed_op == HT_OP_REALLOC);
+}
+
+/* Hot path of the client: one event, fields in a fixed order, deltas
+ * against the stream's previous event so that typical events take 12-20
+ * bytes. The layout is specified in PROTOCOL.md, "Event encoding". */
+size_t ht_proto_event_encode(uint8_t *out, ht_evstate_t *st, const ht_event_t *ev) {
+  size_t n = 0;
+  out[n++] = (uint8_t)(ev->op | (ev->failed_op << 4));
+  n += varint_at(out + n, ht_zigzag((int64_t)(ev->time_ns - st->time_ns)));
+  n += varint_at(out + n, ev->site);
+  n += varint_at(out + n, ev->heap);
+  n += varint_at(out + n, ev->caps);
+  n += varint_at(out + n, ht_zigzag((int64_t)(ev->ptr - st->ptr)));
+  if (has_old_ptr(ev->op, ev->failed_op)) {
+    n += varint_at(out + n, ht_zigzag((int64_t)(ev->old_ptr - ev->ptr)));
+    n += varint_at(out + n, ev->old_usable);
+  }
+  if (ev->op == HT_OP_ALIGNED || (ev->op == HT_OP_FAILED && ev->failed_op == HT_OP_ALIGNED))
+    n += varint_at(out + n, ev->align);
+  n += varint_at(out + n, ev->size);
+  n += varint_at(out + n, ht_zigzag((int64_t)(ev->usable - ev->size)));
+  n += varint_at(out + n, ht_zigzag(ev->cur_bytes - st->cur_bytes));
+  n += varint_at(out + n, ht_zigzag(ev->cur_blocks - st->cur_blocks));
+  n += varint_at(out + n, ev->total_bytes - st->total_bytes);
+  st->time_ns = ev->time_ns;
+  st->ptr = ev->ptr;
+  st->cur_bytes = ev->cur_bytes;
+  st->cur_blocks = ev->cur_blocks;
+  st->total_bytes = ev->total_bytes;
+  return n;
+}
+
+static int valid_op(uint32_t op, uint32_t failed_op) {
+  if (op < 1 || op > HT_OP_MAX)
+    return 0;
+  if (op == HT_OP_FAILED)
+    return failed_op >= HT_OP_MALLOC && failed_op <= HT_OP_ALIGNED;
+  return failed_op == 0;
+}
+
+int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev) {
+  ht_cur_t *c = &r->cur;
+  if (r->done == r->hdr.count)
+    return finish(c);
+  uint8_t opb = ht_get_u8(c);
+  if (c->err)
+    return c->err;
+  memset(ev, 0, sizeof *ev);
+  ev->op = opb & 0x0f;
+  ev->failed_op = (uint32_t)(opb >> 4);
+  if (!valid_op(ev->op, ev->failed_op))
+    return HT_EOP;
+  ev->seq = r->hdr.first_seq + r->done;
+  ev->stream = r->hdr.stream;
+  ev->time_ns = st->time_ns + (uint64_t)ht_unzigzag(ht_get_varint(c));
+  ev->site = get_varint32(c);
+  ev->heap = get_varint32(c);
+  ev->caps = get_varint32(c);
+  ev->ptr = st->ptr + (uint64_t)ht_unzigzag(ht_get_varint(c));
+  if (has_old_ptr(ev->op, ev->failed_op)) {
+    ev->old_ptr = ev->ptr + (uint64_t)ht_unzigzag(ht_get_varint(c));
+    ev->old_usable = ht_get_varint(c);
+  }
+  if (ev->op == HT_OP_ALIGNED || (ev->op == HT_OP_FAILED && ev->failed_op == HT_OP_ALIGNED))
+    ev->align = ht_get_varint(c);
+  ev->size = ht_get_varint(c);
+  ev->usable = ev->size + (uint64_t)ht_unzigzag(ht_get_varint(c));
+  ev->cur_bytes = (int64_t)((uint64_t)st->cur_bytes + (uint64_t)ht_unzigzag(ht_get_varint(c)));
+  ev->cur_blocks =
+      (int64_t)((uint64_t)st->cur_blocks + (uint64_t)ht_unzigzag(ht_get_varint(c)));
+  ev->total_bytes = st->total_bytes + ht_get_varint(c);
+  if (c->err)
+    return c->err;
+  st->time_ns = ev->time_ns;
+  st->ptr = ev->ptr;
+  st->cur_bytes = ev->cur_bytes;
+  st->cur_blocks = ev->cur_blocks;
+  st->total_bytes = ev->total_bytes;
+  r->done++;
+  return 1;
+}
+
+/* ======================================================================
+ * Errors
+ * ==================================================================== */
+
+const char *ht_strerror(int err) {
+  switch (err) {
+  case HT_OK:
+    return "success";
+#define HT__ERR_MSG(name, code, msg)                                             \
+  case code:                                                                     \
+    return msg;
+    HT_ERRNO_MAP(HT__ERR_MSG)
+#undef HT__ERR_MSG
+  }
+  return "unknown error";
+}
+
+const char *ht_err_name(int err) {
+  switch (err) {
+  case HT_OK:
+    return "HT_OK";
+#define HT__ERR_NAME(name, code, msg)                                            \
+  case code:                                                                     \
+    return "HT_" #name;
+    HT_ERRNO_MAP(HT__ERR_NAME)
+#undef HT__ERR_NAME
+  }
+  return "HT_E?";
+}

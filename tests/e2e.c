@@ -1,0 +1,260 @@
+/* e2e.c - the end-to-end harness: processes, pipes, scratch directories.
+ * See e2e.h. */
+#include "e2e.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+const char *e2e_bin(const char *name) {
+  static char path[8][512];
+  static int next;
+  char *p = path[next++ % 8];
+  snprintf(p, sizeof path[0], "%s/%s", HT_BIN_DIR, name);
+  return p;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static int can_connect(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+  close(fd);
+  return ok;
+}
+
+static void spawn_daemon(e2e_t *e) {
+  pid_t pid = fork();
+  cr_assert(pid >= 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    int log = open(e->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    dup2(log, STDERR_FILENO);
+    dup2(log, STDOUT_FILENO);
+    execl(e2e_bin("heaptraced"), "heaptraced", "--foreground", "--log-level", "debug",
+          "--socket", e->socket, "--db", e->db, (char *)NULL);
+    _exit(127);
+  }
+  e->daemon = pid;
+  for (int i = 0; i < 500; i++) {
+    if (can_connect(e->socket))
+      return;
+    int status;
+    cr_assert(waitpid(pid, &status, WNOHANG) == 0, "heaptraced exited at start; see %s",
+              e->log);
+    sleep_ms(10);
+  }
+  cr_assert_fail("heaptraced did not accept connections within 5 s; see %s", e->log);
+}
+
+void e2e_start(e2e_t *e) {
+  memset(e, 0, sizeof *e);
+  snprintf(e->dir, sizeof e->dir, "/tmp/ht-e2e-XXXXXX");
+  cr_assert(mkdtemp(e->dir) != NULL, "mkdtemp: %s", strerror(errno));
+  snprintf(e->socket, sizeof e->socket, "%s/heaptraced.sock", e->dir);
+  snprintf(e->db, sizeof e->db, "%s/heaptrace.db", e->dir);
+  snprintf(e->log, sizeof e->log, "%s/heaptraced.log", e->dir);
+  spawn_daemon(e);
+}
+
+void e2e_restart_daemon(e2e_t *e) { spawn_daemon(e); }
+
+void e2e_stop_daemon(e2e_t *e) {
+  if (e->daemon <= 0)
+    return;
+  kill(e->daemon, SIGTERM);
+  int status = 0;
+  waitpid(e->daemon, &status, 0);
+  e->daemon = 0;
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+            "heaptraced did not stop cleanly (status 0x%x); see %s", status, e->log);
+}
+
+void e2e_stop(e2e_t *e) {
+  if (e->daemon > 0) {
+    kill(e->daemon, SIGKILL);
+    waitpid(e->daemon, NULL, 0);
+    e->daemon = 0;
+  }
+  if (e->dir[0] && !getenv("HT_KEEP_E2E")) {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
+    int rc = system(cmd);
+    (void)rc;
+  }
+}
+
+/* Reads both pipes to the end without deadlocking on either. */
+static void drain(int out_fd, int err_fd, e2e_result_t *r) {
+  size_t cap[2] = {4096, 4096}, len[2] = {0, 0};
+  char *buf[2] = {malloc(cap[0]), malloc(cap[1])};
+  struct pollfd p[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+  int open_fds = 2;
+  while (open_fds > 0) {
+    if (poll(p, 2, -1) < 0 && errno == EINTR)
+      continue;
+    for (int i = 0; i < 2; i++) {
+      if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      if (cap[i] - len[i] < 2048) {
+        cap[i] *= 2;
+        buf[i] = realloc(buf[i], cap[i]);
+      }
+      ssize_t n = read(p[i].fd, buf[i] + len[i], cap[i] - len[i] - 1);
+      if (n <= 0) {
+        close(p[i].fd);
+        p[i].fd = -1;
+        open_fds--;
+      } else {
+        len[i] += (size_t)n;
+      }
+    }
+  }
+  buf[0][len[0]] = '\0';
+  buf[1][len[1]] = '\0';
+  r->out = buf[0];
+  r->err = buf[1];
+}
+
+static e2e_result_t run_argv(char *const argv[], char *const env[]) {
+  int out[2], err[2];
+  cr_assert(pipe(out) == 0 && pipe(err) == 0);
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    dup2(err[1], STDERR_FILENO);
+    close(out[0]);
+    close(err[0]);
+    for (size_t i = 0; env && env[i]; i++)
+      putenv(env[i]);
+    execve(argv[0], argv, environ);
+    _exit(127);
+  }
+  close(out[1]);
+  close(err[1]);
+  e2e_result_t r = {0};
+  drain(out[0], err[0], &r);
+  int status;
+  waitpid(pid, &status, 0);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+e2e_result_t e2e_run(e2e_t *e, char *const argv[], char *const env[]) {
+  char sock[400];
+  snprintf(sock, sizeof sock, "HEAPTRACE_SOCKET=%s", e->socket);
+  char *all[32];
+  size_t n = 0;
+  all[n++] = sock;
+  /* Client programs under test leak on purpose; the sanitizer's leak
+   * report is for the daemon and heapctl, not for them. */
+  all[n++] = "ASAN_OPTIONS=detect_leaks=0";
+  for (size_t i = 0; env && env[i] && n < 31; i++)
+    all[n++] = env[i];
+  all[n] = NULL;
+  return run_argv(argv, all);
+}
+
+static e2e_result_t heapctl_va(const char *flag, const char *value, const char *first,
+                               va_list ap) {
+  char *argv[32];
+  size_t n = 0;
+  argv[n++] = (char *)e2e_bin("heapctl");
+  argv[n++] = (char *)flag;
+  argv[n++] = (char *)value;
+  for (const char *a = first; a && n < 31; a = va_arg(ap, const char *))
+    argv[n++] = (char *)a;
+  argv[n] = NULL;
+  return run_argv(argv, NULL);
+}
+
+e2e_result_t e2e_heapctl(e2e_t *e, const char *first, ...) {
+  va_list ap;
+  va_start(ap, first);
+  e2e_result_t r = heapctl_va("--socket", e->socket, first, ap);
+  va_end(ap);
+  return r;
+}
+
+e2e_result_t e2e_heapctl_db(e2e_t *e, const char *first, ...) {
+  va_list ap;
+  va_start(ap, first);
+  e2e_result_t r = heapctl_va("--db", e->db, first, ap);
+  va_end(ap);
+  return r;
+}
+
+void e2e_result_free(e2e_result_t *r) {
+  free(r->out);
+  free(r->err);
+  r->out = r->err = NULL;
+}
+
+cJSON *e2e_json(const e2e_result_t *r) {
+  cJSON *j = cJSON_Parse(r->out);
+  cr_assert(j != NULL, "heapctl printed no valid JSON:\n%s\nstderr: %s", r->out, r->err);
+  return j;
+}
+
+int e2e_validate(const char *text, const char *schema_name) {
+  char path[512], tmp[] = "/tmp/ht-json-XXXXXX";
+  int fd = mkstemp(tmp);
+  cr_assert(fd >= 0);
+  size_t len = strlen(text);
+  cr_assert(write(fd, text, len) == (ssize_t)len);
+  close(fd);
+  snprintf(path, sizeof path, "%s/schemas/%s", HT_SOURCE_DIR, schema_name);
+  char *argv[] = {"/usr/bin/python3", HT_SOURCE_DIR "/tests/validate_json.py", path, tmp, NULL};
+  e2e_result_t r = run_argv(argv, NULL);
+  unlink(tmp);
+  if (r.status != 0)
+    fprintf(stderr, "schema %s: %s%s\n", schema_name, r.out, r.err);
+  int status = r.status;
+  e2e_result_free(&r);
+  return status;
+}
+
+int e2e_marked_lines(const char *file, const char *marker, int *lines, int max) {
+  char path[512], line[1024];
+  snprintf(path, sizeof path, "%s/%s", HT_SOURCE_DIR, file);
+  FILE *f = fopen(path, "r");
+  cr_assert(f != NULL, "cannot open %s", path);
+  int n = 0, no = 0;
+  while (fgets(line, sizeof line, f)) {
+    no++;
+    if (strstr(line, marker) && n < max)
+      lines[n++] = no;
+  }
+  fclose(f);
+  return n;
+}
+
+int e2e_count_lines(const char *s, const char *needle) {
+  int n = 0;
+  while (s && *s) {
+    const char *eol = strchr(s, '\n');
+    size_t len = eol ? (size_t)(eol - s) : strlen(s);
+    const char *hit = memmem(s, len, needle, strlen(needle));
+    n += hit != NULL;
+    s += len + (eol != NULL);
+  }
+  return n;
+}

@@ -1,0 +1,64 @@
+/* e2e.h - harness of the end-to-end tests: a real heaptraced on a
+ * temporary socket and database, real client programs, real heapctl.
+ *
+ * Every helper asserts (Criterion) on failure, so a test reads as the
+ * scenario it checks. Binaries come from HT_BIN_DIR, sources from
+ * HT_SOURCE_DIR (both compiled in by tests/CMakeLists.txt).
+ */
+#ifndef HT_E2E_H
+#define HT_E2E_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct {
+  char dir[64];     /* scratch directory, removed by e2e_stop */
+  char socket[100]; /* fits sun_path */
+  char db[100];
+  char log[100];
+  pid_t daemon;
+} e2e_t;
+
+typedef struct {
+  int status;  /* exit status, or 128 + signal */
+  char *out;   /* stdout, NUL-terminated, owned */
+  char *err;   /* stderr, NUL-terminated, owned */
+} e2e_result_t;
+
+/* Makes the scratch directory and starts heaptraced on it; returns when
+ * the socket accepts connections. */
+void e2e_start(e2e_t *e);
+/* Starts heaptraced again on the same socket and database. */
+void e2e_restart_daemon(e2e_t *e);
+/* SIGTERM, waits, asserts a clean exit. */
+void e2e_stop_daemon(e2e_t *e);
+/* Stops the daemon if running and removes the scratch directory. */
+void e2e_stop(e2e_t *e);
+
+/* Runs argv (argv[0] a path) with HEAPTRACE_SOCKET set to the daemon's
+ * socket plus the NULL-terminated "NAME=value" list env (may be NULL). */
+e2e_result_t e2e_run(e2e_t *e, char *const argv[], char *const env[]);
+/* Runs heapctl --socket SOCK ARGS... (NULL-terminated). */
+e2e_result_t e2e_heapctl(e2e_t *e, const char *first, ...);
+/* Runs heapctl --db DB ARGS... (NULL-terminated). */
+e2e_result_t e2e_heapctl_db(e2e_t *e, const char *first, ...);
+void e2e_result_free(e2e_result_t *r);
+
+/* Parses r->out as JSON; asserts it parses. Caller frees. */
+cJSON *e2e_json(const e2e_result_t *r);
+/* Validates text against schemas/NAME with python3-jsonschema; returns 0
+ * when valid (the validator's message goes to stderr otherwise). */
+int e2e_validate(const char *text, const char *schema_name);
+
+/* Path of a built binary: HT_BIN_DIR/name (static storage, per call). */
+const char *e2e_bin(const char *name);
+
+/* Lines of file (relative to the source tree) containing marker, in
+ * order; returns how many were found (at most max). */
+int e2e_marked_lines(const char *file, const char *marker, int *lines, int max);
+
+/* Number of lines in s containing needle. */
+int e2e_count_lines(const char *s, const char *needle);
+
+#endif
