@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 typedef struct {
   const char *socket_path;
   const char *db_path;
+  const char *output; /* export -o */
   int json;
 } globals_t;
 
@@ -34,15 +36,51 @@ typedef struct {
   const char *name;
   const char *args;
   const char *help;
+  unsigned opts;
 } command_help_t;
 
+/* Which options a command takes: one flag per option. */
+enum {
+  OPT_SESSION = 1 << 0,
+  OPT_BY_GROUP = 1 << 1,
+  OPT_MIN = 1 << 2,
+  OPT_TOP = 1 << 3,
+  OPT_HEAP = 1 << 4,
+  OPT_CAPS = 1 << 5,
+  OPT_WINDOW = 1 << 6,
+  OPT_BY_TOP = 1 << 7,
+  OPT_LIMIT = 1 << 8,
+  OPT_STEP = 1 << 9,
+  OPT_FROM = 1 << 10,
+  OPT_OUTPUT = 1 << 11,
+  OPT_TWO_SESSIONS = 1 << 12,
+};
+
 static const command_help_t commands[] = {
-    {"sessions", "", "list sessions: pid, program, start, duration, end state, events, lost"},
+    {"sessions", "", "sessions: pid, program, start, duration, end state, events, lost", 0},
     {"leaks", "[-s SESSION] [--by site|type|caps|heap] [--min-bytes N] [--top N]",
-     "blocks still live at the end of a session (default: the latest), grouped"},
+     "blocks live at the end of a session (default: the latest), grouped",
+     OPT_SESSION | OPT_BY_GROUP | OPT_MIN | OPT_TOP},
     {"stats", "[-s SESSION]",
-     "allocations, frees, reallocs, failures; current and peak bytes; per site"},
-    {"status", "", "daemon health: uptime, sessions connected, events/s, queue, database"},
+     "allocations, frees, reallocs, failures; current and peak; per caps, heap, type, site",
+     OPT_SESSION},
+    {"lwm", "[-s SESSION] [--heap H] [--caps MASK] [--since MS --until MS]",
+     "low-water marks: per heap the minimum free and when; per caps the minimum of the sum",
+     OPT_SESSION | OPT_HEAP | OPT_CAPS | OPT_WINDOW},
+    {"frag", "[-s SESSION] [--heap H]",
+     "fragmentation per heap: free, largest free block, free blocks, now and at its worst",
+     OPT_SESSION | OPT_HEAP},
+    {"top", "[-s SESSION] [--by bytes|count|temporary] [--limit N]", "the hottest call sites",
+     OPT_SESSION | OPT_BY_TOP | OPT_LIMIT},
+    {"timeline", "[-s SESSION] [--heap H] [--step MS]", "in use and free over time, per heap",
+     OPT_SESSION | OPT_HEAP | OPT_STEP},
+    {"diff", "S1 S2", "per-site differences in leaks and peak between two sessions",
+     OPT_TWO_SESSIONS},
+    {"events", "[-s SESSION] [--from N] [--limit N]", "raw events in time order",
+     OPT_SESSION | OPT_FROM | OPT_LIMIT},
+    {"export", "[-s SESSION] [-o FILE|-]",
+     "one JSON report (schemas/report.schema.json), written atomically", OPT_SESSION | OPT_OUTPUT},
+    {"status", "", "daemon health: uptime, sessions connected, events/s, queue, database", 0},
 };
 
 static void usage(FILE *to) {
@@ -74,67 +112,132 @@ static double parse_count(const char *opt, const char *v) {
   return (double)n;
 }
 
+/* Parses a caps mask: a number (0x1006) or names joined by '|'
+ * (DEFAULT|8BIT). Exits with a message if it is neither. */
+static double parse_caps(const char *v) {
+  static const char *const names[] = {"EXEC",   "32BIT",    "8BIT",    "DMA",       "PID2",
+                                      "PID3",   "PID4",     "PID5",    "PID6",      "PID7",
+                                      "SPIRAM", "INTERNAL", "DEFAULT", "IRAM_8BIT", "RETENTION",
+                                      "RTCRAM"};
+  char *end;
+  errno = 0;
+  unsigned long n = strtoul(v, &end, 0);
+  if (!errno && end != v && !*end && n <= UINT32_MAX)
+    return (double)n;
+  uint32_t mask = 0;
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", v);
+  for (char *save = NULL, *tok = strtok_r(buf, "|", &save); tok;
+       tok = strtok_r(NULL, "|", &save)) {
+    const char *name = strncasecmp(tok, "MALLOC_CAP_", 11) == 0 ? tok + 11 : tok;
+    size_t i = 0;
+    while (i < sizeof names / sizeof *names && strcasecmp(name, names[i]) != 0)
+      i++;
+    if (i == sizeof names / sizeof *names) {
+      fprintf(stderr, "heapctl: --caps: '%s' is not a capability (EXEC, 32BIT, 8BIT, DMA, "
+                      "SPIRAM, INTERNAL, DEFAULT, ...) nor a number\n", tok);
+      exit(EXIT_USAGE);
+    }
+    mask |= 1u << i;
+  }
+  return (double)mask;
+}
+
+static int one_of(const char *v, const char *const *set) {
+  for (; *set; set++)
+    if (strcmp(v, *set) == 0)
+      return 1;
+  return 0;
+}
+
 /* Builds the request of command cmd from its options (argv[0] is cmd). */
 static cJSON *build_request(const command_help_t *cmd, int argc, char **argv, globals_t *g) {
-  enum { O_SESSION = 's', O_BY = 1000, O_MIN, O_TOP, O_JSON, O_HELP };
-  static const struct option opts[] = {{"session", required_argument, NULL, O_SESSION},
-                                       {"by", required_argument, NULL, O_BY},
-                                       {"min-bytes", required_argument, NULL, O_MIN},
-                                       {"top", required_argument, NULL, O_TOP},
-                                       {"json", no_argument, NULL, O_JSON},
-                                       {"help", no_argument, NULL, O_HELP},
-                                       {NULL, 0, NULL, 0}};
-  int takes_session = strcmp(cmd->name, "leaks") == 0 || strcmp(cmd->name, "stats") == 0;
-  int is_leaks = strcmp(cmd->name, "leaks") == 0;
+  enum { O_SESSION = 's', O_OUTPUT = 'o', O_BY = 1000, O_MIN, O_TOP, O_HEAP, O_CAPS, O_SINCE,
+         O_UNTIL, O_LIMIT, O_STEP, O_FROM, O_JSON, O_HELP };
+  static const struct option opts[] = {
+      {"session", required_argument, NULL, O_SESSION}, {"by", required_argument, NULL, O_BY},
+      {"min-bytes", required_argument, NULL, O_MIN},   {"top", required_argument, NULL, O_TOP},
+      {"heap", required_argument, NULL, O_HEAP},       {"caps", required_argument, NULL, O_CAPS},
+      {"since", required_argument, NULL, O_SINCE},     {"until", required_argument, NULL, O_UNTIL},
+      {"limit", required_argument, NULL, O_LIMIT},     {"step", required_argument, NULL, O_STEP},
+      {"from", required_argument, NULL, O_FROM},       {"output", required_argument, NULL, O_OUTPUT},
+      {"json", no_argument, NULL, O_JSON},             {"help", no_argument, NULL, O_HELP},
+      {NULL, 0, NULL, 0}};
+  static const char *const groups[] = {"site", "type", "caps", "heap", NULL};
+  static const char *const tops[] = {"bytes", "count", "temporary", NULL};
   cJSON *req = cJSON_CreateObject();
   cJSON_AddStringToObject(req, "cmd", cmd->name);
   optind = 1;
   opterr = 0;
   int o;
-  while ((o = getopt_long(argc, argv, "s:", opts, NULL)) != -1) {
-    const char *bad = NULL;
+  while ((o = getopt_long(argc, argv, "s:o:", opts, NULL)) != -1) {
+    unsigned need = 0;
+    const char *key = NULL;
+    char flag[32] = "?";
+    for (const struct option *p = opts; p->name; p++) {
+      if (p->val != o)
+        continue;
+      if (o < 256)
+        snprintf(flag, sizeof flag, "-%c", o);
+      else
+        snprintf(flag, sizeof flag, "--%s", p->name);
+    }
     switch (o) {
-    case O_SESSION:
-      if (!takes_session)
-        bad = "-s";
-      else
-        cJSON_AddNumberToObject(req, "session", parse_count("-s", optarg));
-      break;
-    case O_BY:
-      if (!is_leaks)
-        bad = "--by";
-      else if (strcmp(optarg, "site") && strcmp(optarg, "type") && strcmp(optarg, "caps") &&
-               strcmp(optarg, "heap")) {
-        fprintf(stderr, "heapctl: --by takes site, type, caps or heap, not '%s'\n", optarg);
-        exit(EXIT_USAGE);
-      } else
-        cJSON_AddStringToObject(req, "by", optarg);
-      break;
-    case O_MIN:
-    case O_TOP:
-      if (!is_leaks)
-        bad = o == O_MIN ? "--min-bytes" : "--top";
-      else
-        cJSON_AddNumberToObject(req, o == O_MIN ? "min_bytes" : "top",
-                                parse_count(o == O_MIN ? "--min-bytes" : "--top", optarg));
-      break;
+    case O_SESSION: need = OPT_SESSION, key = "session"; break;
+    case O_BY: need = cmd->opts & OPT_BY_TOP ? OPT_BY_TOP : OPT_BY_GROUP, key = "by"; break;
+    case O_MIN: need = OPT_MIN, key = "min_bytes"; break;
+    case O_TOP: need = OPT_TOP, key = "top"; break;
+    case O_HEAP: need = OPT_HEAP, key = "heap"; break;
+    case O_CAPS: need = OPT_CAPS, key = "caps"; break;
+    case O_SINCE: need = OPT_WINDOW, key = "since_ms"; break;
+    case O_UNTIL: need = OPT_WINDOW, key = "until_ms"; break;
+    case O_LIMIT: need = OPT_LIMIT, key = "limit"; break;
+    case O_STEP: need = OPT_STEP, key = "step_ms"; break;
+    case O_FROM: need = OPT_FROM, key = "from"; break;
+    case O_OUTPUT: need = OPT_OUTPUT; break;
     case O_JSON:
       g->json = 1;
-      break;
+      continue;
     case O_HELP:
       printf("usage: heapctl %s %s\n  %s\n", cmd->name, cmd->args, cmd->help);
       exit(0);
     default:
-      fprintf(stderr, "heapctl %s: unknown or incomplete option '%s'\n", cmd->name,
-              argv[optind - 1]);
-      fprintf(stderr, "usage: heapctl %s %s\n", cmd->name, cmd->args);
+      fprintf(stderr, "heapctl %s: unknown or incomplete option '%s'\nusage: heapctl %s %s\n",
+              cmd->name, argv[optind - 1], cmd->name, cmd->args);
       exit(EXIT_USAGE);
     }
-    if (bad) {
+    if (!(cmd->opts & need)) {
       fprintf(stderr, "heapctl %s: %s does not apply to this command\nusage: heapctl %s %s\n",
-              cmd->name, bad, cmd->name, cmd->args);
+              cmd->name, flag, cmd->name, cmd->args);
       exit(EXIT_USAGE);
     }
+    if (o == O_OUTPUT) {
+      g->output = optarg;
+    } else if (o == O_BY) {
+      if (!one_of(optarg, need == OPT_BY_TOP ? tops : groups)) {
+        fprintf(stderr, "heapctl %s: --by takes %s, not '%s'\n", cmd->name,
+                need == OPT_BY_TOP ? "bytes, count or temporary" : "site, type, caps or heap",
+                optarg);
+        exit(EXIT_USAGE);
+      }
+      cJSON_AddStringToObject(req, key, optarg);
+    } else if (o == O_HEAP) {
+      cJSON_AddStringToObject(req, key, optarg);
+    } else if (o == O_CAPS) {
+      cJSON_AddNumberToObject(req, key, parse_caps(optarg));
+    } else {
+      cJSON_AddNumberToObject(req, key, parse_count(flag, optarg));
+    }
+  }
+  if (cmd->opts & OPT_TWO_SESSIONS) {
+    if (argc - optind != 2) {
+      fprintf(stderr, "heapctl %s: needs two session ids\nusage: heapctl %s %s\n", cmd->name,
+              cmd->name, cmd->args);
+      exit(EXIT_USAGE);
+    }
+    cJSON_AddNumberToObject(req, "session1", parse_count("S1", argv[optind]));
+    cJSON_AddNumberToObject(req, "session2", parse_count("S2", argv[optind + 1]));
+    optind += 2;
   }
   if (optind < argc) {
     fprintf(stderr, "heapctl %s: unexpected argument '%s'\n", cmd->name, argv[optind]);
@@ -161,7 +264,7 @@ static int read_full(int fd, void *buf, size_t n) {
 
 static int write_full(int fd, const void *buf, size_t n) {
   for (size_t put = 0; put < n;) {
-    ssize_t w = send(fd, (const char *)buf + put, n - put, MSG_NOSIGNAL);
+    ssize_t w = write(fd, (const char *)buf + put, n - put);
     if (w < 0 && errno == EINTR)
       continue;
     if (w <= 0)
@@ -236,8 +339,63 @@ static cJSON *ask_database(const char *path, const cJSON *req) {
   return reply;
 }
 
+/* Writes text to path atomically: a temporary file beside it, fsync'd,
+ * renamed over it. Returns 0 or -1 with errno set. */
+static int write_atomically(const char *path, const char *text) {
+  char tmp[4096];
+  int n = snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path);
+  if (n < 0 || (size_t)n >= sizeof tmp) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  int fd = mkstemp(tmp);
+  if (fd < 0)
+    return -1;
+  size_t len = strlen(text);
+  int ok = write_full(fd, text, len) == 0 && write_full(fd, "\n", 1) == 0 && fsync(fd) == 0;
+  int saved = errno;
+  close(fd);
+  if (!ok || rename(tmp, path) != 0) {
+    saved = ok ? errno : saved;
+    unlink(tmp);
+    errno = saved;
+    return -1;
+  }
+  return 0;
+}
+
+/* export: the report goes to a file (atomically) or, with -o -, stdout. */
+static int write_report(const globals_t *g, const cJSON *result) {
+  char *text = cJSON_Print(result);
+  if (!text) {
+    fprintf(stderr, "heapctl: out of memory printing the report\n");
+    return 1;
+  }
+  char name[64];
+  const char *path = g->output;
+  if (!path) {
+    const cJSON *ses = cJSON_GetObjectItemCaseSensitive(result, "session");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(ses, "id");
+    snprintf(name, sizeof name, "heaptrace-session-%.0f.json",
+             cJSON_IsNumber(id) ? id->valuedouble : 0);
+    path = name;
+  }
+  int status = 0;
+  if (strcmp(path, "-") == 0) {
+    printf("%s\n", text);
+  } else if (write_atomically(path, text) != 0) {
+    fprintf(stderr, "heapctl: cannot write %s: %s\n", path, strerror(errno));
+    status = EXIT_USAGE;
+  } else {
+    fprintf(stderr, "heapctl: wrote %s (%zu bytes)\n", path, strlen(text) + 1);
+  }
+  cJSON_free(text);
+  return status;
+}
+
 int main(int argc, char **argv) {
   globals_t g = {0};
+  signal(SIGPIPE, SIG_IGN); /* a daemon that hangs up is an error return */
   static char sock[108];
   int i = 1;
   for (; i < argc && argv[i][0] == '-'; i++) {
@@ -295,7 +453,9 @@ int main(int argc, char **argv) {
     status = cJSON_IsNumber(code) ? (int)code->valuedouble : EXIT_USAGE;
   } else {
     const cJSON *result = cJSON_GetObjectItemCaseSensitive(reply, "result");
-    if (g.json) {
+    if (strcmp(cmd->name, "export") == 0) {
+      status = write_report(&g, result);
+    } else if (g.json) {
       char *text = cJSON_Print(result);
       printf("%s\n", text ? text : "null");
       cJSON_free(text);

@@ -106,8 +106,8 @@ static void render_stats(FILE *out, const cJSON *r) {
   fprintf(out, "%-22s %14.0f\n", "failed", num(r, "failed"));
   fprintf(out, "%-22s %14.0f  in %.0f blocks\n", "current bytes", num(r, "current_bytes"),
           num(r, "current_blocks"));
-  fprintf(out, "%-22s %14.0f  in %.0f blocks, at +%.6fs\n", "peak bytes", num(r, "peak_bytes"),
-          num(r, "peak_blocks"), num(r, "peak_at_ns") / 1e9);
+  fprintf(out, "%-22s %14.0f  in %.0f blocks, at %.3f ms\n", "peak bytes", num(r, "peak_bytes"),
+          num(r, "peak_blocks"), num(r, "peak_at_ms"));
   fprintf(out, "%-22s %14.0f\n", "bytes allocated", num(r, "total_bytes"));
   if (num(r, "unmatched_frees") > 0)
     fprintf(out, "%-22s %14.0f  (frees of blocks never seen allocated)\n", "unmatched frees",
@@ -117,6 +117,32 @@ static void render_stats(FILE *out, const cJSON *r) {
   fprintf(out, "client totals %s: client %.0f usable bytes in %.0f blocks, daemon %.0f in %.0f\n",
           cJSON_IsTrue(agree) ? "agree" : "DISAGREE", num(t, "client_usable_bytes"),
           num(t, "client_blocks"), num(t, "daemon_usable_bytes"), num(t, "daemon_blocks"));
+  const cJSON *o;
+  fprintf(out, "\n%-4s %-16s %-30s %12s %12s %12s %12s\n", "HEAP", "NAME", "CAPS",
+          "ALLOCATIONS", "IN USE", "PEAK IN USE", "AT (ms)");
+  cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(r, "heaps")) {
+    char name[64];
+    fprintf(out, "%-4.0f %-16s %-30s %12.0f %12.0f %12.0f %12.3f\n", num(o, "heap"),
+            clean(str(o, "name"), name, 17), str(o, "caps_names"), num(o, "allocations"),
+            num(o, "used_bytes"), num(o, "peak_used_bytes"), num(o, "peak_at_ms"));
+  }
+  fprintf(out, "\n%-30s %12s %14s %12s %14s\n", "CAPS REQUESTED", "ALLOCATIONS", "BYTES",
+          "LIVE BLOCKS", "LIVE BYTES");
+  cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(r, "caps")) {
+    fprintf(out, "%-30s %12.0f %14.0f %12.0f %14.0f\n", str(o, "caps_names"),
+            num(o, "allocations"), num(o, "bytes"), num(o, "live_blocks"), num(o, "live_bytes"));
+  }
+  const cJSON *types = cJSON_GetObjectItemCaseSensitive(r, "types");
+  if (cJSON_GetArraySize(types) > 0) {
+    fprintf(out, "\n%-30s %12s %14s %12s %14s\n", "TYPE", "ALLOCATIONS", "BYTES", "LIVE BLOCKS",
+            "LIVE BYTES");
+    cJSON_ArrayForEach(o, types) {
+      char type[64];
+      fprintf(out, "%-30s %12.0f %14.0f %12.0f %14.0f\n", clean(str(o, "type"), type, 31),
+              num(o, "allocations"), num(o, "bytes"), num(o, "live_blocks"),
+              num(o, "live_bytes"));
+    }
+  }
   const cJSON *sites = cJSON_GetObjectItemCaseSensitive(r, "sites");
   if (cJSON_GetArraySize(sites) == 0)
     return;
@@ -131,16 +157,153 @@ static void render_stats(FILE *out, const cJSON *r) {
   }
 }
 
-void hctl_render(FILE *out, const char *cmd, const cJSON *result) {
-  if (strcmp(cmd, "sessions") == 0)
-    render_sessions(out, result);
-  else if (strcmp(cmd, "leaks") == 0)
-    render_leaks(out, result);
-  else if (strcmp(cmd, "stats") == 0)
-    render_stats(out, result);
-  else {
-    char *text = cJSON_Print(result);
-    fprintf(out, "%s\n", text ? text : "{}");
-    cJSON_free(text);
+static void render_lwm(FILE *out, const cJSON *r) {
+  session_line(out, r);
+  const cJSON *heaps = cJSON_GetObjectItemCaseSensitive(r, "heaps"), *h;
+  fprintf(out, "%-4s %-16s %-30s %12s %12s %12s %12s\n", "HEAP", "NAME", "CAPS", "SIZE", "FREE NOW",
+          "MIN FREE", "AT (ms)");
+  cJSON_ArrayForEach(h, heaps) {
+    char name[64];
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "bounded")))
+      fprintf(out, "%-4.0f %-16s %-30s %12.0f %12.0f %12.0f %12.3f\n", num(h, "heap"),
+              clean(str(h, "name"), name, 17), str(h, "caps_names"), num(h, "capacity_bytes"),
+              num(h, "free_bytes"), num(h, "minimum_free_bytes"), num(h, "at_ms"));
+    else
+      fprintf(out, "%-4.0f %-16s %-30s %12s %12s %12s %12.3f  peak in use %.0f bytes\n",
+              num(h, "heap"), clean(str(h, "name"), name, 17), str(h, "caps_names"), "-", "-",
+              "-", num(h, "at_ms"), num(h, "peak_used_bytes"));
   }
+  const cJSON *caps = cJSON_GetObjectItemCaseSensitive(r, "caps"), *k;
+  if (cJSON_GetArraySize(caps) == 0)
+    return;
+  fprintf(out, "\n%-30s %12s %12s %12s %12s %16s\n", "CAPS", "TOTAL", "FREE NOW", "MIN FREE",
+          "AT (ms)", "SUM OF MINIMA");
+  cJSON_ArrayForEach(k, caps) {
+    fprintf(out, "%-30s %12.0f %12.0f %12.0f %12.3f %16.0f\n", str(k, "caps_names"),
+            num(k, "total_bytes"), num(k, "free_bytes"), num(k, "minimum_free_bytes"),
+            num(k, "at_ms"), num(k, "sum_of_heap_minima"));
+  }
+  fprintf(out, "(MIN FREE: the true minimum of the heaps' summed free bytes at one instant; "
+               "SUM OF MINIMA: what ESP-IDF reports)\n");
+}
+
+static void render_frag(FILE *out, const cJSON *r) {
+  session_line(out, r);
+  const cJSON *heaps = cJSON_GetObjectItemCaseSensitive(r, "heaps"), *h;
+  if (cJSON_GetArraySize(heaps) == 0) {
+    fprintf(out, "no caps heaps in this session: the system heap has no bounds to measure\n");
+    return;
+  }
+  fprintf(out, "%-4s %-16s %12s %12s %8s %6s   %-8s %12s %12s %8s %10s\n", "HEAP", "NAME",
+          "FREE", "LARGEST", "BLOCKS", "FRAG", "WORST", "FREE", "LARGEST", "BLOCKS", "AT (ms)");
+  cJSON_ArrayForEach(h, heaps) {
+    char name[64];
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(h, "worst");
+    fprintf(out, "%-4.0f %-16s %12.0f %12.0f %8.0f %5.1f%%   %-7.1f%% %12.0f %12.0f %8.0f %10.3f\n",
+            num(h, "heap"), clean(str(h, "name"), name, 17), num(h, "free_bytes"),
+            num(h, "largest_free_block"), num(h, "free_blocks"), 100 * num(h, "fragmentation"),
+            100 * num(w, "fragmentation"), num(w, "free_bytes"), num(w, "largest_free_block"),
+            num(w, "free_blocks"), num(w, "at_ms"));
+  }
+  fprintf(out, "(FRAG = 1 - largest free block / free bytes)\n");
+}
+
+static void render_top(FILE *out, const cJSON *r) {
+  session_line(out, r);
+  fprintf(out, "%-40s %-24s %12s %14s %10s %14s\n", "SITE", "FUNCTION", "ALLOCATIONS", "BYTES",
+          "TEMPORARY", "PEAK LIVE");
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(r, "sites")) {
+    char key[64], fn[32];
+    fprintf(out, "%-40s %-24s %12.0f %14.0f %10.0f %14.0f\n", clean(str(s, "key"), key, 41),
+            clean(str(s, "function"), fn, 25), num(s, "allocations"), num(s, "bytes"),
+            num(s, "temporary"), num(s, "peak_live_bytes"));
+  }
+}
+
+static void render_timeline(FILE *out, const cJSON *r) {
+  session_line(out, r);
+  const cJSON *h;
+  cJSON_ArrayForEach(h, cJSON_GetObjectItemCaseSensitive(r, "heaps")) {
+    char name[64];
+    int bounded = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "bounded"));
+    fprintf(out, "\nheap %.0f (%s)\n%12s %14s", num(h, "heap"), clean(str(h, "name"), name, 40),
+            "T (ms)", "IN USE");
+    if (bounded)
+      fprintf(out, " %14s %14s %14s %8s", "FREE", "MIN FREE", "LARGEST", "BLOCKS");
+    fputc('\n', out);
+    const cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(h, "points")) {
+      fprintf(out, "%12.3f %14.0f", num(p, "t_ms"), num(p, "used_bytes"));
+      if (bounded)
+        fprintf(out, " %14.0f %14.0f %14.0f %8.0f", num(p, "free_bytes"), num(p, "min_free_bytes"),
+                num(p, "largest_free_block"), num(p, "free_blocks"));
+      fputc('\n', out);
+    }
+  }
+}
+
+static void render_diff(FILE *out, const cJSON *r) {
+  const cJSON *a = cJSON_GetObjectItemCaseSensitive(r, "session1");
+  const cJSON *b = cJSON_GetObjectItemCaseSensitive(r, "session2");
+  fprintf(out, "session %.0f -> %.0f: leaked %.0f -> %.0f bytes, peak %.0f -> %.0f bytes\n",
+          num(a, "id"), num(b, "id"), num(r, "leaked_bytes_1"), num(r, "leaked_bytes_2"),
+          num(r, "peak_bytes_1"), num(r, "peak_bytes_2"));
+  const cJSON *sites = cJSON_GetObjectItemCaseSensitive(r, "sites"), *s;
+  if (cJSON_GetArraySize(sites) == 0) {
+    fprintf(out, "no per-site differences in leaks or peak\n");
+    return;
+  }
+  fprintf(out, "%-40s %-20s %12s %12s %12s %12s\n", "SITE", "FUNCTION", "LEAKED 1", "LEAKED 2",
+          "PEAK 1", "PEAK 2");
+  cJSON_ArrayForEach(s, sites) {
+    char key[64], fn[32];
+    fprintf(out, "%-40s %-20s %12.0f %12.0f %12.0f %12.0f\n", clean(str(s, "key"), key, 41),
+            clean(str(s, "function"), fn, 21), num(s, "leaked_bytes_1"), num(s, "leaked_bytes_2"),
+            num(s, "peak_bytes_1"), num(s, "peak_bytes_2"));
+  }
+}
+
+static void render_events(FILE *out, const cJSON *r) {
+  session_line(out, r);
+  fprintf(out, "%8s %12s %6s %8s %-14s %-16s %10s %5s %s\n", "N", "T (ms)", "STREAM", "SEQ", "OP",
+          "PTR", "SIZE", "HEAP", "SITE");
+  const cJSON *e;
+  cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "events")) {
+    char site[128];
+    fprintf(out, "%8.0f %12.3f %6.0f %8.0f %-14s %-16s %10.0f %5.0f %s\n", num(e, "n"),
+            num(e, "t_ms"), num(e, "stream"), num(e, "seq"), str(e, "op"), str(e, "ptr"),
+            num(e, "size"), num(e, "heap"), clean(str(e, "site"), site, sizeof site));
+  }
+}
+
+static void render_status(FILE *out, const cJSON *r) {
+  fprintf(out, "heaptraced pid %.0f, up %.1f s\n", num(r, "pid"), num(r, "uptime_s"));
+  fprintf(out, "socket      %s\ndatabase    %s (%.0f bytes)\n", str(r, "socket"), str(r, "db"),
+          num(r, "db_bytes"));
+  fprintf(out, "sessions    %.0f connected\nevents      %.0f received, %.0f/s now\n",
+          num(r, "sessions_connected"), num(r, "events_received"), num(r, "events_per_s"));
+  fprintf(out, "queue       %.0f bytes waiting for the writer%s\n", num(r, "queue_bytes"),
+          cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "paused")) ? " (clients paused)" : "");
+}
+
+void hctl_render(FILE *out, const char *cmd, const cJSON *result) {
+  static const struct {
+    const char *name;
+    void (*fn)(FILE *, const cJSON *);
+  } renderers[] = {
+      {"sessions", render_sessions}, {"leaks", render_leaks}, {"stats", render_stats},
+      {"lwm", render_lwm},           {"frag", render_frag},   {"top", render_top},
+      {"timeline", render_timeline}, {"diff", render_diff},   {"events", render_events},
+      {"status", render_status},
+  };
+  for (size_t i = 0; i < sizeof renderers / sizeof *renderers; i++) {
+    if (strcmp(renderers[i].name, cmd) == 0) {
+      renderers[i].fn(out, result);
+      return;
+    }
+  }
+  char *text = cJSON_Print(result);
+  fprintf(out, "%s\n", text ? text : "{}");
+  cJSON_free(text);
 }

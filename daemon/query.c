@@ -1,10 +1,11 @@
-/* query.c - the answers: sessions, leaks and statistics.
+/* query.c - the answers: sessions, leaks, stats, low-water marks,
+ * fragmentation, top sites, timeline, diff, raw events and the report.
  *
- * A request names a session (default: the latest). Its stored events are
- * replayed in time order (replay.c) through an analysis that keeps the
- * live blocks (livemap.c) and the counters; the reply is built from that.
- * Everything read from the database goes into JSON through cJSON, which
- * escapes it; SQL is always bound parameters.
+ * A request names a session (default: the latest). Its model (model.h) is
+ * read from the stored summary, or built from the events when there is
+ * none; every command is a view of that model. Everything read from the
+ * database goes into JSON through cJSON, which escapes it; SQL is always
+ * bound parameters. Times in replies are ms since the session started.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "query.h"
+#include "summary.h"
 
 /* ======================================================================
  * Replies
@@ -181,187 +183,144 @@ static cJSON *resolve_session(sqlite3 *db, const cJSON *req, int64_t *id, int64_
 }
 
 /* ======================================================================
- * Analysis: one replay, every counter
+ * Helpers
  * ==================================================================== */
 
 typedef struct {
-  uint32_t id, line;
-  char *file, *func, *type;
-  uint64_t allocs, bytes;
-} site_t;
+  sqlite3 *db;
+  const cJSON *req;
+  int64_t id, mono0;
+  cJSON *session; /* owned until handed to a result */
+  htq_model_t m;
+  int have_model;
+} ctx_t;
 
-typedef struct {
-  uint32_t id;
-  int64_t bytes, blocks;
-} stream_total_t;
-
-typedef struct {
-  htq_livemap_t live;
-  site_t *sites;
-  size_t nsites;
-  stream_total_t *streams;
-  size_t nstreams, streams_cap;
-  uint64_t events, allocs, frees, reallocs, failed, unmatched, replaced;
-  int64_t cur_bytes, cur_blocks, cur_usable, peak_bytes, peak_blocks;
-  uint64_t peak_time, total_bytes, first_time;
-  int oom;
-} analysis_t;
-
-static int site_cmp(const void *a, const void *b) {
-  const site_t *x = a, *y = b;
-  return x->id < y->id ? -1 : x->id > y->id;
+static double num_opt(const cJSON *req, const char *name, double def) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(req, name);
+  return cJSON_IsNumber(j) ? j->valuedouble : def;
 }
 
-static site_t *site_find(analysis_t *a, uint32_t id) {
-  site_t key = {.id = id};
-  return bsearch(&key, a->sites, a->nsites, sizeof *a->sites, site_cmp);
+static const char *str_opt(const cJSON *req, const char *name) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(req, name);
+  return cJSON_IsString(j) ? j->valuestring : NULL;
 }
 
-static char *col_dup(sqlite3_stmt *s, int i) {
-  const char *t = (const char *)sqlite3_column_text(s, i);
-  return strdup(t ? t : "");
+/* ms since the session started, for a client monotonic time. */
+static double at_ms(const ctx_t *c, uint64_t t) {
+  return t > (uint64_t)c->mono0 ? (double)(t - (uint64_t)c->mono0) / 1e6 : 0;
 }
 
-static int load_sites(sqlite3 *db, int64_t session, analysis_t *a) {
-  sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(db,
-                         "SELECT id, line, file, func, type FROM sites WHERE session = ?1 "
-                         "ORDER BY id",
-                         -1, &s, NULL) != SQLITE_OK)
-    return -1;
-  sqlite3_bind_int64(s, 1, session);
-  size_t cap = 0;
-  while (sqlite3_step(s) == SQLITE_ROW) {
-    if (a->nsites == cap) {
-      cap = cap ? cap * 2 : 64;
-      site_t *g = realloc(a->sites, cap * sizeof *g);
-      if (!g)
-        break;
-      a->sites = g;
-    }
-    site_t *t = &a->sites[a->nsites++];
-    memset(t, 0, sizeof *t);
-    t->id = (uint32_t)sqlite3_column_int64(s, 0);
-    t->line = (uint32_t)sqlite3_column_int64(s, 1);
-    t->file = col_dup(s, 2);
-    t->func = col_dup(s, 3);
-    t->type = col_dup(s, 4);
-  }
-  sqlite3_finalize(s);
-  return 0;
+static uint64_t to_mono(const ctx_t *c, double ms) {
+  return (uint64_t)c->mono0 + (uint64_t)(ms * 1e6);
 }
 
-static void analysis_free(analysis_t *a) {
-  for (size_t i = 0; i < a->nsites; i++) {
-    free(a->sites[i].file);
-    free(a->sites[i].func);
-    free(a->sites[i].type);
-  }
-  free(a->sites);
-  free(a->streams);
-  htq_livemap_free(&a->live);
+static void ctx_free(ctx_t *c) {
+  cJSON_Delete(c->session);
+  if (c->have_model)
+    htq_model_free(&c->m);
 }
 
-static void note_stream(analysis_t *a, const ht_event_t *ev) {
-  for (size_t i = 0; i < a->nstreams; i++) {
-    if (a->streams[i].id == ev->stream) {
-      a->streams[i].bytes = ev->cur_bytes;
-      a->streams[i].blocks = ev->cur_blocks;
-      return;
-    }
-  }
-  if (a->nstreams == a->streams_cap) {
-    size_t cap = a->streams_cap ? a->streams_cap * 2 : 16;
-    stream_total_t *g = realloc(a->streams, cap * sizeof *g);
-    if (!g) {
-      a->oom = 1;
-      return;
-    }
-    a->streams = g;
-    a->streams_cap = cap;
-  }
-  a->streams[a->nstreams++] = (stream_total_t){ev->stream, ev->cur_bytes, ev->cur_blocks};
-}
-
-static void block_gone(analysis_t *a, const htq_block_t *b) {
-  a->cur_bytes -= (int64_t)b->size;
-  a->cur_usable -= (int64_t)b->usable;
-  a->cur_blocks--;
-}
-
-static void block_new(analysis_t *a, const ht_event_t *ev) {
-  htq_block_t b = {ev->ptr, ev->size, ev->usable, ev->time_ns, ev->seq,
-                   ev->site, ev->heap, ev->caps, ev->stream};
-  htq_block_t old;
-  if (htq_livemap_take(&a->live, ev->ptr, &old)) {
-    a->replaced++; /* allocated twice without a free: count, keep the new one */
-    block_gone(a, &old);
-  }
-  if (htq_livemap_put(&a->live, &b) < 0)
-    a->oom = 1;
-  a->cur_bytes += (int64_t)ev->size;
-  a->cur_usable += (int64_t)ev->usable;
-  a->cur_blocks++;
-  a->total_bytes += ev->size;
-  site_t *s = site_find(a, ev->site);
-  if (s) {
-    s->allocs++;
-    s->bytes += ev->size;
-  }
-  if (a->cur_bytes > a->peak_bytes) {
-    a->peak_bytes = a->cur_bytes;
-    a->peak_blocks = a->cur_blocks;
-    a->peak_time = ev->time_ns;
-  }
-}
-
-static int analyse_event(const ht_event_t *ev, void *user) {
-  analysis_t *a = user;
-  htq_block_t old;
-  if (a->events++ == 0)
-    a->first_time = ev->time_ns;
-  note_stream(a, ev);
-  switch (ev->op) {
-  case HT_OP_MALLOC:
-  case HT_OP_CALLOC:
-  case HT_OP_ALIGNED:
-    a->allocs++;
-    block_new(a, ev);
-    break;
-  case HT_OP_REALLOC:
-    a->reallocs++;
-    if (htq_livemap_take(&a->live, ev->old_ptr, &old))
-      block_gone(a, &old);
-    else
-      a->unmatched++;
-    block_new(a, ev);
-    break;
-  case HT_OP_FREE:
-    a->frees++;
-    if (htq_livemap_take(&a->live, ev->ptr, &old))
-      block_gone(a, &old);
-    else
-      a->unmatched++;
-    break;
-  case HT_OP_FAILED:
-    a->failed++;
-    break;
-  }
-  return a->oom ? -1 : 0;
-}
-
-static cJSON *analyse(sqlite3 *db, int64_t session, analysis_t *a) {
+/* Resolves the session and loads or builds its model. Returns NULL, or an
+ * error reply. */
+static cJSON *ctx_open(ctx_t *c, sqlite3 *db, const cJSON *req, int need_model) {
+  memset(c, 0, sizeof *c);
+  c->db = db;
+  c->req = req;
+  cJSON *fail = NULL;
+  c->session = resolve_session(db, req, &c->id, &c->mono0, &fail);
+  if (!c->session)
+    return fail;
+  if (!need_model)
+    return NULL;
   char err[512];
-  memset(a, 0, sizeof *a);
-  htq_livemap_init(&a->live);
-  if (load_sites(db, session, a) != 0)
-    return htq_error(HTQ_FAILED, "reading sites: %s", sqlite3_errmsg(db));
-  int rc = htq_replay(db, session, analyse_event, a, err, sizeof err);
-  if (a->oom)
-    return htq_error(HTQ_FAILED, "out of memory analysing session %lld", (long long)session);
-  if (rc != 0)
+  c->have_model = 1;
+  if (htq_model_get(&c->m, db, c->id, err, sizeof err) != 0)
     return htq_error(HTQ_FAILED, "%s", err);
   return NULL;
+}
+
+/* Builds the model from the events with a window and extra caps masks:
+ * used when the stored summary cannot answer (--since/--until, a caps
+ * mask it did not track). */
+static cJSON *ctx_rebuild(ctx_t *c, uint64_t since, uint64_t until, uint32_t mask) {
+  char err[512];
+  if (c->have_model)
+    htq_model_free(&c->m);
+  c->have_model = 1;
+  if (htq_model_init(&c->m, c->db, c->id, err, sizeof err) != 0)
+    return htq_error(HTQ_FAILED, "%s", err);
+  c->m.since = since;
+  c->m.until = until;
+  htq_model_track_mask(&c->m, mask);
+  if (htq_model_build(&c->m, c->db, c->id, err, sizeof err) != 0)
+    return htq_error(HTQ_FAILED, "%s", err);
+  return NULL;
+}
+
+/* Moves every member of object src into dst and deletes src. */
+static void move_members(cJSON *dst, cJSON *src) {
+  while (src->child) {
+    cJSON *item = cJSON_DetachItemViaPointer(src, src->child);
+    cJSON_AddItemToObject(dst, item->string, item);
+  }
+  cJSON_Delete(src);
+}
+
+static cJSON *result_with_session(ctx_t *c) {
+  cJSON *r = cJSON_CreateObject();
+  cJSON_AddItemToObject(r, "session", c->session);
+  c->session = NULL;
+  return r;
+}
+
+static void add_site(cJSON *o, const htq_site_t *s, uint32_t id) {
+  char key[512];
+  if (s)
+    snprintf(key, sizeof key, "%s:%u", s->file, s->line);
+  else
+    snprintf(key, sizeof key, "site %u", id);
+  cJSON_AddStringToObject(o, "key", key);
+  cJSON_AddStringToObject(o, "file", s ? s->file : "");
+  cJSON_AddNumberToObject(o, "line", s ? s->line : 0);
+  cJSON_AddStringToObject(o, "function", s ? s->func : "");
+  cJSON_AddStringToObject(o, "type", s ? s->type : "");
+}
+
+static void add_caps(cJSON *o, const char *name, uint32_t caps) {
+  char buf[160], key[64];
+  cJSON_AddNumberToObject(o, name, caps);
+  snprintf(key, sizeof key, "%s_names", name);
+  cJSON_AddStringToObject(o, key, ht_caps_format(caps, buf, sizeof buf));
+}
+
+/* A heap filter (--heap) matches an id or a name. */
+static int heap_matches(const htq_heap_t *h, const char *filter) {
+  if (!filter)
+    return 1;
+  char id[16];
+  snprintf(id, sizeof id, "%u", h->id);
+  return strcmp(filter, id) == 0 || strcmp(filter, h->name) == 0;
+}
+
+static cJSON *check_heap_filter(ctx_t *c, const char *filter) {
+  for (size_t i = 0; filter && i < c->m.nheaps; i++)
+    if (heap_matches(&c->m.heaps[i], filter))
+      return NULL;
+  return filter ? htq_error(HTQ_USAGE,
+                            "session %lld has no heap '%s'; 'heapctl stats' lists its heaps",
+                            (long long)c->id, filter)
+                : NULL;
+}
+
+static void heap_head(cJSON *o, const htq_heap_t *h) {
+  cJSON_AddNumberToObject(o, "heap", h->id);
+  cJSON_AddStringToObject(o, "name", h->name);
+  cJSON *caps = cJSON_AddArrayToObject(o, "caps");
+  for (int i = 0; i < HT_PROTO_CAPS_PRIOS; i++)
+    cJSON_AddItemToArray(caps, cJSON_CreateNumber(h->caps[i]));
+  char buf[160];
+  cJSON_AddStringToObject(o, "caps_names", ht_caps_format(h->caps[0], buf, sizeof buf));
+  cJSON_AddBoolToObject(o, "bounded", h->bounded);
 }
 
 /* ======================================================================
@@ -372,14 +331,16 @@ typedef enum { BY_SITE, BY_TYPE, BY_CAPS, BY_HEAP } group_by_t;
 static const char *const by_names[] = {"site", "type", "caps", "heap"};
 
 typedef struct {
-  analysis_t *a;
+  htq_model_t *m;
   group_by_t by;
 } group_ctx_t;
 
-static group_ctx_t sort_ctx; /* qsort has no context argument in C11 */
+/* qsort has no context argument in C11; queries on the thread pool run
+ * concurrently, so the context is per thread. */
+static _Thread_local group_ctx_t sort_ctx;
 
-static const char *site_type(analysis_t *a, uint32_t site) {
-  site_t *s = site_find(a, site);
+static const char *site_type(htq_model_t *m, uint32_t site) {
+  htq_site_t *s = htq_model_site(m, site);
   return s ? s->type : "";
 }
 
@@ -389,7 +350,7 @@ static int block_group_cmp(const void *x, const void *y) {
   case BY_SITE:
     return p->site < q->site ? -1 : p->site > q->site;
   case BY_TYPE:
-    return strcmp(site_type(sort_ctx.a, p->site), site_type(sort_ctx.a, q->site));
+    return strcmp(site_type(sort_ctx.m, p->site), site_type(sort_ctx.m, q->site));
   case BY_CAPS:
     return p->caps < q->caps ? -1 : p->caps > q->caps;
   case BY_HEAP:
@@ -405,44 +366,37 @@ static int group_bytes_cmp(const void *x, const void *y) {
   return a < b ? 1 : a > b ? -1 : 0;
 }
 
-static cJSON *group_json(analysis_t *a, group_by_t by, const htq_block_t *first, size_t n) {
+static cJSON *group_json(htq_model_t *m, group_by_t by, const htq_block_t *first, size_t n) {
   cJSON *g = cJSON_CreateObject();
   char key[512], caps[160], addr[32];
   uint64_t bytes = 0;
   for (size_t i = 0; i < n; i++)
     bytes += first[i].size;
-  site_t *s = site_find(a, first->site);
+  htq_site_t *s = htq_model_site(m, first->site);
+  htq_heap_t *h = htq_model_heap(m, first->heap);
   ht_caps_format(first->caps, caps, sizeof caps);
   switch (by) {
   case BY_SITE:
-    if (s)
-      snprintf(key, sizeof key, "%s:%u", s->file, s->line);
-    else
-      snprintf(key, sizeof key, "site %u", first->site);
+    add_site(g, s, first->site);
     break;
   case BY_TYPE:
     snprintf(key, sizeof key, "%s", s && s->type[0] ? s->type : "(untyped)");
+    cJSON_AddStringToObject(g, "key", key);
     break;
   case BY_CAPS:
-    snprintf(key, sizeof key, "%s", caps);
+    cJSON_AddStringToObject(g, "key", caps);
     break;
   case BY_HEAP:
-    snprintf(key, sizeof key, "heap %u", first->heap);
+    snprintf(key, sizeof key, "%s", h ? h->name : "?");
+    cJSON_AddStringToObject(g, "key", key);
     break;
   }
-  cJSON_AddStringToObject(g, "key", key);
-  if (by == BY_SITE && s) {
-    cJSON_AddStringToObject(g, "file", s->file);
-    cJSON_AddNumberToObject(g, "line", s->line);
-    cJSON_AddStringToObject(g, "function", s->func);
-    cJSON_AddStringToObject(g, "type", s->type);
-  }
-  if (by == BY_SITE || by == BY_CAPS) {
-    cJSON_AddNumberToObject(g, "caps", first->caps);
-    cJSON_AddStringToObject(g, "caps_names", caps);
-  }
-  if (by == BY_SITE || by == BY_HEAP)
+  if (by == BY_SITE || by == BY_CAPS)
+    add_caps(g, "caps", first->caps);
+  if (by == BY_SITE || by == BY_HEAP) {
     cJSON_AddNumberToObject(g, "heap", first->heap);
+    cJSON_AddStringToObject(g, "heap_name", h ? h->name : "?");
+  }
   cJSON_AddNumberToObject(g, "blocks", (double)n);
   cJSON_AddNumberToObject(g, "bytes", (double)bytes);
   snprintf(addr, sizeof addr, "0x%llx", (unsigned long long)first->ptr);
@@ -465,52 +419,38 @@ static int parse_by(const cJSON *req, group_by_t *by) {
   return -1;
 }
 
-static double num_opt(const cJSON *req, const char *name, double def) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(req, name);
-  return cJSON_IsNumber(j) ? j->valuedouble : def;
-}
-
-static cJSON *cmd_leaks(sqlite3 *db, const cJSON *req) {
-  group_by_t by;
-  if (parse_by(req, &by) != 0)
-    return htq_error(HTQ_USAGE, "--by takes site, type, caps or heap");
-  double min_bytes = num_opt(req, "min_bytes", 0), top = num_opt(req, "top", 0);
-  int64_t id = 0, mono0 = 0;
-  cJSON *fail = NULL;
-  cJSON *session = resolve_session(db, req, &id, &mono0, &fail);
-  if (!session)
-    return fail;
-  analysis_t a;
-  if ((fail = analyse(db, id, &a)) != NULL) {
-    analysis_free(&a);
-    cJSON_Delete(session);
-    return fail;
-  }
+/* The leak groups of a model, biggest first, filtered; NULL on OOM. */
+static cJSON *leak_groups(htq_model_t *m, group_by_t by, double min_bytes, double top,
+                          uint64_t *nblocks, uint64_t *nbytes) {
   size_t n = 0;
-  htq_block_t *blocks = malloc((a.live.count ? a.live.count : 1) * sizeof *blocks);
-  for (size_t i = 0; blocks && i < a.live.cap; i++)
-    if (a.live.slots[i].ptr)
-      blocks[n++] = a.live.slots[i];
-  sort_ctx = (group_ctx_t){&a, by};
-  if (blocks)
-    qsort(blocks, n, sizeof *blocks, block_group_cmp);
+  htq_block_t *blocks = malloc((m->live.count ? m->live.count : 1) * sizeof *blocks);
+  cJSON **groups = malloc((m->live.count ? m->live.count : 1) * sizeof *groups);
+  if (!blocks || !groups) {
+    free(blocks);
+    free(groups);
+    return NULL;
+  }
+  for (size_t i = 0; i < m->live.cap; i++)
+    if (m->live.slots[i].ptr)
+      blocks[n++] = m->live.slots[i];
+  sort_ctx = (group_ctx_t){m, by};
+  qsort(blocks, n, sizeof *blocks, block_group_cmp);
   size_t ngroups = 0;
-  cJSON **groups = malloc((n ? n : 1) * sizeof *groups);
-  uint64_t total_bytes = 0;
-  for (size_t i = 0; groups && i < n;) {
+  *nblocks = n;
+  *nbytes = 0;
+  for (size_t i = 0; i < n;) {
     size_t j = i + 1;
     while (j < n && block_group_cmp(&blocks[i], &blocks[j]) == 0)
       j++;
-    groups[ngroups++] = group_json(&a, by, &blocks[i], j - i);
+    groups[ngroups++] = group_json(m, by, &blocks[i], j - i);
     for (size_t k = i; k < j; k++)
-      total_bytes += blocks[k].size;
+      *nbytes += blocks[k].size;
     i = j;
   }
-  if (groups)
-    qsort(groups, ngroups, sizeof *groups, group_bytes_cmp);
+  qsort(groups, ngroups, sizeof *groups, group_bytes_cmp);
   cJSON *list = cJSON_CreateArray();
   size_t shown = 0;
-  for (size_t i = 0; groups && i < ngroups; i++) {
+  for (size_t i = 0; i < ngroups; i++) {
     double bytes = cJSON_GetObjectItem(groups[i], "bytes")->valuedouble;
     if (bytes < min_bytes || (top > 0 && (double)shown >= top)) {
       cJSON_Delete(groups[i]);
@@ -519,20 +459,43 @@ static cJSON *cmd_leaks(sqlite3 *db, const cJSON *req) {
     cJSON_AddItemToArray(list, groups[i]);
     shown++;
   }
+  free(groups);
+  free(blocks);
+  return list;
+}
+
+static cJSON *leaks_result(ctx_t *c, group_by_t by, double min_bytes, double top) {
+  uint64_t nblocks, nbytes;
+  cJSON *list = leak_groups(&c->m, by, min_bytes, top, &nblocks, &nbytes);
+  if (!list)
+    return NULL;
   cJSON *r = cJSON_CreateObject();
-  cJSON_AddItemToObject(r, "session", session);
   cJSON_AddStringToObject(r, "by", by_names[by]);
   cJSON_AddItemToObject(r, "groups", list);
   cJSON *total = cJSON_AddObjectToObject(r, "total");
-  cJSON_AddNumberToObject(total, "blocks", (double)n);
-  cJSON_AddNumberToObject(total, "bytes", (double)total_bytes);
-  free(groups);
-  free(blocks);
-  analysis_free(&a);
-  if (!blocks || !groups) {
-    cJSON_Delete(r);
+  cJSON_AddNumberToObject(total, "blocks", (double)nblocks);
+  cJSON_AddNumberToObject(total, "bytes", (double)nbytes);
+  return r;
+}
+
+static cJSON *cmd_leaks(sqlite3 *db, const cJSON *req) {
+  group_by_t by;
+  if (parse_by(req, &by) != 0)
+    return htq_error(HTQ_USAGE, "--by takes site, type, caps or heap");
+  ctx_t c;
+  cJSON *fail = ctx_open(&c, db, req, 1);
+  if (fail) {
+    ctx_free(&c);
+    return fail;
+  }
+  cJSON *body = leaks_result(&c, by, num_opt(req, "min_bytes", 0), num_opt(req, "top", 0));
+  if (!body) {
+    ctx_free(&c);
     return htq_error(HTQ_FAILED, "out of memory listing leaks");
   }
+  cJSON *r = result_with_session(&c);
+  move_members(r, body);
+  ctx_free(&c);
   return htq_ok(r);
 }
 
@@ -540,62 +503,604 @@ static cJSON *cmd_leaks(sqlite3 *db, const cJSON *req) {
  * stats
  * ==================================================================== */
 
-static cJSON *cmd_stats(sqlite3 *db, const cJSON *req) {
-  int64_t id = 0, mono0 = 0;
-  cJSON *fail = NULL;
-  cJSON *session = resolve_session(db, req, &id, &mono0, &fail);
-  if (!session)
-    return fail;
-  analysis_t a;
-  if ((fail = analyse(db, id, &a)) != NULL) {
-    analysis_free(&a);
-    cJSON_Delete(session);
-    return fail;
+static int site_bytes_desc(const void *x, const void *y) {
+  const htq_site_t *const *a = x, *const *b = y;
+  return (*a)->bytes < (*b)->bytes ? 1 : (*a)->bytes > (*b)->bytes ? -1 : 0;
+}
+
+static cJSON *types_json(htq_model_t *m) {
+  cJSON *types = cJSON_CreateArray();
+  for (size_t i = 0; i < m->nsites; i++) {
+    const htq_site_t *s = &m->sites[i];
+    if (!s->type[0] || !s->allocs)
+      continue;
+    cJSON *t = NULL, *it;
+    cJSON_ArrayForEach(it, types) {
+      if (strcmp(cJSON_GetObjectItem(it, "type")->valuestring, s->type) == 0)
+        t = it;
+    }
+    if (!t) {
+      t = cJSON_CreateObject();
+      cJSON_AddStringToObject(t, "type", s->type);
+      cJSON_AddNumberToObject(t, "allocations", 0);
+      cJSON_AddNumberToObject(t, "bytes", 0);
+      cJSON_AddNumberToObject(t, "live_blocks", 0);
+      cJSON_AddNumberToObject(t, "live_bytes", 0);
+      cJSON_AddItemToArray(types, t);
+    }
+    const double add[] = {(double)s->allocs, (double)s->bytes, (double)s->live_blocks,
+                          (double)s->live_bytes};
+    const char *const keys[] = {"allocations", "bytes", "live_blocks", "live_bytes"};
+    for (int k = 0; k < 4; k++) {
+      cJSON *f = cJSON_GetObjectItem(t, keys[k]);
+      cJSON_SetNumberValue(f, f->valuedouble + add[k]);
+    }
   }
+  return types;
+}
+
+static cJSON *stats_result(ctx_t *c, size_t max_sites) {
+  htq_model_t *m = &c->m;
   cJSON *r = cJSON_CreateObject();
-  cJSON_AddItemToObject(r, "session", session);
-  cJSON_AddNumberToObject(r, "events", (double)a.events);
-  cJSON_AddNumberToObject(r, "allocations", (double)a.allocs);
-  cJSON_AddNumberToObject(r, "frees", (double)a.frees);
-  cJSON_AddNumberToObject(r, "reallocs", (double)a.reallocs);
-  cJSON_AddNumberToObject(r, "failed", (double)a.failed);
-  cJSON_AddNumberToObject(r, "current_bytes", (double)a.cur_bytes);
-  cJSON_AddNumberToObject(r, "current_blocks", (double)a.cur_blocks);
-  cJSON_AddNumberToObject(r, "peak_bytes", (double)a.peak_bytes);
-  cJSON_AddNumberToObject(r, "peak_blocks", (double)a.peak_blocks);
-  /* Time of the peak, in ns since the session started (client clock). */
-  cJSON_AddNumberToObject(r, "peak_at_ns",
-                          a.peak_time > (uint64_t)mono0 ? (double)(a.peak_time - (uint64_t)mono0)
-                                                        : 0);
-  cJSON_AddNumberToObject(r, "total_bytes", (double)a.total_bytes);
-  cJSON_AddNumberToObject(r, "unmatched_frees", (double)a.unmatched);
-  cJSON_AddNumberToObject(r, "double_allocations", (double)a.replaced);
+  cJSON_AddNumberToObject(r, "events", (double)m->events);
+  cJSON_AddNumberToObject(r, "allocations", (double)m->allocs);
+  cJSON_AddNumberToObject(r, "frees", (double)m->frees);
+  cJSON_AddNumberToObject(r, "reallocs", (double)m->reallocs);
+  cJSON_AddNumberToObject(r, "failed", (double)m->failed);
+  cJSON_AddNumberToObject(r, "temporary", (double)m->temporary);
+  cJSON_AddNumberToObject(r, "current_bytes", (double)m->cur_bytes);
+  cJSON_AddNumberToObject(r, "current_blocks", (double)m->cur_blocks);
+  cJSON_AddNumberToObject(r, "peak_bytes", (double)m->peak_bytes);
+  cJSON_AddNumberToObject(r, "peak_blocks", (double)m->peak_blocks);
+  cJSON_AddNumberToObject(r, "peak_at_ms", at_ms(c, m->peak_time));
+  cJSON_AddNumberToObject(r, "total_bytes", (double)m->total_bytes);
+  cJSON_AddNumberToObject(r, "unmatched_frees", (double)m->unmatched);
+  cJSON_AddNumberToObject(r, "double_allocations", (double)m->replaced);
   int64_t cb = 0, cn = 0;
-  for (size_t i = 0; i < a.nstreams; i++) {
-    cb += a.streams[i].bytes;
-    cn += a.streams[i].blocks;
+  for (size_t i = 0; i < m->nstreams; i++) {
+    cb += m->streams[i].bytes;
+    cn += m->streams[i].blocks;
   }
   cJSON *agree = cJSON_AddObjectToObject(r, "totals");
   cJSON_AddNumberToObject(agree, "client_usable_bytes", (double)cb);
   cJSON_AddNumberToObject(agree, "client_blocks", (double)cn);
-  cJSON_AddNumberToObject(agree, "daemon_usable_bytes", (double)a.cur_usable);
-  cJSON_AddNumberToObject(agree, "daemon_blocks", (double)a.cur_blocks);
-  cJSON_AddBoolToObject(agree, "agree", cb == a.cur_usable && cn == a.cur_blocks);
-  cJSON *sites = cJSON_AddArrayToObject(r, "sites");
-  for (size_t i = 0; i < a.nsites; i++) {
-    site_t *s = &a.sites[i];
-    if (!s->allocs)
+  cJSON_AddNumberToObject(agree, "daemon_usable_bytes", (double)m->cur_usable);
+  cJSON_AddNumberToObject(agree, "daemon_blocks", (double)m->cur_blocks);
+  cJSON_AddBoolToObject(agree, "agree", cb == m->cur_usable && cn == m->cur_blocks);
+  cJSON *caps = cJSON_AddArrayToObject(r, "caps");
+  for (size_t i = 0; i < m->ncaps; i++) {
+    cJSON *o = cJSON_CreateObject();
+    add_caps(o, "caps", m->caps[i].caps);
+    cJSON_AddNumberToObject(o, "allocations", (double)m->caps[i].allocs);
+    cJSON_AddNumberToObject(o, "bytes", (double)m->caps[i].bytes);
+    cJSON_AddNumberToObject(o, "live_blocks", (double)m->caps[i].live_blocks);
+    cJSON_AddNumberToObject(o, "live_bytes", (double)m->caps[i].live_bytes);
+    cJSON_AddItemToArray(caps, o);
+  }
+  cJSON *heaps = cJSON_AddArrayToObject(r, "heaps");
+  for (size_t i = 0; i < m->nheaps; i++) {
+    const htq_heap_t *h = &m->heaps[i];
+    if (h->id == 0 && h->allocs == 0 && m->nheaps > 1)
       continue;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "file", s->file);
-    cJSON_AddNumberToObject(o, "line", s->line);
-    cJSON_AddStringToObject(o, "function", s->func);
-    cJSON_AddStringToObject(o, "type", s->type);
+    heap_head(o, h);
+    cJSON_AddNumberToObject(o, "allocations", (double)h->allocs);
+    cJSON_AddNumberToObject(o, "used_bytes", (double)h->used);
+    cJSON_AddNumberToObject(o, "peak_used_bytes", (double)h->peak_used);
+    cJSON_AddNumberToObject(o, "peak_at_ms", at_ms(c, h->peak_time));
+    if (h->bounded) {
+      cJSON_AddNumberToObject(o, "size", (double)h->size);
+      cJSON_AddNumberToObject(o, "free_bytes", (double)h->now.free_bytes);
+      cJSON_AddNumberToObject(o, "minimum_free_bytes", (double)h->min_free);
+    }
+    cJSON_AddItemToArray(heaps, o);
+  }
+  cJSON_AddItemToObject(r, "types", types_json(m));
+  const htq_site_t **order = malloc((m->nsites ? m->nsites : 1) * sizeof *order);
+  size_t n = 0;
+  for (size_t i = 0; order && i < m->nsites; i++)
+    if (m->sites[i].allocs)
+      order[n++] = &m->sites[i];
+  if (order)
+    qsort(order, n, sizeof *order, site_bytes_desc);
+  cJSON *sites = cJSON_AddArrayToObject(r, "sites");
+  for (size_t i = 0; i < n && i < max_sites; i++) {
+    const htq_site_t *s = order[i];
+    cJSON *o = cJSON_CreateObject();
+    add_site(o, s, s->id);
     cJSON_AddNumberToObject(o, "allocations", (double)s->allocs);
+    cJSON_AddNumberToObject(o, "frees", (double)s->frees);
     cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
+    cJSON_AddNumberToObject(o, "live_blocks", (double)s->live_blocks);
+    cJSON_AddNumberToObject(o, "live_bytes", (double)s->live_bytes);
+    cJSON_AddNumberToObject(o, "peak_live_bytes", (double)s->peak_live);
+    cJSON_AddNumberToObject(o, "temporary", (double)s->temporary);
     cJSON_AddItemToArray(sites, o);
   }
-  analysis_free(&a);
+  free(order);
+  return r;
+}
+
+static cJSON *cmd_stats(sqlite3 *db, const cJSON *req) {
+  ctx_t c;
+  cJSON *fail = ctx_open(&c, db, req, 1);
+  if (fail) {
+    ctx_free(&c);
+    return fail;
+  }
+  cJSON *body = stats_result(&c, (size_t)num_opt(req, "sites", 50));
+  cJSON *r = result_with_session(&c);
+  move_members(r, body);
+  ctx_free(&c);
+  return htq_ok(r);
+}
+
+/* ======================================================================
+ * lwm and frag
+ * ==================================================================== */
+
+static const htq_mask_t *find_mask(const htq_model_t *m, uint32_t mask) {
+  for (size_t i = 0; i < m->nmasks; i++)
+    if (m->masks[i].mask == mask)
+      return &m->masks[i];
+  return NULL;
+}
+
+static cJSON *mask_json(const ctx_t *c, const htq_mask_t *k) {
+  cJSON *o = cJSON_CreateObject();
+  add_caps(o, "caps", k->mask);
+  cJSON *hs = cJSON_AddArrayToObject(o, "heaps");
+  for (size_t i = 0; i < c->m.nheaps; i++)
+    if (k->heaps & (1ull << i))
+      cJSON_AddItemToArray(hs, cJSON_CreateString(c->m.heaps[i].name));
+  cJSON_AddNumberToObject(o, "total_bytes", (double)k->total);
+  cJSON_AddNumberToObject(o, "free_bytes", (double)k->sum);
+  cJSON_AddNumberToObject(o, "minimum_free_bytes", (double)k->min_sum);
+  cJSON_AddNumberToObject(o, "at_ms", at_ms(c, k->min_time));
+  /* What ESP-IDF's heap_caps_get_minimum_free_size would say: the sum of
+   * per-heap minima, reached at different moments. */
+  uint64_t sum_of_minima = 0;
+  for (size_t i = 0; i < c->m.nheaps; i++)
+    if (k->heaps & (1ull << i))
+      sum_of_minima += c->m.heaps[i].min_free;
+  cJSON_AddNumberToObject(o, "sum_of_heap_minima", (double)sum_of_minima);
+  return o;
+}
+
+static cJSON *lwm_result(ctx_t *c, const char *heap_filter, int caps_given, uint32_t caps) {
+  cJSON *r = cJSON_CreateObject();
+  cJSON *heaps = cJSON_AddArrayToObject(r, "heaps");
+  for (size_t i = 0; i < c->m.nheaps; i++) {
+    const htq_heap_t *h = &c->m.heaps[i];
+    if (!heap_matches(h, heap_filter) || (h->id == 0 && !h->allocs && c->m.nheaps > 1))
+      continue;
+    cJSON *o = cJSON_CreateObject();
+    heap_head(o, h);
+    if (h->bounded) {
+      cJSON_AddNumberToObject(o, "size", (double)h->size);
+      cJSON_AddNumberToObject(o, "capacity_bytes", (double)h->capacity);
+      cJSON_AddNumberToObject(o, "free_bytes", (double)h->now.free_bytes);
+      cJSON_AddNumberToObject(o, "minimum_free_bytes", (double)h->min_free);
+      cJSON_AddNumberToObject(o, "at_ms", at_ms(c, h->min_free_time));
+      cJSON_AddNumberToObject(o, "largest_free_at_minimum", (double)h->min_free_largest);
+    } else {
+      /* No bounds: the system heap's low-water mark is its peak in use. */
+      cJSON_AddNumberToObject(o, "used_bytes", (double)h->used);
+      cJSON_AddNumberToObject(o, "peak_used_bytes", (double)h->peak_used);
+      cJSON_AddNumberToObject(o, "at_ms", at_ms(c, h->peak_time));
+    }
+    cJSON_AddItemToArray(heaps, o);
+  }
+  cJSON *masks = cJSON_AddArrayToObject(r, "caps");
+  for (size_t i = 0; i < c->m.nmasks; i++)
+    if (!caps_given || c->m.masks[i].mask == caps)
+      cJSON_AddItemToArray(masks, mask_json(c, &c->m.masks[i]));
+  return r;
+}
+
+static cJSON *window(ctx_t *c, uint64_t *since, uint64_t *until) {
+  double s = num_opt(c->req, "since_ms", -1), u = num_opt(c->req, "until_ms", -1);
+  *since = s >= 0 ? to_mono(c, s) : 0;
+  *until = u >= 0 ? to_mono(c, u) : 0;
+  if (*since && *until && *until < *since)
+    return htq_error(HTQ_USAGE, "--until is before --since");
+  return NULL;
+}
+
+static cJSON *cmd_lwm(sqlite3 *db, const cJSON *req) {
+  ctx_t c;
+  cJSON *fail = ctx_open(&c, db, req, 1);
+  const char *heap = str_opt(req, "heap");
+  const cJSON *jcaps = cJSON_GetObjectItemCaseSensitive(req, "caps");
+  uint32_t caps = cJSON_IsNumber(jcaps) ? (uint32_t)jcaps->valuedouble : 0;
+  uint64_t since = 0, until = 0;
+  if (!fail)
+    fail = check_heap_filter(&c, heap);
+  if (!fail)
+    fail = window(&c, &since, &until);
+  if (!fail && (since || until || (jcaps && !find_mask(&c.m, caps))))
+    fail = ctx_rebuild(&c, since, until, caps);
+  if (fail) {
+    ctx_free(&c);
+    return fail;
+  }
+  cJSON *body = lwm_result(&c, heap, jcaps != NULL, caps);
+  cJSON *r = result_with_session(&c);
+  if (since || until) {
+    cJSON *w = cJSON_AddObjectToObject(r, "window");
+    cJSON_AddNumberToObject(w, "since_ms", since ? at_ms(&c, since) : 0);
+    if (until)
+      cJSON_AddNumberToObject(w, "until_ms", at_ms(&c, until));
+    else
+      cJSON_AddNullToObject(w, "until_ms");
+  }
+  move_members(r, body);
+  ctx_free(&c);
+  return htq_ok(r);
+}
+
+static double frag_of(uint64_t free_bytes, uint64_t largest) {
+  return free_bytes ? 1.0 - (double)largest / (double)free_bytes : 0.0;
+}
+
+static cJSON *frag_result(ctx_t *c, const char *heap_filter) {
+  cJSON *r = cJSON_CreateObject();
+  cJSON *heaps = cJSON_AddArrayToObject(r, "heaps");
+  for (size_t i = 0; i < c->m.nheaps; i++) {
+    const htq_heap_t *h = &c->m.heaps[i];
+    if (!h->bounded || !heap_matches(h, heap_filter))
+      continue;
+    cJSON *o = cJSON_CreateObject();
+    heap_head(o, h);
+    cJSON_AddNumberToObject(o, "free_bytes", (double)h->now.free_bytes);
+    cJSON_AddNumberToObject(o, "largest_free_block", (double)h->now.largest_free);
+    cJSON_AddNumberToObject(o, "free_blocks", (double)h->now.free_blocks);
+    cJSON_AddNumberToObject(o, "fragmentation", frag_of(h->now.free_bytes, h->now.largest_free));
+    cJSON *w = cJSON_AddObjectToObject(o, "worst");
+    cJSON_AddNumberToObject(w, "fragmentation", h->worst_frag);
+    cJSON_AddNumberToObject(w, "at_ms", at_ms(c, h->worst_frag_time));
+    cJSON_AddNumberToObject(w, "free_bytes", (double)h->worst_free);
+    cJSON_AddNumberToObject(w, "largest_free_block", (double)h->worst_largest);
+    cJSON_AddNumberToObject(w, "free_blocks", (double)h->worst_nfree);
+    cJSON_AddItemToArray(heaps, o);
+  }
+  return r;
+}
+
+static cJSON *cmd_frag(sqlite3 *db, const cJSON *req) {
+  ctx_t c;
+  const char *heap = str_opt(req, "heap");
+  cJSON *fail = ctx_open(&c, db, req, 1);
+  if (!fail)
+    fail = check_heap_filter(&c, heap);
+  if (fail) {
+    ctx_free(&c);
+    return fail;
+  }
+  cJSON *body = frag_result(&c, heap);
+  cJSON *r = result_with_session(&c);
+  move_members(r, body);
+  ctx_free(&c);
+  return htq_ok(r);
+}
+
+/* ======================================================================
+ * top and timeline
+ * ==================================================================== */
+
+typedef enum { TOP_BYTES, TOP_COUNT, TOP_TEMPORARY } top_by_t;
+static _Thread_local top_by_t top_key;
+
+static uint64_t top_value(const htq_site_t *s) {
+  return top_key == TOP_BYTES ? s->bytes : top_key == TOP_COUNT ? s->allocs : s->temporary;
+}
+
+static int top_cmp(const void *x, const void *y) {
+  const htq_site_t *const *a = x, *const *b = y;
+  uint64_t va = top_value(*a), vb = top_value(*b);
+  return va < vb ? 1 : va > vb ? -1 : 0;
+}
+
+static cJSON *top_result(htq_model_t *m, top_by_t by, size_t limit) {
+  static const char *const names[] = {"bytes", "count", "temporary"};
+  const htq_site_t **order = malloc((m->nsites ? m->nsites : 1) * sizeof *order);
+  if (!order)
+    return NULL;
+  size_t n = 0;
+  for (size_t i = 0; i < m->nsites; i++)
+    if (m->sites[i].allocs)
+      order[n++] = &m->sites[i];
+  top_key = by;
+  qsort(order, n, sizeof *order, top_cmp);
+  cJSON *r = cJSON_CreateObject();
+  cJSON_AddStringToObject(r, "by", names[by]);
+  cJSON *list = cJSON_AddArrayToObject(r, "sites");
+  for (size_t i = 0; i < n && i < limit; i++) {
+    const htq_site_t *s = order[i];
+    if (by == TOP_TEMPORARY && !s->temporary)
+      break;
+    cJSON *o = cJSON_CreateObject();
+    add_site(o, s, s->id);
+    cJSON_AddNumberToObject(o, "allocations", (double)s->allocs);
+    cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
+    cJSON_AddNumberToObject(o, "temporary", (double)s->temporary);
+    cJSON_AddNumberToObject(o, "live_bytes", (double)s->live_bytes);
+    cJSON_AddNumberToObject(o, "peak_live_bytes", (double)s->peak_live);
+    cJSON_AddItemToArray(list, o);
+  }
+  free(order);
+  return r;
+}
+
+static cJSON *cmd_top(sqlite3 *db, const cJSON *req) {
+  const char *by = str_opt(req, "by");
+  top_by_t key = TOP_BYTES;
+  if (by && strcmp(by, "bytes") != 0) {
+    if (strcmp(by, "count") == 0)
+      key = TOP_COUNT;
+    else if (strcmp(by, "temporary") == 0)
+      key = TOP_TEMPORARY;
+    else
+      return htq_error(HTQ_USAGE, "--by takes bytes, count or temporary");
+  }
+  ctx_t c;
+  cJSON *fail = ctx_open(&c, db, req, 1);
+  if (fail) {
+    ctx_free(&c);
+    return fail;
+  }
+  cJSON *body = top_result(&c.m, key, (size_t)num_opt(req, "limit", 20));
+  if (!body) {
+    ctx_free(&c);
+    return htq_error(HTQ_FAILED, "out of memory");
+  }
+  cJSON *r = result_with_session(&c);
+  move_members(r, body);
+  ctx_free(&c);
+  return htq_ok(r);
+}
+
+/* Per heap, one point per step: the state at the end of the step and the
+ * lowest free bytes seen in it. Without a step, every stored sample. */
+static cJSON *timeline_result(ctx_t *c, const char *heap_filter, double step_ms) {
+  cJSON *r = cJSON_CreateObject();
+  cJSON_AddNumberToObject(r, "step_ms", step_ms);
+  cJSON *heaps = cJSON_AddArrayToObject(r, "heaps");
+  for (size_t i = 0; i < c->m.nheaps; i++) {
+    const htq_heap_t *h = &c->m.heaps[i];
+    if (!heap_matches(h, heap_filter) || (h->id == 0 && !h->allocs && c->m.nheaps > 1))
+      continue;
+    cJSON *o = cJSON_CreateObject();
+    heap_head(o, h);
+    cJSON *pts = cJSON_AddArrayToObject(o, "points");
+    for (size_t k = 0; k < h->nsamples;) {
+      const htq_sample_t *p = &h->samples[k];
+      double t = at_ms(c, p->t);
+      double bucket = step_ms > 0 ? (double)(uint64_t)(t / step_ms) * step_ms : t;
+      uint64_t min_free = p->free;
+      size_t j = k;
+      while (step_ms > 0 && j + 1 < h->nsamples &&
+             at_ms(c, h->samples[j + 1].t) < bucket + step_ms) {
+        j++;
+        if (h->samples[j].free < min_free)
+          min_free = h->samples[j].free;
+      }
+      const htq_sample_t *e = &h->samples[j];
+      cJSON *pt = cJSON_CreateObject();
+      cJSON_AddNumberToObject(pt, "t_ms", step_ms > 0 ? bucket : t);
+      cJSON_AddNumberToObject(pt, "used_bytes", (double)e->used);
+      if (h->bounded) {
+        cJSON_AddNumberToObject(pt, "free_bytes", (double)e->free);
+        cJSON_AddNumberToObject(pt, "min_free_bytes", (double)min_free);
+        cJSON_AddNumberToObject(pt, "largest_free_block", (double)e->largest);
+        cJSON_AddNumberToObject(pt, "free_blocks", (double)e->nfree);
+      }
+      cJSON_AddItemToArray(pts, pt);
+      k = j + 1;
+    }
+    cJSON_AddItemToArray(heaps, o);
+  }
+  return r;
+}
+
+static cJSON *cmd_timeline(sqlite3 *db, const cJSON *req) {
+  ctx_t c;
+  const char *heap = str_opt(req, "heap");
+  double step = num_opt(req, "step_ms", 0);
+  cJSON *fail = ctx_open(&c, db, req, 1);
+  if (!fail)
+    fail = check_heap_filter(&c, heap);
+  if (fail) {
+    ctx_free(&c);
+    return fail;
+  }
+  cJSON *body = timeline_result(&c, heap, step);
+  cJSON *r = result_with_session(&c);
+  move_members(r, body);
+  ctx_free(&c);
+  return htq_ok(r);
+}
+
+/* ======================================================================
+ * diff
+ * ==================================================================== */
+
+static const htq_site_t *same_site(const htq_model_t *m, const htq_site_t *s) {
+  for (size_t i = 0; i < m->nsites; i++) {
+    const htq_site_t *t = &m->sites[i];
+    if (t->line == s->line && strcmp(t->file, s->file) == 0 && strcmp(t->func, s->func) == 0 &&
+        strcmp(t->type, s->type) == 0)
+      return t;
+  }
+  return NULL;
+}
+
+static void diff_row(cJSON *list, const htq_site_t *key, const htq_site_t *a,
+                     const htq_site_t *b) {
+  static const htq_site_t zero;
+  a = a ? a : &zero;
+  b = b ? b : &zero;
+  if (a->live_bytes == b->live_bytes && a->peak_live == b->peak_live &&
+      a->live_blocks == b->live_blocks)
+    return;
+  cJSON *o = cJSON_CreateObject();
+  add_site(o, key, key->id);
+  cJSON_AddNumberToObject(o, "leaked_blocks_1", (double)a->live_blocks);
+  cJSON_AddNumberToObject(o, "leaked_blocks_2", (double)b->live_blocks);
+  cJSON_AddNumberToObject(o, "leaked_bytes_1", (double)a->live_bytes);
+  cJSON_AddNumberToObject(o, "leaked_bytes_2", (double)b->live_bytes);
+  cJSON_AddNumberToObject(o, "leaked_bytes_delta", (double)b->live_bytes - (double)a->live_bytes);
+  cJSON_AddNumberToObject(o, "peak_bytes_1", (double)a->peak_live);
+  cJSON_AddNumberToObject(o, "peak_bytes_2", (double)b->peak_live);
+  cJSON_AddNumberToObject(o, "peak_bytes_delta", (double)b->peak_live - (double)a->peak_live);
+  cJSON_AddItemToArray(list, o);
+}
+
+static cJSON *cmd_diff(sqlite3 *db, const cJSON *req) {
+  const cJSON *s1 = cJSON_GetObjectItemCaseSensitive(req, "session1");
+  const cJSON *s2 = cJSON_GetObjectItemCaseSensitive(req, "session2");
+  if (!cJSON_IsNumber(s1) || !cJSON_IsNumber(s2))
+    return htq_error(HTQ_USAGE, "diff needs two sessions: heapctl diff S1 S2");
+  ctx_t a, b;
+  cJSON *r1 = cJSON_CreateObject(), *r2 = cJSON_CreateObject();
+  cJSON_AddNumberToObject(r1, "session", s1->valuedouble);
+  cJSON_AddNumberToObject(r2, "session", s2->valuedouble);
+  cJSON *fail = ctx_open(&a, db, r1, 1);
+  cJSON *fail2 = fail ? NULL : ctx_open(&b, db, r2, 1);
+  cJSON_Delete(r1);
+  cJSON_Delete(r2);
+  if (fail || fail2) {
+    ctx_free(&a);
+    if (!fail)
+      ctx_free(&b);
+    return fail ? fail : fail2;
+  }
+  cJSON *r = cJSON_CreateObject();
+  cJSON_AddItemToObject(r, "session1", a.session);
+  cJSON_AddItemToObject(r, "session2", b.session);
+  a.session = b.session = NULL;
+  cJSON *list = cJSON_AddArrayToObject(r, "sites");
+  for (size_t i = 0; i < a.m.nsites; i++)
+    diff_row(list, &a.m.sites[i], &a.m.sites[i], same_site(&b.m, &a.m.sites[i]));
+  for (size_t i = 0; i < b.m.nsites; i++)
+    if (!same_site(&a.m, &b.m.sites[i]))
+      diff_row(list, &b.m.sites[i], NULL, &b.m.sites[i]);
+  cJSON_AddNumberToObject(r, "leaked_bytes_1", (double)a.m.cur_bytes);
+  cJSON_AddNumberToObject(r, "leaked_bytes_2", (double)b.m.cur_bytes);
+  cJSON_AddNumberToObject(r, "peak_bytes_1", (double)a.m.peak_bytes);
+  cJSON_AddNumberToObject(r, "peak_bytes_2", (double)b.m.peak_bytes);
+  ctx_free(&a);
+  ctx_free(&b);
+  return htq_ok(r);
+}
+
+/* ======================================================================
+ * events
+ * ==================================================================== */
+
+typedef struct {
+  ctx_t *c;
+  htq_model_t sites; /* only the sites are loaded */
+  uint64_t from, limit, n;
+  cJSON *list;
+} events_ctx_t;
+
+static int event_row(const ht_event_t *ev, void *user) {
+  events_ctx_t *e = user;
+  uint64_t n = e->n++;
+  if (n < e->from)
+    return 0;
+  if (n >= e->from + e->limit)
+    return 1; /* stop the replay */
+  char buf[32], caps[160];
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "n", (double)n);
+  cJSON_AddNumberToObject(o, "stream", ev->stream);
+  cJSON_AddNumberToObject(o, "seq", (double)ev->seq);
+  cJSON_AddNumberToObject(o, "t_ms", at_ms(e->c, ev->time_ns));
+  cJSON_AddStringToObject(o, "op", ht_op_name((int)ev->op));
+  if (ev->op == HT_OP_FAILED)
+    cJSON_AddStringToObject(o, "failed_op", ht_op_name((int)ev->failed_op));
+  snprintf(buf, sizeof buf, "0x%llx", (unsigned long long)ev->ptr);
+  cJSON_AddStringToObject(o, "ptr", buf);
+  if (ev->op == HT_OP_REALLOC) {
+    snprintf(buf, sizeof buf, "0x%llx", (unsigned long long)ev->old_ptr);
+    cJSON_AddStringToObject(o, "old_ptr", buf);
+  }
+  cJSON_AddNumberToObject(o, "size", (double)ev->size);
+  cJSON_AddNumberToObject(o, "usable", (double)ev->usable);
+  cJSON_AddNumberToObject(o, "heap", ev->heap);
+  cJSON_AddNumberToObject(o, "caps", ev->caps);
+  cJSON_AddStringToObject(o, "caps_names", ht_caps_format(ev->caps, caps, sizeof caps));
+  const htq_site_t *s = htq_model_site(&e->sites, ev->site);
+  char site[600];
+  snprintf(site, sizeof site, "%s:%u %s", s ? s->file : "?", s ? s->line : 0,
+           s ? s->func : "?");
+  cJSON_AddStringToObject(o, "site", site);
+  cJSON_AddItemToArray(e->list, o);
+  return 0;
+}
+
+static cJSON *cmd_events(sqlite3 *db, const cJSON *req) {
+  ctx_t c;
+  cJSON *fail = ctx_open(&c, db, req, 0);
+  if (fail) {
+    ctx_free(&c);
+    return fail;
+  }
+  events_ctx_t e = {.c = &c,
+                    .from = (uint64_t)num_opt(req, "from", 0),
+                    .limit = (uint64_t)num_opt(req, "limit", 100),
+                    .list = cJSON_CreateArray()};
+  char err[512];
+  int rc = htq_model_init(&e.sites, db, c.id, err, sizeof err);
+  if (rc == 0)
+    rc = htq_replay(db, c.id, event_row, &e, err, sizeof err);
+  htq_model_free(&e.sites);
+  if (rc < 0) {
+    cJSON_Delete(e.list);
+    ctx_free(&c);
+    return htq_error(HTQ_FAILED, "%s", err);
+  }
+  cJSON *r = result_with_session(&c);
+  cJSON_AddNumberToObject(r, "from", (double)e.from);
+  cJSON_AddItemToObject(r, "events", e.list);
+  ctx_free(&c);
+  return htq_ok(r);
+}
+
+/* ======================================================================
+ * export: one report with everything
+ * ==================================================================== */
+
+static cJSON *cmd_export(sqlite3 *db, const cJSON *req) {
+  ctx_t c;
+  cJSON *fail = ctx_open(&c, db, req, 1);
+  if (fail) {
+    ctx_free(&c);
+    return fail;
+  }
+  cJSON *parts[] = {stats_result(&c, (size_t)-1), leaks_result(&c, BY_SITE, 0, 0),
+                    lwm_result(&c, NULL, 0, 0), frag_result(&c, NULL),
+                    top_result(&c.m, TOP_BYTES, 20), timeline_result(&c, NULL, 0)};
+  static const char *const names[] = {"stats", "leaks", "lwm", "frag", "top", "timeline"};
+  cJSON *r = cJSON_CreateObject();
+  cJSON_AddStringToObject(r, "format", "heaptrace-report");
+  cJSON_AddNumberToObject(r, "version", 1);
+  cJSON_AddItemToObject(r, "session", c.session);
+  c.session = NULL;
+  int ok = 1;
+  for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+    if (parts[i])
+      cJSON_AddItemToObject(r, names[i], parts[i]);
+    else
+      ok = 0;
+  }
+  ctx_free(&c);
+  if (!ok) {
+    cJSON_Delete(r);
+    return htq_error(HTQ_FAILED, "out of memory building the report");
+  }
   return htq_ok(r);
 }
 
@@ -609,9 +1114,10 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
-    {"sessions", cmd_sessions},
-    {"leaks", cmd_leaks},
-    {"stats", cmd_stats},
+    {"sessions", cmd_sessions}, {"leaks", cmd_leaks},       {"stats", cmd_stats},
+    {"lwm", cmd_lwm},           {"frag", cmd_frag},         {"top", cmd_top},
+    {"timeline", cmd_timeline}, {"diff", cmd_diff},         {"events", cmd_events},
+    {"export", cmd_export},
 };
 
 cJSON *htq_execute(sqlite3 *db, const cJSON *request) {

@@ -31,6 +31,7 @@
 #include "htd.h"
 #include "ingest.h"
 #include "query.h"
+#include "summary.h"
 
 #define HTD_CONN_BUFFER (HT_PROTO_FRAME_PREFIX + HT_PROTO_MAX_FRAME + 64 * 1024)
 #define HTD_TICK_MS 100
@@ -76,6 +77,100 @@ typedef struct {
 } server_t;
 
 static server_t srv;
+
+/* ======================================================================
+ * Summaries: after a session ends, its events are replayed once, off the
+ * loop, and the result stored, so that queries never rescan events.
+ * session 0 means: every ended session that has none yet (at start-up).
+ * ==================================================================== */
+
+typedef struct {
+  uv_work_t work;
+  int64_t session;
+} summary_job_t;
+
+static int summarize(sqlite3 *db, int64_t session) {
+  char err[512];
+  htq_model_t m;
+  uint64_t t0 = uv_hrtime();
+  int rc = htq_model_init(&m, db, session, err, sizeof err);
+  if (rc == 0)
+    rc = htq_model_build(&m, db, session, err, sizeof err);
+  if (rc == 0)
+    rc = htq_summary_write(db, session, &m, err, sizeof err);
+  if (rc == 0)
+    htd_log(HTD_LOG_INFO, "session %lld: summary of %llu events stored in %.0f ms",
+            (long long)session, (unsigned long long)m.events,
+            (double)(uv_hrtime() - t0) / 1e6);
+  else
+    htd_log(HTD_LOG_WARN, "session %lld: no summary (%s); queries will read its events",
+            (long long)session, err);
+  htq_model_free(&m);
+  return rc;
+}
+
+static void summary_work(uv_work_t *w) {
+  summary_job_t *j = w->data;
+  sqlite3 *db;
+  if (sqlite3_open_v2(srv.opt->db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+    htd_log(HTD_LOG_WARN, "summaries: cannot open %s: %s", srv.opt->db_path,
+            sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return;
+  }
+  sqlite3_busy_timeout(db, 30000);
+  if (j->session > 0) {
+    summarize(db, j->session);
+  } else {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id FROM sessions WHERE end_reason != 'running' AND id NOT IN "
+                           "(SELECT session FROM summaries) ORDER BY id",
+                           -1, &s, NULL) == SQLITE_OK) {
+      int64_t ids[256];
+      int n = 0;
+      while (n < 256 && sqlite3_step(s) == SQLITE_ROW)
+        ids[n++] = sqlite3_column_int64(s, 0);
+      sqlite3_finalize(s);
+      for (int i = 0; i < n; i++)
+        summarize(db, ids[i]);
+    }
+  }
+  sqlite3_close(db);
+}
+
+static void summary_done(uv_work_t *w, int status) {
+  (void)status;
+  free(w->data);
+}
+
+static void summary_start(int64_t session) {
+  if (srv.stopping)
+    return; /* summarised on demand, or at the next start */
+  summary_job_t *j = calloc(1, sizeof *j);
+  if (!j)
+    return;
+  j->session = session;
+  j->work.data = j;
+  if (uv_queue_work(srv.loop, &j->work, summary_work, summary_done) != 0)
+    free(j);
+}
+
+static void summary_after_commit(void *arg, int status) {
+  if (status == 0)
+    summary_start((int64_t)(intptr_t)arg);
+}
+
+/* Schedules the summary once everything queued so far (the session's end
+ * among it) is committed. */
+static void summary_when_committed(int64_t session) {
+  htd_job_t *j = htd_job_new(HTD_JOB_BARRIER, 0);
+  if (!j)
+    return;
+  j->done = summary_after_commit;
+  j->done_arg = (void *)(intptr_t)session;
+  htd_store_submit(srv.store, j);
+}
 
 /* ======================================================================
  * Connections
@@ -131,6 +226,7 @@ static void conn_reject(conn_t *c, int err, const char *why) {
     htd_log(HTD_LOG_WARN, "session %lld (pid %d): protocol error: %s; connection closed",
             (long long)htd_session_id(c->session), (int)c->pid, detail);
     htd_session_end(c->session, HT_END_PROTOCOL_ERROR, detail);
+    summary_when_committed(htd_session_id(c->session));
   } else {
     htd_log(HTD_LOG_WARN, "connection from pid %d: protocol error: %s; connection closed",
             (int)c->pid, detail);
@@ -190,6 +286,7 @@ static int ingest_frame(conn_t *c, const ht_frame_t *f) {
   if (rc == 1) {
     uv_read_stop((uv_stream_t *)&c->pipe);
     c->reading = 0;
+    summary_when_committed(htd_session_id(c->session));
     return 1;
   }
   return 0;
@@ -213,6 +310,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
       htd_log(HTD_LOG_INFO, "session %lld: client disconnected without END",
               (long long)htd_session_id(c->session));
       htd_session_end(c->session, HT_END_DISCONNECTED, NULL);
+      summary_when_committed(htd_session_id(c->session));
     }
     conn_close(c);
     return;
@@ -613,6 +711,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   }
   if (detach)
     detach(opt->log_path);
+  summary_start(0); /* sessions a previous daemon ended without one */
   uv_run(srv.loop, UV_RUN_DEFAULT);
   unlink(opt->socket_path);
   htd_store_close(srv.store);

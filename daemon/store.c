@@ -18,7 +18,8 @@
 #include <time.h>
 
 #include "htd.h"
-#include "store_schema.h"
+#include "htd_schema_v1.h"
+#include "htd_schema_v2.h"
 
 #define HTD_COMMIT_INTERVAL_MS 50
 
@@ -100,9 +101,11 @@ static int exec(sqlite3 *db, const char *sql, char *msg, size_t msglen) {
 }
 
 /* Migrations from version i to i + 1, applied in order inside one
- * transaction. Version 0 is an empty database. */
+ * transaction; each sets PRAGMA user_version itself. Version 0 is an empty
+ * database, so a new database takes every step. */
 static const char *const migrations[] = {
-    htd_schema_sql, /* 0 -> 1 */
+    htd_schema_v1, /* 0 -> 1: sessions, sites, heaps, event chunks */
+    htd_schema_v2, /* 1 -> 2: session summaries */
 };
 #define HTD_SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 
@@ -132,16 +135,12 @@ static int migrate(sqlite3 *db, char *msg, size_t msglen) {
              v, HTD_SCHEMA_VERSION);
     goto fail;
   }
-  for (; v < HTD_SCHEMA_VERSION; v++) {
+  if (v > 0 && v < HTD_SCHEMA_VERSION)
+    htd_log(HTD_LOG_INFO, "migrating the database from schema version %d to %d", v,
+            HTD_SCHEMA_VERSION);
+  for (; v < HTD_SCHEMA_VERSION; v++)
     if (exec(db, migrations[v], msg, msglen) != 0)
       goto fail;
-    if (v + 1 < HTD_SCHEMA_VERSION) {
-      char pragma[64];
-      snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
-      if (exec(db, pragma, msg, msglen) != 0)
-        goto fail;
-    }
-  }
   /* Sessions left running by a daemon that died cannot go on. */
   if (exec(db, "UPDATE sessions SET end_reason = 'daemon-stopped' WHERE end_reason = 'running'",
            msg, msglen) != 0)

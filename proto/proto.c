@@ -54,6 +54,7 @@ char *ht_caps_format(uint32_t caps, char *out, size_t cap) {
       "PID6", "PID7", "SPIRAM", "INTERNAL", "DEFAULT", "IRAM_8BIT", "RETENTION", "RTCRAM",
       [31] = "INVALID"};
   size_t len = 0;
+  int cut = 0;
   if (cap == 0)
     return out;
   out[0] = '\0';
@@ -64,12 +65,15 @@ char *ht_caps_format(uint32_t caps, char *out, size_t cap) {
     if (!(caps & (1u << bit)))
       continue;
     int n = snprintf(out + len, cap - len, "%s%s", len ? "|" : "", names[bit]);
-    if (n < 0 || (size_t)n >= cap - len)
+    if (n < 0 || (size_t)n >= cap - len) {
+      out[len] = '\0'; /* a clean prefix, never half a name */
+      cut = 1;
       break;
+    }
     len += (size_t)n;
   }
   uint32_t unnamed = caps & 0x7fff0000u;
-  if (unnamed && len < cap)
+  if (unnamed && !cut && len < cap)
     snprintf(out + len, cap - len, "%s0x%x", len ? "|" : "", unnamed);
   if (!caps)
     snprintf(out, cap, "0");
@@ -485,8 +489,11 @@ size_t ht_proto_event_encode(uint8_t *out, ht_evstate_t *st, const ht_event_t *e
     n += varint_at(out + n, ev->align);
   n += varint_at(out + n, ev->size);
   n += varint_at(out + n, ht_zigzag((int64_t)(ev->usable - ev->size)));
-  n += varint_at(out + n, ht_zigzag(ev->cur_bytes - st->cur_bytes));
-  n += varint_at(out + n, ht_zigzag(ev->cur_blocks - st->cur_blocks));
+  /* Unsigned differences: wrap-around is defined, and the decoder adds
+   * them back the same way. */
+  n += varint_at(out + n, ht_zigzag((int64_t)((uint64_t)ev->cur_bytes - (uint64_t)st->cur_bytes)));
+  n += varint_at(out + n,
+                 ht_zigzag((int64_t)((uint64_t)ev->cur_blocks - (uint64_t)st->cur_blocks)));
   n += varint_at(out + n, ev->total_bytes - st->total_bytes);
   st->time_ns = ev->time_ns;
   st->ptr = ev->ptr;

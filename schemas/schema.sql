@@ -1,4 +1,4 @@
--- heaptrace store, schema version 1.
+-- heaptrace store, schema version 1 (migrate-2.sql brings it to 2).
 --
 -- Events are kept compactly: each row of event_chunks holds up to a few
 -- thousand consecutive events of one client thread (a stream), encoded as

@@ -1,0 +1,113 @@
+/* model.h - everything heapctl reports about a session, computed from its
+ * events replayed in time order.
+ *
+ * One pass over the events maintains: the live blocks, totals and the
+ * peak; per call site, per requested caps and per heap counters; for each
+ * bounded heap (a registered region) its exact free space at every
+ * instant (heapmodel.h), hence its lifetime low-water mark and worst
+ * fragmentation; for caps masks, the minimum over time of the free bytes
+ * summed over the heaps that can serve the mask; and a timeline sampled
+ * per heap. The daemon stores the result as a session summary; queries on
+ * a session without one build the model on the spot.
+ */
+#ifndef HTQ_MODEL_H
+#define HTQ_MODEL_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "heapmodel.h"
+#include "query.h"
+
+#define HTQ_SAMPLE_NS 1000000ull /* timeline: at most one sample per heap per ms */
+#define HTQ_MAX_SAMPLES 20000    /* per heap; the interval doubles past this */
+#define HTQ_MAX_HEAPS 64
+#define HTQ_MAX_MASKS 96
+
+typedef struct {
+  uint32_t id, line;
+  char *file, *func, *type;
+  uint64_t allocs, frees, bytes, temporary, live_blocks, live_bytes;
+  uint64_t live_now, peak_live; /* requested bytes live from this site, and their peak */
+} htq_site_t;
+
+typedef struct {
+  uint64_t t;
+  int64_t used;
+  uint64_t free, largest, nfree;
+} htq_sample_t;
+
+typedef struct {
+  uint32_t id;
+  char *name;
+  uint32_t caps[HT_PROTO_CAPS_PRIOS];
+  uint64_t start, size;
+  int bounded; /* a region: its free space is modelled */
+  htq_heapmodel_t hm;
+  uint64_t allocs;
+  int64_t used, peak_used; /* requested bytes live */
+  uint64_t peak_time;
+  /* bounded heaps only */
+  uint64_t capacity; /* payload bytes of the empty heap */
+  htq_heapview_t now;
+  uint64_t min_free, min_free_time, min_free_largest;
+  double worst_frag;
+  uint64_t worst_frag_time, worst_free, worst_largest, worst_nfree;
+  htq_sample_t *samples;
+  size_t nsamples, samples_cap;
+  uint64_t sample_ns, last_sample;
+} htq_heap_t;
+
+/* The minimum over time of the free bytes summed over the heaps whose caps
+ * (at some priority level) contain every bit of mask. */
+typedef struct {
+  uint32_t mask;
+  uint64_t heaps; /* bit i: heaps[i] qualifies */
+  uint64_t sum, total, min_sum, min_time;
+  int seen;
+} htq_mask_t;
+
+typedef struct {
+  uint32_t caps;
+  uint64_t allocs, bytes, live_blocks, live_bytes;
+} htq_capstat_t;
+
+typedef struct {
+  uint32_t id;
+  int64_t bytes, blocks; /* the client's running totals, last seen */
+  uint64_t last_alloc;   /* ptr of the stream's previous event if it allocated */
+} htq_stream_t;
+
+typedef struct {
+  htq_livemap_t live;
+  htq_site_t *sites;
+  size_t nsites;
+  htq_heap_t heaps[HTQ_MAX_HEAPS]; /* heaps[0] is the system heap */
+  size_t nheaps;
+  htq_mask_t masks[HTQ_MAX_MASKS];
+  size_t nmasks;
+  htq_capstat_t *caps;
+  size_t ncaps, caps_cap;
+  htq_stream_t *streams;
+  size_t nstreams, streams_cap, stream_hint;
+  uint64_t events, allocs, frees, reallocs, failed, unmatched, replaced, temporary;
+  int64_t cur_bytes, cur_blocks, cur_usable, peak_bytes, peak_blocks;
+  uint64_t peak_time, total_bytes, first_time, last_time;
+  uint64_t since, until; /* window for minima (0 = whole session) */
+  int oom;
+} htq_model_t;
+
+/* Loads the session's sites and heaps; the model is then fed events. */
+int htq_model_init(htq_model_t *m, sqlite3 *db, int64_t session, char *err, size_t errlen);
+/* Adds a caps mask to track (before feeding events). */
+void htq_model_track_mask(htq_model_t *m, uint32_t mask);
+int htq_model_event(const ht_event_t *ev, void *model); /* an htq_event_fn */
+/* Replays the session's events into an initialised model. */
+int htq_model_build(htq_model_t *m, sqlite3 *db, int64_t session, char *err, size_t errlen);
+void htq_model_free(htq_model_t *m);
+
+htq_site_t *htq_model_site(htq_model_t *m, uint32_t id);
+htq_heap_t *htq_model_heap(htq_model_t *m, uint32_t id);
+
+#endif

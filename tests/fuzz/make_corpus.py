@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""make_corpus.py - writes the seed corpus of the fuzz_proto target.
+
+Each seed is a byte stream of valid frames, byte for byte what proto/proto.c
+encodes: a u32 little-endian body length, the record type byte, then the
+record's fields. The fuzzer mutates these, so every decoder starts from input
+it accepts. tests/test_proto.c checks that every seed still decodes cleanly.
+
+usage: tests/fuzz/make_corpus.py [OUTDIR]   (default: tests/fuzz/corpus/proto)
+"""
+import os
+import struct
+import sys
+
+MAGIC = b"HTRC"
+VERSION = 1
+
+REC_HELLO, REC_SITE, REC_HEAP, REC_EVENTS, REC_LOST, REC_END = 1, 2, 3, 4, 5, 6
+OP_MALLOC, OP_CALLOC, OP_REALLOC, OP_ALIGNED, OP_FREE, OP_FAILED = 1, 2, 3, 4, 5, 6
+END_CLEAN, END_ABNORMAL = 1, 5
+HELLO_F_DROP = 0x1
+CAPS_DEFAULT = 0x1006  # DEFAULT|8BIT|32BIT, the system heap
+CAP_DMA, CAP_INTERNAL = 0x8, 0x800
+U64 = (1 << 64) - 1
+
+
+def varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def zigzag(v):
+    """v is a wrapped 64-bit difference; read it as signed, then zigzag."""
+    v &= U64
+    if v >= 1 << 63:
+        v -= 1 << 64
+    return ((v << 1) ^ (v >> 63)) & U64
+
+
+def string(s):
+    b = s.encode()
+    return struct.pack("<H", len(b)) + b
+
+
+def frame(rtype, body):
+    return struct.pack("<IB", len(body) + 1, rtype) + body
+
+
+def hello(app, exe, argv, pid=4242, ppid=1, flags=0):
+    body = MAGIC + struct.pack("<HBBHIIQQ", VERSION, 8, 1, flags, pid, ppid,
+                               1700000000123456789, 123456789)
+    body += string(app) + string(exe) + struct.pack("<H", len(argv))
+    body += b"".join(string(a) for a in argv)
+    return frame(REC_HELLO, body)
+
+
+def site(sid, line, file, func, typ=""):
+    return frame(REC_SITE, varint(sid) + varint(line) + string(file) + string(func) + string(typ))
+
+
+def heap(hid, caps, start, size, name):
+    body = varint(hid) + b"".join(varint(c) for c in caps)
+    return frame(REC_HEAP, body + struct.pack("<QQ", start, size) + string(name))
+
+
+def lost(stream, first_seq, count):
+    return frame(REC_LOST, varint(stream) + varint(first_seq) + varint(count))
+
+
+def end(reason, undelivered):
+    return frame(REC_END, bytes([reason]) + varint(undelivered))
+
+
+class Stream:
+    """Delta state of one stream, as ht_evstate_t."""
+
+    def __init__(self, sid):
+        self.sid, self.seq = sid, 0
+        self.time = self.ptr = self.cur_bytes = self.cur_blocks = self.total = 0
+
+    def event(self, op, t, ptr, size, usable, cur_bytes, cur_blocks, total, site=1,
+              heap=0, caps=CAPS_DEFAULT, failed_op=0, old_ptr=0, old_usable=0, align=0):
+        out = bytearray([op | failed_op << 4])
+        out += varint(zigzag(t - self.time)) + varint(site) + varint(heap) + varint(caps)
+        out += varint(zigzag(ptr - self.ptr))
+        if op == OP_REALLOC or (op == OP_FAILED and failed_op == OP_REALLOC):
+            out += varint(zigzag(old_ptr - ptr)) + varint(old_usable)
+        if op == OP_ALIGNED or (op == OP_FAILED and failed_op == OP_ALIGNED):
+            out += varint(align)
+        out += varint(size) + varint(zigzag(usable - size))
+        out += varint(zigzag(cur_bytes - self.cur_bytes))
+        out += varint(zigzag(cur_blocks - self.cur_blocks))
+        out += varint((total - self.total) & U64)
+        self.time, self.ptr, self.total = t, ptr & U64, total
+        self.cur_bytes, self.cur_blocks = cur_bytes, cur_blocks
+        return bytes(out)
+
+    def frame(self, events):
+        head = struct.pack("<IQI", self.sid, self.seq, len(events))
+        self.seq += len(events)
+        return frame(REC_EVENTS, head + b"".join(events))
+
+
+def every_op(s):
+    """One event of each operation; pointers up and down, a negative total."""
+    tib = 1 << 40
+    return [
+        s.event(OP_MALLOC, 1000, 0x7F0000001000, 24, 24, 24, 1, 24),
+        s.event(OP_CALLOC, 1500, 0x555500002000, tib, tib + 16, 24 + tib + 16, 2, 40 + tib),
+        s.event(OP_REALLOC, 1900, U64 - 0xFFF, 2 * tib, 2 * tib, 24 + 2 * tib, 2, 40 + 3 * tib,
+                old_ptr=0x555500002000, old_usable=tib + 16),
+        s.event(OP_ALIGNED, 2000, 0x1000, 100, 112, 136 + 2 * tib, 3, 152 + 3 * tib,
+                heap=2, caps=CAP_DMA | CAP_INTERNAL, align=4096),
+        s.event(OP_FREE, 2100, U64 - 0xFFF, 2 * tib, 2 * tib, 136, 2, 152 + 3 * tib),
+        s.event(OP_FREE, 2200, 0x7F0000800000, 4096, 4096, 136 - 4096, 1, 152 + 3 * tib),
+        s.event(OP_FAILED, 2300, 0, U64, 0, 136 - 4096, 1, 152 + 3 * tib, failed_op=OP_MALLOC),
+        s.event(OP_FAILED, 2400, 0, 8 * tib, 0, 136 - 4096, 1, 152 + 3 * tib,
+                failed_op=OP_REALLOC, old_ptr=0x1000, old_usable=112),
+        s.event(OP_FAILED, 2500, 0, 16 * tib, 0, 136 - 4096, 1, 152 + 3 * tib,
+                failed_op=OP_ALIGNED, align=1 << 21, heap=2, caps=CAP_DMA),
+    ]
+
+
+def seeds():
+    a, b = Stream(1), Stream(2)
+    tib = 1 << 40
+    session = (hello("demo", "/usr/bin/demo", ["demo", "--size", "", "x y z"])
+               + site(1, 42, "src/main.c", "main")
+               + site(2, 7, "src/list.c", "list_push", "struct node")
+               + heap(2, [CAP_DMA | CAP_INTERNAL, CAP_DMA, 0], 0x3FFB0000, 65536, "dma")
+               + a.frame(every_op(a))
+               + b.frame([b.event(OP_MALLOC, 50, 0x4000, 8, 16, 16, 1, 16)])
+               # a second frame of stream 1: its deltas continue from the first
+               + a.frame([a.event(OP_FREE, 3000, 0x1000, 112, 112, 136 - 4096 - 112, 0,
+                                  152 + 3 * tib, heap=2, caps=CAP_DMA | CAP_INTERNAL)])
+               + lost(1, 10, 5)
+               + end(END_CLEAN, 5))
+    s = Stream(7)
+    return {
+        "hello": hello("app", "/bin/app", ["app", "-v"], flags=HELLO_F_DROP),
+        "hello_noargs": hello("", "", []),
+        "site": site(0xFFFFFFFF, 1234567, "src/parser.c", "parse_block", "struct node"),
+        "heap": heap(3, [CAP_DMA, CAPS_DEFAULT, 0xFFFFFFFF], 0xFFFF800000000000, 1 << 40, "pool"),
+        "lost": lost(0xFFFFFFFF, U64 - 100, 100),
+        "end": end(END_ABNORMAL, U64),
+        "events": s.frame(every_op(s)),
+        "events_empty": Stream(3).frame([]),
+        "session": session,
+    }
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "corpus", "proto")
+    os.makedirs(outdir, exist_ok=True)
+    for name, data in seeds().items():
+        with open(os.path.join(outdir, name), "wb") as f:
+            f.write(data)
+        print(f"{name}: {len(data)} bytes")
+
+
+if __name__ == "__main__":
+    main()
