@@ -118,7 +118,16 @@ typedef struct {
   int64_t cur_bytes;
   int64_t cur_blocks;
   uint64_t total_bytes;
+  uint32_t site, heap, caps;
 } ht_evstate_t;
+
+/* The op byte of an encoded event (PROTOCOL.md, "Event encoding"). */
+#define HT_EV_OP_MASK 0x07u
+#define HT_EV_SAME_SITE 0x08u   /* site as in the previous event: not sent */
+#define HT_EV_SAME_HEAP 0x10u   /* heap likewise */
+#define HT_EV_SAME_CAPS 0x20u   /* caps likewise */
+#define HT_EV_TOTALS_IMPLIED 0x40u /* running totals moved as the op implies: not sent */
+#define HT_EV_RESERVED 0x80u    /* must be 0 */
 
 /* ---- strings on the wire: u16 length + bytes, no terminator, no NUL ---- */
 typedef struct {

@@ -470,36 +470,89 @@ static int has_old_ptr(uint32_t op, uint32_t failed_op) {
   return op == HT_OP_REALLOC || (op == HT_OP_FAILED && failed_op == HT_OP_REALLOC);
 }
 
+/* The running totals an event implies from the previous ones: what every
+ * allocation entry point does (sysheap.c), so that they need not be sent. */
+static void implied_totals(const ht_evstate_t *st, const ht_event_t *ev, int64_t *bytes,
+                           int64_t *blocks, uint64_t *total) {
+  *bytes = st->cur_bytes;
+  *blocks = st->cur_blocks;
+  *total = st->total_bytes;
+  switch (ev->op) {
+  case HT_OP_MALLOC:
+  case HT_OP_CALLOC:
+  case HT_OP_ALIGNED:
+    *bytes = (int64_t)((uint64_t)*bytes + ev->usable);
+    *blocks += 1;
+    *total += ev->usable;
+    break;
+  case HT_OP_REALLOC:
+    *bytes = (int64_t)((uint64_t)*bytes + ev->usable - ev->old_usable);
+    *total += ev->usable > ev->old_usable ? ev->usable - ev->old_usable : 0;
+    break;
+  case HT_OP_FREE:
+    *bytes = (int64_t)((uint64_t)*bytes - ev->size);
+    *blocks -= 1;
+    break;
+  }
+}
+
+
+static int has_align(uint32_t op, uint32_t failed_op) {
+  return op == HT_OP_ALIGNED || (op == HT_OP_FAILED && failed_op == HT_OP_ALIGNED);
+}
+
 /* Hot path of the client: one event, fields in a fixed order, deltas
- * against the stream's previous event so that typical events take 12-20
- * bytes. The layout is specified in PROTOCOL.md, "Event encoding". */
+ * against the stream's previous event and flags for what repeats, so that
+ * typical events take 7-10 bytes. The layout is specified in PROTOCOL.md,
+ * "Event encoding". */
 size_t ht_proto_event_encode(uint8_t *out, ht_evstate_t *st, const ht_event_t *ev) {
+  int64_t ib, ik;
+  uint64_t it;
+  implied_totals(st, ev, &ib, &ik, &it);
+  int implied = ib == ev->cur_bytes && ik == ev->cur_blocks && it == ev->total_bytes;
+  uint8_t opb = (uint8_t)ev->op;
+  opb |= ev->site == st->site ? HT_EV_SAME_SITE : 0;
+  opb |= ev->heap == st->heap ? HT_EV_SAME_HEAP : 0;
+  opb |= ev->caps == st->caps ? HT_EV_SAME_CAPS : 0;
+  opb |= implied ? HT_EV_TOTALS_IMPLIED : 0;
   size_t n = 0;
-  out[n++] = (uint8_t)(ev->op | (ev->failed_op << 4));
+  out[n++] = opb;
+  if (ev->op == HT_OP_FAILED)
+    out[n++] = (uint8_t)ev->failed_op;
   n += varint_at(out + n, ht_zigzag((int64_t)(ev->time_ns - st->time_ns)));
-  n += varint_at(out + n, ev->site);
-  n += varint_at(out + n, ev->heap);
-  n += varint_at(out + n, ev->caps);
+  if (!(opb & HT_EV_SAME_SITE))
+    n += varint_at(out + n, ev->site);
+  if (!(opb & HT_EV_SAME_HEAP))
+    n += varint_at(out + n, ev->heap);
+  if (!(opb & HT_EV_SAME_CAPS))
+    n += varint_at(out + n, ev->caps);
   n += varint_at(out + n, ht_zigzag((int64_t)(ev->ptr - st->ptr)));
   if (has_old_ptr(ev->op, ev->failed_op)) {
     n += varint_at(out + n, ht_zigzag((int64_t)(ev->old_ptr - ev->ptr)));
     n += varint_at(out + n, ev->old_usable);
   }
-  if (ev->op == HT_OP_ALIGNED || (ev->op == HT_OP_FAILED && ev->failed_op == HT_OP_ALIGNED))
+  if (has_align(ev->op, ev->failed_op))
     n += varint_at(out + n, ev->align);
   n += varint_at(out + n, ev->size);
-  n += varint_at(out + n, ht_zigzag((int64_t)(ev->usable - ev->size)));
-  /* Unsigned differences: wrap-around is defined, and the decoder adds
-   * them back the same way. */
-  n += varint_at(out + n, ht_zigzag((int64_t)((uint64_t)ev->cur_bytes - (uint64_t)st->cur_bytes)));
-  n += varint_at(out + n,
-                 ht_zigzag((int64_t)((uint64_t)ev->cur_blocks - (uint64_t)st->cur_blocks)));
-  n += varint_at(out + n, ev->total_bytes - st->total_bytes);
+  if (ev->op != HT_OP_FREE)
+    n += varint_at(out + n, ht_zigzag((int64_t)(ev->usable - ev->size)));
+  if (!implied) {
+    /* Unsigned differences: wrap-around is defined, and the decoder adds
+     * them back the same way. */
+    n += varint_at(out + n,
+                   ht_zigzag((int64_t)((uint64_t)ev->cur_bytes - (uint64_t)st->cur_bytes)));
+    n += varint_at(out + n,
+                   ht_zigzag((int64_t)((uint64_t)ev->cur_blocks - (uint64_t)st->cur_blocks)));
+    n += varint_at(out + n, ev->total_bytes - st->total_bytes);
+  }
   st->time_ns = ev->time_ns;
   st->ptr = ev->ptr;
   st->cur_bytes = ev->cur_bytes;
   st->cur_blocks = ev->cur_blocks;
   st->total_bytes = ev->total_bytes;
+  st->site = ev->site;
+  st->heap = ev->heap;
+  st->caps = ev->caps;
   return n;
 }
 
@@ -519,29 +572,38 @@ int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev) {
   if (c->err)
     return c->err;
   memset(ev, 0, sizeof *ev);
-  ev->op = opb & 0x0f;
-  ev->failed_op = (uint32_t)(opb >> 4);
-  if (!valid_op(ev->op, ev->failed_op))
+  ev->op = opb & HT_EV_OP_MASK;
+  if (ev->op == HT_OP_FAILED)
+    ev->failed_op = ht_get_u8(c);
+  if (c->err)
+    return c->err;
+  if ((opb & HT_EV_RESERVED) || !valid_op(ev->op, ev->failed_op))
     return HT_EOP;
   ev->seq = r->hdr.first_seq + r->done;
   ev->stream = r->hdr.stream;
   ev->time_ns = st->time_ns + (uint64_t)ht_unzigzag(ht_get_varint(c));
-  ev->site = get_varint32(c);
-  ev->heap = get_varint32(c);
-  ev->caps = get_varint32(c);
+  ev->site = opb & HT_EV_SAME_SITE ? st->site : get_varint32(c);
+  ev->heap = opb & HT_EV_SAME_HEAP ? st->heap : get_varint32(c);
+  ev->caps = opb & HT_EV_SAME_CAPS ? st->caps : get_varint32(c);
   ev->ptr = st->ptr + (uint64_t)ht_unzigzag(ht_get_varint(c));
   if (has_old_ptr(ev->op, ev->failed_op)) {
     ev->old_ptr = ev->ptr + (uint64_t)ht_unzigzag(ht_get_varint(c));
     ev->old_usable = ht_get_varint(c);
   }
-  if (ev->op == HT_OP_ALIGNED || (ev->op == HT_OP_FAILED && ev->failed_op == HT_OP_ALIGNED))
+  if (has_align(ev->op, ev->failed_op))
     ev->align = ht_get_varint(c);
   ev->size = ht_get_varint(c);
-  ev->usable = ev->size + (uint64_t)ht_unzigzag(ht_get_varint(c));
-  ev->cur_bytes = (int64_t)((uint64_t)st->cur_bytes + (uint64_t)ht_unzigzag(ht_get_varint(c)));
-  ev->cur_blocks =
-      (int64_t)((uint64_t)st->cur_blocks + (uint64_t)ht_unzigzag(ht_get_varint(c)));
-  ev->total_bytes = st->total_bytes + ht_get_varint(c);
+  ev->usable =
+      ev->op == HT_OP_FREE ? ev->size : ev->size + (uint64_t)ht_unzigzag(ht_get_varint(c));
+  if (opb & HT_EV_TOTALS_IMPLIED) {
+    implied_totals(st, ev, &ev->cur_bytes, &ev->cur_blocks, &ev->total_bytes);
+  } else {
+    ev->cur_bytes =
+        (int64_t)((uint64_t)st->cur_bytes + (uint64_t)ht_unzigzag(ht_get_varint(c)));
+    ev->cur_blocks =
+        (int64_t)((uint64_t)st->cur_blocks + (uint64_t)ht_unzigzag(ht_get_varint(c)));
+    ev->total_bytes = st->total_bytes + ht_get_varint(c);
+  }
   if (c->err)
     return c->err;
   st->time_ns = ev->time_ns;
@@ -549,6 +611,9 @@ int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev) {
   st->cur_bytes = ev->cur_bytes;
   st->cur_blocks = ev->cur_blocks;
   st->total_bytes = ev->total_bytes;
+  st->site = ev->site;
+  st->heap = ev->heap;
+  st->caps = ev->caps;
   r->done++;
   return 1;
 }

@@ -535,7 +535,8 @@ typedef struct {
 #define HELLO_HEAD 'H', 'T', 'R', 'C', HELLO_AFTER_MAGIC(1)
 /* EVENTS header: stream 7, first_seq 0, count */
 #define EV_HEAD(count) U32(7), U64(0), U32(count)
-/* the ten varints after the op byte of a MALLOC, FREE or CALLOC, all zero */
+/* the ten varints after the op byte of a MALLOC or CALLOC sent with no
+ * flags (every field present), all zero */
 #define ZERO_FIELDS 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 
 ParameterizedTestParameters(malformed, each_input_gets_its_own_error) {
@@ -597,11 +598,13 @@ ParameterizedTestParameters(malformed, each_input_gets_its_own_error) {
       ROW("unknown op 7", HT_REC_EVENTS, HT_EOP, EV_HEAD(1), HT_OP_MAX + 1, ZERO_FIELDS),
       ROW("op 0", HT_REC_EVENTS, HT_EOP, EV_HEAD(1), 0, ZERO_FIELDS),
       ROW("failed with failed_op free", HT_REC_EVENTS, HT_EOP,
-          EV_HEAD(1), HT_OP_FAILED | HT_OP_FREE << 4, ZERO_FIELDS),
+          EV_HEAD(1), HT_OP_FAILED, HT_OP_FREE, ZERO_FIELDS),
       ROW("failed with failed_op 0", HT_REC_EVENTS, HT_EOP,
-          EV_HEAD(1), HT_OP_FAILED, ZERO_FIELDS),
-      ROW("malloc with a failed_op", HT_REC_EVENTS, HT_EOP,
-          EV_HEAD(1), HT_OP_MALLOC | HT_OP_MALLOC << 4, ZERO_FIELDS),
+          EV_HEAD(1), HT_OP_FAILED, 0, ZERO_FIELDS),
+      ROW("failed cut before its failed_op", HT_REC_EVENTS, HT_ETRUNCATED,
+          EV_HEAD(1), HT_OP_FAILED),
+      ROW("malloc with the reserved bit", HT_REC_EVENTS, HT_EOP,
+          EV_HEAD(1), HT_OP_MALLOC | HT_EV_RESERVED, ZERO_FIELDS),
       ROW("count above the frame limit", HT_REC_EVENTS, HT_ELIMIT,
           EV_HEAD(HT_PROTO_MAX_FRAME_EVENTS + 1), HT_OP_MALLOC, ZERO_FIELDS),
       ROW("fewer events than the count", HT_REC_EVENTS, HT_ETRUNCATED,

@@ -84,14 +84,18 @@ class Stream:
 
     def event(self, op, t, ptr, size, usable, cur_bytes, cur_blocks, total, site=1,
               heap=0, caps=CAPS_DEFAULT, failed_op=0, old_ptr=0, old_usable=0, align=0):
-        out = bytearray([op | failed_op << 4])
+        # Flags 0: every field is sent (the encoder may omit repeats; the
+        # decoder takes both).
+        out = bytearray([op]) + (bytes([failed_op]) if op == OP_FAILED else b"")
         out += varint(zigzag(t - self.time)) + varint(site) + varint(heap) + varint(caps)
         out += varint(zigzag(ptr - self.ptr))
         if op == OP_REALLOC or (op == OP_FAILED and failed_op == OP_REALLOC):
             out += varint(zigzag(old_ptr - ptr)) + varint(old_usable)
         if op == OP_ALIGNED or (op == OP_FAILED and failed_op == OP_ALIGNED):
             out += varint(align)
-        out += varint(size) + varint(zigzag(usable - size))
+        out += varint(size)
+        if op != OP_FREE:
+            out += varint(zigzag(usable - size))
         out += varint(zigzag(cur_bytes - self.cur_bytes))
         out += varint(zigzag(cur_blocks - self.cur_blocks))
         out += varint((total - self.total) & U64)
