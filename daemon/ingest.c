@@ -275,7 +275,8 @@ static int on_lost(htd_session_t *s, const ht_frame_t *f) {
   int rc = ht_proto_decode_lost(f->payload, f->payload_len, &rec);
   if (rc != 0)
     return rc;
-  record_lost(s, rec.stream, rec.first_seq, rec.count, "dropped");
+  record_lost(s, rec.stream, rec.first_seq, rec.count,
+              rec.why == HT_LOST_DROPPED ? "dropped" : "undelivered");
   return 0;
 }
 

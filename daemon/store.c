@@ -142,7 +142,12 @@ static int migrate(sqlite3 *db, char *msg, size_t msglen) {
     if (exec(db, migrations[v], msg, msglen) != 0)
       goto fail;
   /* Sessions left running by a daemon that died cannot go on. */
-  if (exec(db, "UPDATE sessions SET end_reason = 'daemon-stopped' WHERE end_reason = 'running'",
+  if (exec(db,
+           "UPDATE sessions SET end_reason = 'daemon-stopped',"
+           " end_detail = 'heaptraced stopped without ending the session',"
+           " events = (SELECT COALESCE(SUM(count), 0) FROM event_chunks WHERE session = sessions.id),"
+           " lost = (SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = sessions.id)"
+           " WHERE end_reason = 'running'",
            msg, msglen) != 0)
     goto fail;
   return exec(db, "COMMIT", msg, msglen);

@@ -61,24 +61,31 @@ typedef struct ht_stream {
   /* Owned by the writing thread. */
   uint8_t *ring; /* HT_RING_BYTES + HT_PROTO_MAX_EVENT_BYTES of slack */
   uint64_t head; /* bytes ever written */
-  uint64_t seq;  /* next sequence number */
+  uint64_t seq;  /* next sequence number in this session */
   uint64_t tail_cache;
+  uint32_t epoch_seen; /* connection epoch the encoder state belongs to */
   ht_evstate_t enc;
   int64_t cur_bytes, cur_blocks;
   uint64_t total_bytes;
-  uint64_t dropped; /* drop mode: events not written since last LOST */
   struct {
     const char *file, *func, *type;
     int line;
     uint32_t id;
   } sites[HT_SITE_CACHE];
-  /* Shared with the shipping side. */
-  _Atomic uint64_t commit;   /* low 32: head, high 32: seq (both mod 2^32) */
-  _Atomic uint64_t consumed; /* bytes shipped */
-  _Atomic uint64_t lost;     /* events dropped, total */
-  _Atomic int orphaned;      /* the thread has exited */
+  /* Written by the thread, read by the shipping side. */
+  _Alignas(64) _Atomic uint64_t commit; /* low 32: head, high 32: seq (both mod 2^32) */
+  _Atomic uint64_t lost;                /* events dropped (drop mode), total */
+  _Atomic uint64_t restart_head;        /* head where the epoch_ack epoch starts */
+  _Atomic uint64_t restart_seq;         /* seq the old epoch had reached then */
+  _Atomic uint32_t epoch_ack;           /* epoch the thread has switched to */
+  _Atomic int orphaned;                 /* the thread has exited */
+  /* Written by the shipping side, read by the thread. */
+  _Alignas(64) _Atomic uint64_t consumed; /* bytes shipped or discarded */
+  _Atomic uint32_t epoch;                 /* current connection epoch */
   /* Owned by the shipping side. */
-  uint64_t shipped_bytes, shipped_seq, lost_sent;
+  _Alignas(64) uint64_t shipped_bytes, shipped_seq, lost_sent;
+  uint64_t undelivered; /* events discarded while disconnected, not yet reported */
+  uint32_t shipped_epoch;
   uint32_t id;
   struct ht_stream *next;
 } ht_stream_t;
@@ -88,8 +95,13 @@ typedef struct ht_stream {
 ht_stream_t *ht__stream_get(void);
 
 /* Encodes ev into the thread's stream; waits for room (block mode) or
- * counts a drop (drop mode). Fills seq/stream. */
+ * counts a drop (drop mode). */
 void ht__stream_append(ht_stream_t *s, ht_event_t *ev);
+
+/* After fork, in the child: forget every stream (they hold the parent's
+ * events) without touching the parent's memory mappings' contents. */
+void ht__stream_forget_all(void);
+void ht__stream_unmap(ht_stream_t *s);
 
 /* ---- transport (transport.c) ---- */
 /* 1 once connected and streaming. Hot paths read it relaxed. */
@@ -104,8 +116,13 @@ void ht__transport_init(void);
  * shipped after the record. Returns 0 or HT_ENOTCONN. */
 int ht__transport_send_record(const uint8_t *buf, size_t len);
 
-/* Adds a new stream to the list the flusher ships from. */
+/* Adds a new stream to the list the flusher ships from and gives it the
+ * current connection epoch. */
 void ht__transport_adopt(ht_stream_t *s);
+
+/* The list of streams (for the fork child to forget); called with no
+ * other thread running. Returns the head and empties the list. */
+ht_stream_t *ht__transport_take_streams(void);
 
 /* Nudges the flusher: a ring is filling up. */
 void ht__transport_kick(void);

@@ -9,6 +9,12 @@
  * The ring has HT_PROTO_MAX_EVENT_BYTES of slack past its end: an event is
  * always encoded contiguously, and the part that spilled past the end is
  * copied to the start, where the byte stream continues.
+ *
+ * A new connection (after the daemon went away, or in a fork child) is a
+ * new epoch: the delta state and sequence numbers start again at zero. The
+ * thread notices the epoch on its next event, restarts its encoder and
+ * publishes where the new epoch begins; the shipping side discards what
+ * was encoded for the old connection and reports it as undelivered.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -35,14 +41,28 @@ static void stream_orphan(void *arg) {
 
 static void make_key(void) { pthread_key_create(&stream_key, stream_orphan); }
 
+#define STREAM_MAP_BYTES (sizeof(ht_stream_t) + HT_RING_BYTES + HT_PROTO_MAX_EVENT_BYTES)
+
 static ht_stream_t *stream_create(void) {
-  size_t bytes = sizeof(ht_stream_t) + HT_RING_BYTES + HT_PROTO_MAX_EVENT_BYTES;
-  void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void *mem = mmap(NULL, STREAM_MAP_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
   if (mem == MAP_FAILED)
     return NULL;
   ht_stream_t *s = mem; /* mmap memory is zeroed: every counter starts at 0 */
   s->ring = (uint8_t *)mem + sizeof(ht_stream_t);
   return s;
+}
+
+void ht__stream_unmap(ht_stream_t *s) { munmap(s, STREAM_MAP_BYTES); }
+
+void ht__stream_forget_all(void) {
+  ht_stream_t *s = ht__transport_take_streams();
+  while (s) {
+    ht_stream_t *next = s->next;
+    ht__stream_unmap(s);
+    s = next;
+  }
+  tls_stream = NULL;
 }
 
 ht_stream_t *ht__stream_get(void) {
@@ -61,8 +81,20 @@ ht_stream_t *ht__stream_get(void) {
     return NULL;
   pthread_setspecific(stream_key, s);
   ht__transport_adopt(s);
+  s->epoch_seen = atomic_load_explicit(&s->epoch, memory_order_relaxed);
   tls_stream = s;
   return s;
+}
+
+/* A new connection epoch: the next event starts a fresh delta state and
+ * sequence; tell the shipping side where (release: after these stores). */
+static void restart_epoch(ht_stream_t *s, uint32_t epoch) {
+  atomic_store_explicit(&s->restart_head, s->head, memory_order_relaxed);
+  atomic_store_explicit(&s->restart_seq, s->seq, memory_order_relaxed);
+  memset(&s->enc, 0, sizeof s->enc);
+  s->seq = 0;
+  s->epoch_seen = epoch;
+  atomic_store_explicit(&s->epoch_ack, epoch, memory_order_release);
 }
 
 /* Slow path: the ring has no room for one more event. Block mode waits for
@@ -85,6 +117,9 @@ static int wait_for_room(ht_stream_t *s, int drop) {
 }
 
 void ht__stream_append(ht_stream_t *s, ht_event_t *ev) {
+  uint32_t epoch = atomic_load_explicit(&s->epoch, memory_order_relaxed);
+  if (HT_UNLIKELY(epoch != s->epoch_seen))
+    restart_epoch(s, epoch);
   if (HT_UNLIKELY(HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES)) {
     s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
     if (HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES &&

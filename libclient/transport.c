@@ -5,11 +5,18 @@
  * HT_FLUSH_INTERVAL_MS, or sooner when a ring passes half full, and ships
  * the committed bytes of every stream as EVENTS frames with one sendmsg
  * per stream, straight from the rings (no copy). At exit everything is
- * shipped and an END record closes the session.
+ * shipped, an END record closes the session, and the process waits
+ * (bounded) until the daemon has committed it.
  *
- * Locks: list_lock guards the stream list; io_lock serialises writes to the
- * socket (flusher, SITE/HEAP records, ht_flush). Neither is taken on the
- * allocation hot path.
+ * When the daemon goes away the program goes on: events are still
+ * recorded and discarded by the flusher, which counts them and reconnects
+ * with backoff; each connection is an epoch (see stream.c) and a new
+ * session, which learns through LOST records how many events of each
+ * stream were not delivered. A fork child starts its own session.
+ *
+ * Locks: init_lock guards (re)initialisation; list_lock the stream list;
+ * io_lock the socket (flusher, SITE/HEAP records, ht_flush). None is taken
+ * on the allocation hot path.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,13 +37,23 @@
 #include "client.h"
 
 #define HT_FLUSH_INTERVAL_MS 50
+#define HT_RETRY_FIRST_MS 100
+#define HT_RETRY_MAX_MS 5000
+#define HT_END_WAIT_MS 5000
 
 _Atomic int ht__tracing;
 ht_mode_t ht__mode = HT_MODE_BLOCK;
 
 static ht_config_t cfg;
+static int cfg_loaded;
 static int sock_fd = -1;
-static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static uint32_t conn_epoch;  /* bumped by every successful connect */
+static uint16_t hello_flags; /* HT_HELLO_F_RECONNECT / _FORKED for the next HELLO */
+static int ever_connected;
+static uint64_t retry_at_ns, retry_ms;
+static _Atomic int init_state; /* 0 not yet, 1 done (tracing or not) */
+static int exit_hooks_set;
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
 static ht_stream_t *streams;
@@ -59,22 +76,23 @@ static uint64_t realtime_ns(void) {
 }
 
 /* ======================================================================
- * Socket I/O
+ * Socket I/O (io_lock held)
  * ==================================================================== */
 
-/* Called with io_lock held. A broken connection turns tracing off once:
- * the application goes on, untraced. */
+/* The daemon went away: the program goes on; the flusher reconnects. */
 static void lose_connection(int err) {
   if (sock_fd < 0)
     return;
-  atomic_store(&ht__tracing, 0);
-  ht__warn("heaptrace: lost the connection to heaptraced at %s (%s); tracing is off",
+  ht__warn("heaptrace: lost the connection to heaptraced at %s (%s); events are counted "
+           "as undelivered until it is back",
            cfg.socket_path, strerror(err));
   close(sock_fd);
   sock_fd = -1;
+  retry_ms = HT_RETRY_FIRST_MS;
+  retry_at_ns = ht__now_ns() + retry_ms * 1000000u;
 }
 
-/* Writes every byte of iov, retrying short writes. Called with io_lock. */
+/* Writes every byte of iov, retrying short writes. */
 static int write_all(struct iovec *iov, int iovcnt) {
   while (iovcnt > 0 && sock_fd >= 0) {
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
@@ -98,21 +116,77 @@ static int write_all(struct iovec *iov, int iovcnt) {
   return iovcnt == 0 ? 0 : HT_ENOTCONN;
 }
 
+static int write_buf(const void *buf, size_t len) {
+  struct iovec iov = {(void *)buf, len};
+  return write_all(&iov, 1);
+}
+
 int ht__transport_send_record(const uint8_t *buf, size_t len) {
   pthread_mutex_lock(&io_lock);
-  struct iovec iov = {(void *)buf, len};
-  int rc = write_all(&iov, 1);
+  int rc = write_buf(buf, len);
   pthread_mutex_unlock(&io_lock);
   return rc;
 }
 
+static void send_lost(uint32_t stream, uint64_t first_seq, uint64_t count, uint8_t why) {
+  uint8_t buf[64];
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, sizeof buf);
+  ht_lost_rec_t rec = {stream, first_seq, count, why};
+  ht_proto_put_lost(&w, &rec);
+  write_buf(buf, w.len);
+}
+
 /* ======================================================================
- * Shipping
+ * Shipping (list_lock and io_lock held)
  * ==================================================================== */
 
-/* Ships what the stream has committed and not yet shipped. io_lock held. */
-static void ship_stream(ht_stream_t *s) {
+/* Skips the stream's committed bytes up to word (a commit word) without
+ * sending them: they belong to a connection that is gone. */
+static void discard_to(ht_stream_t *s, uint64_t word) {
+  uint32_t bytes = (uint32_t)word - (uint32_t)s->shipped_bytes;
+  uint32_t count = (uint32_t)(word >> 32) - (uint32_t)s->shipped_seq;
+  s->shipped_bytes += bytes;
+  s->shipped_seq += count;
+  s->undelivered += count;
+  atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
+}
+
+/* Brings the stream into the current epoch once its thread has switched:
+ * what it wrote before the switch is discarded and reported. Returns 1
+ * when the stream may ship. */
+static int follow_epoch(ht_stream_t *s) {
+  if (s->shipped_epoch == conn_epoch)
+    return 1;
   uint64_t word = atomic_load_explicit(&s->commit, memory_order_acquire);
+  if (atomic_load_explicit(&s->epoch_ack, memory_order_acquire) != conn_epoch) {
+    /* Read after the commit word: everything in it is of the old epoch. */
+    discard_to(s, word);
+    return 0;
+  }
+  uint64_t head = atomic_load_explicit(&s->restart_head, memory_order_relaxed);
+  uint64_t seq = atomic_load_explicit(&s->restart_seq, memory_order_relaxed);
+  s->undelivered += seq - s->shipped_seq;
+  s->shipped_bytes = head;
+  s->shipped_seq = 0;
+  s->lost_sent = atomic_load_explicit(&s->lost, memory_order_relaxed);
+  s->shipped_epoch = conn_epoch;
+  atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
+  if (s->undelivered && sock_fd >= 0) {
+    send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED);
+    s->undelivered = 0;
+  }
+  return 1;
+}
+
+static void ship_stream(ht_stream_t *s) {
+  if (!follow_epoch(s))
+    return;
+  uint64_t word = atomic_load_explicit(&s->commit, memory_order_acquire);
+  if (sock_fd < 0) {
+    discard_to(s, word);
+    return;
+  }
   uint32_t bytes = (uint32_t)word - (uint32_t)s->shipped_bytes;
   uint32_t count = (uint32_t)(word >> 32) - (uint32_t)s->shipped_seq;
   if (count > 0) {
@@ -121,24 +195,16 @@ static void ship_stream(ht_stream_t *s) {
     size_t pos = (size_t)(s->shipped_bytes & (HT_RING_BYTES - 1));
     size_t first = bytes <= HT_RING_BYTES - pos ? bytes : HT_RING_BYTES - pos;
     struct iovec iov[3] = {{head, sizeof head}, {s->ring + pos, first}, {s->ring, bytes - first}};
-    /* Without a connection the bytes are dropped: writers must never wait
-     * on a ring that nobody will drain. */
-    if (sock_fd >= 0)
-      write_all(iov, bytes > first ? 3 : 2);
+    if (write_all(iov, bytes > first ? 3 : 2) != 0)
+      s->undelivered += count; /* counted, and reported after reconnecting */
     s->shipped_bytes += bytes;
     s->shipped_seq += count;
   }
   atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
   uint64_t lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
   if (lost > s->lost_sent && sock_fd >= 0) {
-    uint8_t buf[64];
-    ht_wbuf_t w;
-    ht_wbuf_init(&w, buf, sizeof buf);
-    ht_lost_rec_t rec = {s->id, s->shipped_seq, lost - s->lost_sent};
-    ht_proto_put_lost(&w, &rec);
-    struct iovec iov = {buf, w.len};
-    if (write_all(&iov, 1) == 0)
-      s->lost_sent = lost;
+    send_lost(s->id, s->shipped_seq, lost - s->lost_sent, HT_LOST_DROPPED);
+    s->lost_sent = lost;
   }
 }
 
@@ -154,7 +220,7 @@ static void ship_all(void) {
     uint64_t word = atomic_load_explicit(&s->commit, memory_order_relaxed);
     if (orphan && (uint32_t)word == (uint32_t)s->shipped_bytes) {
       *link = s->next;
-      munmap(s, sizeof(ht_stream_t) + HT_RING_BYTES + HT_PROTO_MAX_EVENT_BYTES);
+      ht__stream_unmap(s);
       continue;
     }
     link = &s->next;
@@ -165,10 +231,21 @@ static void ship_all(void) {
 
 void ht__transport_adopt(ht_stream_t *s) {
   pthread_mutex_lock(&list_lock);
+  pthread_mutex_lock(&io_lock);
   s->id = ++next_stream_id;
+  s->shipped_epoch = conn_epoch;
+  atomic_store_explicit(&s->epoch_ack, conn_epoch, memory_order_relaxed);
+  atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
+  pthread_mutex_unlock(&io_lock);
   s->next = streams;
   streams = s;
   pthread_mutex_unlock(&list_lock);
+}
+
+ht_stream_t *ht__transport_take_streams(void) {
+  ht_stream_t *s = streams;
+  streams = NULL;
+  return s;
 }
 
 void ht__transport_kick(void) {
@@ -176,17 +253,6 @@ void ht__transport_kick(void) {
     return;
   if (atomic_exchange(&wake_word, 1) == 0)
     syscall(SYS_futex, &wake_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-}
-
-static void *flusher_main(void *arg) {
-  (void)arg;
-  while (!atomic_load(&flusher_stop)) {
-    struct timespec ts = {0, HT_FLUSH_INTERVAL_MS * 1000000L};
-    syscall(SYS_futex, &wake_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
-    atomic_store(&wake_word, 0);
-    ship_all();
-  }
-  return NULL;
 }
 
 /* ======================================================================
@@ -209,6 +275,7 @@ static size_t read_proc(const char *path, char *buf, size_t cap) {
   return len;
 }
 
+/* Sends HELLO on the new socket. io_lock held. */
 static int send_hello(void) {
   static char exe[4096], cmdline[8192];
   static ht_hello_t h;
@@ -217,7 +284,7 @@ static int send_hello(void) {
   h.version = HT_PROTO_VERSION;
   h.ptr_size = (uint8_t)sizeof(void *);
   h.clock = 1;
-  h.flags = ht__mode == HT_MODE_DROP ? HT_HELLO_F_DROP : 0;
+  h.flags = (uint16_t)(hello_flags | (ht__mode == HT_MODE_DROP ? HT_HELLO_F_DROP : 0));
   h.pid = (uint32_t)getpid();
   h.ppid = (uint32_t)getppid();
   h.start_realtime_ns = realtime_ns();
@@ -244,9 +311,11 @@ static int send_hello(void) {
   ht_proto_put_hello(&w, &h);
   if (w.overflow)
     return HT_ENOMEM;
-  return ht__transport_send_record(buf, w.len);
+  return write_buf(buf, w.len);
 }
 
+/* Connects and shakes hands; a new epoch begins. io_lock held. Returns 0
+ * or a negative errno. */
 static int connect_daemon(void) {
   if (!cfg.socket_path[0])
     return -ENAMETOOLONG;
@@ -261,22 +330,53 @@ static int connect_daemon(void) {
     return -err;
   }
   sock_fd = fd;
+  if (send_hello() != 0) {
+    if (sock_fd >= 0)
+      close(sock_fd);
+    sock_fd = -1;
+    return -EPIPE;
+  }
+  conn_epoch++;
+  ever_connected = 1;
   return 0;
 }
 
-static void send_end(uint8_t reason) {
-  uint8_t buf[32];
-  ht_wbuf_t w;
-  ht_wbuf_init(&w, buf, sizeof buf);
-  ht_end_rec_t e = {reason, 0};
-  ht_proto_put_end(&w, &e);
-  ht__transport_send_record(buf, w.len);
+/* The flusher's retry: a new session once the daemon is back. Streams
+ * learn the new epoch from their epoch word. list_lock and io_lock held. */
+static void maybe_reconnect(void) {
+  if (sock_fd >= 0 || !ever_connected || ht__now_ns() < retry_at_ns)
+    return;
+  hello_flags |= HT_HELLO_F_RECONNECT;
+  if (connect_daemon() != 0) {
+    retry_ms = retry_ms * 2 > HT_RETRY_MAX_MS ? HT_RETRY_MAX_MS : retry_ms * 2;
+    retry_at_ns = ht__now_ns() + retry_ms * 1000000u;
+    return;
+  }
+  for (ht_stream_t *s = streams; s; s = s->next)
+    atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
+  ht__warn("heaptrace: reconnected to heaptraced at %s; tracing goes on in a new session",
+           cfg.socket_path);
+}
+
+static void *flusher_main(void *arg) {
+  (void)arg;
+  while (!atomic_load(&flusher_stop)) {
+    struct timespec ts = {0, HT_FLUSH_INTERVAL_MS * 1000000L};
+    syscall(SYS_futex, &wake_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+    atomic_store(&wake_word, 0);
+    pthread_mutex_lock(&list_lock);
+    pthread_mutex_lock(&io_lock);
+    maybe_reconnect();
+    pthread_mutex_unlock(&io_lock);
+    pthread_mutex_unlock(&list_lock);
+    ship_all();
+  }
+  return NULL;
 }
 
 /* The daemon closes the connection once the session is committed; waiting
  * for that (bounded) means a process that exited has all its events stored.
  * A daemon that does not answer in time costs the exit HT_END_WAIT_MS. */
-#define HT_END_WAIT_MS 5000
 static void wait_for_commit(int fd) {
   shutdown(fd, SHUT_WR);
   struct timeval tv = {HT_END_WAIT_MS / 1000, (HT_END_WAIT_MS % 1000) * 1000};
@@ -297,20 +397,33 @@ static void transport_shutdown(void) {
     flusher_running = 0;
   }
   ship_all();
-  send_end(HT_END_CLEAN);
   atomic_store(&ht__tracing, 0);
+  pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
+  uint64_t undelivered = 0;
+  for (ht_stream_t *s = streams; s; s = s->next)
+    undelivered += s->undelivered;
   if (sock_fd >= 0) {
-    wait_for_commit(sock_fd);
-    close(sock_fd);
+    uint8_t buf[32];
+    ht_wbuf_t w;
+    ht_wbuf_init(&w, buf, sizeof buf);
+    ht_end_rec_t e = {HT_END_CLEAN, undelivered};
+    ht_proto_put_end(&w, &e);
+    if (write_buf(buf, w.len) == 0)
+      wait_for_commit(sock_fd);
+    if (sock_fd >= 0)
+      close(sock_fd);
+    sock_fd = -1;
   }
-  sock_fd = -1;
   pthread_mutex_unlock(&io_lock);
+  pthread_mutex_unlock(&list_lock);
 }
 
-/* fork: the child must not write into the parent's connection. It goes on
- * untraced; its streams inherited from the parent are left alone. */
+/* fork: the child must not write into the parent's connection nor ship
+ * the parent's events. It forgets both and starts its own session on its
+ * next traced call. */
 static void atfork_prepare(void) {
+  pthread_mutex_lock(&init_lock);
   pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
 }
@@ -318,47 +431,74 @@ static void atfork_prepare(void) {
 static void atfork_parent(void) {
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
+  pthread_mutex_unlock(&init_lock);
 }
 
 static void atfork_child(void) {
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
+  pthread_mutex_unlock(&init_lock);
   atomic_store(&ht__tracing, 0);
   flusher_running = 0;
+  atomic_store(&flusher_stop, 0);
   if (sock_fd >= 0)
     close(sock_fd);
   sock_fd = -1;
+  ever_connected = 0;
+  next_stream_id = 0;
+  ht__stream_forget_all();
+  hello_flags = HT_HELLO_F_FORKED;
+  atomic_store(&init_state, 0);
 }
 
-static void transport_init_once(void) {
-  ht__config_load(&cfg);
-  ht__mode = cfg.mode;
+static void init_locked(void) {
+  if (!cfg_loaded) {
+    ht__config_load(&cfg);
+    ht__mode = cfg.mode;
+    cfg_loaded = 1;
+  }
   if (cfg.disabled)
     return;
+  pthread_mutex_lock(&io_lock);
   int rc = connect_daemon();
+  pthread_mutex_unlock(&io_lock);
   if (rc != 0) {
-    ht__warn("heaptrace: cannot connect to heaptraced at %s (%s); tracing is off. "
-             "Start heaptraced or set HEAPTRACE_SOCKET.",
-             cfg.socket_path[0] ? cfg.socket_path : "(no path)", strerror(-rc));
+    if (!(hello_flags & HT_HELLO_F_FORKED))
+      ht__warn("heaptrace: cannot connect to heaptraced at %s (%s); tracing is off. "
+               "Start heaptraced or set HEAPTRACE_SOCKET.",
+               cfg.socket_path[0] ? cfg.socket_path : "(no path)", strerror(-rc));
     return;
   }
-  if (send_hello() != 0)
-    return;
   atomic_store(&ht__tracing, 1);
-  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+  if (!exit_hooks_set) {
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    atexit(transport_shutdown);
+    exit_hooks_set = 1;
+  }
   if (pthread_create(&flusher, NULL, flusher_main, NULL) == 0)
     flusher_running = 1;
-  atexit(transport_shutdown);
 }
 
-void ht__transport_init(void) { pthread_once(&init_once, transport_init_once); }
+void ht__transport_init(void) {
+  if (HT_LIKELY(atomic_load_explicit(&init_state, memory_order_acquire)))
+    return;
+  pthread_mutex_lock(&init_lock);
+  if (!atomic_load_explicit(&init_state, memory_order_relaxed)) {
+    init_locked();
+    atomic_store_explicit(&init_state, 1, memory_order_release);
+  }
+  pthread_mutex_unlock(&init_lock);
+}
 
 int ht_flush(void) {
   ht__transport_init();
   if (!atomic_load(&ht__tracing))
     return HT_ENOTCONN;
   ship_all();
-  return atomic_load(&ht__tracing) ? 0 : HT_ENOTCONN;
+  pthread_mutex_lock(&io_lock);
+  int rc = sock_fd >= 0 ? 0 : HT_ENOTCONN;
+  pthread_mutex_unlock(&io_lock);
+  return rc;
 }
 
 int ht_tracing_enabled(void) {

@@ -216,10 +216,14 @@ typedef struct {
   uint32_t count;
 } ht_events_hdr_t;
 
+#define HT_LOST_DROPPED 1     /* drop mode: the ring was full */
+#define HT_LOST_UNDELIVERED 2 /* written while the daemon was away */
+
 typedef struct {
   uint32_t stream;
   uint64_t first_seq;
   uint64_t count;
+  uint8_t why; /* HT_LOST_* */
 } ht_lost_rec_t;
 
 typedef struct {

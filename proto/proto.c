@@ -411,6 +411,7 @@ void ht_proto_put_lost(ht_wbuf_t *w, const ht_lost_rec_t *l) {
   ht_put_varint(w, l->stream);
   ht_put_varint(w, l->first_seq);
   ht_put_varint(w, l->count);
+  ht_put_u8(w, l->why);
   close_frame(w, at);
 }
 
@@ -420,6 +421,9 @@ int ht_proto_decode_lost(const uint8_t *p, size_t n, ht_lost_rec_t *out) {
   out->stream = get_varint32(&c);
   out->first_seq = ht_get_varint(&c);
   out->count = ht_get_varint(&c);
+  out->why = ht_get_u8(&c);
+  if (!c.err && out->why != HT_LOST_DROPPED && out->why != HT_LOST_UNDELIVERED)
+    return HT_ELIMIT;
   return finish(&c);
 }
 

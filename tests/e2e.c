@@ -158,11 +158,79 @@ static e2e_result_t run_argv(char *const argv[], char *const env[]) {
   return r;
 }
 
-e2e_result_t e2e_run(e2e_t *e, char *const argv[], char *const env[]) {
-  char sock[400];
-  snprintf(sock, sizeof sock, "HEAPTRACE_SOCKET=%s", e->socket);
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "r");
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  while (f && buf) {
+    if (cap - len < 1024)
+      buf = realloc(buf, cap *= 2);
+    size_t n = fread(buf + len, 1, cap - len - 1, f);
+    if (n == 0)
+      break;
+    len += n;
+  }
+  if (f)
+    fclose(f);
+  buf[len] = '\0';
+  return buf;
+}
+
+static void client_env(e2e_t *e, char *const env[], char **all, char *sock, size_t socklen);
+
+pid_t e2e_spawn(e2e_t *e, char *const argv[], char *const env[]) {
+  char sock[400], out[200], err[200];
   char *all[32];
+  client_env(e, env, all, sock, sizeof sock);
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    snprintf(out, sizeof out, "%s/out.%d", e->dir, (int)getpid());
+    snprintf(err, sizeof err, "%s/err.%d", e->dir, (int)getpid());
+    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int r = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(o, STDOUT_FILENO);
+    dup2(r, STDERR_FILENO);
+    for (size_t i = 0; all[i]; i++)
+      putenv(all[i]);
+    execve(argv[0], argv, environ);
+    _exit(127);
+  }
+  return pid;
+}
+
+e2e_result_t e2e_wait(e2e_t *e, pid_t pid) {
+  int status;
+  cr_assert(waitpid(pid, &status, 0) == pid);
+  char out[200], err[200];
+  snprintf(out, sizeof out, "%s/out.%d", e->dir, (int)pid);
+  snprintf(err, sizeof err, "%s/err.%d", e->dir, (int)pid);
+  e2e_result_t r = {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+                    slurp(out), slurp(err)};
+  return r;
+}
+
+void e2e_signal_daemon(e2e_t *e, int sig) {
+  cr_assert(e->daemon > 0, "no daemon running");
+  kill(e->daemon, sig);
+  if (sig == SIGKILL) {
+    waitpid(e->daemon, NULL, 0);
+    e->daemon = 0;
+  }
+}
+
+long long e2e_field(const char *text, const char *key) {
+  char pat[64];
+  snprintf(pat, sizeof pat, "%s=", key);
+  for (const char *at = strstr(text, pat); at; at = strstr(at + 1, pat))
+    if (at == text || at[-1] == ' ' || at[-1] == '\n')
+      return atoll(at + strlen(pat));
+  return -1;
+}
+
+static void client_env(e2e_t *e, char *const env[], char **all, char *sock, size_t socklen) {
   size_t n = 0;
+  snprintf(sock, socklen, "HEAPTRACE_SOCKET=%s", e->socket);
   all[n++] = sock;
   /* Client programs under test leak on purpose; the sanitizer's leak
    * report is for the daemon and heapctl, not for them. */
@@ -170,6 +238,12 @@ e2e_result_t e2e_run(e2e_t *e, char *const argv[], char *const env[]) {
   for (size_t i = 0; env && env[i] && n < 31; i++)
     all[n++] = env[i];
   all[n] = NULL;
+}
+
+e2e_result_t e2e_run(e2e_t *e, char *const argv[], char *const env[]) {
+  char sock[400];
+  char *all[32];
+  client_env(e, env, all, sock, sizeof sock);
   return run_argv(argv, all);
 }
 

@@ -45,6 +45,17 @@ e2e_result_t e2e_heapctl(e2e_t *e, const char *first, ...);
 e2e_result_t e2e_heapctl_db(e2e_t *e, const char *first, ...);
 void e2e_result_free(e2e_result_t *r);
 
+/* Starts argv like e2e_run but returns at once; stdout and stderr go to
+ * files in the scratch directory. e2e_wait collects it. */
+pid_t e2e_spawn(e2e_t *e, char *const argv[], char *const env[]);
+e2e_result_t e2e_wait(e2e_t *e, pid_t pid);
+
+/* Sends sig to the daemon (SIGKILL leaves it dead: restart it). */
+void e2e_signal_daemon(e2e_t *e, int sig);
+
+/* The value of "key=N" in text, or -1. */
+long long e2e_field(const char *text, const char *key);
+
 /* Parses r->out as JSON; asserts it parses. Caller frees. */
 cJSON *e2e_json(const e2e_result_t *r);
 /* Validates text against schemas/NAME with python3-jsonschema; returns 0

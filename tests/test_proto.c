@@ -146,7 +146,8 @@ static ht_heap_rec_t sample_heap(void) {
 }
 
 static ht_lost_rec_t sample_lost(void) {
-  ht_lost_rec_t l = {.stream = UINT32_MAX, .first_seq = UINT64_MAX - 100, .count = 100};
+  ht_lost_rec_t l = {.stream = UINT32_MAX, .first_seq = UINT64_MAX - 100, .count = 100,
+                     .why = HT_LOST_UNDELIVERED};
   return l;
 }
 
@@ -355,6 +356,7 @@ Test(roundtrip, lost_keeps_every_field) {
   cr_assert(eq(u32, out.stream, in.stream));
   cr_assert(eq(u64, out.first_seq, in.first_seq));
   cr_assert(eq(u64, out.count, in.count));
+  cr_assert(eq(u8, out.why, in.why));
 }
 
 Test(roundtrip, end_keeps_every_reason_and_the_undelivered_count) {
@@ -585,8 +587,11 @@ ParameterizedTestParameters(malformed, each_input_gets_its_own_error) {
           1, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, U64(0), U64(0), 0, 0),
       /* LOST: stream, first_seq, count */
       ROW("lost with a 10-byte varint is accepted", HT_REC_LOST, HT_OK,
-          1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1),
-      ROW("lost stream above 2^32", HT_REC_LOST, HT_ELIMIT, 0x80, 0x80, 0x80, 0x80, 0x10, 0, 0),
+          1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1, HT_LOST_DROPPED),
+      ROW("lost stream above 2^32", HT_REC_LOST, HT_ELIMIT,
+          0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, HT_LOST_DROPPED),
+      ROW("lost with an unknown reason", HT_REC_LOST, HT_ELIMIT, 1, 0, 1, 3),
+      ROW("lost cut before its reason", HT_REC_LOST, HT_ETRUNCATED, 1, 0, 1),
       /* END: reason, undelivered */
       ROW("end with a trailing byte", HT_REC_END, HT_ETRAILING, HT_END_CLEAN, 0, 0xaa),
       ROW("end with reason 0", HT_REC_END, HT_ELIMIT, HT_END_RUNNING, 0),

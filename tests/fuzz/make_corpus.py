@@ -67,8 +67,8 @@ def heap(hid, caps, start, size, name):
     return frame(REC_HEAP, body + struct.pack("<QQ", start, size) + string(name))
 
 
-def lost(stream, first_seq, count):
-    return frame(REC_LOST, varint(stream) + varint(first_seq) + varint(count))
+def lost(stream, first_seq, count, why=1):
+    return frame(REC_LOST, varint(stream) + varint(first_seq) + varint(count) + bytes([why]))
 
 
 def end(reason, undelivered):

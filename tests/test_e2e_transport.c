@@ -1,0 +1,185 @@
+/* test_e2e_transport.c - the client's transport end to end: concurrency,
+ * short-lived threads, fork, a daemon that dies and comes back, no daemon
+ * at all, drop mode. Every count is checked against what the client
+ * program says it did (tests/programs/). */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "e2e.h"
+
+static e2e_t env;
+
+static void setup(void) { e2e_start(&env); }
+static void teardown(void) { e2e_stop(&env); }
+
+TestSuite(e2e_transport, .init = setup, .fini = teardown, .timeout = 120);
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static double num(const cJSON *o, const char *k) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
+  cr_assert(cJSON_IsNumber(j), "no number '%s'", k);
+  return j->valuedouble;
+}
+
+/* The JSON result of heapctl CMD [-s ID] --json (asserting success). */
+static cJSON *query(const char *a, const char *b, const char *c) {
+  e2e_result_t r = b ? e2e_heapctl(&env, a, b, c, "--json", NULL)
+                     : e2e_heapctl(&env, a, "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl %s: %s", a, r.err);
+  cJSON *j = e2e_json(&r);
+  e2e_result_free(&r);
+  return j;
+}
+
+static const cJSON *session_of_pid(const cJSON *sessions, long long pid, int nth) {
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(sessions, "sessions")) {
+    if ((long long)num(s, "pid") == pid && nth-- == 0)
+      return s;
+  }
+  return NULL;
+}
+
+/* stats of session id matches the counts the program printed. */
+static void check_counts(int id, const char *out) {
+  char sid[16];
+  snprintf(sid, sizeof sid, "%d", id);
+  cJSON *j = query("stats", "-s", sid);
+  cr_assert(eq(dbl, num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
+  cr_assert(eq(dbl, num(j, "frees"), (double)e2e_field(out, "frees")));
+  cr_assert(eq(dbl, num(j, "reallocs"), (double)e2e_field(out, "reallocs")));
+  cr_assert(eq(dbl, num(j, "current_blocks"), (double)e2e_field(out, "live_blocks")));
+  cr_assert(eq(dbl, num(j, "current_bytes"), (double)e2e_field(out, "live_bytes")));
+  cr_assert(eq(dbl, num(j, "events"), (double)e2e_field(out, "events")));
+  cr_assert(eq(dbl, num(j, "unmatched_frees"), 0));
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "totals");
+  cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "agree")));
+  const cJSON *ses = cJSON_GetObjectItemCaseSensitive(j, "session");
+  cr_assert(eq(dbl, num(ses, "lost"), 0));
+  cr_assert(eq(dbl, num(ses, "events"), (double)e2e_field(out, "events")));
+  cJSON_Delete(j);
+}
+
+Test(e2e_transport, eight_threads_allocating_concurrently_lose_no_event) {
+  char *argv[] = {(char *)e2e_bin("threads_client"), "8", "25000", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  check_counts(1, r.out);
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, a_thousand_short_lived_threads_are_all_accounted_for) {
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "1000", "1000", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  check_counts(1, r.out);
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, a_fork_child_becomes_its_own_session_and_the_parent_is_intact) {
+  char *argv[] = {(char *)e2e_bin("fork_client"), NULL};
+  /* The child starts a flusher thread after forking a threaded parent,
+   * which TSan refuses by default; it still checks the child's threads. */
+  char *envv[] = {"TSAN_OPTIONS=die_after_fork=0 halt_on_error=1", NULL};
+  e2e_result_t r = e2e_run(&env, argv, envv);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  long long parent = e2e_field(r.out, "parent"), child = e2e_field(r.out, "child");
+  cJSON *ss = query("sessions", NULL, NULL);
+  const cJSON *ps = session_of_pid(ss, parent, 0), *cs = session_of_pid(ss, child, 0);
+  cr_assert(ps && cs, "sessions of parent %lld and child %lld", parent, child);
+  cr_assert(eq(dbl, num(cs, "ppid"), (double)parent));
+  cr_assert(eq(str, (char *)cJSON_GetObjectItem(ps, "end_reason")->valuestring, "clean"));
+  cr_assert(eq(str, (char *)cJSON_GetObjectItem(cs, "end_reason")->valuestring, "clean"));
+  /* parent: 111 before the fork, 100 + 1000 pairs, 333 after; child: 1000
+   * pairs and 222, nothing of the parent's stream. */
+  cr_assert(eq(dbl, num(ps, "events"), 1 + 2 * 1100 + 1));
+  cr_assert(eq(dbl, num(cs, "events"), 2 * 1000 + 1));
+  char id[16];
+  snprintf(id, sizeof id, "%.0f", num(ps, "id"));
+  cJSON *pl = query("leaks", "-s", id);
+  cr_assert(eq(dbl, num(cJSON_GetObjectItem(pl, "total"), "bytes"), 111 + 333));
+  snprintf(id, sizeof id, "%.0f", num(cs, "id"));
+  cJSON *cl = query("leaks", "-s", id);
+  cr_assert(eq(dbl, num(cJSON_GetObjectItem(cl, "total"), "bytes"), 222));
+  cJSON_Delete(pl);
+  cJSON_Delete(cl);
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lost) {
+  /* 2 threads x 6000 rounds with a 250 ms pause every 1000: about 1.5 s. */
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "6000", "0", "250000", NULL};
+  pid_t pid = e2e_spawn(&env, argv, NULL);
+  sleep_ms(400);
+  e2e_signal_daemon(&env, SIGKILL);
+  sleep_ms(400);
+  e2e_restart_daemon(&env);
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "lost the connection"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "reconnected"), 1), "%s", r.err);
+  cJSON *ss = query("sessions", NULL, NULL);
+  const cJSON *first = session_of_pid(ss, pid, 0), *second = session_of_pid(ss, pid, 1);
+  cr_assert(first && second, "two sessions for pid %d", (int)pid);
+  cr_assert(eq(str, (char *)cJSON_GetObjectItem(first, "end_reason")->valuestring,
+               "daemon-stopped"));
+  cr_assert(eq(str, (char *)cJSON_GetObjectItem(second, "end_reason")->valuestring, "clean"));
+  /* Every event is either stored in one of the two sessions or counted as
+   * not delivered in the second; nothing disappears unaccounted. */
+  double stored = num(first, "events") + num(second, "events");
+  double lost = num(first, "lost") + num(second, "lost");
+  cr_assert(gt(dbl, lost, 0));
+  cr_assert(eq(dbl, stored + lost, (double)e2e_field(r.out, "events")), "stored %.0f lost %.0f",
+            stored, lost);
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, without_a_daemon_the_program_runs_and_keeps_its_exit_status) {
+  e2e_stop_daemon(&env);
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "1000", "0", "0", "3", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 3));
+  cr_assert(eq(long, e2e_field(r.out, "allocations"), 2002));
+  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "cannot connect to heaptraced"), 1), "%s", r.err);
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, drop_mode_drops_and_counts_while_the_daemon_is_stalled) {
+  e2e_signal_daemon(&env, SIGSTOP);
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "300000", NULL};
+  char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
+  pid_t pid = e2e_spawn(&env, argv, envv);
+  sleep_ms(1500);
+  e2e_signal_daemon(&env, SIGCONT);
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cJSON *ss = query("sessions", NULL, NULL);
+  const cJSON *s = session_of_pid(ss, pid, 0);
+  cr_assert(s != NULL);
+  cr_assert(gt(dbl, num(s, "lost"), 0), "nothing was dropped: the stall was too short");
+  cr_assert(eq(dbl, num(s, "events") + num(s, "lost"), (double)e2e_field(r.out, "events")));
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, a_bad_mode_warns_once_and_stays_lossless) {
+  char *argv[] = {(char *)e2e_bin("threads_client"), "1", "2000", NULL};
+  char *envv[] = {"HEAPTRACE_MODE=fast", NULL};
+  e2e_result_t r = e2e_run(&env, argv, envv);
+  cr_assert(eq(int, r.status, 0));
+  cr_assert(eq(int, e2e_count_lines(r.err, "HEAPTRACE_MODE=fast"), 1), "%s", r.err);
+  check_counts(1, r.out);
+  e2e_result_free(&r);
+}
