@@ -52,6 +52,7 @@ typedef struct htd_job {
   char *text[4];         /* kind-specific strings, owned by the job */
   uint8_t *blob;         /* CHUNK: encoded events, owned by the job */
   size_t blob_len;
+  size_t raw_len;        /* CHUNK: size before compression, 0 if stored raw */
   /* Called on the loop thread after the job's transaction committed. */
   void (*done)(void *arg, int status);
   void *done_arg;

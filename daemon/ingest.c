@@ -1,10 +1,11 @@
 /* ingest.c - the state machine of one ingest connection.
  *
  * HELLO must come first and only once; SITE, HEAP, EVENTS and LOST follow
- * in any order; END closes the session. EVENTS frames are decoded with the
- * stream's delta state, checked for sequence gaps, and re-encoded into the
- * stream's current chunk with the state reset at the chunk's start, so
- * every stored chunk decodes on its own. A chunk is queued to the store
+ * in any order; END closes the session. An EVENTS frame is decoded whole
+ * with the stream's delta state -- to validate it and to carry the state
+ * on -- and, once every event in it is valid, its bytes are appended as
+ * they came to the stream's current chunk, which starts with the state it
+ * needs (chunk.h): nothing is re-encoded. A chunk is queued to the store
  * when it is full or when the daemon flushes (timer, END, disconnect).
  *
  * Memory is bounded per session: at most HTD_MAX_STREAMS streams and at
@@ -18,10 +19,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "chunk.h"
 #include "ingest.h"
 
-#define HTD_CHUNK_BYTES (32u * 1024u)  /* a chunk is queued past this size */
-#define HTD_CHUNK_HEAD 16              /* stream u32, first_seq u64, count u32 */
+#define HTD_CHUNK_BYTES (128u * 1024u) /* a chunk is queued past this size */
 #define HTD_MAX_STREAMS 65536
 #define HTD_SESSION_BUFFER (8u << 20)
 
@@ -30,9 +31,8 @@ typedef struct {
   int used;
   uint64_t next_seq;   /* expected first_seq of the next EVENTS frame */
   ht_evstate_t dec;    /* wire delta state */
-  ht_evstate_t enc;    /* chunk delta state */
-  uint8_t *chunk;      /* HTD_CHUNK_BYTES + HT_PROTO_MAX_EVENT_BYTES, or NULL */
-  size_t chunk_len;
+  uint8_t *chunk;      /* head + events, chunk_cap bytes, or NULL */
+  size_t chunk_len, chunk_cap;
   uint32_t chunk_count;
   uint64_t chunk_seq, t0, t1;
 } stream_t;
@@ -126,9 +126,7 @@ static void store_le(uint8_t *at, uint64_t v, size_t n) {
 static void chunk_flush(htd_session_t *s, stream_t *t) {
   if (!t->chunk || t->chunk_count == 0)
     return;
-  store_le(t->chunk, t->id, 4);
-  store_le(t->chunk + 4, t->chunk_seq, 8);
-  store_le(t->chunk + 12, t->chunk_count, 4);
+  htd_chunk_set_count(t->chunk, t->chunk_count);
   htd_job_t *j = htd_job_new(HTD_JOB_CHUNK, s->id);
   if (j) {
     j->a = t->id;
@@ -146,7 +144,7 @@ static void chunk_flush(htd_session_t *s, stream_t *t) {
   }
   s->buffered -= t->chunk_len;
   t->chunk = NULL;
-  t->chunk_len = 0;
+  t->chunk_len = t->chunk_cap = 0;
   t->chunk_count = 0;
 }
 
@@ -156,27 +154,24 @@ void htd_session_flush(htd_session_t *s) {
       chunk_flush(s, &s->streams[i]);
 }
 
-/* Appends one decoded event to the stream's chunk. Returns 0 or ENOMEM. */
-static int chunk_add(htd_session_t *s, stream_t *t, const ht_event_t *ev) {
-  if (!t->chunk) {
-    if (s->buffered + HTD_CHUNK_BYTES > HTD_SESSION_BUFFER)
-      htd_session_flush(s);
-    t->chunk = malloc(HTD_CHUNK_BYTES + HT_PROTO_MAX_EVENT_BYTES);
-    if (!t->chunk)
-      return HT_ENOMEM;
-    t->chunk_len = HTD_CHUNK_HEAD;
-    t->chunk_seq = ev->seq;
-    t->t0 = ev->time_ns;
-    memset(&t->enc, 0, sizeof t->enc);
-    s->buffered += HTD_CHUNK_HEAD;
-  }
-  size_t n = ht_proto_event_encode(t->chunk + t->chunk_len, &t->enc, ev);
-  t->chunk_len += n;
-  s->buffered += n;
-  t->chunk_count++;
-  t->t1 = ev->time_ns;
-  if (t->chunk_len >= HTD_CHUNK_BYTES)
+/* Makes room for n event bytes in the stream's chunk, starting a chunk
+ * (with the state before them) when there is none. Returns 0 or ENOMEM. */
+static int chunk_reserve(htd_session_t *s, stream_t *t, uint64_t first_seq, size_t n) {
+  if (t->chunk && t->chunk_len + n > t->chunk_cap)
     chunk_flush(s, t);
+  if (t->chunk)
+    return 0;
+  if (s->buffered + HTD_CHUNK_BYTES > HTD_SESSION_BUFFER)
+    htd_session_flush(s);
+  size_t cap = HTD_CHUNK_HEAD_MAX + (n > HTD_CHUNK_BYTES ? n : HTD_CHUNK_BYTES);
+  t->chunk = malloc(cap);
+  if (!t->chunk)
+    return HT_ENOMEM;
+  t->chunk_cap = cap;
+  t->chunk_len = htd_chunk_head(t->chunk, t->id, first_seq, &t->dec);
+  t->chunk_seq = first_seq;
+  t->chunk_count = 0;
+  s->buffered += t->chunk_len;
   return 0;
 }
 
@@ -213,24 +208,40 @@ static int on_events(htd_session_t *s, const ht_frame_t *f, char *why, size_t wh
     return HT_EORDER;
   }
   if (r.hdr.first_seq > t->next_seq) {
-    /* Events the client sent into a connection that broke are gone; the
-     * gap is recorded, never hidden. */
+    /* Never hidden: a gap is recorded as lost, and a chunk holds only
+     * consecutive events. */
     chunk_flush(s, t);
     record_lost(s, t->id, t->next_seq, r.hdr.first_seq - t->next_seq, "gap");
   }
+  const uint8_t *bytes = f->payload + HT_PROTO_EVENTS_HDR;
+  size_t nbytes = f->payload_len - HT_PROTO_EVENTS_HDR;
+  if (r.hdr.count == 0)
+    return 0;
+  if (chunk_reserve(s, t, r.hdr.first_seq, nbytes) != 0)
+    return HT_ENOMEM;
+  ht_evstate_t st = t->dec;
   ht_event_t ev;
-  while ((rc = ht_proto_events_next(&r, &t->dec, &ev)) == 1) {
-    if (chunk_add(s, t, &ev) != 0)
-      return HT_ENOMEM;
-  }
+  uint64_t t0 = 0;
+  while ((rc = ht_proto_events_next(&r, &st, &ev)) == 1)
+    if (r.done == 1)
+      t0 = ev.time_ns;
   if (rc != 0) {
-    s->events += r.done;
     snprintf(why, whylen, "stream %u, event %llu: %s", t->id,
              (unsigned long long)(r.hdr.first_seq + r.done), ht_strerror(rc));
-    return rc;
+    return rc; /* nothing of a bad frame is kept */
   }
+  if (t->chunk_count == 0)
+    t->t0 = t0;
+  memcpy(t->chunk + t->chunk_len, bytes, nbytes);
+  t->chunk_len += nbytes;
+  t->chunk_count += r.hdr.count;
+  t->t1 = st.time_ns;
+  s->buffered += nbytes;
+  t->dec = st;
   t->next_seq = r.hdr.first_seq + r.hdr.count;
   s->events += r.hdr.count;
+  if (t->chunk_len >= HTD_CHUNK_BYTES)
+    chunk_flush(s, t);
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk.h"
 #include "query.h"
 
 typedef struct {
@@ -17,6 +18,7 @@ typedef struct {
   ht_evreader_t rd;
   ht_evstate_t st;
   ht_event_t ev;
+  uint8_t *owned; /* a decompressed chunk */
   int has_chunk;
 } cursor_t;
 
@@ -36,9 +38,10 @@ static int cursor_next(cursor_t *c) {
       return -1;
     const void *blob = sqlite3_column_blob(c->stmt, 0);
     size_t len = (size_t)sqlite3_column_bytes(c->stmt, 0);
-    if (ht_proto_events_begin(&c->rd, blob, len) != 0)
+    free(c->owned);
+    if (htd_chunk_open(blob, len, sqlite3_column_int(c->stmt, 1), &c->owned, &c->rd, &c->st) !=
+        0)
       return HT_ETRUNCATED;
-    memset(&c->st, 0, sizeof c->st);
     c->has_chunk = 1;
   }
 }
@@ -113,8 +116,8 @@ int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, void *user, char *
   }
   for (size_t i = 0; i < n; i++) {
     if (sqlite3_prepare_v2(db,
-                           "SELECT data FROM event_chunks WHERE session = ?1 AND stream = ?2 "
-                           "ORDER BY first_seq",
+                           "SELECT data, codec FROM event_chunks WHERE session = ?1 AND "
+                           "stream = ?2 ORDER BY first_seq",
                            -1, &cur[i].stmt, NULL) != SQLITE_OK) {
       snprintf(err, errlen, "reading events: %s", sqlite3_errmsg(db));
       rc = -1;
@@ -147,8 +150,10 @@ corrupt:
   snprintf(err, errlen, "session %lld: a stored event chunk is damaged", (long long)session);
   rc = -1;
 out:
-  for (size_t i = 0; cur && i < n; i++)
+  for (size_t i = 0; cur && i < n; i++) {
     sqlite3_finalize(cur[i].stmt);
+    free(cur[i].owned);
+  }
   free(ids);
   free(cur);
   free(heap);

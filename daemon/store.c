@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chunk.h"
 #include "htd.h"
 #include "htd_schema_v1.h"
 #include "htd_schema_v2.h"
@@ -38,7 +39,7 @@ static const char *const job_sql[] = {
     [HTD_JOB_HEAP] = "INSERT OR IGNORE INTO heaps(session, id, caps0, caps1, caps2, start,"
                      " size, name) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [HTD_JOB_CHUNK] = "INSERT OR REPLACE INTO event_chunks(session, stream, first_seq, count,"
-                      " t0, t1, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?11)",
+                      " t0, t1, codec, data) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?11)",
     [HTD_JOB_LOST] = "INSERT INTO lost(session, stream, first_seq, count, why)"
                      " VALUES(?1, ?2, ?3, ?4, ?8)",
     [HTD_JOB_BARRIER] = NULL,
@@ -58,6 +59,9 @@ struct htd_store {
   int stopping;
   void (*notify)(void *);
   void *notify_arg;
+  uint8_t *zbuf; /* compression scratch, writer thread only */
+  size_t zbuf_cap;
+  uint64_t raw_bytes, stored_bytes, stored_events; /* chunks, for status */
 };
 
 char *htd_strndup(const char *s, size_t n) {
@@ -179,8 +183,32 @@ static int run_job(htd_store_t *st, const htd_job_t *j) {
   return rc == SQLITE_DONE ? 0 : rc;
 }
 
+/* Chunks are compressed here, on the writer thread, off the event loop;
+ * one that would not shrink is kept raw. */
+static void compress_chunk(htd_store_t *st, htd_job_t *j) {
+  j->f = HTD_CODEC_RAW;
+  size_t bound = htd_chunk_bound(j->blob_len);
+  if (bound > st->zbuf_cap) {
+    uint8_t *g = realloc(st->zbuf, bound);
+    if (!g)
+      return;
+    st->zbuf = g;
+    st->zbuf_cap = bound;
+  }
+  size_t n = htd_chunk_compress(j->blob, j->blob_len, st->zbuf, st->zbuf_cap);
+  if (n == 0)
+    return;
+  memcpy(j->blob, st->zbuf, n); /* n < blob_len: it fits in place */
+  j->raw_len = j->blob_len;
+  j->blob_len = n;
+  j->f = HTD_CODEC_ZSTD;
+}
+
 static void commit_batch(htd_store_t *st, htd_job_t *batch) {
   int status = 0;
+  for (htd_job_t *j = batch; j; j = j->next)
+    if (j->kind == HTD_JOB_CHUNK)
+      compress_chunk(st, j);
   if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
     status = -1;
     htd_log(HTD_LOG_ERROR, "store: cannot begin a transaction on %s: %s", st->path,
@@ -203,7 +231,7 @@ static void commit_batch(htd_store_t *st, htd_job_t *batch) {
   size_t bytes = 0;
   htd_job_t *last = NULL;
   for (htd_job_t *j = batch; j; j = j->next) {
-    bytes += job_bytes(j);
+    bytes += job_bytes(j) + (j->raw_len ? j->raw_len - j->blob_len : 0);
     free(j->blob); /* the loop only needs the callback */
     j->blob = NULL;
     j->blob_len = 0;
@@ -363,5 +391,6 @@ void htd_store_close(htd_store_t *st) {
   sqlite3_close(st->db);
   pthread_mutex_destroy(&st->lock);
   pthread_cond_destroy(&st->cond);
+  free(st->zbuf);
   free(st);
 }

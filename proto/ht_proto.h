@@ -262,6 +262,10 @@ typedef struct {
 } ht_evreader_t;
 
 int ht_proto_events_begin(ht_evreader_t *r, const uint8_t *p, size_t n);
+/* Starts a reader on bare event bytes whose header is known already. */
+void ht_proto_events_init(ht_evreader_t *r, const ht_events_hdr_t *hdr, const uint8_t *p,
+                          size_t n);
+#define HT_PROTO_EVENTS_HDR 16 /* stream u32, first_seq u64, count u32 */
 int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev);
 
 /* Record encoders: each appends one whole frame, prefix included. */

@@ -470,6 +470,13 @@ int ht_proto_events_begin(ht_evreader_t *r, const uint8_t *p, size_t n) {
   return 0;
 }
 
+void ht_proto_events_init(ht_evreader_t *r, const ht_events_hdr_t *hdr, const uint8_t *p,
+                          size_t n) {
+  ht_cur_init(&r->cur, p, n);
+  r->hdr = *hdr;
+  r->done = 0;
+}
+
 static int has_old_ptr(uint32_t op, uint32_t failed_op) {
   return op == HT_OP_REALLOC || (op == HT_OP_FAILED && failed_op == HT_OP_REALLOC);
 }

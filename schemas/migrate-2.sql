@@ -4,6 +4,11 @@
 -- order, and keeps the results here; queries read these tables instead of
 -- the events. A session without a summary (still running, or its daemon
 -- was killed) is analysed from its events on demand.
+-- How a chunk's data is stored: 0 the first format (events from a zero
+-- state), 1 a state then the client's own bytes, 2 the same compressed
+-- with zstd (daemon/chunk.h).
+ALTER TABLE event_chunks ADD COLUMN codec INTEGER NOT NULL DEFAULT 0;
+
 CREATE TABLE IF NOT EXISTS summaries (
   session     INTEGER PRIMARY KEY REFERENCES sessions(id),
   events      INTEGER NOT NULL,
