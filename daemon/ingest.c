@@ -117,11 +117,6 @@ static stream_t *stream_find(htd_session_t *s, uint32_t id, int create) {
   return t;
 }
 
-static void store_le(uint8_t *at, uint64_t v, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    at[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* Queues the stream's chunk; the store owns the buffer from here on. */
 static void chunk_flush(htd_session_t *s, stream_t *t) {
   if (!t->chunk || t->chunk_count == 0)
