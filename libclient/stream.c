@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "client.h"
+#include "ht_event.h"
 
 static __thread ht_stream_t *tls_stream;
 static __thread int tls_dead; /* the thread's stream was handed over */
@@ -129,7 +130,7 @@ void ht__stream_append(ht_stream_t *s, ht_event_t *ev) {
     }
   }
   size_t pos = (size_t)(s->head & (HT_RING_BYTES - 1));
-  size_t n = ht_proto_event_encode(s->ring + pos, &s->enc, ev);
+  size_t n = ht_event_encode(s->ring + pos, &s->enc, ev);
   if (HT_UNLIKELY(pos + n > HT_RING_BYTES))
     memcpy(s->ring, s->ring + HT_RING_BYTES, pos + n - HT_RING_BYTES);
   s->head += n;

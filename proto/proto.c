@@ -6,6 +6,7 @@
  * read returns 0, so a record decoder checks once at the end. Lengths read
  * off the wire are compared with what remains before anything is copied.
  */
+#include "ht_event.h"
 #include "ht_proto.h"
 
 #include <stdio.h>
@@ -214,17 +215,27 @@ uint64_t ht_get_u64(ht_cur_t *c) {
   return at ? load_le(at, 8) : 0;
 }
 
+/* The daemon decodes every event: one-byte varints (most of them) take a
+ * single compare; longer ones a bounded loop. */
 uint64_t ht_get_varint(ht_cur_t *c) {
-  uint64_t v = 0;
-  for (unsigned shift = 0; shift < 70; shift += 7) {
-    const uint8_t *at = take(c, 1);
-    if (!at)
-      return 0;
-    v |= (uint64_t)(*at & 0x7f) << shift;
-    if (!(*at & 0x80))
-      return v;
+  if (c->err)
+    return 0;
+  const uint8_t *p = c->p + c->off;
+  size_t left = c->len - c->off;
+  if (left > 0 && p[0] < 0x80) {
+    c->off++;
+    return p[0];
   }
-  c->err = HT_EVARINT;
+  uint64_t v = 0;
+  size_t max = left < 10 ? left : 10;
+  for (size_t i = 0; i < max; i++) {
+    v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+    if (!(p[i] & 0x80)) {
+      c->off += i + 1;
+      return v;
+    }
+  }
+  c->err = left < 10 ? HT_ETRUNCATED : HT_EVARINT;
   return 0;
 }
 
@@ -477,94 +488,9 @@ void ht_proto_events_init(ht_evreader_t *r, const ht_events_hdr_t *hdr, const ui
   r->done = 0;
 }
 
-static int has_old_ptr(uint32_t op, uint32_t failed_op) {
-  return op == HT_OP_REALLOC || (op == HT_OP_FAILED && failed_op == HT_OP_REALLOC);
-}
-
-/* The running totals an event implies from the previous ones: what every
- * allocation entry point does (sysheap.c), so that they need not be sent. */
-static void implied_totals(const ht_evstate_t *st, const ht_event_t *ev, int64_t *bytes,
-                           int64_t *blocks, uint64_t *total) {
-  *bytes = st->cur_bytes;
-  *blocks = st->cur_blocks;
-  *total = st->total_bytes;
-  switch (ev->op) {
-  case HT_OP_MALLOC:
-  case HT_OP_CALLOC:
-  case HT_OP_ALIGNED:
-    *bytes = (int64_t)((uint64_t)*bytes + ev->usable);
-    *blocks += 1;
-    *total += ev->usable;
-    break;
-  case HT_OP_REALLOC:
-    *bytes = (int64_t)((uint64_t)*bytes + ev->usable - ev->old_usable);
-    *total += ev->usable > ev->old_usable ? ev->usable - ev->old_usable : 0;
-    break;
-  case HT_OP_FREE:
-    *bytes = (int64_t)((uint64_t)*bytes - ev->size);
-    *blocks -= 1;
-    break;
-  }
-}
-
-
-static int has_align(uint32_t op, uint32_t failed_op) {
-  return op == HT_OP_ALIGNED || (op == HT_OP_FAILED && failed_op == HT_OP_ALIGNED);
-}
-
-/* Hot path of the client: one event, fields in a fixed order, deltas
- * against the stream's previous event and flags for what repeats, so that
- * typical events take 7-10 bytes. The layout is specified in PROTOCOL.md,
- * "Event encoding". */
+/* The encoder lives in ht_event.h, inline, for the client's hot path. */
 size_t ht_proto_event_encode(uint8_t *out, ht_evstate_t *st, const ht_event_t *ev) {
-  int64_t ib, ik;
-  uint64_t it;
-  implied_totals(st, ev, &ib, &ik, &it);
-  int implied = ib == ev->cur_bytes && ik == ev->cur_blocks && it == ev->total_bytes;
-  uint8_t opb = (uint8_t)ev->op;
-  opb |= ev->site == st->site ? HT_EV_SAME_SITE : 0;
-  opb |= ev->heap == st->heap ? HT_EV_SAME_HEAP : 0;
-  opb |= ev->caps == st->caps ? HT_EV_SAME_CAPS : 0;
-  opb |= implied ? HT_EV_TOTALS_IMPLIED : 0;
-  size_t n = 0;
-  out[n++] = opb;
-  if (ev->op == HT_OP_FAILED)
-    out[n++] = (uint8_t)ev->failed_op;
-  n += varint_at(out + n, ht_zigzag((int64_t)(ev->time_ns - st->time_ns)));
-  if (!(opb & HT_EV_SAME_SITE))
-    n += varint_at(out + n, ev->site);
-  if (!(opb & HT_EV_SAME_HEAP))
-    n += varint_at(out + n, ev->heap);
-  if (!(opb & HT_EV_SAME_CAPS))
-    n += varint_at(out + n, ev->caps);
-  n += varint_at(out + n, ht_zigzag((int64_t)(ev->ptr - st->ptr)));
-  if (has_old_ptr(ev->op, ev->failed_op)) {
-    n += varint_at(out + n, ht_zigzag((int64_t)(ev->old_ptr - ev->ptr)));
-    n += varint_at(out + n, ev->old_usable);
-  }
-  if (has_align(ev->op, ev->failed_op))
-    n += varint_at(out + n, ev->align);
-  n += varint_at(out + n, ev->size);
-  if (ev->op != HT_OP_FREE)
-    n += varint_at(out + n, ht_zigzag((int64_t)(ev->usable - ev->size)));
-  if (!implied) {
-    /* Unsigned differences: wrap-around is defined, and the decoder adds
-     * them back the same way. */
-    n += varint_at(out + n,
-                   ht_zigzag((int64_t)((uint64_t)ev->cur_bytes - (uint64_t)st->cur_bytes)));
-    n += varint_at(out + n,
-                   ht_zigzag((int64_t)((uint64_t)ev->cur_blocks - (uint64_t)st->cur_blocks)));
-    n += varint_at(out + n, ev->total_bytes - st->total_bytes);
-  }
-  st->time_ns = ev->time_ns;
-  st->ptr = ev->ptr;
-  st->cur_bytes = ev->cur_bytes;
-  st->cur_blocks = ev->cur_blocks;
-  st->total_bytes = ev->total_bytes;
-  st->site = ev->site;
-  st->heap = ev->heap;
-  st->caps = ev->caps;
-  return n;
+  return ht_event_encode(out, st, ev);
 }
 
 static int valid_op(uint32_t op, uint32_t failed_op) {
@@ -597,17 +523,17 @@ int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev) {
   ev->heap = opb & HT_EV_SAME_HEAP ? st->heap : get_varint32(c);
   ev->caps = opb & HT_EV_SAME_CAPS ? st->caps : get_varint32(c);
   ev->ptr = st->ptr + (uint64_t)ht_unzigzag(ht_get_varint(c));
-  if (has_old_ptr(ev->op, ev->failed_op)) {
+  if (ht__has_old_ptr(ev->op, ev->failed_op)) {
     ev->old_ptr = ev->ptr + (uint64_t)ht_unzigzag(ht_get_varint(c));
     ev->old_usable = ht_get_varint(c);
   }
-  if (has_align(ev->op, ev->failed_op))
+  if (ht__has_align(ev->op, ev->failed_op))
     ev->align = ht_get_varint(c);
   ev->size = ht_get_varint(c);
   ev->usable =
       ev->op == HT_OP_FREE ? ev->size : ev->size + (uint64_t)ht_unzigzag(ht_get_varint(c));
   if (opb & HT_EV_TOTALS_IMPLIED) {
-    implied_totals(st, ev, &ev->cur_bytes, &ev->cur_blocks, &ev->total_bytes);
+    ht__implied_totals(st, ev, &ev->cur_bytes, &ev->cur_blocks, &ev->total_bytes);
   } else {
     ev->cur_bytes =
         (int64_t)((uint64_t)st->cur_bytes + (uint64_t)ht_unzigzag(ht_get_varint(c)));
