@@ -1,0 +1,151 @@
+/* test_e2e_store.c - the store's schema versions end to end: a database of
+ * the first schema is migrated and stays readable; a newer one is refused
+ * with a message that says so, by the daemon and by heapctl. */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "e2e.h"
+#include "ht_proto.h"
+
+static e2e_t env;
+
+static void setup(void) { e2e_start(&env); }
+static void teardown(void) { e2e_stop(&env); }
+
+TestSuite(e2e_store, .init = setup, .fini = teardown, .timeout = 60);
+
+static void exec_sql(sqlite3 *db, const char *sql) {
+  char *err = NULL;
+  cr_assert(eq(int, sqlite3_exec(db, sql, NULL, NULL, &err), SQLITE_OK), "%s: %s", sql,
+            err ? err : "");
+}
+
+/* The first schema, exactly as schemas/schema.sql has it. */
+static void create_v1(const char *path) {
+  char file[512];
+  snprintf(file, sizeof file, "%s/schemas/schema.sql", HT_SOURCE_DIR);
+  FILE *f = fopen(file, "r");
+  cr_assert(f != NULL);
+  static char sql[16384];
+  size_t n = fread(sql, 1, sizeof sql - 1, f);
+  fclose(f);
+  sql[n] = '\0';
+  sqlite3 *db;
+  cr_assert(eq(int, sqlite3_open(path, &db), SQLITE_OK));
+  exec_sql(db, sql);
+  /* One ended session: a site and a chunk in the first format (events from
+   * a zero state), two mallocs and a free: 48 bytes leaked. */
+  exec_sql(db, "INSERT INTO sessions(id, pid, ppid, app, exe, argv, flags, start_ns,"
+               " start_mono_ns, end_ns, end_reason, events, lost)"
+               " VALUES(1, 42, 1, 'old', '/bin/old', '[]', 0, 1000000000, 5000, 2000000000,"
+               " 'clean', 3, 0)");
+  exec_sql(db, "INSERT INTO sites VALUES(1, 1, 'old.c', 7, 'main', '')");
+  uint8_t chunk[256];
+  size_t len = 16;
+  ht_evstate_t st = {0};
+  ht_event_t ev[3] = {
+      {.op = HT_OP_MALLOC, .time_ns = 6000, .site = 1, .caps = HT_SYSTEM_HEAP_CAPS,
+       .ptr = 0x1000, .size = 40, .usable = 48, .cur_bytes = 48, .cur_blocks = 1,
+       .total_bytes = 48},
+      {.op = HT_OP_MALLOC, .time_ns = 7000, .site = 1, .caps = HT_SYSTEM_HEAP_CAPS,
+       .ptr = 0x2000, .size = 48, .usable = 48, .cur_bytes = 96, .cur_blocks = 2,
+       .total_bytes = 96},
+      {.op = HT_OP_FREE, .time_ns = 8000, .site = 1, .caps = HT_SYSTEM_HEAP_CAPS,
+       .ptr = 0x1000, .size = 48, .usable = 48, .cur_bytes = 48, .cur_blocks = 1,
+       .total_bytes = 96},
+  };
+  for (int i = 0; i < 3; i++)
+    len += ht_proto_event_encode(chunk + len, &st, &ev[i]);
+  uint8_t head[] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0};
+  memcpy(chunk, head, sizeof head);
+  sqlite3_stmt *s;
+  cr_assert(eq(int,
+               sqlite3_prepare_v2(db,
+                                  "INSERT INTO event_chunks VALUES(1, 1, 0, 3, 6000, 8000, ?1)",
+                                  -1, &s, NULL),
+               SQLITE_OK));
+  sqlite3_bind_blob(s, 1, chunk, (int)len, SQLITE_STATIC);
+  cr_assert(eq(int, sqlite3_step(s), SQLITE_DONE));
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+}
+
+static int user_version(const char *path) {
+  sqlite3 *db;
+  sqlite3_stmt *s;
+  int v = -1;
+  cr_assert(eq(int, sqlite3_open(path, &db), SQLITE_OK));
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+      sqlite3_step(s) == SQLITE_ROW)
+    v = sqlite3_column_int(s, 0);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return v;
+}
+
+Test(e2e_store, a_first_schema_database_is_migrated_and_its_session_still_answers) {
+  char path[200];
+  snprintf(path, sizeof path, "%s/v1.db", env.dir);
+  create_v1(path);
+  cr_assert(eq(int, user_version(path), 1));
+  char *argv[] = {(char *)e2e_bin("heaptraced"), "--foreground", "--socket", NULL, "--db", path,
+                  NULL};
+  char sock[200];
+  snprintf(sock, sizeof sock, "%s/v1.sock", env.dir);
+  argv[3] = sock;
+  /* A short-lived daemon on the old database: it migrates at start. */
+  pid_t pid = e2e_spawn(&env, argv, NULL);
+  e2e_result_t r;
+  for (int i = 0; i < 100; i++) {
+    char *ctl[] = {(char *)e2e_bin("heapctl"), "--socket", sock, "status", NULL};
+    r = e2e_run(&env, ctl, NULL);
+    int ok = r.status == 0;
+    e2e_result_free(&r);
+    if (ok)
+      break;
+    struct timespec ts = {0, 50000000};
+    nanosleep(&ts, NULL);
+  }
+  kill(pid, SIGTERM);
+  r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(strstr(r.err, "migrating the database from schema version 1 to 2") != NULL, "%s",
+            r.err);
+  e2e_result_free(&r);
+  cr_assert(eq(int, user_version(path), 2));
+  char *q[] = {(char *)e2e_bin("heapctl"), "--db", path, "leaks", "-s", "1", "--json", NULL};
+  r = e2e_run(&env, q, NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cJSON *j = e2e_json(&r);
+  const cJSON *total = cJSON_GetObjectItem(j, "total");
+  cr_assert(eq(dbl, cJSON_GetObjectItem(total, "blocks")->valuedouble, 1));
+  cr_assert(eq(dbl, cJSON_GetObjectItem(total, "bytes")->valuedouble, 48));
+  const cJSON *g = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "groups"), 0);
+  cr_assert(eq(str, cJSON_GetObjectItem(g, "key")->valuestring, "old.c:7"));
+  cJSON_Delete(j);
+  e2e_result_free(&r);
+}
+
+Test(e2e_store, a_newer_schema_is_refused_by_the_daemon_and_by_heapctl) {
+  e2e_stop_daemon(&env);
+  sqlite3 *db;
+  cr_assert(eq(int, sqlite3_open(env.db, &db), SQLITE_OK));
+  exec_sql(db, "PRAGMA user_version = 99");
+  sqlite3_close(db);
+  char *argv[] = {(char *)e2e_bin("heaptraced"), "--foreground", "--socket", env.socket, "--db",
+                  env.db, NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(ne(int, r.status, 0));
+  cr_assert(strstr(r.err, "schema version 99 is newer") != NULL, "%s", r.err);
+  e2e_result_free(&r);
+  r = e2e_heapctl_db(&env, "sessions", NULL);
+  cr_assert(eq(int, r.status, 2));
+  cr_assert(strstr(r.err, "newer") != NULL, "%s", r.err);
+  e2e_result_free(&r);
+  cr_assert(eq(int, user_version(env.db), 99), "the refused database was changed");
+}
