@@ -42,6 +42,7 @@ typedef enum {
   HTD_JOB_CHUNK,
   HTD_JOB_LOST,
   HTD_JOB_BARRIER,
+  HTD_JOB_PROGRESS,
 } htd_job_kind_t;
 
 typedef struct htd_job {

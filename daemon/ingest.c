@@ -42,6 +42,7 @@ struct htd_session {
   int64_t id;
   int ended;
   uint64_t events, lost;
+  uint64_t reported_events, reported_lost; /* last progress queued */
   stream_t *streams; /* open addressing on id, capacity a power of two */
   size_t cap, nstreams;
   size_t buffered;   /* bytes held in unflushed chunks */
@@ -386,6 +387,19 @@ int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t w
   htd_log(HTD_LOG_INFO, "session %lld: pid %u (%.*s) connected", (long long)s->id, h.pid,
           (int)h.app.len, h.app.s);
   return 0;
+}
+
+void htd_session_progress(htd_session_t *s) {
+  if (s->ended || (s->events == s->reported_events && s->lost == s->reported_lost))
+    return;
+  htd_job_t *j = htd_job_new(HTD_JOB_PROGRESS, s->id);
+  if (!j)
+    return;
+  j->a = (int64_t)s->events;
+  j->b = (int64_t)s->lost;
+  s->reported_events = s->events;
+  s->reported_lost = s->lost;
+  htd_store_submit(s->st, j);
 }
 
 void htd_session_end(htd_session_t *s, ht_end_t reason, const char *detail) {

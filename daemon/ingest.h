@@ -27,6 +27,10 @@ void htd_session_end(htd_session_t *s, ht_end_t reason, const char *detail);
 /* Queues the session's partly filled chunks so that they are committed. */
 void htd_session_flush(htd_session_t *s);
 
+/* Queues the counts of a running session for its row, when they moved
+ * since the last call, so that 'heapctl sessions' shows them live. */
+void htd_session_progress(htd_session_t *s);
+
 int64_t htd_session_id(const htd_session_t *s);
 uint64_t htd_session_events(const htd_session_t *s);
 void htd_session_free(htd_session_t *s);

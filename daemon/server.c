@@ -544,9 +544,12 @@ static void set_reading(int on) {
 
 static void on_tick(uv_timer_t *t) {
   (void)t;
-  for (conn_t *c = srv.conns; c; c = c->next)
-    if (c->session && !c->closing)
+  for (conn_t *c = srv.conns; c; c = c->next) {
+    if (c->session && !c->closing) {
       htd_session_flush(c->session);
+      htd_session_progress(c->session);
+    }
+  }
   srv.events_per_s = (double)(srv.events - srv.last_events) * 1000.0 / HTD_TICK_MS;
   srv.last_events = srv.events;
   size_t backlog = htd_store_backlog(srv.store);

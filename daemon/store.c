@@ -43,6 +43,7 @@ static const char *const job_sql[] = {
     [HTD_JOB_LOST] = "INSERT INTO lost(session, stream, first_seq, count, why)"
                      " VALUES(?1, ?2, ?3, ?4, ?8)",
     [HTD_JOB_BARRIER] = NULL,
+    [HTD_JOB_PROGRESS] = "UPDATE sessions SET events = ?2, lost = ?3 WHERE id = ?1",
 };
 #define HTD_JOB_KINDS (sizeof job_sql / sizeof *job_sql)
 
