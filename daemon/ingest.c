@@ -357,6 +357,13 @@ int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t w
     return HT_EORDER;
   }
   int rc = ht_proto_decode_hello(f->payload, f->payload_len, &h);
+  if (rc == HT_EVERSION) {
+    snprintf(why, whylen,
+             "the client speaks protocol version %u, this heaptraced version %u: upgrade "
+             "heaptraced",
+             h.version, HT_PROTO_VERSION);
+    return rc;
+  }
   if (rc != 0) {
     snprintf(why, whylen, "hello record: %s", ht_strerror(rc));
     return rc;

@@ -254,7 +254,7 @@ static int ingest_frame(conn_t *c, const ht_frame_t *f) {
       control_start(c, f);
       return 1;
     }
-    c->session = htd_session_new(srv.store, ++srv.next_session);
+    c->session = htd_session_new(srv.store, srv.next_session + 1);
     if (!c->session) {
       conn_reject(c, HT_ENOMEM, "out of memory");
       return -1;
@@ -267,6 +267,7 @@ static int ingest_frame(conn_t *c, const ht_frame_t *f) {
       conn_reject(c, rc, why);
       return -1;
     }
+    srv.next_session++; /* ids are given to sessions that exist */
     c->kind = CONN_INGEST;
     return 0;
   }
@@ -299,6 +300,21 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   buf->len = HTD_CONN_BUFFER - c->len;
 }
 
+/* The session ended cleanly; a record that came after its END in the same
+ * read is a protocol error of the client's, logged (the session keeps the
+ * clean end it earned). */
+static void report_after_end(conn_t *c, size_t off) {
+  ht_frame_t f;
+  if (ht_proto_frame(c->buf + off, c->len - off, &f) != 0 && c->len == off)
+    return;
+  const char *what = c->len - off >= HT_PROTO_FRAME_PREFIX + 1
+                         ? ht_record_name(c->buf[off + HT_PROTO_FRAME_PREFIX])
+                         : "partial";
+  htd_log(HTD_LOG_WARN,
+          "session %lld (pid %d): protocol error: %s record after END (%s); ignored",
+          (long long)htd_session_id(c->session), (int)c->pid, what, ht_err_name(HT_EORDER));
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = stream->data;
   (void)buf;
@@ -328,6 +344,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     }
     off += f.total;
     rc = ingest_frame(c, &f);
+    if (rc == 1 && c->kind == CONN_INGEST)
+      report_after_end(c, off);
     if (rc != 0)
       return; /* rejected, ended, or a control request now in flight */
   }
@@ -602,8 +620,16 @@ static void on_signal(uv_signal_t *sig, int signum) {
  * Listening socket
  * ==================================================================== */
 
-/* Refuses a live socket (another daemon), removes a stale one. */
+/* Refuses a live socket (another daemon) and anything that is not a
+ * socket; removes a stale socket. */
 static int claim_socket_path(const char *path) {
+  struct stat sb;
+  if (lstat(path, &sb) == 0 && !S_ISSOCK(sb.st_mode)) {
+    fprintf(stderr,
+            "heaptraced: %s exists and is not a socket; remove it or choose another --socket\n",
+            path);
+    return -1;
+  }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -1;
@@ -652,13 +678,17 @@ static int prepare_socket_dir(const char *path) {
   return 0;
 }
 
-static int listen_on(const char *path) {
+/* Checked before the database is touched: a second daemon must not mark
+ * the first one's sessions as stopped. */
+static int check_socket_path(const char *path) {
   if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
     fprintf(stderr, "heaptraced: socket path %s is too long for a Unix socket\n", path);
     return -1;
   }
-  if (prepare_socket_dir(path) != 0 || claim_socket_path(path) != 0)
-    return -1;
+  return prepare_socket_dir(path) != 0 || claim_socket_path(path) != 0 ? -1 : 0;
+}
+
+static int listen_on(const char *path) {
   uv_pipe_init(srv.loop, &srv.listener, 0);
   srv.listener.data = NULL;
   mode_t old = umask(0177); /* the socket is created 0600 */
@@ -686,6 +716,8 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
             strerror(errno));
     return 1;
   }
+  if (check_socket_path(opt->socket_path) != 0)
+    return 1;
   uv_async_init(srv.loop, &srv.store_async, on_store_async);
   mode_t old = umask(0077); /* database, WAL and log: owner only */
   srv.store = htd_store_open(opt->db_path, store_notify, NULL, msg, sizeof msg);

@@ -90,7 +90,14 @@ static void job_free(htd_job_t *j) {
   free(j);
 }
 
-static size_t job_bytes(const htd_job_t *j) { return sizeof *j + j->blob_len; }
+/* What a queued job holds in memory, strings included: the backlog that
+ * pauses clients counts all of it (a flood of sites is memory too). */
+static size_t job_bytes(const htd_job_t *j) {
+  size_t n = sizeof *j + j->blob_len;
+  for (size_t i = 0; i < sizeof j->text / sizeof *j->text; i++)
+    n += j->text[i] ? strlen(j->text[i]) + 1 : 0;
+  return n;
+}
 
 /* ======================================================================
  * Schema

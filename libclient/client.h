@@ -104,7 +104,8 @@ void ht__stream_forget_all(void);
 void ht__stream_unmap(ht_stream_t *s);
 
 /* ---- transport (transport.c) ---- */
-/* 1 once connected and streaming. Hot paths read it relaxed. */
+/* 1 once connected and streaming -- or, in a fork child, until its first
+ * traced call has reconnected it. Hot paths read it relaxed. */
 extern _Atomic int ht__tracing;
 
 /* Connects (once per process) when the library is first used. */

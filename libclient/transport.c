@@ -438,7 +438,6 @@ static void atfork_child(void) {
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
   pthread_mutex_unlock(&init_lock);
-  atomic_store(&ht__tracing, 0);
   flusher_running = 0;
   atomic_store(&flusher_stop, 0);
   if (sock_fd >= 0)
@@ -449,6 +448,10 @@ static void atfork_child(void) {
   ht__stream_forget_all();
   hello_flags = HT_HELLO_F_FORKED;
   atomic_store(&init_state, 0);
+  /* "On" until the child's first traced call connects it (or finds it
+   * cannot): that call takes the slow path through ht__stream_get, which
+   * initialises again. */
+  atomic_store(&ht__tracing, cfg.disabled ? 0 : 1);
 }
 
 static void init_locked(void) {
@@ -463,6 +466,7 @@ static void init_locked(void) {
   int rc = connect_daemon();
   pthread_mutex_unlock(&io_lock);
   if (rc != 0) {
+    atomic_store(&ht__tracing, 0);
     if (!(hello_flags & HT_HELLO_F_FORKED))
       ht__warn("heaptrace: cannot connect to heaptraced at %s (%s); tracing is off. "
                "Start heaptraced or set HEAPTRACE_SOCKET.",

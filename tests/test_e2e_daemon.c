@@ -1,0 +1,570 @@
+/* test_e2e_daemon.c - heaptraced's lifecycle end to end: starting beside
+ * another daemon or over a leftover socket, the permissions of what it
+ * creates, stopping with SIGTERM, dying with SIGKILL mid-ingest and
+ * starting again on the same database, and refusing another user.
+ *
+ * Sessions are driven by hand (tests/raw_client.c) where exact timing
+ * matters, and by ht_stream_client (tests/programs/stream_client.c), a real
+ * traced program with known heap activity, where volume matters.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "raw_client.h"
+
+#define GOOD_PID 710001u
+#define STREAM_ROUNDS_FOREVER "5000000" /* far more than a test waits for */
+#define KILL_AFTER_EVENTS 100000
+#define WAIT_MS 10000
+
+static e2e_t env;
+
+static void setup(void) {
+  e2e_start(&env);
+}
+static void teardown(void) {
+  e2e_stop(&env);
+}
+
+TestSuite(e2e_daemon, .init = setup, .fini = teardown, .timeout = 60);
+
+/* ======================================================================
+ * Helpers
+ * ==================================================================== */
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static double num(const cJSON *o, const char *k) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
+  cr_assert(eq(int, cJSON_IsNumber(j), 1), "no number '%s'", k);
+  return j->valuedouble;
+}
+
+static char *str(const cJSON *o, const char *k) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
+  cr_assert(eq(int, cJSON_IsString(j), 1), "no string '%s'", k);
+  return j->valuestring;
+}
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "r");
+  cr_assert(ne(ptr, (void *)f, NULL), "cannot open %s: %s", path, strerror(errno));
+  size_t cap = 4096, len = 0, n;
+  char *buf = malloc(cap);
+  while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+    len += n;
+    if (cap - len < 1024)
+      buf = realloc(buf, cap *= 2);
+  }
+  fclose(f);
+  buf[len] = '\0';
+  return buf;
+}
+
+static int log_lines(const char *s) {
+  char *log = read_file(env.log);
+  int n = e2e_count_lines(log, s);
+  free(log);
+  return n;
+}
+
+/* heapctl [--db] sessions --json: the session list, parsed. */
+static cJSON *sessions(int offline) {
+  e2e_result_t r = offline ? e2e_heapctl_db(&env, "sessions", "--json", NULL)
+                           : e2e_heapctl(&env, "sessions", "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl sessions: %s", r.err);
+  cJSON *j = e2e_json(&r);
+  e2e_result_free(&r);
+  return j;
+}
+
+static int session_count(const cJSON *all) {
+  return cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(all, "sessions"));
+}
+
+static const cJSON *session_of(const cJSON *all, uint32_t pid) {
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if (num(s, "pid") == pid)
+      return s;
+  }
+  return NULL;
+}
+
+static const cJSON *session_id(const cJSON *all, int id) {
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if (num(s, "id") == id)
+      return s;
+  }
+  cr_fatal("no session %d", id);
+  return NULL;
+}
+
+static cJSON *stats(int offline, int id) {
+  char ids[16];
+  snprintf(ids, sizeof ids, "%d", id);
+  e2e_result_t r = offline ? e2e_heapctl_db(&env, "stats", "-s", ids, "--json", NULL)
+                           : e2e_heapctl(&env, "stats", "-s", ids, "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl stats -s %d: %s", id, r.err);
+  cJSON *j = e2e_json(&r);
+  e2e_result_free(&r);
+  return j;
+}
+
+/* One number from the database through the sqlite3 command line. */
+static long long sql_number(const char *sql) {
+  char *argv[] = {"/usr/bin/sqlite3", env.db, (char *)sql, NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "sqlite3 '%s': %s", sql, r.err);
+  char *end;
+  long long v = strtoll(r.out, &end, 10);
+  cr_assert(ne(ptr, end, r.out), "sqlite3 '%s' printed '%s'", sql, r.out);
+  cr_assert(eq(chr, *end, '\n'), "sqlite3 '%s' printed '%s'", sql, r.out);
+  e2e_result_free(&r);
+  return v;
+}
+
+/* events_received of heapctl status. */
+static double events_received(void) {
+  e2e_result_t r = e2e_heapctl(&env, "status", "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl status: %s", r.err);
+  cJSON *j = e2e_json(&r);
+  double n = num(j, "events_received");
+  cJSON_Delete(j);
+  e2e_result_free(&r);
+  return n;
+}
+
+static void wait_events_received(double at_least) {
+  for (int waited = 0; events_received() < at_least; waited += 5) {
+    cr_assert(lt(int, waited, WAIT_MS), "the daemon did not receive %.0f events in %d ms", at_least,
+              WAIT_MS);
+    sleep_ms(5);
+  }
+}
+
+/* A well-behaved session from start to END; asserts it is stored exact. */
+static void assert_good_session_works(uint32_t pid) {
+  raw_session_t g;
+  raw_session_begin(&g, env.socket, pid, "good");
+  raw_session_finish(&g);
+  cJSON *all = sessions(0);
+  const cJSON *s = session_of(all, pid);
+  cr_assert(ne(ptr, (void *)s, NULL), "no session for pid %u", pid);
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, num(s, "events"), RAW_SESSION_EVENTS));
+  cJSON *st = stats(0, (int)num(s, "id"));
+  cr_assert(eq(dbl, num(st, "allocations"), RAW_SESSION_ALLOCS));
+  cr_assert(eq(dbl, num(st, "frees"), RAW_SESSION_FREES));
+  cr_assert(eq(dbl, num(st, "current_bytes"), RAW_SESSION_BYTES));
+  cJSON_Delete(st);
+  cJSON_Delete(all);
+}
+
+/* Runs argv with stdout and stderr into one file; kills it if it runs past
+ * timeout_ms (status -1 then). r.out holds what it printed. */
+static e2e_result_t run_bounded(char *const argv[], int timeout_ms) {
+  char path[160];
+  snprintf(path, sizeof path, "%s/bounded.out", env.dir);
+  pid_t pid = fork();
+  cr_assert(ge(int, pid, 0));
+  if (pid == 0) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  e2e_result_t r = {.status = -1};
+  int status;
+  for (int waited = 0; waited <= timeout_ms; waited += 10) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      break;
+    }
+    sleep_ms(10);
+  }
+  if (r.status == -1) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  }
+  r.out = read_file(path);
+  r.err = strdup("");
+  return r;
+}
+
+static e2e_result_t run_another_daemon(const char *db) {
+  char *argv[] = {(char *)e2e_bin("heaptraced"),
+                  "--foreground",
+                  "--socket",
+                  env.socket,
+                  "--db",
+                  (char *)db,
+                  NULL};
+  return run_bounded(argv, 3000);
+}
+
+/* Starts ht_stream_client ROUNDS in the background on the daemon's socket,
+ * its stderr into err_path. */
+static pid_t spawn_stream_client(const char *rounds, const char *err_path) {
+  pid_t pid = fork();
+  cr_assert(ge(int, pid, 0));
+  if (pid == 0) {
+    int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, STDOUT_FILENO);
+    dup2(err, STDERR_FILENO);
+    setenv("HEAPTRACE_SOCKET", env.socket, 1);
+    setenv("ASAN_OPTIONS", "detect_leaks=0", 1); /* it keeps a block on purpose */
+    execl(e2e_bin("ht_stream_client"), "ht_stream_client", rounds, (char *)NULL);
+    _exit(127);
+  }
+  return pid;
+}
+
+static int wait_exit(pid_t pid, int timeout_ms) {
+  int status;
+  for (int waited = 0; waited <= timeout_ms; waited += 10) {
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    sleep_ms(10);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+  cr_fatal("pid %d did not exit within %d ms", (int)pid, timeout_ms);
+  return -1;
+}
+
+static mode_t mode_of(const char *path) {
+  struct stat sb;
+  cr_assert(eq(int, stat(path, &sb), 0), "stat %s: %s", path, strerror(errno));
+  return sb.st_mode;
+}
+
+/* ======================================================================
+ * Starting beside another daemon, over leftovers
+ * ==================================================================== */
+
+Test(e2e_daemon, second_daemon_on_a_live_socket_exits_1_naming_it_and_the_first_keeps_serving) {
+  raw_session_t g;
+  raw_session_begin(&g, env.socket, GOOD_PID, "good");
+  char other_db[160];
+  snprintf(other_db, sizeof other_db, "%s/other.db", env.dir);
+  e2e_result_t r = run_another_daemon(other_db);
+  cr_assert(eq(int, r.status, 1), "second heaptraced: status %d, output:\n%s", r.status, r.out);
+  char msg[300];
+  snprintf(msg, sizeof msg,
+           "heaptraced: another heaptraced is already listening on %s; stop it first "
+           "(or choose another --socket)",
+           env.socket);
+  cr_assert(eq(int, e2e_count_lines(r.out, msg), 1), "second heaptraced said:\n%s", r.out);
+  e2e_result_free(&r);
+  /* The first daemon's socket is still there, and its session goes on. */
+  cr_assert(eq(u32, (unsigned)(mode_of(env.socket) & S_IFMT), S_IFSOCK));
+  raw_session_finish(&g);
+  cJSON *all = sessions(0);
+  const cJSON *s = session_of(all, GOOD_PID);
+  cr_assert(ne(ptr, (void *)s, NULL));
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, num(s, "events"), RAW_SESSION_EVENTS));
+  cJSON_Delete(all);
+  e2e_stop_daemon(&env); /* exits 0: the refused start disturbed nothing */
+}
+
+Test(e2e_daemon, second_daemon_on_the_same_database_leaves_running_sessions_running) {
+  raw_session_t g;
+  raw_session_begin(&g, env.socket, GOOD_PID, "good");
+  wait_events_received(6);
+  cJSON *all = sessions(0);
+  cr_assert(eq(str, str(session_of(all, GOOD_PID), "end_reason"), "running"));
+  cJSON_Delete(all);
+
+  e2e_result_t r = run_another_daemon(env.db);
+  cr_assert(eq(int, r.status, 1), "second heaptraced: status %d, output:\n%s", r.status, r.out);
+  e2e_result_free(&r);
+  /* A daemon that refuses to start must not touch the first one's sessions. */
+  all = sessions(0);
+  cr_assert(eq(str, str(session_of(all, GOOD_PID), "end_reason"), "running"),
+            "a refused second heaptraced re-marked a live session");
+  cJSON_Delete(all);
+  raw_session_finish(&g);
+}
+
+Test(e2e_daemon, stale_socket_file_is_removed_at_start) {
+  e2e_stop_daemon(&env);
+  /* A socket nobody listens on: bound, then closed without unlink. */
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", env.socket);
+  cr_assert(eq(int, bind(fd, (struct sockaddr *)&sa, sizeof sa), 0), "bind: %s", strerror(errno));
+  close(fd);
+  cr_assert(eq(u32, (unsigned)(mode_of(env.socket) & S_IFMT), S_IFSOCK));
+  e2e_restart_daemon(&env);
+  char line[200];
+  snprintf(line, sizeof line, "removing stale socket %s", env.socket);
+  cr_assert(eq(int, log_lines(line), 1));
+  assert_good_session_works(GOOD_PID);
+}
+
+Test(e2e_daemon, regular_file_at_the_socket_path_is_refused_and_kept) {
+  e2e_stop_daemon(&env);
+  FILE *f = fopen(env.socket, "w");
+  cr_assert(ne(ptr, (void *)f, NULL));
+  fputs("precious\n", f);
+  fclose(f);
+  e2e_result_t r = run_another_daemon(env.db);
+  /* connect() to a file that is not a socket fails with ECONNREFUSED, as
+   * for a stale socket; only a socket may be removed. */
+  cr_assert(eq(int, r.status, 1), "heaptraced over a regular file: status %d, output:\n%s",
+            r.status, r.out);
+  cr_assert(eq(int, e2e_count_lines(r.out, env.socket), 1), "output:\n%s", r.out);
+  e2e_result_free(&r);
+  cr_assert(eq(u32, (unsigned)(mode_of(env.socket) & S_IFMT), S_IFREG),
+            "the file at the socket path was replaced");
+  char *text = read_file(env.socket);
+  cr_assert(eq(str, text, "precious\n"));
+  free(text);
+}
+
+/* ======================================================================
+ * Permissions
+ * ==================================================================== */
+
+Test(e2e_daemon, socket_is_created_0600_and_owned_by_the_daemon_user) {
+  struct stat sb;
+  cr_assert(eq(int, stat(env.socket, &sb), 0));
+  cr_assert(eq(u32, (unsigned)(sb.st_mode & S_IFMT), S_IFSOCK));
+  cr_assert(eq(u32, (unsigned)(sb.st_mode & 07777), 0600));
+  cr_assert(eq(u32, (unsigned)sb.st_uid, (unsigned)getuid()));
+}
+
+Test(e2e_daemon, missing_socket_directories_are_created_0700) {
+  e2e_stop_daemon(&env);
+  char run[72], sub[80];
+  snprintf(run, sizeof run, "%s/run", env.dir);
+  snprintf(sub, sizeof sub, "%s/sub", run);
+  snprintf(env.socket, sizeof env.socket, "%s/heaptraced.sock", sub);
+  e2e_restart_daemon(&env);
+  cr_assert(eq(u32, (unsigned)(mode_of(run) & 07777), 0700));
+  cr_assert(eq(u32, (unsigned)(mode_of(sub) & 07777), 0700));
+  cr_assert(eq(u32, (unsigned)(mode_of(env.socket) & 07777), 0600));
+}
+
+Test(e2e_daemon, world_writable_socket_directory_is_made_0700) {
+  e2e_stop_daemon(&env);
+  char open_dir[72];
+  snprintf(open_dir, sizeof open_dir, "%s/open", env.dir);
+  cr_assert(eq(int, mkdir(open_dir, 0700), 0));
+  cr_assert(eq(int, chmod(open_dir, 0777), 0));
+  snprintf(env.socket, sizeof env.socket, "%s/heaptraced.sock", open_dir);
+  e2e_restart_daemon(&env);
+  cr_assert(eq(u32, (unsigned)(mode_of(open_dir) & 07777), 0700));
+  assert_good_session_works(GOOD_PID);
+}
+
+Test(e2e_daemon, database_and_its_journal_files_are_private_to_the_owner) {
+  assert_good_session_works(GOOD_PID);
+  const char *suffixes[] = {"", "-wal", "-shm"};
+  for (size_t i = 0; i < 3; i++) {
+    char path[160];
+    snprintf(path, sizeof path, "%s%s", env.db, suffixes[i]);
+    cr_assert(eq(u32, (unsigned)(mode_of(path) & 077), 0), "%s is mode %o", path,
+              (unsigned)(mode_of(path) & 07777));
+  }
+}
+
+/* ======================================================================
+ * Stopping and dying
+ * ==================================================================== */
+
+Test(e2e_daemon, sigterm_with_a_client_connected_marks_it_daemon_stopped_and_exits_0) {
+  raw_session_t g;
+  raw_session_begin(&g, env.socket, GOOD_PID, "good");
+  wait_events_received(6);
+  e2e_stop_daemon(&env); /* asserts exit status 0 (and no leak under ASan) */
+  cr_assert(eq(int, raw_wait_closed(&g.c, RAW_WAIT_MS), 1), "the daemon left the client connected");
+  raw_close(&g.c);
+  cr_assert(eq(int, log_lines("signal 15: stopping"), 1));
+  cr_assert(eq(int, log_lines("stopped; every received event is committed"), 1));
+
+  cJSON *all = sessions(1);
+  const cJSON *s = session_of(all, GOOD_PID);
+  cr_assert(ne(ptr, (void *)s, NULL));
+  cr_assert(eq(str, str(s, "end_reason"), "daemon-stopped"));
+  cr_assert(eq(str, str(s, "end_detail"), "heaptraced stopped"));
+  cr_assert(eq(dbl, num(s, "events"), 6));
+  cJSON *st = stats(1, (int)num(s, "id"));
+  cr_assert(eq(dbl, num(st, "allocations"), 4));
+  cr_assert(eq(dbl, num(st, "frees"), 2));
+  cr_assert(eq(dbl, num(st, "current_bytes"), 300 + 400));
+  cJSON_Delete(st);
+  cJSON_Delete(all);
+}
+
+/* Starts ht_stream_client streaming, SIGKILLs the daemon once it has taken
+ * KILL_AFTER_EVENTS events, lets the client finish untraced and starts the
+ * daemon again on the same database. Returns the killed session's id. */
+static int kill_daemon_during_ingest(void) {
+  char err_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  pid_t client = spawn_stream_client(STREAM_ROUNDS_FOREVER, err_path);
+  wait_events_received(KILL_AFTER_EVENTS);
+  cr_assert(eq(int, waitpid(client, NULL, WNOHANG), 0),
+            "the client finished before the daemon could be killed mid-ingest");
+  kill(env.daemon, SIGKILL);
+  waitpid(env.daemon, NULL, 0);
+  env.daemon = 0;
+  /* The client notices, warns once, and goes on untraced to a clean exit. */
+  cr_assert(eq(int, wait_exit(client, 30000), 0));
+  char *err = read_file(err_path);
+  cr_assert(eq(int, e2e_count_lines(err, "heaptrace: lost the connection to heaptraced at"), 1),
+            "client stderr:\n%s", err);
+  free(err);
+  e2e_restart_daemon(&env);
+  cJSON *all = sessions(0);
+  cr_assert(eq(int, session_count(all), 1));
+  int id = (int)num(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(all, "sessions"), 0), "id");
+  cJSON_Delete(all);
+  return id;
+}
+
+Test(e2e_daemon, kill_9_during_ingest_leaves_an_intact_database_and_a_daemon_stopped_session) {
+  int id = kill_daemon_during_ingest();
+
+  char *argv[] = {"/usr/bin/sqlite3", env.db, "PRAGMA integrity_check", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "sqlite3: %s", r.err);
+  cr_assert(eq(str, r.out, "ok\n"));
+  e2e_result_free(&r);
+
+  cJSON *all = sessions(0);
+  const cJSON *killed = session_id(all, id);
+  cr_assert(eq(str, str(killed, "end_reason"), "daemon-stopped"));
+  cr_assert(eq(str, str(killed, "end_detail"), "heaptraced stopped without ending the session"));
+  cJSON_Delete(all);
+
+  /* heapctl answers about it from what was committed: a prefix of the
+   * stream, so every free has its malloc. */
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT SUM(count) FROM event_chunks WHERE session = %d", id);
+  long long stored = sql_number(sql);
+  cJSON *st = stats(0, id);
+  cr_assert(gt(dbl, num(st, "events"), 0));
+  cr_assert(eq(dbl, num(st, "events"), (double)stored));
+  cr_assert(eq(dbl, num(st, "allocations") + num(st, "frees"), num(st, "events")));
+  cr_assert(eq(dbl, num(st, "unmatched_frees"), 0));
+  cr_assert(eq(dbl, num(st, "current_blocks"), num(st, "allocations") - num(st, "frees")));
+  cJSON_Delete(st);
+
+  /* A new traced program after the restart is stored whole. */
+  char *client[] = {(char *)e2e_bin("ht_stream_client"), "1000", NULL};
+  r = e2e_run(&env, client, NULL);
+  cr_assert(eq(int, r.status, 0), "ht_stream_client: %s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 0), "client warned: %s", r.err);
+  e2e_result_free(&r);
+  all = sessions(0);
+  const cJSON *s = session_id(all, id + 1);
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, num(s, "events"), 2 * 1000 + 1));
+  cJSON_Delete(all);
+  st = stats(0, id + 1);
+  cr_assert(eq(dbl, num(st, "allocations"), 1001));
+  cr_assert(eq(dbl, num(st, "frees"), 1000));
+  cr_assert(eq(dbl, num(st, "current_bytes"), 64));
+  cJSON_Delete(st);
+  e2e_stop_daemon(&env); /* the recovered daemon stops cleanly too */
+}
+
+Test(e2e_daemon, session_killed_with_the_daemon_lists_the_events_it_stored) {
+  int id = kill_daemon_during_ingest();
+  cJSON *all = sessions(0);
+  double listed = num(session_id(all, id), "events");
+  cJSON_Delete(all);
+  cJSON *st = stats(0, id);
+  cr_assert(eq(dbl, listed, num(st, "events")),
+            "'heapctl sessions' lists %.0f events, stats replays %.0f", listed, num(st, "events"));
+  cJSON_Delete(st);
+}
+
+/* ======================================================================
+ * Another user
+ * ==================================================================== */
+
+static uid_t nobody_uid(void) {
+  struct passwd *pw = getpwnam("nobody");
+  cr_assert(ne(ptr, (void *)pw, NULL), "no user 'nobody'");
+  return pw->pw_uid;
+}
+
+/* Runs ht_stream_client 100 as nobody; returns its result. */
+static e2e_result_t run_client_as_nobody(void) {
+  char *argv[] = {"/usr/bin/setpriv",
+                  "--reuid=nobody",
+                  "--regid=nogroup",
+                  "--clear-groups",
+                  (char *)e2e_bin("ht_stream_client"),
+                  "100",
+                  NULL};
+  return e2e_run(&env, argv, NULL);
+}
+
+/* Refused by the file system: the socket's directory is 0700, so nobody
+ * cannot even reach the socket; the daemon never sees the attempt. */
+Test(e2e_daemon, second_user_cannot_reach_the_socket_in_its_private_directory) {
+  if (getuid() != 0)
+    cr_skip_test("needs root to run a client as another user");
+  e2e_result_t r = run_client_as_nobody();
+  cr_assert(eq(int, r.status, 0), "client as nobody: %s", r.err);
+  char warn[300];
+  snprintf(warn, sizeof warn,
+           "heaptrace: cannot connect to heaptraced at %s (Permission denied); tracing is off.",
+           env.socket);
+  cr_assert(eq(int, e2e_count_lines(r.err, warn), 1), "client stderr:\n%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 1), "client stderr:\n%s", r.err);
+  e2e_result_free(&r);
+  cr_assert(eq(int, log_lines("refused a connection"), 0));
+  cJSON *all = sessions(0);
+  cr_assert(eq(int, session_count(all), 0));
+  cJSON_Delete(all);
+}
+
+/* Refused by SO_PEERCRED: the test opens the directory (0711) and the
+ * socket (0666) that the daemon made private, so nobody's connect succeeds
+ * and only the daemon's peer check stands in the way. The client's own
+ * warning is not checked: whether its writes fail before it exits depends
+ * on when the daemon hangs up. */
+Test(e2e_daemon, second_user_is_refused_by_peer_credentials_when_the_socket_is_reachable) {
+  if (getuid() != 0)
+    cr_skip_test("needs root to run a client as another user");
+  cr_assert(eq(int, chmod(env.dir, 0711), 0));
+  cr_assert(eq(int, chmod(env.socket, 0666), 0));
+  e2e_result_t r = run_client_as_nobody();
+  cr_assert(eq(int, r.status, 0), "client as nobody: %s", r.err);
+  e2e_result_free(&r);
+  char why[128];
+  snprintf(why, sizeof why, ": uid %u is not the daemon's uid %u", (unsigned)nobody_uid(),
+           (unsigned)getuid());
+  cr_assert(eq(int, log_lines(why), 1));
+  cr_assert(eq(int, log_lines("refused a connection from pid"), 1));
+  cJSON *all = sessions(0);
+  cr_assert(eq(int, session_count(all), 0));
+  cJSON_Delete(all);
+}

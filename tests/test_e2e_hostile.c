@@ -1,0 +1,700 @@
+/* test_e2e_hostile.c - heaptraced against inputs no real client sends.
+ *
+ * Each test runs one hostile connection (tests/raw_client.c) beside a
+ * well-behaved one, the bystander, that says HELLO, a SITE and six events
+ * before the hostile connection starts and three more events and END after
+ * the daemon dealt with it. A test then checks four things:
+ *   1. the daemon's log has the one line naming what was wrong,
+ *   2. the hostile session, when one existed, is marked "protocol-error"
+ *      with the same reason in end_detail (heapctl sessions --json),
+ *   3. the bystander is complete and exact (stats and the sessions table),
+ *   4. the daemon is alive and still answers heapctl.
+ * Every test ends by stopping the daemon, which must exit 0 (under ASan:
+ * nothing leaked on the error path). Inputs the protocol tolerates (a
+ * sequence gap, a free of an unknown pointer) must not end the session.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "raw_client.h"
+
+#define BYSTANDER_PID 700001u
+#define HOSTILE_PID 700002u
+#define HOSTILE_SITE 7
+#define FLOOD_SITES 10000
+#define FLOOD_RSS_LIMIT_KB (200 * 1024)
+
+static e2e_t env;
+
+static void setup(void) {
+  e2e_start(&env);
+}
+static void teardown(void) {
+  e2e_stop(&env);
+}
+
+TestSuite(e2e_hostile, .init = setup, .fini = teardown, .timeout = 30);
+
+/* ======================================================================
+ * Reading results
+ * ==================================================================== */
+
+static double num(const cJSON *o, const char *k) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
+  cr_assert(eq(int, cJSON_IsNumber(j), 1), "no number '%s'", k);
+  return j->valuedouble;
+}
+
+static char *str(const cJSON *o, const char *k) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
+  cr_assert(eq(int, cJSON_IsString(j), 1), "no string '%s'", k);
+  return j->valuestring;
+}
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "r");
+  cr_assert(ne(ptr, (void *)f, NULL), "cannot open %s", path);
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  size_t n;
+  while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+    len += n;
+    if (cap - len < 1024)
+      buf = realloc(buf, cap *= 2);
+  }
+  fclose(f);
+  buf[len] = '\0';
+  return buf;
+}
+
+/* Asserts that the daemon's log holds exactly `want` lines containing s. */
+static void assert_log_lines(const char *s, int want) {
+  char *log = read_file(env.log);
+  cr_assert(eq(int, e2e_count_lines(log, s), want), "log lines with \"%s\" in %s:\n%s", s, env.log,
+            log);
+  free(log);
+}
+
+/* heapctl sessions --json, parsed. */
+static cJSON *sessions(void) {
+  e2e_result_t r = e2e_heapctl(&env, "sessions", "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl sessions: %s", r.err);
+  cJSON *j = e2e_json(&r);
+  e2e_result_free(&r);
+  return j;
+}
+
+/* The session that said HELLO with pid, or NULL; asserts there is at most
+ * one. all is the result of sessions(). */
+static const cJSON *session_of(const cJSON *all, uint32_t pid) {
+  const cJSON *found = NULL, *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if (num(s, "pid") == pid) {
+      cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %u", pid);
+      found = s;
+    }
+  }
+  return found;
+}
+
+/* heapctl stats -s id --json, parsed. */
+static cJSON *stats(int id) {
+  char ids[16];
+  snprintf(ids, sizeof ids, "%d", id);
+  e2e_result_t r = e2e_heapctl(&env, "stats", "-s", ids, "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl stats -s %d: %s", id, r.err);
+  cJSON *j = e2e_json(&r);
+  e2e_result_free(&r);
+  return j;
+}
+
+/* ======================================================================
+ * The four checks
+ * ==================================================================== */
+
+/* 3: the bystander ended clean with every event stored and counted. */
+static void assert_bystander_exact(void) {
+  cJSON *all = sessions();
+  const cJSON *s = session_of(all, BYSTANDER_PID);
+  cr_assert(ne(ptr, (void *)s, NULL), "no bystander session");
+  int id = (int)num(s, "id");
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  cr_assert(eq(ptr, cJSON_GetObjectItemCaseSensitive(s, "end_detail"), NULL));
+  cr_assert(eq(dbl, num(s, "events"), RAW_SESSION_EVENTS));
+  cr_assert(eq(dbl, num(s, "lost"), 0));
+  cJSON_Delete(all);
+
+  cJSON *st = stats(id);
+  cr_assert(eq(dbl, num(st, "events"), RAW_SESSION_EVENTS));
+  cr_assert(eq(dbl, num(st, "allocations"), RAW_SESSION_ALLOCS));
+  cr_assert(eq(dbl, num(st, "frees"), RAW_SESSION_FREES));
+  cr_assert(eq(dbl, num(st, "current_bytes"), RAW_SESSION_BYTES));
+  cr_assert(eq(dbl, num(st, "current_blocks"), RAW_SESSION_BLOCKS));
+  cr_assert(eq(dbl, num(st, "unmatched_frees"), 0));
+  cJSON_Delete(st);
+
+  /* The table a person reads says the same: END column, events, lost. */
+  e2e_result_t r = e2e_heapctl(&env, "sessions", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl sessions: %s", r.err);
+  char row[128], pid[32];
+  snprintf(pid, sizeof pid, " %u ", BYSTANDER_PID);
+  snprintf(row, sizeof row, " %-15s %10d %6d", "clean", RAW_SESSION_EVENTS, 0);
+  const char *at = strstr(r.out, pid);
+  cr_assert(ne(ptr, (void *)at, NULL), "no row for pid %u:\n%s", BYSTANDER_PID, r.out);
+  size_t len = strcspn(at, "\n");
+  cr_assert(ne(ptr, (void *)memmem(at, len, row, strlen(row)), NULL),
+            "row for the bystander is\n%.*s", (int)len, at);
+  e2e_result_free(&r);
+}
+
+/* 4: the daemon process is still there and answers. */
+static void assert_daemon_alive(void) {
+  int status;
+  cr_assert(eq(int, waitpid(env.daemon, &status, WNOHANG), 0), "heaptraced exited; see %s",
+            env.log);
+  e2e_result_t r = e2e_heapctl(&env, "sessions", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl sessions: %s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.out, "ID"), 1), "no sessions table:\n%s", r.out);
+  e2e_result_free(&r);
+}
+
+/* Last check of every test: SIGTERM stops the daemon with status 0, which
+ * under ASan also means that the hostile input leaked nothing. */
+static void assert_daemon_stops_cleanly(void) {
+  e2e_stop_daemon(&env);
+  char *log = read_file(env.log);
+  size_t len = strlen(log);
+  while (len > 0 && log[len - 1] == '\n')
+    log[--len] = '\0';
+  const char *last = strrchr(log, '\n');
+  last = last ? last + 1 : log;
+  cr_assert(ne(ptr, (void *)strstr(last, "stopped; every received event is committed"), NULL),
+            "the log does not end with the daemon's last word:\n%s", log);
+  free(log);
+}
+
+/* 1 + 2: the hostile session is marked with detail and the log says so. */
+static void assert_marked(const char *detail) {
+  cJSON *all = sessions();
+  const cJSON *s = session_of(all, HOSTILE_PID);
+  cr_assert(ne(ptr, (void *)s, NULL), "the hostile connection has no session");
+  cr_assert(eq(str, str(s, "end_reason"), "protocol-error"));
+  cr_assert(eq(str, str(s, "end_detail"), (char *)detail));
+  char line[512];
+  snprintf(line, sizeof line, "session %d (pid %d): protocol error: %s; connection closed",
+           (int)num(s, "id"), (int)getpid(), detail);
+  assert_log_lines(line, 1);
+  cJSON_Delete(all);
+}
+
+/* 1 + 2 for a connection refused before it had a session: the log names
+ * the reason and no session row exists for it. */
+static void assert_refused_without_session(const char *detail) {
+  char line[512];
+  snprintf(line, sizeof line, "connection from pid %d: protocol error: %s; connection closed",
+           (int)getpid(), detail);
+  assert_log_lines(line, 1);
+  cJSON *all = sessions();
+  cr_assert(eq(ptr, (void *)session_of(all, HOSTILE_PID), NULL));
+  cr_assert(eq(int, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(all, "sessions")), 1),
+            "only the bystander has a session");
+  cJSON_Delete(all);
+}
+
+/* The hostile session's stored events are what the sessions list counts. */
+static void assert_hostile_events(double want) {
+  cJSON *all = sessions();
+  const cJSON *s = session_of(all, HOSTILE_PID);
+  cr_assert(ne(ptr, (void *)s, NULL));
+  cr_assert(eq(dbl, num(s, "events"), want));
+  cJSON *st = stats((int)num(s, "id"));
+  cr_assert(eq(dbl, num(st, "events"), want));
+  cJSON_Delete(st);
+  cJSON_Delete(all);
+}
+
+/* ======================================================================
+ * Running a hostile connection beside the bystander
+ * ==================================================================== */
+
+static void expect_hangup(raw_client_t *c) {
+  cr_assert(eq(int, raw_wait_closed(c, RAW_WAIT_MS), 1),
+            "the daemon kept a hostile connection open");
+  raw_close(c);
+}
+
+/* Starts the bystander, runs hostile (which leaves its connection closed),
+ * finishes the bystander, then checks the bystander and the daemon. */
+static void beside_bystander(void (*hostile)(void)) {
+  raw_session_t good;
+  raw_session_begin(&good, env.socket, BYSTANDER_PID, "bystander");
+  hostile();
+  raw_session_finish(&good);
+  assert_bystander_exact();
+  assert_daemon_alive();
+}
+
+/* Connects and says HELLO with HOSTILE_PID and one site. */
+static void hostile_start(raw_client_t *c) {
+  raw_connect(c, env.socket);
+  raw_hello(c, HOSTILE_PID, "hostile");
+  raw_site(c, HOSTILE_SITE, 1, "hostile.c", "attack");
+}
+
+/* A frame of n mallocs (sizes 10, 20, ...) at distinct addresses. */
+static void send_mallocs(raw_client_t *c, raw_stream_t *s, int n) {
+  for (int i = 0; i < n; i++) {
+    uint64_t k = s->next_seq + s->count;
+    raw_stream_malloc(s, HOSTILE_SITE, 0x5000000 + k * 0x100, 10 * (k + 1));
+  }
+  raw_send_events(c, s);
+}
+
+/* ======================================================================
+ * Before any HELLO
+ * ==================================================================== */
+
+static void send_http_request(void) {
+  raw_client_t c;
+  raw_connect(&c, env.socket);
+  static const char req[] = "GET / HTTP/1.1\r\nHost: heaptraced\r\n\r\n";
+  raw_send(&c, req, sizeof req - 1);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, garbage_before_hello_is_refused_without_a_session) {
+  beside_bystander(send_http_request);
+  /* "GET " read as a length is 542 MB: the frame size check refuses it. */
+  assert_refused_without_session("frame length outside 1..HT_PROTO_MAX_FRAME (HT_EFRAMESIZE)");
+  assert_daemon_stops_cleanly();
+}
+
+static void send_site_first(void) {
+  raw_client_t c;
+  raw_connect(&c, env.socket);
+  raw_site(&c, 1, 1, "early.c", "too_early");
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, ingest_record_before_hello_is_refused_as_out_of_order) {
+  beside_bystander(send_site_first);
+  assert_refused_without_session("first record is site, not hello (HT_EORDER)");
+  assert_daemon_stops_cleanly();
+}
+
+static void send_bad_magic(void) {
+  uint8_t hello[512];
+  size_t n = raw_encode_hello(hello, sizeof hello, HOSTILE_PID, "hostile");
+  memcpy(hello + RAW_HELLO_MAGIC_AT, "HTRX", 4);
+  raw_client_t c;
+  raw_connect(&c, env.socket);
+  raw_send(&c, hello, n);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, hello_with_bad_magic_is_refused_naming_the_magic) {
+  beside_bystander(send_bad_magic);
+  assert_refused_without_session(
+      "hello record: bad magic: the peer does not speak the heaptrace protocol (HT_EMAGIC)");
+  assert_daemon_stops_cleanly();
+}
+
+static void send_newer_version(void) {
+  uint8_t hello[512];
+  size_t n = raw_encode_hello(hello, sizeof hello, HOSTILE_PID, "hostile");
+  hello[RAW_HELLO_VERSION_AT] = HT_PROTO_VERSION + 1;
+  hello[RAW_HELLO_VERSION_AT + 1] = 0;
+  raw_client_t c;
+  raw_connect(&c, env.socket);
+  raw_send(&c, hello, n);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, hello_with_a_newer_protocol_version_is_refused_naming_the_version) {
+  beside_bystander(send_newer_version);
+  assert_refused_without_session(
+      "the client speaks protocol version 2, this heaptraced version 1: upgrade heaptraced (HT_EVERSION)");
+  assert_daemon_stops_cleanly();
+}
+
+/* ======================================================================
+ * Framing
+ * ==================================================================== */
+
+static void send_zero_length_frame(void) {
+  raw_client_t c;
+  hostile_start(&c);
+  static const uint8_t zero[4] = {0, 0, 0, 0};
+  raw_send(&c, zero, sizeof zero);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, zero_length_frame_ends_the_session_as_a_protocol_error) {
+  beside_bystander(send_zero_length_frame);
+  assert_marked("frame length outside 1..HT_PROTO_MAX_FRAME (HT_EFRAMESIZE)");
+  assert_hostile_events(0);
+  assert_daemon_stops_cleanly();
+}
+
+static void send_oversized_frame(void) {
+  raw_client_t c;
+  hostile_start(&c);
+  uint32_t body = HT_PROTO_MAX_FRAME + 1;
+  uint8_t head[8] = {(uint8_t)body,
+                     (uint8_t)(body >> 8),
+                     (uint8_t)(body >> 16),
+                     (uint8_t)(body >> 24),
+                     HT_REC_SITE,
+                     1,
+                     1,
+                     0};
+  raw_send(&c, head, sizeof head);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, frame_longer_than_1_mib_ends_the_session_as_a_protocol_error) {
+  beside_bystander(send_oversized_frame);
+  assert_marked("frame length outside 1..HT_PROTO_MAX_FRAME (HT_EFRAMESIZE)");
+  assert_daemon_stops_cleanly();
+}
+
+static void send_truncated_frame_and_leave(void) {
+  raw_client_t c;
+  raw_stream_t s;
+  hostile_start(&c);
+  raw_stream_init(&s, 1, raw_now_ns());
+  raw_stream_malloc(&s, HOSTILE_SITE, 0x5000000, 10);
+  raw_stream_malloc(&s, HOSTILE_SITE, 0x5000100, 20);
+  raw_stream_malloc(&s, HOSTILE_SITE, 0x5000200, 30);
+  raw_stream_free(&s, HOSTILE_SITE, 0x5000000, 10);
+  raw_send_events(&c, &s);
+  /* The next frame stops three bytes short; then the client is gone. */
+  raw_stream_malloc(&s, HOSTILE_SITE, 0x5000300, 40);
+  raw_stream_free(&s, HOSTILE_SITE, 0x5000100, 20);
+  uint8_t head[HT_PROTO_EVENTS_HEAD];
+  ht_proto_events_head(head, s.id, 4, s.count, s.len);
+  cr_assert(eq(int, raw_send(&c, head, sizeof head), 0));
+  cr_assert(eq(int, raw_send(&c, s.buf, s.len - 3), 0));
+  raw_close(&c);
+}
+
+Test(e2e_hostile, truncated_frame_then_disconnect_keeps_the_complete_frames) {
+  beside_bystander(send_truncated_frame_and_leave);
+  cJSON *all = sessions();
+  const cJSON *s = session_of(all, HOSTILE_PID);
+  cr_assert(ne(ptr, (void *)s, NULL));
+  int id = (int)num(s, "id");
+  cr_assert(eq(str, str(s, "end_reason"), "disconnected"));
+  cr_assert(eq(ptr, cJSON_GetObjectItemCaseSensitive(s, "end_detail"), NULL));
+  cr_assert(eq(dbl, num(s, "events"), 4));
+  cJSON_Delete(all);
+  cJSON *st = stats(id);
+  cr_assert(eq(dbl, num(st, "allocations"), 3));
+  cr_assert(eq(dbl, num(st, "frees"), 1));
+  cr_assert(eq(dbl, num(st, "current_bytes"), 50));
+  cJSON_Delete(st);
+  char line[128];
+  snprintf(line, sizeof line, "session %d: client disconnected without END", id);
+  assert_log_lines(line, 1);
+  assert_log_lines("protocol error", 0);
+  assert_daemon_stops_cleanly();
+}
+
+/* ======================================================================
+ * Records
+ * ==================================================================== */
+
+static void send_unknown_record(void) {
+  raw_client_t c;
+  hostile_start(&c);
+  raw_frame(&c, 0x42, "x", 1);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, unknown_record_type_after_hello_ends_the_session_naming_the_type) {
+  beside_bystander(send_unknown_record);
+  assert_marked("unknown record type 66 (HT_ERECORD)");
+  assert_daemon_stops_cleanly();
+}
+
+static void send_string_past_record(void) {
+  raw_client_t c;
+  hostile_start(&c);
+  /* SITE id 9, line 1, file: length 100 but 3 bytes left in the record. */
+  static const uint8_t site[] = {9, 1, 100, 0, 'a', 'b', 'c'};
+  raw_frame(&c, HT_REC_SITE, site, sizeof site);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, string_running_past_its_record_ends_the_session) {
+  beside_bystander(send_string_past_record);
+  assert_marked("site record: string runs past the end of its record (HT_ESTRING)");
+  assert_daemon_stops_cleanly();
+}
+
+static void send_second_hello(void) {
+  raw_client_t c;
+  hostile_start(&c);
+  raw_hello(&c, HOSTILE_PID, "again");
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, second_hello_ends_the_session_as_out_of_order) {
+  beside_bystander(send_second_hello);
+  assert_marked("a second handshake (HT_EORDER)");
+  assert_daemon_stops_cleanly();
+}
+
+static void send_record_after_end(void) {
+  raw_client_t c;
+  hostile_start(&c);
+  uint8_t buf[64];
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, sizeof buf);
+  ht_end_rec_t end = {HT_END_CLEAN, 0};
+  ht_proto_put_end(&w, &end);
+  ht_site_rec_t late = {8, 1, ht_str("late.c"), ht_str("after_end"), ht_str("")};
+  ht_proto_put_site(&w, &late);
+  cr_assert(eq(int, w.overflow, 0));
+  /* One write, so that both records reach the daemon in one read. */
+  cr_assert(eq(int, raw_send(&c, buf, w.len), 0));
+  expect_hangup(&c);
+}
+
+/* PROTOCOL.md: "a record after END is HT_EORDER". */
+Test(e2e_hostile, record_after_end_is_logged_as_out_of_order) {
+  beside_bystander(send_record_after_end);
+  cJSON *all = sessions();
+  const cJSON *s = session_of(all, HOSTILE_PID);
+  cr_assert(ne(ptr, (void *)s, NULL));
+  char line[256];
+  snprintf(line, sizeof line,
+           "session %d (pid %d): protocol error: site record after END (HT_EORDER)",
+           (int)num(s, "id"), (int)getpid());
+  cJSON_Delete(all);
+  assert_log_lines(line, 1);
+  assert_daemon_stops_cleanly();
+}
+
+/* ======================================================================
+ * Events
+ * ==================================================================== */
+
+static void send_count_beyond_events(void) {
+  raw_client_t c;
+  raw_stream_t s;
+  hostile_start(&c);
+  raw_stream_init(&s, 1, raw_now_ns());
+  send_mallocs(&c, &s, 2);
+  /* Three events follow a header that promises five. */
+  for (uint64_t k = 2; k < 5; k++)
+    raw_stream_malloc(&s, HOSTILE_SITE, 0x5000000 + k * 0x100, 10 * (k + 1));
+  cr_assert(eq(int, raw_send_events_as(&c, &s, 2, 5), 0));
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, events_frame_with_count_beyond_its_events_ends_the_session) {
+  beside_bystander(send_count_beyond_events);
+  assert_marked("stream 1, event 5: record ends before its fields do (HT_ETRUNCATED)");
+  /* Nothing of a bad frame is kept: only the first frame's two events. */
+  assert_hostile_events(2);
+  assert_daemon_stops_cleanly();
+}
+
+static void send_unknown_op(void) {
+  raw_client_t c;
+  raw_stream_t s;
+  hostile_start(&c);
+  raw_stream_init(&s, 1, raw_now_ns());
+  send_mallocs(&c, &s, 2);
+  raw_stream_malloc(&s, HOSTILE_SITE, 0x5000200, 30);
+  /* The operation is bits 0-2 of the event's first byte; 7 names none. */
+  ht_event_t bad = {.op = 7, .time_ns = s.time_ns + 1000, .site = HOSTILE_SITE, .size = 8};
+  raw_stream_append(&s, &bad);
+  raw_send_events(&c, &s);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, event_with_unknown_op_ends_the_session_naming_the_event) {
+  beside_bystander(send_unknown_op);
+  assert_marked("stream 1, event 3: unknown event operation (HT_EOP)");
+  assert_hostile_events(2);
+  assert_daemon_stops_cleanly();
+}
+
+static void send_sequence_backwards(void) {
+  raw_client_t c;
+  raw_stream_t s;
+  hostile_start(&c);
+  raw_stream_init(&s, 1, raw_now_ns());
+  send_mallocs(&c, &s, 3);
+  raw_stream_malloc(&s, HOSTILE_SITE, 0x5100000, 99);
+  cr_assert(eq(int, raw_send_events_as(&c, &s, 1, 1), 0));
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, sequence_number_going_backwards_ends_the_session) {
+  beside_bystander(send_sequence_backwards);
+  assert_marked("stream 1: sequence went back from 3 to 1 (HT_EORDER)");
+  assert_hostile_events(3);
+  assert_daemon_stops_cleanly();
+}
+
+static void send_sequence_gap(void) {
+  raw_client_t c;
+  raw_stream_t s;
+  hostile_start(&c);
+  raw_stream_init(&s, 1, raw_now_ns());
+  send_mallocs(&c, &s, 3);
+  /* Events 3..9 never arrive; the next frame starts at 10. */
+  raw_stream_malloc(&s, HOSTILE_SITE, 0x5100000, 1000);
+  raw_stream_malloc(&s, HOSTILE_SITE, 0x5100100, 2000);
+  cr_assert(eq(int, raw_send_events_as(&c, &s, 10, 2), 0));
+  raw_end(&c);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, sequence_gap_is_recorded_as_lost_and_the_session_ends_clean) {
+  beside_bystander(send_sequence_gap);
+  cJSON *all = sessions();
+  const cJSON *s = session_of(all, HOSTILE_PID);
+  cr_assert(ne(ptr, (void *)s, NULL));
+  int id = (int)num(s, "id");
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, num(s, "lost"), 7));
+  cr_assert(eq(dbl, num(s, "events"), 5));
+  cJSON_Delete(all);
+  cJSON *st = stats(id);
+  cr_assert(eq(dbl, num(st, "allocations"), 5));
+  cr_assert(eq(dbl, num(st, "current_bytes"), 10 + 20 + 30 + 1000 + 2000));
+  cJSON_Delete(st);
+  assert_log_lines("protocol error", 0);
+  assert_daemon_stops_cleanly();
+}
+
+static void send_free_of_unknown_pointer(void) {
+  raw_client_t c;
+  raw_stream_t s;
+  hostile_start(&c);
+  raw_stream_init(&s, 1, raw_now_ns());
+  raw_stream_malloc(&s, HOSTILE_SITE, 0x6000000, 128);
+  raw_stream_free(&s, HOSTILE_SITE, 0x6abcdef0, 64); /* never allocated */
+  raw_stream_free(&s, HOSTILE_SITE, 0x6000000, 128);
+  raw_send_events(&c, &s);
+  raw_end(&c);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, free_of_a_pointer_never_allocated_is_counted_not_fatal) {
+  beside_bystander(send_free_of_unknown_pointer);
+  cJSON *all = sessions();
+  const cJSON *s = session_of(all, HOSTILE_PID);
+  cr_assert(ne(ptr, (void *)s, NULL));
+  int id = (int)num(s, "id");
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, num(s, "events"), 3));
+  cJSON_Delete(all);
+  cJSON *st = stats(id);
+  cr_assert(eq(dbl, num(st, "allocations"), 1));
+  cr_assert(eq(dbl, num(st, "frees"), 2));
+  cr_assert(eq(dbl, num(st, "unmatched_frees"), 1));
+  cr_assert(eq(dbl, num(st, "current_bytes"), 0));
+  cr_assert(eq(dbl, num(st, "current_blocks"), 0));
+  cJSON_Delete(st);
+  assert_log_lines("protocol error", 0);
+  assert_daemon_stops_cleanly();
+}
+
+/* ======================================================================
+ * Control requests
+ * ==================================================================== */
+
+static void send_garbage_control(void) {
+  static const char junk[] = "this is {not json";
+  char *reply = raw_control(env.socket, junk, sizeof junk - 1);
+  cr_assert(ne(ptr, (void *)reply, NULL), "no reply to a malformed control request");
+  cJSON *j = cJSON_Parse(reply);
+  cr_assert(ne(ptr, (void *)j, NULL), "the reply is not JSON: %s", reply);
+  cr_assert(eq(int, cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "ok")), 1), "%s", reply);
+  cr_assert(eq(dbl, num(j, "code"), 2), "%s", reply);
+  cr_assert(eq(str, str(j, "error"), "the request is not valid JSON"));
+  cJSON_Delete(j);
+  free(reply);
+}
+
+Test(e2e_hostile, control_request_that_is_not_json_gets_an_error_reply) {
+  beside_bystander(send_garbage_control);
+  assert_daemon_stops_cleanly();
+}
+
+/* ======================================================================
+ * Volume
+ * ==================================================================== */
+
+/* VmHWM (peak resident set) of pid in kB, from /proc. */
+static long peak_rss_kb(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  cr_assert(ne(ptr, (void *)f, NULL), "cannot read %s", path);
+  long kb = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+      break;
+  fclose(f);
+  cr_assert(gt(long, kb, 0), "no VmHWM in %s", path);
+  return kb;
+}
+
+static void send_site_flood(void) {
+  static char file[HT_PROTO_MAX_STRING + 1], func[HT_PROTO_MAX_STRING + 1];
+  memset(file, 'f', HT_PROTO_MAX_STRING);
+  memset(func, 'g', HT_PROTO_MAX_STRING);
+  raw_client_t c;
+  hostile_start(&c);
+  /* 10000 records of the longest strings allowed: about 80 MB. */
+  for (uint32_t i = 0; i < FLOOD_SITES; i++)
+    raw_site(&c, 100 + i, i, file, func);
+  raw_end(&c);
+  expect_hangup(&c);
+}
+
+/* Under ASan freed memory waits in a quarantine of 256 MB by default, which
+ * would count against the bound as if the daemon held it; the flood's
+ * daemon gets a small one. Other builds ignore ASAN_OPTIONS. */
+static void restart_daemon_with_small_quarantine(void) {
+  e2e_stop_daemon(&env);
+  const char *old = getenv("ASAN_OPTIONS");
+  char opts[512];
+  snprintf(opts, sizeof opts, "%s%squarantine_size_mb=16", old ? old : "",
+           old && old[0] ? ":" : "");
+  setenv("ASAN_OPTIONS", opts, 1);
+  e2e_restart_daemon(&env);
+}
+
+Test(e2e_hostile, flood_of_site_records_is_stored_in_bounded_memory) {
+  restart_daemon_with_small_quarantine();
+  beside_bystander(send_site_flood);
+  long kb = peak_rss_kb(env.daemon);
+  cr_assert(lt(long, kb, FLOOD_RSS_LIMIT_KB), "heaptraced peaked at %ld kB", kb);
+  cJSON *all = sessions();
+  const cJSON *s = session_of(all, HOSTILE_PID);
+  cr_assert(ne(ptr, (void *)s, NULL));
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM sites WHERE session = %d", (int)num(s, "id"));
+  cJSON_Delete(all);
+  char *argv[] = {"/usr/bin/sqlite3", env.db, sql, NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "sqlite3: %s", r.err);
+  cr_assert(eq(str, r.out, "10001\n"), "the flood's sites plus the handshake's one");
+  e2e_result_free(&r);
+  assert_daemon_stops_cleanly();
+}
