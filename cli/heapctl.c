@@ -10,7 +10,10 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,9 +343,31 @@ static cJSON *ask_database(const char *path, const cJSON *req) {
 }
 
 /* Writes text to path atomically: a temporary file beside it, fsync'd,
- * renamed over it. Returns 0 or -1 with errno set. */
+ * renamed over it. A symbolic link is followed (the file it names is
+ * replaced, not the link); what is not a regular file -- a FIFO, a device
+ * such as /dev/null -- is written into directly, never replaced. Returns 0
+ * or -1 with errno set. */
 static int write_atomically(const char *path, const char *text) {
-  char tmp[4096];
+  size_t len = strlen(text);
+  struct stat sb;
+  char target[4096];
+  if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+    if (S_ISDIR(sb.st_mode)) {
+      errno = EISDIR;
+      return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+      return -1;
+    int ok = write_full(fd, text, len) == 0 && write_full(fd, "\n", 1) == 0;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return ok ? 0 : -1;
+  }
+  if (realpath(path, target) != NULL)
+    path = target; /* an existing file, through any links */
+  char tmp[4200];
   int n = snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path);
   if (n < 0 || (size_t)n >= sizeof tmp) {
     errno = ENAMETOOLONG;
@@ -351,7 +376,6 @@ static int write_atomically(const char *path, const char *text) {
   int fd = mkstemp(tmp);
   if (fd < 0)
     return -1;
-  size_t len = strlen(text);
   int ok = write_full(fd, text, len) == 0 && write_full(fd, "\n", 1) == 0 && fsync(fd) == 0;
   int saved = errno;
   close(fd);

@@ -220,14 +220,16 @@ static int in_window(const htq_model_t *m, uint64_t t) {
   return (!m->since || t >= m->since) && (!m->until || t <= m->until);
 }
 
-static void sample(htq_heap_t *h, uint64_t t) {
-  if (h->nsamples && t - h->last_sample < h->sample_ns)
-    return;
+static void push_sample(htq_heap_t *h) {
   if (h->nsamples == HTQ_MAX_SAMPLES) {
-    /* Thin to every other sample and halve the rate: bounded memory for
-     * any session length, evenly spread. */
-    for (size_t i = 0; i < h->nsamples / 2; i++)
-      h->samples[i] = h->samples[2 * i];
+    /* Thin to every other interval and halve the rate: bounded memory for
+     * any session length. Merging keeps each pair's extremes. */
+    for (size_t i = 0; i < h->nsamples / 2; i++) {
+      htq_sample_t a = h->samples[2 * i], b = h->samples[2 * i + 1];
+      b.peak_used = a.peak_used > b.peak_used ? a.peak_used : b.peak_used;
+      b.min_free = a.min_free < b.min_free ? a.min_free : b.min_free;
+      h->samples[i] = b;
+    }
     h->nsamples /= 2;
     h->sample_ns *= 2;
   }
@@ -239,9 +241,31 @@ static void sample(htq_heap_t *h, uint64_t t) {
     h->samples = g;
     h->samples_cap = cap;
   }
-  h->samples[h->nsamples++] =
-      (htq_sample_t){t, h->used, h->now.free_bytes, h->now.largest_free, h->now.free_blocks};
-  h->last_sample = t;
+  h->samples[h->nsamples++] = h->pending;
+  h->has_pending = 0;
+}
+
+/* Called once per event for each heap the event touched, after the event
+ * is complete (a realloc's two halves are one state change). */
+static void sample(htq_heap_t *h, uint64_t t) {
+  if (h->has_pending && t - h->pending_start >= h->sample_ns)
+    push_sample(h);
+  if (!h->has_pending) {
+    h->pending_start = t;
+    h->pending.peak_used = h->used;
+    h->pending.min_free = h->now.free_bytes;
+    h->has_pending = 1;
+  }
+  htq_sample_t *p = &h->pending;
+  p->t = t;
+  p->used = h->used;
+  p->free = h->now.free_bytes;
+  p->largest = h->now.largest_free;
+  p->nfree = h->now.free_blocks;
+  if (h->used > p->peak_used)
+    p->peak_used = h->used;
+  if (h->now.free_bytes < p->min_free)
+    p->min_free = h->now.free_bytes;
 }
 
 /* After a bounded heap changed: minima, worst fragmentation, caps sums. */
@@ -249,6 +273,16 @@ static void heap_changed(htq_model_t *m, size_t idx, uint64_t t) {
   htq_heap_t *h = &m->heaps[idx];
   uint64_t before = h->now.free_bytes;
   htq_heapmodel_view(&h->hm, &h->now);
+  for (size_t i = 0; i < m->nmasks; i++) {
+    htq_mask_t *k = &m->masks[i];
+    if (!(k->heaps & (1ull << idx)))
+      continue;
+    k->sum = k->sum - before + h->now.free_bytes;
+    if (k->sum < k->min_sum && in_window(m, t)) {
+      k->min_sum = k->sum;
+      k->min_time = t;
+    }
+  }
   if (!in_window(m, t))
     return;
   if (h->now.free_bytes < h->min_free) {
@@ -265,16 +299,6 @@ static void heap_changed(htq_model_t *m, size_t idx, uint64_t t) {
     h->worst_free = h->now.free_bytes;
     h->worst_largest = h->now.largest_free;
     h->worst_nfree = h->now.free_blocks;
-  }
-  for (size_t i = 0; i < m->nmasks; i++) {
-    htq_mask_t *k = &m->masks[i];
-    if (!(k->heaps & (1ull << idx)))
-      continue;
-    k->sum = k->sum - before + h->now.free_bytes;
-    if (k->sum < k->min_sum) {
-      k->min_sum = k->sum;
-      k->min_time = t;
-    }
   }
 }
 
@@ -299,7 +323,7 @@ static void block_gone(htq_model_t *m, const htq_block_t *b, uint64_t t) {
   }
   if (h->bounded && htq_heapmodel_remove(&h->hm, b->ptr) == 0)
     heap_changed(m, hi, t);
-  sample(h, t);
+  h->touched = 1;
 }
 
 static void block_new(htq_model_t *m, const ht_event_t *ev) {
@@ -339,7 +363,7 @@ static void block_new(htq_model_t *m, const ht_event_t *ev) {
   }
   if (h->bounded && htq_heapmodel_add(&h->hm, ev->ptr, ev->usable) == 0)
     heap_changed(m, hi, ev->time_ns);
-  sample(h, ev->time_ns);
+  h->touched = 1;
   if (m->cur_bytes > m->peak_bytes && in_window(m, ev->time_ns)) {
     m->peak_bytes = m->cur_bytes;
     m->peak_blocks = m->cur_blocks;
@@ -399,6 +423,12 @@ int htq_model_event(const ht_event_t *ev, void *model) {
     m->failed++;
     break;
   }
+  for (size_t i = 0; i < m->nheaps; i++) {
+    if (m->heaps[i].touched) {
+      m->heaps[i].touched = 0;
+      sample(&m->heaps[i], ev->time_ns);
+    }
+  }
   return m->oom ? -1 : 0;
 }
 
@@ -430,13 +460,11 @@ int htq_model_build(htq_model_t *m, sqlite3 *db, int64_t session, char *err, siz
   if (rc != 0)
     return -1;
   count_live(m);
-  /* The final state is always the last sample. */
+  /* The interval being gathered is the last point: the final state. */
   for (size_t i = 0; i < m->nheaps; i++) {
     htq_heap_t *h = &m->heaps[i];
-    if (h->nsamples && h->samples[h->nsamples - 1].t == m->last_time)
-      continue;
-    h->sample_ns = 0;
-    sample(h, m->last_time);
+    if (h->has_pending)
+      push_sample(h);
   }
   return 0;
 }

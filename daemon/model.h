@@ -32,10 +32,13 @@ typedef struct {
   uint64_t live_now, peak_live; /* requested bytes live from this site, and their peak */
 } htq_site_t;
 
+/* One timeline point: the state at time t (the last event of its
+ * interval), plus the extremes reached within the interval, so that no
+ * peak or low-water mark falls between points. */
 typedef struct {
   uint64_t t;
-  int64_t used;
-  uint64_t free, largest, nfree;
+  int64_t used, peak_used;
+  uint64_t free, min_free, largest, nfree;
 } htq_sample_t;
 
 typedef struct {
@@ -56,7 +59,10 @@ typedef struct {
   uint64_t worst_frag_time, worst_free, worst_largest, worst_nfree;
   htq_sample_t *samples;
   size_t nsamples, samples_cap;
-  uint64_t sample_ns, last_sample;
+  uint64_t sample_ns;
+  htq_sample_t pending; /* the interval being gathered */
+  uint64_t pending_start;
+  int has_pending, touched;
 } htq_heap_t;
 
 /* The minimum over time of the free bytes summed over the heaps whose caps

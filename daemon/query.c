@@ -68,7 +68,8 @@ int htq_open(const char *path, sqlite3 **db, char *err, size_t errlen) {
   struct stat sb;
   *db = NULL;
   if (stat(path, &sb) != 0) {
-    snprintf(err, errlen, "database %s does not exist; start heaptraced or give --db FILE",
+    snprintf(err, errlen,
+             "database %s does not exist (heaptraced creates it when it starts; check the path)",
              path);
     return -1;
   }
@@ -861,7 +862,8 @@ static cJSON *cmd_top(sqlite3 *db, const cJSON *req) {
 }
 
 /* Per heap, one point per step: the state at the end of the step and the
- * lowest free bytes seen in it. Without a step, every stored sample. */
+ * extremes (peak in use, lowest free) reached in it -- exact, whatever the
+ * sampling. Without a step, every stored point. */
 static cJSON *timeline_result(ctx_t *c, const char *heap_filter, double step_ms) {
   cJSON *r = cJSON_CreateObject();
   cJSON_AddNumberToObject(r, "step_ms", step_ms);
@@ -877,18 +879,22 @@ static cJSON *timeline_result(ctx_t *c, const char *heap_filter, double step_ms)
       const htq_sample_t *p = &h->samples[k];
       double t = at_ms(c, p->t);
       double bucket = step_ms > 0 ? (double)(uint64_t)(t / step_ms) * step_ms : t;
-      uint64_t min_free = p->free;
+      uint64_t min_free = p->min_free;
+      int64_t peak_used = p->peak_used;
       size_t j = k;
       while (step_ms > 0 && j + 1 < h->nsamples &&
              at_ms(c, h->samples[j + 1].t) < bucket + step_ms) {
         j++;
-        if (h->samples[j].free < min_free)
-          min_free = h->samples[j].free;
+        if (h->samples[j].min_free < min_free)
+          min_free = h->samples[j].min_free;
+        if (h->samples[j].peak_used > peak_used)
+          peak_used = h->samples[j].peak_used;
       }
       const htq_sample_t *e = &h->samples[j];
       cJSON *pt = cJSON_CreateObject();
       cJSON_AddNumberToObject(pt, "t_ms", step_ms > 0 ? bucket : t);
       cJSON_AddNumberToObject(pt, "used_bytes", (double)e->used);
+      cJSON_AddNumberToObject(pt, "peak_used_bytes", (double)peak_used);
       if (h->bounded) {
         cJSON_AddNumberToObject(pt, "free_bytes", (double)e->free);
         cJSON_AddNumberToObject(pt, "min_free_bytes", (double)min_free);

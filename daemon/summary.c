@@ -7,14 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Binds the int64 values to ?1..?n of s, steps it and resets it. */
-static int put_row(sqlite3_stmt *s, const int64_t *v, int n) {
+/* Binds the int64 values to ?1..?n of s (and a real to ?20 when the
+ * statement has one), steps it and resets it. */
+static int put_row_real(sqlite3_stmt *s, const int64_t *v, int n, double real) {
   for (int i = 0; i < n; i++)
     sqlite3_bind_int64(s, i + 1, v[i]);
+  if (sqlite3_bind_parameter_count(s) >= 20)
+    sqlite3_bind_double(s, 20, real);
   int rc = sqlite3_step(s);
   sqlite3_reset(s);
   return rc == SQLITE_DONE ? 0 : -1;
 }
+
+static int put_row(sqlite3_stmt *s, const int64_t *v, int n) { return put_row_real(s, v, n, 0); }
 
 static int exec(sqlite3 *db, const char *sql) {
   return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
@@ -32,9 +37,9 @@ static const char *const insert_sql[S_COUNT] = {
     "INSERT INTO summaries VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,"
     "?18,?19,?20)",
     "INSERT INTO site_stats VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
-    "INSERT INTO heap_stats VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,"
-    "CAST(?15 AS REAL) / 1e9,?16,?17,?18,?19)",
-    "INSERT INTO heap_samples VALUES(?1,?2,?3,?4,?5,?6,?7)",
+    "INSERT INTO heap_stats VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?20,?16,?17,"
+    "?18,?19)",
+    "INSERT INTO heap_samples VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
     "INSERT INTO caps_lwm VALUES(?1,?2,?3,?4,?5,?6,?7)",
     "INSERT INTO caps_stats VALUES(?1,?2,?3,?4,?5,?6)",
     "INSERT INTO live_blocks VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
@@ -64,21 +69,22 @@ static int write_rows(sqlite3_stmt **st, int64_t ses, const htq_model_t *m) {
   }
   for (size_t i = 0; i < m->nheaps; i++) {
     const htq_heap_t *h = &m->heaps[i];
-    /* The fragmentation ratio goes through an integer in ns units of 1e-9. */
+    /* ?15 is unused: the fragmentation ratio is bound as a real (?20),
+     * exactly as the model computed it. */
     int64_t v[] = {ses, h->id, (int64_t)h->allocs, h->used, h->peak_used,
                    (int64_t)h->peak_time, h->bounded, (int64_t)h->capacity,
                    (int64_t)h->now.free_bytes, (int64_t)h->now.largest_free,
                    (int64_t)h->now.free_blocks, (int64_t)h->min_free,
-                   (int64_t)h->min_free_time, (int64_t)h->min_free_largest,
-                   (int64_t)(h->worst_frag * 1e9 + 0.5), (int64_t)h->worst_frag_time,
-                   (int64_t)h->worst_free, (int64_t)h->worst_largest, (int64_t)h->worst_nfree};
-    if (put_row(st[S_HEAP], v, 19) != 0)
+                   (int64_t)h->min_free_time, (int64_t)h->min_free_largest, 0,
+                   (int64_t)h->worst_frag_time, (int64_t)h->worst_free,
+                   (int64_t)h->worst_largest, (int64_t)h->worst_nfree};
+    if (put_row_real(st[S_HEAP], v, 19, h->worst_frag) != 0)
       return -1;
     for (size_t k = 0; k < h->nsamples; k++) {
       const htq_sample_t *p = &h->samples[k];
-      int64_t w[] = {ses, h->id, (int64_t)p->t, p->used, (int64_t)p->free,
-                     (int64_t)p->largest, (int64_t)p->nfree};
-      if (put_row(st[S_SAMPLE], w, 7) != 0)
+      int64_t w[] = {ses, h->id, (int64_t)p->t, p->used, p->peak_used, (int64_t)p->free,
+                     (int64_t)p->min_free, (int64_t)p->largest, (int64_t)p->nfree};
+      if (put_row(st[S_SAMPLE], w, 9) != 0)
         return -1;
     }
   }
@@ -213,7 +219,8 @@ static int load_sites(sqlite3 *db, int64_t ses, htq_model_t *m) {
 
 static void load_samples(sqlite3 *db, int64_t ses, htq_heap_t *h) {
   sqlite3_stmt *s = query(db,
-                          "SELECT t, used, free, largest, nfree FROM heap_samples "
+                          "SELECT t, used, peak_used, free, min_free, largest, nfree "
+                          "FROM heap_samples "
                           "WHERE session = ?1 AND heap = ?2 ORDER BY t",
                           ses);
   if (!s)
@@ -228,8 +235,9 @@ static void load_samples(sqlite3 *db, int64_t ses, htq_heap_t *h) {
       h->samples = g;
       h->samples_cap = cap;
     }
-    h->samples[h->nsamples++] = (htq_sample_t){(uint64_t)I(0), I(1), (uint64_t)I(2),
-                                               (uint64_t)I(3), (uint64_t)I(4)};
+    h->samples[h->nsamples++] =
+        (htq_sample_t){(uint64_t)I(0), I(1), I(2), (uint64_t)I(3), (uint64_t)I(4),
+                       (uint64_t)I(5), (uint64_t)I(6)};
   }
   sqlite3_finalize(s);
 }

@@ -68,14 +68,18 @@ CREATE TABLE IF NOT EXISTS heap_stats (
   PRIMARY KEY (session, heap)
 ) WITHOUT ROWID;
 
+-- One timeline point per heap and interval: the state at t (the last
+-- event of the interval) and the extremes reached within it.
 CREATE TABLE IF NOT EXISTS heap_samples (
-  session INTEGER NOT NULL,
-  heap    INTEGER NOT NULL,
-  t       INTEGER NOT NULL,
-  used    INTEGER NOT NULL,
-  free    INTEGER NOT NULL,
-  largest INTEGER NOT NULL,
-  nfree   INTEGER NOT NULL
+  session   INTEGER NOT NULL,
+  heap      INTEGER NOT NULL,
+  t         INTEGER NOT NULL,
+  used      INTEGER NOT NULL,
+  peak_used INTEGER NOT NULL,
+  free      INTEGER NOT NULL,
+  min_free  INTEGER NOT NULL,
+  largest   INTEGER NOT NULL,
+  nfree     INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS heap_samples_by_session ON heap_samples(session, heap, t);
 
