@@ -1,5 +1,6 @@
 /* chunk.c - the store's chunk format, see chunk.h. */
 #include "chunk.h"
+#include "ht_event.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -7,39 +8,24 @@
 
 #define HTD_ZSTD_LEVEL 3 /* measured: level 1 gains little on event data */
 
-static size_t varint_at(uint8_t *out, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    out[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  out[n++] = (uint8_t)v;
-  return n;
-}
-
-static void store_le(uint8_t *at, uint64_t v, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    at[i] = (uint8_t)(v >> (8 * i));
-}
-
 size_t htd_chunk_head(uint8_t *out, uint32_t stream, uint64_t first_seq,
                       const ht_evstate_t *st) {
-  store_le(out, stream, 4);
-  store_le(out + 4, first_seq, 8);
-  store_le(out + 12, 0, 4);
+  ht__store_le(out, stream, 4);
+  ht__store_le(out + 4, first_seq, 8);
+  ht__store_le(out + 12, 0, 4);
   size_t n = HT_PROTO_EVENTS_HDR;
-  n += varint_at(out + n, st->time_ns);
-  n += varint_at(out + n, st->ptr);
-  n += varint_at(out + n, ht_zigzag(st->cur_bytes));
-  n += varint_at(out + n, ht_zigzag(st->cur_blocks));
-  n += varint_at(out + n, st->total_bytes);
-  n += varint_at(out + n, st->site);
-  n += varint_at(out + n, st->heap);
-  n += varint_at(out + n, st->caps);
+  n += ht__varint_put(out + n, st->time_ns);
+  n += ht__varint_put(out + n, st->ptr);
+  n += ht__varint_put(out + n, ht_zigzag(st->cur_bytes));
+  n += ht__varint_put(out + n, ht_zigzag(st->cur_blocks));
+  n += ht__varint_put(out + n, st->total_bytes);
+  n += ht__varint_put(out + n, st->site);
+  n += ht__varint_put(out + n, st->heap);
+  n += ht__varint_put(out + n, st->caps);
   return n;
 }
 
-void htd_chunk_set_count(uint8_t *chunk, uint32_t count) { store_le(chunk + 12, count, 4); }
+void htd_chunk_set_count(uint8_t *chunk, uint32_t count) { ht__store_le(chunk + 12, count, 4); }
 
 static int open_raw(const uint8_t *p, size_t len, int with_state, ht_evreader_t *r,
                     ht_evstate_t *st) {

@@ -504,10 +504,49 @@ static cJSON *cmd_leaks(sqlite3 *db, const cJSON *req) {
  * stats
  * ==================================================================== */
 
-static int site_bytes_desc(const void *x, const void *y) {
-  const htq_site_t *const *a = x, *const *b = y;
-  return (*a)->bytes < (*b)->bytes ? 1 : (*a)->bytes > (*b)->bytes ? -1 : 0;
+typedef enum { TOP_BYTES, TOP_COUNT, TOP_TEMPORARY } top_by_t;
+static _Thread_local top_by_t top_key;
+
+static uint64_t top_value(const htq_site_t *s) {
+  return top_key == TOP_BYTES ? s->bytes : top_key == TOP_COUNT ? s->allocs : s->temporary;
 }
+
+static int top_cmp(const void *x, const void *y) {
+  const htq_site_t *const *a = x, *const *b = y;
+  uint64_t va = top_value(*a), vb = top_value(*b);
+  return va < vb ? 1 : va > vb ? -1 : 0;
+}
+
+/* The sites that allocated, hottest first by key, at most limit of them
+ * (with --by temporary, only sites that had temporaries). NULL on OOM. */
+static cJSON *sites_json(htq_model_t *m, top_by_t by, size_t limit) {
+  const htq_site_t **order = malloc((m->nsites ? m->nsites : 1) * sizeof *order);
+  if (!order)
+    return NULL;
+  size_t n = 0;
+  for (size_t i = 0; i < m->nsites; i++)
+    if (m->sites[i].allocs && (by != TOP_TEMPORARY || m->sites[i].temporary))
+      order[n++] = &m->sites[i];
+  top_key = by;
+  qsort(order, n, sizeof *order, top_cmp);
+  cJSON *list = cJSON_CreateArray();
+  for (size_t i = 0; i < n && i < limit; i++) {
+    const htq_site_t *s = order[i];
+    cJSON *o = cJSON_CreateObject();
+    add_site(o, s, s->id);
+    cJSON_AddNumberToObject(o, "allocations", (double)s->allocs);
+    cJSON_AddNumberToObject(o, "frees", (double)s->frees);
+    cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
+    cJSON_AddNumberToObject(o, "live_blocks", (double)s->live_blocks);
+    cJSON_AddNumberToObject(o, "live_bytes", (double)s->live_bytes);
+    cJSON_AddNumberToObject(o, "peak_live_bytes", (double)s->peak_live);
+    cJSON_AddNumberToObject(o, "temporary", (double)s->temporary);
+    cJSON_AddItemToArray(list, o);
+  }
+  free(order);
+  return list;
+}
+
 
 static cJSON *types_json(htq_model_t *m) {
   cJSON *types = cJSON_CreateArray();
@@ -597,28 +636,9 @@ static cJSON *stats_result(ctx_t *c, size_t max_sites) {
     cJSON_AddItemToArray(heaps, o);
   }
   cJSON_AddItemToObject(r, "types", types_json(m));
-  const htq_site_t **order = malloc((m->nsites ? m->nsites : 1) * sizeof *order);
-  size_t n = 0;
-  for (size_t i = 0; order && i < m->nsites; i++)
-    if (m->sites[i].allocs)
-      order[n++] = &m->sites[i];
-  if (order)
-    qsort(order, n, sizeof *order, site_bytes_desc);
-  cJSON *sites = cJSON_AddArrayToObject(r, "sites");
-  for (size_t i = 0; i < n && i < max_sites; i++) {
-    const htq_site_t *s = order[i];
-    cJSON *o = cJSON_CreateObject();
-    add_site(o, s, s->id);
-    cJSON_AddNumberToObject(o, "allocations", (double)s->allocs);
-    cJSON_AddNumberToObject(o, "frees", (double)s->frees);
-    cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
-    cJSON_AddNumberToObject(o, "live_blocks", (double)s->live_blocks);
-    cJSON_AddNumberToObject(o, "live_bytes", (double)s->live_bytes);
-    cJSON_AddNumberToObject(o, "peak_live_bytes", (double)s->peak_live);
-    cJSON_AddNumberToObject(o, "temporary", (double)s->temporary);
-    cJSON_AddItemToArray(sites, o);
-  }
-  free(order);
+  cJSON *sites = sites_json(m, TOP_BYTES, max_sites);
+  if (sites)
+    cJSON_AddItemToObject(r, "sites", sites);
   return r;
 }
 
@@ -789,47 +809,14 @@ static cJSON *cmd_frag(sqlite3 *db, const cJSON *req) {
  * top and timeline
  * ==================================================================== */
 
-typedef enum { TOP_BYTES, TOP_COUNT, TOP_TEMPORARY } top_by_t;
-static _Thread_local top_by_t top_key;
-
-static uint64_t top_value(const htq_site_t *s) {
-  return top_key == TOP_BYTES ? s->bytes : top_key == TOP_COUNT ? s->allocs : s->temporary;
-}
-
-static int top_cmp(const void *x, const void *y) {
-  const htq_site_t *const *a = x, *const *b = y;
-  uint64_t va = top_value(*a), vb = top_value(*b);
-  return va < vb ? 1 : va > vb ? -1 : 0;
-}
-
 static cJSON *top_result(htq_model_t *m, top_by_t by, size_t limit) {
   static const char *const names[] = {"bytes", "count", "temporary"};
-  const htq_site_t **order = malloc((m->nsites ? m->nsites : 1) * sizeof *order);
-  if (!order)
+  cJSON *sites = sites_json(m, by, limit);
+  if (!sites)
     return NULL;
-  size_t n = 0;
-  for (size_t i = 0; i < m->nsites; i++)
-    if (m->sites[i].allocs)
-      order[n++] = &m->sites[i];
-  top_key = by;
-  qsort(order, n, sizeof *order, top_cmp);
   cJSON *r = cJSON_CreateObject();
   cJSON_AddStringToObject(r, "by", names[by]);
-  cJSON *list = cJSON_AddArrayToObject(r, "sites");
-  for (size_t i = 0; i < n && i < limit; i++) {
-    const htq_site_t *s = order[i];
-    if (by == TOP_TEMPORARY && !s->temporary)
-      break;
-    cJSON *o = cJSON_CreateObject();
-    add_site(o, s, s->id);
-    cJSON_AddNumberToObject(o, "allocations", (double)s->allocs);
-    cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
-    cJSON_AddNumberToObject(o, "temporary", (double)s->temporary);
-    cJSON_AddNumberToObject(o, "live_bytes", (double)s->live_bytes);
-    cJSON_AddNumberToObject(o, "peak_live_bytes", (double)s->peak_live);
-    cJSON_AddItemToArray(list, o);
-  }
-  free(order);
+  cJSON_AddItemToObject(r, "sites", sites);
   return r;
 }
 

@@ -1,11 +1,16 @@
-/* ht_event.h - the event encoder, inline: it runs once per allocation in
- * the client, so it is written for that (varints of one or two bytes take
- * a branch-light path). The decoder is in proto.c; the layout is specified
+/* ht_event.h - the event encoder and its byte primitives, inline: it runs
+ * once per allocation in the client, so it is written for that (varints of
+ * one or two bytes take a branch-light path). The decoder is in proto.c; the layout is specified
  * in PROTOCOL.md, "Event encoding". */
 #ifndef HT_EVENT_H
 #define HT_EVENT_H
 
 #include "ht_proto.h"
+
+static inline void ht__store_le(uint8_t *at, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    at[i] = (uint8_t)(v >> (8 * i));
+}
 
 static inline size_t ht__varint_put(uint8_t *out, uint64_t v) {
   if (v < 0x80) {

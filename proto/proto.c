@@ -107,11 +107,6 @@ static uint8_t *reserve(ht_wbuf_t *w, size_t n) {
   return at;
 }
 
-static void store_le(uint8_t *at, uint64_t v, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    at[i] = (uint8_t)(v >> (8 * i));
-}
-
 static uint64_t load_le(const uint8_t *at, size_t n) {
   uint64_t v = 0;
   for (size_t i = 0; i < n; i++)
@@ -128,34 +123,24 @@ void ht_put_u8(ht_wbuf_t *w, uint8_t v) {
 void ht_put_u16(ht_wbuf_t *w, uint16_t v) {
   uint8_t *at = reserve(w, 2);
   if (at)
-    store_le(at, v, 2);
+    ht__store_le(at, v, 2);
 }
 
 void ht_put_u32(ht_wbuf_t *w, uint32_t v) {
   uint8_t *at = reserve(w, 4);
   if (at)
-    store_le(at, v, 4);
+    ht__store_le(at, v, 4);
 }
 
 void ht_put_u64(ht_wbuf_t *w, uint64_t v) {
   uint8_t *at = reserve(w, 8);
   if (at)
-    store_le(at, v, 8);
-}
-
-static size_t varint_at(uint8_t *out, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    out[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  out[n++] = (uint8_t)v;
-  return n;
+    ht__store_le(at, v, 8);
 }
 
 void ht_put_varint(ht_wbuf_t *w, uint64_t v) {
   uint8_t tmp[10];
-  size_t n = varint_at(tmp, v);
+  size_t n = ht__varint_put(tmp, v);
   uint8_t *at = reserve(w, n);
   if (at)
     memcpy(at, tmp, n);
@@ -305,7 +290,7 @@ static void close_frame(ht_wbuf_t *w, size_t at) {
     w->overflow = 1;
     return;
   }
-  store_le(w->p + at, body, 4);
+  ht__store_le(w->p + at, body, 4);
 }
 
 /* ======================================================================
@@ -461,11 +446,11 @@ int ht_proto_decode_end(const uint8_t *p, size_t n, ht_end_rec_t *out) {
 
 void ht_proto_events_head(uint8_t out[HT_PROTO_EVENTS_HEAD], uint32_t stream,
                           uint64_t first_seq, uint32_t count, size_t data_len) {
-  store_le(out, HT_PROTO_EVENTS_HEAD - HT_PROTO_FRAME_PREFIX + data_len, 4);
+  ht__store_le(out, HT_PROTO_EVENTS_HEAD - HT_PROTO_FRAME_PREFIX + data_len, 4);
   out[4] = HT_REC_EVENTS;
-  store_le(out + 5, stream, 4);
-  store_le(out + 9, first_seq, 8);
-  store_le(out + 17, count, 4);
+  ht__store_le(out + 5, stream, 4);
+  ht__store_le(out + 9, first_seq, 8);
+  ht__store_le(out + 17, count, 4);
 }
 
 int ht_proto_events_begin(ht_evreader_t *r, const uint8_t *p, size_t n) {
