@@ -1,0 +1,477 @@
+/* caps.h - what the capability-heap files of libheaptrace share.
+ *
+ * Data model. A heap is a region of caller memory with up to three
+ * capability masks (registry.c), managed by TLSF (tlsf.c), whose control
+ * structure lives at the start of the region. Every block a caps heap hands
+ * out is laid out like this (addresses grow to the right):
+ *
+ *   [TLSF hdr 16][pad L-32][ht_blk_t 32][user bytes: size][tail 4][slack]
+ *   ^ block start ^ TLSF payload P        ^ ptr = P + L
+ *
+ * L, the lead, is 32, or the alignment of an aligned allocation above 32
+ * (then P is aligned too, and P's first word carries the same tag as the
+ * header so that a walk finds the header). The tail canary follows the
+ * requested bytes directly, so the smallest overrun hits it. A block's
+ * usable bytes are TLSF's usable size minus L minus 4: the bytes the block
+ * holds for its caller, slack included. Its footprint in the heap is
+ * usable + L + 20 (= usable + HT_CAPS_BLOCK_OVERHEAD when L is 32).
+ *
+ * Call flow. A public entry point describes the call in an ht_call_t (site,
+ * type, API name), serves it (caps.c for regions, sysheap.c for glibc),
+ * and commits exactly one successful transaction with ht__commit()
+ * (account.c: statistics, then the event) or reports one failure with
+ * ht__fail() (callbacks.c). A caps heap commits while holding its lock so
+ * that the heap's events are in the heap's real order. User callbacks run
+ * last, in ht__deliver(), with no lock held.
+ *
+ * Lock order: registry -> heap -> accounting sites -> types -> typed set
+ * shard -> thread list; transport locks (sites.c, transport.c) come after
+ * all of these. No two heap locks are ever held together.
+ */
+#ifndef HT_CAPS_H
+#define HT_CAPS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "client.h"
+#include "tlsf.h"
+
+/* ---- block layout (poison.c) ---- */
+#define HT_BLK_BYTES 32           /* header before the user's bytes */
+#define HT_BLK_TAIL 4             /* tail canary after them */
+#define HT_BLK_LEAD_LOG2 5        /* log2 of the normal lead (32) */
+#define HT_BLK_TAG 0x48424c00u    /* "HBL" + log2(lead) in the low byte */
+#define HT_CANARY_HEAD 0xABBA1234u /* ESP-IDF's light-poisoning patterns */
+#define HT_CANARY_TAIL 0xBAAD5678u
+#define HT_CANARY_FREED 0xDEADF4EEu /* head canary of a block given back */
+
+_Static_assert(HT_BLK_BYTES + HT_BLK_TAIL + HT_TLSF_BLOCK_OVERHEAD == HT_CAPS_BLOCK_OVERHEAD,
+               "the public overhead constant must match the layout");
+
+typedef struct {
+  uint32_t tag;      /* HT_BLK_TAG | log2(lead) */
+  uint32_t check;    /* hash of tag, size, site, caps, type: a damaged header shows */
+  uint64_t size;     /* bytes requested */
+  uint32_t site;     /* accounting site of the last (re)allocation */
+  uint32_t caps;     /* caps requested */
+  uint16_t type;     /* type index, 0 = untyped */
+  uint16_t reserved; /* zero */
+  uint32_t canary;   /* HT_CANARY_HEAD, right before the user's bytes */
+} ht_blk_t;
+
+_Static_assert(sizeof(ht_blk_t) == HT_BLK_BYTES, "block header is 32 bytes");
+
+/* What ht__blk_verify() found wrong (bits). */
+enum { HT_BLK_OK = 0, HT_BLK_BAD_HEADER = 1, HT_BLK_BAD_HEAD = 2, HT_BLK_BAD_TAIL = 4 };
+
+/* ---- heaps (registry.c) ---- */
+struct ht_heap {
+  pthread_mutex_t lock;
+  ht_tlsf_t *tlsf;
+  uint32_t id;                    /* 1.. */
+  uint32_t caps[HT_CAPS_PRIOS];
+  uint32_t all_caps;              /* caps[0] | caps[1] | caps[2] */
+  uintptr_t start, end;           /* the region as registered */
+  uintptr_t area, area_end;       /* what blocks tile: first TLSF header .. sentinel */
+  size_t total;                   /* free bytes of the empty heap */
+  char name[HT_HEAP_NAME_MAX + 1];
+  /* Guarded by lock. */
+  size_t used;         /* usable bytes of live blocks */
+  size_t min_free;     /* lifetime minimum of free bytes */
+  size_t win_min_free; /* low-water window minimum */
+};
+typedef struct ht_heap ht_heap_t;
+
+extern ht_heap_t ht__heaps[HT_HEAP_MAX];
+extern _Atomic unsigned ht__heap_count;
+extern _Atomic int ht__window_open;
+
+/* Regions published so far; entries [0, n) are immutable but for the
+ * fields under their lock. */
+static inline unsigned ht__nheaps(void) {
+  return atomic_load_explicit(&ht__heap_count, memory_order_acquire);
+}
+
+/* 1 if the union of h's masks holds every bit of caps. */
+static inline int ht__heap_has(const ht_heap_t *h, uint32_t caps) {
+  return (h->all_caps & caps) == caps;
+}
+
+/* The region whose block area contains p, or NULL (system heap, foreign). */
+ht_heap_t *ht__heap_of(const void *p);
+
+/* Registers (once) fork handlers that take every allocator lock in the
+ * lock order before fork() and release them after, in parent and child,
+ * so that a child never inherits a lock some other thread held. Call it
+ * after ht__transport_init(): prepare handlers run in reverse order of
+ * registration, and ours must take the heap locks before the transport's
+ * take its io lock. */
+void ht__fork_guard(void);
+
+/* Takes (1) or releases (0) the accounting site lock, the type locks and
+ * the thread-list lock: the fork handlers' helpers. */
+void ht__acct_sites_hold(int hold);
+void ht__types_hold(int hold);
+void ht__acct_list_hold(int hold);
+
+/* Current free bytes of h. Called with h->lock. */
+size_t ht__heap_free_locked(const ht_heap_t *h);
+
+/* Lowers h's minima to its current free bytes. Called with h->lock. */
+void ht__heap_low_water(ht_heap_t *h);
+
+/* ---- types and typed system-heap blocks (typed.c) ---- */
+#define HT_TYPE_MAX 1024 /* type names; index 0 is "untyped" */
+
+/* Interns a type name by content. Returns 1.., 0 for NULL or a full table. */
+uint16_t ht__type_intern(const char *name);
+
+/* Name of type idx, NULL for 0 or a bad index. */
+const char *ht__type_name(uint16_t idx);
+
+/* Applies a transaction to type idx's statistics. */
+void ht__type_account(uint16_t idx, int64_t dbytes, int64_t dblocks, uint64_t grown);
+
+/* Live typed blocks of the system heap (an address -> type map, since
+ * glibc blocks have no header). */
+extern _Atomic long ht__typed_live;
+int ht__typed_put(const void *p, uint32_t site, uint16_t type);
+uint16_t ht__typed_take(const void *p);
+uint16_t ht__typed_peek(const void *p);
+
+/* Copies the statistics of up to cap types into out; returns how many. */
+uint32_t ht__type_snapshot(ht_type_stats_t *out, uint32_t cap);
+
+/* Replaces every type's statistics with in[0..n) (names interned as given:
+ * they must stay valid); types not in it are zeroed. */
+void ht__type_restore(const ht_type_stats_t *in, uint32_t n);
+
+/* ---- one call (every file) ---- */
+#define HT_SITE_UNSET UINT32_MAX
+
+typedef struct {
+  const char *file, *func;
+  int line;
+  const char *type; /* type name: HT_NEW's, or a realloc'd block's */
+  const char *api;  /* public entry point, for the failed-alloc hook */
+  uint32_t site;    /* accounting site, HT_SITE_UNSET until needed */
+  uint16_t type_idx;
+} ht_call_t;
+
+/* Interns a typed call's site and type (ht__call_init's slow half). */
+void ht__call_typed(ht_call_t *c);
+
+/* Fills c for a call. A typed call's site is interned at once (it carries
+ * the type index); an untyped one's only when an allocation needs it. */
+static inline void ht__call_init(ht_call_t *c, const char *api, const char *file, int line,
+                                 const char *func, const char *type) {
+  c->file = file;
+  c->func = func;
+  c->line = line;
+  c->type = type;
+  c->api = api;
+  c->site = HT_SITE_UNSET;
+  c->type_idx = 0;
+  if (HT_UNLIKELY(type != NULL))
+    ht__call_typed(c);
+}
+
+/* Sets c's type (a realloc keeps the block's type) and re-interns its site. */
+void ht__call_set_type(ht_call_t *c, uint16_t type_idx);
+
+/* ---- accounting (account.c) ---- */
+#define HT_ACCT_SITES 4096 /* accounting sites; index 0 is "unknown" */
+
+typedef struct {
+  const char *file, *func, *type;
+  int line;
+  uint16_t type_idx;
+} ht_site_info_t;
+
+/* Returns the accounting index of a call site (1..), 0 when the table is
+ * full. Interns by content: equal strings at other addresses meet. */
+uint32_t ht__acct_site(const char *file, int line, const char *func, const char *type);
+
+/* c's accounting site, interned on first use. */
+static inline uint32_t ht__call_site(ht_call_t *c) {
+  if (HT_UNLIKELY(c->site == HT_SITE_UNSET))
+    c->site = ht__acct_site(c->file, c->line, c->func, c->type);
+  return c->site;
+}
+
+/* Index of an interned site, 0 if it is not interned. Never adds. */
+uint32_t ht__acct_site_find(const char *file, int line, const char *func, const char *type);
+
+/* Copies site idx into *out. Returns 0, or HT_ENOTFOUND for a bad index. */
+int ht__acct_site_info(uint32_t idx, ht_site_info_t *out);
+
+/* Number of accounting sites interned (indices 1..n-1 are valid). */
+uint32_t ht__acct_site_count(void);
+
+/* The calling thread's accounting: counters only its owner writes (relaxed
+ * atomic stores: plain moves, but no tearing and visible to TSan), the
+ * alloc callback's pending note, and a link in the list that readers sum
+ * over. Initial-exec TLS: no __tls_get_addr on the hot path. */
+enum { HT_TLS_NEW = 0, HT_TLS_LIVE = 1, HT_TLS_GONE = 2 };
+
+#define HT_TLS_CACHE 128 /* per-thread direct-mapped site cache */
+
+/* The part of a thread's accounting too big for static TLS (mmap'd). */
+typedef struct ht_tls_sites {
+  struct {
+    const char *file, *func, *type;
+    int line;
+    uint32_t idx;
+  } cache[HT_TLS_CACHE];
+  _Atomic uint64_t calls[HT_ACCT_SITES];
+  _Atomic uint64_t bytes[HT_ACCT_SITES];
+} ht_tls_sites_t;
+
+typedef struct ht_tls {
+  _Atomic int64_t cur_bytes, cur_blocks;
+  _Atomic uint64_t total_bytes, allocs, frees, reallocs, failures;
+  ht_tls_sites_t *sites; /* site cache and per-site counts, mmap'd */
+  int state;
+  int armed, in_cb, in_hook; /* callbacks.c */
+  uint32_t note_op;
+  int64_t note_bytes;
+  const ht_call_t *note_call;
+  struct ht_tls *next, *prev;
+} ht_tls_t;
+
+extern __thread ht_tls_t ht__tls __attribute__((tls_model("initial-exec")));
+extern _Atomic(ht_alloc_callback_t) ht__alloc_cb;
+
+#define HT_BUMP(field, d)                                                                       \
+  atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (d),    \
+                        memory_order_relaxed)
+
+/* Links the thread's block into the list (first transaction of a thread;
+ * also starts the transport once per process). Returns 1 when ht__tls is
+ * live, 0 when the thread is exiting. */
+int ht__tls_join(void);
+
+/* Counts a transaction of a thread that is exiting (global atomics). */
+void ht__account_late(uint32_t op, int64_t dbytes, int64_t dblocks);
+
+/* The cache slot of a call site. */
+static inline unsigned ht__site_slot(const char *file, int line, const char *func,
+                                     const char *type) {
+  uintptr_t k = (uintptr_t)file ^ ((uintptr_t)func >> 4) ^ ((uintptr_t)type >> 8) ^
+                ((uintptr_t)line * 0x9e3779b1u);
+  return (unsigned)((k ^ (k >> 13)) & (HT_TLS_CACHE - 1));
+}
+
+/* Counts an allocating call at its site: the thread's cache answers the
+ * site index without a lock almost always. */
+static inline void ht__site_count(ht_tls_t *t, ht_call_t *c, uint64_t grown) {
+  ht_tls_sites_t *ts = t->sites;
+  if (HT_UNLIKELY(ts == NULL))
+    return;
+  if (c->site == HT_SITE_UNSET) {
+    unsigned slot = ht__site_slot(c->file, c->line, c->func, c->type);
+    if (HT_LIKELY(ts->cache[slot].idx != 0 && ts->cache[slot].file == c->file &&
+                  ts->cache[slot].line == c->line && ts->cache[slot].func == c->func &&
+                  ts->cache[slot].type == c->type))
+      c->site = ts->cache[slot].idx;
+    else
+      ht__call_site(c);
+  }
+  HT_BUMP(ts->calls[c->site], 1);
+  HT_BUMP(ts->bytes[c->site], grown);
+}
+
+/* Accounts one successful transaction: thread counters, per-site (calls
+ * that allocate) and per-type statistics, and the alloc callback's note.
+ * dbytes/dblocks: change of live usable bytes/blocks; type: the block's. */
+static inline __attribute__((always_inline)) void
+ht__account(ht_call_t *c, uint32_t op, uint16_t type, int64_t dbytes, int64_t dblocks) {
+  ht_tls_t *t = &ht__tls;
+  uint64_t grown = dbytes > 0 ? (uint64_t)dbytes : 0;
+  if (HT_LIKELY(t->state == HT_TLS_LIVE || ht__tls_join())) {
+    HT_BUMP(t->cur_bytes, dbytes);
+    HT_BUMP(t->cur_blocks, dblocks);
+    HT_BUMP(t->total_bytes, grown);
+    if (op == HT_OP_FREE)
+      HT_BUMP(t->frees, 1);
+    else if (op == HT_OP_REALLOC)
+      HT_BUMP(t->reallocs, 1);
+    else
+      HT_BUMP(t->allocs, 1);
+    if (op != HT_OP_FREE)
+      ht__site_count(t, c, grown);
+  } else {
+    ht__account_late(op, dbytes, dblocks);
+  }
+  if (HT_UNLIKELY(type != 0))
+    ht__type_account(type, dbytes, dblocks, grown);
+  if (HT_UNLIKELY(atomic_load_explicit(&ht__alloc_cb, memory_order_relaxed) != NULL)) {
+    t->armed = 1;
+    t->note_op = op;
+    t->note_bytes = dbytes;
+    t->note_call = c;
+  }
+}
+
+/* A transaction as its event tells it. */
+typedef struct {
+  uint32_t op, heap, caps;
+  const void *ptr, *old_ptr;
+  uint64_t size, usable, old_usable, align;
+} ht_txn_t;
+
+/* 1 while events are streamed (the transport is started by the first
+ * transaction of the process, in ht__tls_join). */
+static inline int ht__tracing_on(void) {
+  return atomic_load_explicit(&ht__tracing, memory_order_relaxed);
+}
+
+/* Appends a filled event when tracing (used for failures). */
+void ht__trace(const ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks);
+
+/* Records one successful transaction: the accounting, then (tracing) its
+ * one event. A caps heap calls it with its lock held. */
+static inline __attribute__((always_inline)) void
+ht__commit(ht_call_t *c, const ht_txn_t *x, uint16_t type, int64_t dbytes, int64_t dblocks) {
+  ht__account(c, x->op, type, dbytes, dblocks);
+  if (HT_UNLIKELY(ht__tracing_on())) {
+    /* Built here, inlined, field by field: the transaction's fields stay
+     * scalars (no struct round trip, no store-forwarding stall) and no
+     * `= {0}` rep stos; a field added to the event later starts at 0.
+     * ht__trace fills time, site and running totals; the stream fills
+     * seq and stream. */
+    ht_event_t ev;
+#define HT__EV_ZERO(type_, name) ev.name = 0;
+    HT_EVENT_FIELDS(HT__EV_ZERO)
+#undef HT__EV_ZERO
+    ev.op = x->op;
+    ev.heap = x->heap;
+    ev.caps = x->caps;
+    ev.ptr = (uintptr_t)x->ptr;
+    ev.old_ptr = (uintptr_t)x->old_ptr;
+    ev.size = x->size;
+    ev.usable = x->usable;
+    ev.old_usable = x->old_usable;
+    ev.align = x->align;
+    ht__trace(c, &ev, dbytes, dblocks);
+  }
+}
+
+/* Counts one failure in the thread's counters. */
+void ht__acct_failure(void);
+
+/* Per-site totals, summed over threads: calls[i], bytes[i] for i < n. */
+void ht__acct_site_totals(uint64_t *calls, uint64_t *bytes, uint32_t n);
+
+/* Replaces the process counters and per-site totals (state.c). Sites with
+ * index >= n are zeroed. */
+void ht__acct_restore(const ht_totals_t *t, const uint64_t *calls, const uint64_t *bytes,
+                      uint32_t n);
+
+/* ---- callbacks (callbacks.c) ---- */
+
+/* Calls the alloc callback for the noted transaction. */
+void ht__deliver_slow(void);
+
+/* Every public entry point calls this last, with no lock held: the alloc
+ * callback runs for the transaction ht__account() noted, if any. */
+static inline void ht__deliver(void) {
+  if (HT_UNLIKELY(ht__tls.armed))
+    ht__deliver_slow();
+}
+
+/* Reports a failed call: counts it, sends its HT_OP_FAILED event, calls
+ * the failed-alloc hook. No lock may be held. */
+void ht__fail(ht_call_t *c, uint32_t op, const void *old_ptr, size_t size, uint32_t caps,
+              size_t align);
+
+/* ---- caps heap operations (caps.c) used by sysheap.c and typed.c ---- */
+
+/* 1 when ht_caps_malloc_extmem_enable() routes plain allocations. */
+int ht__extmem_on(void);
+
+/* Plain allocation through the extmem routing (op MALLOC/CALLOC). */
+void *ht__default_alloc(ht_call_t *c, uint32_t op, size_t size, int zero);
+
+/* Plain realloc of any block through the extmem routing. */
+void *ht__default_realloc(ht_call_t *c, void *ptr, size_t size);
+
+/* Frees a block of region h (event, then release). */
+void ht__heap_free_block(ht_call_t *c, ht_heap_t *h, void *ptr);
+
+/* realloc of ptr (not NULL) to size (not 0) with caps, ESP-IDF's way: in
+ * its own heap when that heap has caps (in place if it can), else moved to
+ * a heap that has them. NULL without reporting; ptr is then untouched. */
+void *ht__caps_realloc_core(ht_call_t *c, void *ptr, size_t size, uint32_t caps);
+
+/* Serves a caps allocation (regions by priority, then the system heap);
+ * NULL without reporting, the caller reports. */
+void *ht__caps_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, uint32_t caps,
+                     int zero);
+
+/* ---- system heap (sysheap.c) ---- */
+
+/* glibc allocation, committed with caps (typed blocks enter the typed set).
+ * NULL without reporting. align 0 = natural. */
+void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int zero,
+                    uint32_t caps);
+
+/* glibc free of ptr, committed. */
+void ht__sys_free(ht_call_t *c, void *ptr, uint32_t caps);
+
+/* glibc realloc of a system-heap block (size > 0), committed. NULL without
+ * reporting; ptr is then untouched. */
+void *ht__sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps);
+
+/* Moves a block of another heap into a new glibc block: allocates size
+ * bytes, copies `copy` bytes from old, commits one REALLOC event from old
+ * (old_usable) typed `type`. The caller frees old afterwards. NULL without
+ * reporting. */
+void *ht__sys_take_over(ht_call_t *c, const void *old, size_t copy, size_t old_usable,
+                        uint16_t type, size_t size, uint32_t caps);
+
+/* malloc_usable_size() of a glibc block. */
+size_t ht__sys_usable(void *p);
+
+/* ---- poisoning (poison.c) ---- */
+
+/* Writes the header and both canaries of a block whose user bytes start at
+ * ptr (lead 1 << lead_log2 past the TLSF payload). */
+void ht__blk_init(void *ptr, size_t size, uint32_t site, uint32_t caps, uint16_t type,
+                  unsigned lead_log2);
+
+/* The header of the block at ptr. */
+static inline ht_blk_t *ht__blk(void *ptr) { return (ht_blk_t *)((char *)ptr - HT_BLK_BYTES); }
+
+/* Lead (bytes from TLSF payload to ptr) the header records. */
+static inline size_t ht__blk_lead(const ht_blk_t *b) { return (size_t)1 << (b->tag & 0x3f); }
+
+/* Usable bytes of the intact block at ptr. */
+size_t ht__blk_usable(void *ptr);
+
+/* Checks the header and canaries of the block at ptr; returns HT_BLK_* bits. */
+int ht__blk_verify(void *ptr);
+
+/* Finds the user pointer of the used TLSF block at payload P (usable U),
+ * from the tag at P. Returns NULL when the tag is damaged. */
+void *ht__blk_from_payload(void *payload, size_t tlsf_usable);
+
+/* Writes one line on stderr about the damaged block at ptr in heap h:
+ * what is damaged, its address, size and allocation site. who names the
+ * caller ("free", "check_integrity"). */
+void ht__blk_report(const ht_heap_t *h, void *ptr, int bad, const char *who);
+
+/* Re-seals a block after its size (and caps) changed in place. */
+void ht__blk_resize(void *ptr, size_t size, uint32_t site, uint32_t caps);
+
+/* Marks a block given back (so that a double free shows). */
+void ht__blk_retire(void *ptr);
+
+/* ---- heap walks (capsinfo.c) ---- */
+
+/* Fills *out for h. Called with h->lock. */
+void ht__heap_info_locked(const ht_heap_t *h, ht_heap_info_t *out);
+
+#endif /* HT_CAPS_H */
