@@ -91,11 +91,10 @@ static const htq_tnode_t *first(const htq_tnode_t *t) {
   return t;
 }
 
-void htq_heapmodel_init(htq_heapmodel_t *m, uint64_t start, uint64_t size, uint64_t pre,
-                        uint64_t post, uint64_t pre_free) {
+void htq_heapmodel_init(htq_heapmodel_t *m, uint64_t start, uint64_t size, uint64_t post,
+                        uint64_t pre_free) {
   m->area_start = start;
   m->area_end = start + size;
-  m->pre = pre;
   m->post = post;
   m->pre_free = pre_free;
   m->root = NULL;
@@ -117,9 +116,9 @@ void htq_heapmodel_free(htq_heapmodel_t *m) {
   m->root = NULL;
 }
 
-int htq_heapmodel_add(htq_heapmodel_t *m, uint64_t ptr, uint64_t usable) {
-  uint64_t start = ptr - m->pre, end = ptr + usable + m->post;
-  if (ptr < m->pre || start < m->area_start || end > m->area_end || end <= start) {
+int htq_heapmodel_add(htq_heapmodel_t *m, uint64_t ptr, uint64_t usable, uint64_t pre) {
+  uint64_t start = ptr - pre, end = ptr + usable + m->post;
+  if (ptr < pre || start < m->area_start || end > m->area_end || end <= start) {
     m->overlaps++;
     return -1;
   }

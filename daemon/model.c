@@ -7,12 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Block layout of libclient's caps heaps (docs/allocator.md): the TLSF
- * header sits before each block; free blocks have the same header. The
- * usable size an event reports covers the rest of the block. */
-#define HTQ_CAPS_PRE 16
-#define HTQ_CAPS_POST 0
-#define HTQ_CAPS_FREE_HDR 16
+/* Block layout of libclient's caps heaps (docs/allocator.md, "Rebuilding a
+ * heap's free space"): a block starts L + 16 bytes before its pointer (the
+ * TLSF header, then a lead of L = 32, or the alignment of an aligned
+ * allocation above 32) and ends 4 bytes after its usable bytes (the tail
+ * canary); a free block has the 16-byte TLSF header. */
+#define HTQ_CAPS_TLSF_HDR 16
+#define HTQ_CAPS_LEAD 32
+#define HTQ_CAPS_POST 4
+
+static uint64_t block_pre(const ht_event_t *ev) {
+  uint64_t lead = ev->op == HT_OP_ALIGNED && ev->align > HTQ_CAPS_LEAD ? ev->align : HTQ_CAPS_LEAD;
+  return HTQ_CAPS_TLSF_HDR + lead;
+}
 
 /* ======================================================================
  * Loading sites and heaps
@@ -121,9 +128,8 @@ static int load_heaps(htq_model_t *m, sqlite3 *db, int64_t session) {
       h->caps[i] = (uint32_t)sqlite3_column_int64(s, 2 + i);
     h->start = (uint64_t)sqlite3_column_int64(s, 5);
     h->size = (uint64_t)sqlite3_column_int64(s, 6);
-    h->bounded = h->size > HTQ_CAPS_FREE_HDR;
-    htq_heapmodel_init(&h->hm, h->start, h->size, HTQ_CAPS_PRE, HTQ_CAPS_POST,
-                       HTQ_CAPS_FREE_HDR);
+    h->bounded = h->size > HTQ_CAPS_TLSF_HDR;
+    htq_heapmodel_init(&h->hm, h->start, h->size, HTQ_CAPS_POST, HTQ_CAPS_TLSF_HDR);
     htq_heapmodel_view(&h->hm, &h->now);
     h->capacity = h->now.free_bytes;
     h->min_free = h->now.free_bytes;
@@ -361,7 +367,7 @@ static void block_new(htq_model_t *m, const ht_event_t *ev) {
     h->peak_used = h->used;
     h->peak_time = ev->time_ns;
   }
-  if (h->bounded && htq_heapmodel_add(&h->hm, ev->ptr, ev->usable) == 0)
+  if (h->bounded && htq_heapmodel_add(&h->hm, ev->ptr, ev->usable, block_pre(ev)) == 0)
     heap_changed(m, hi, ev->time_ns);
   h->touched = 1;
   if (m->cur_bytes > m->peak_bytes && in_window(m, ev->time_ns)) {
@@ -396,11 +402,19 @@ int htq_model_event(const ht_event_t *ev, void *model) {
     break;
   case HT_OP_REALLOC:
     m->reallocs++;
-    if (htq_livemap_take(&m->live, ev->old_ptr, &old))
-      block_gone(m, &old, ev->time_ns);
-    else
+    if (!htq_livemap_take(&m->live, ev->old_ptr, &old)) {
       m->unmatched++;
-    block_new(m, ev);
+      block_new(m, ev);
+    } else if (ev->ptr == ev->old_ptr) {
+      block_gone(m, &old, ev->time_ns); /* resized in place */
+      block_new(m, ev);
+    } else {
+      /* A moving realloc holds both blocks for a moment (the new one is
+       * allocated before the old one goes back): that moment is a real
+       * peak, or a real low-water mark. */
+      block_new(m, ev);
+      block_gone(m, &old, ev->time_ns);
+    }
     st->last_alloc = ev->ptr;
     break;
   case HT_OP_FREE:
