@@ -251,27 +251,41 @@ static void push_sample(htq_heap_t *h) {
   h->has_pending = 0;
 }
 
-/* Called once per event for each heap the event touched, after the event
- * is complete (a realloc's two halves are one state change). */
-static void sample(htq_heap_t *h, uint64_t t) {
-  if (h->has_pending && t - h->pending_start >= h->sample_ns)
-    push_sample(h);
+/* Every change of a heap within an event: the extremes of the interval
+ * being gathered see intermediate states too (a moving realloc holds
+ * both blocks for a moment). */
+static void note_change(htq_heap_t *h, uint64_t t) {
+  htq_sample_t *p = &h->pending;
   if (!h->has_pending) {
     h->pending_start = t;
-    h->pending.peak_used = h->used;
-    h->pending.min_free = h->now.free_bytes;
+    p->peak_used = h->used;
+    p->min_free = h->now.free_bytes;
     h->has_pending = 1;
   }
+  if (h->used > p->peak_used)
+    p->peak_used = h->used;
+  if (h->now.free_bytes < p->min_free)
+    p->min_free = h->now.free_bytes;
+  h->touched = 1;
+}
+
+/* After an event, for each heap it touched: the interval's last state. */
+static void sample(htq_heap_t *h, uint64_t t) {
   htq_sample_t *p = &h->pending;
   p->t = t;
   p->used = h->used;
   p->free = h->now.free_bytes;
   p->largest = h->now.largest_free;
   p->nfree = h->now.free_blocks;
-  if (h->used > p->peak_used)
-    p->peak_used = h->used;
-  if (h->now.free_bytes < p->min_free)
-    p->min_free = h->now.free_bytes;
+}
+
+/* Before an event at t: intervals that have run their length are points. */
+static void close_intervals(htq_model_t *m, uint64_t t) {
+  for (size_t i = 0; i < m->nheaps; i++) {
+    htq_heap_t *h = &m->heaps[i];
+    if (h->has_pending && t - h->pending_start >= h->sample_ns)
+      push_sample(h);
+  }
 }
 
 /* After a bounded heap changed: minima, worst fragmentation, caps sums. */
@@ -329,7 +343,7 @@ static void block_gone(htq_model_t *m, const htq_block_t *b, uint64_t t) {
   }
   if (h->bounded && htq_heapmodel_remove(&h->hm, b->ptr) == 0)
     heap_changed(m, hi, t);
-  h->touched = 1;
+  note_change(h, t);
 }
 
 static void block_new(htq_model_t *m, const ht_event_t *ev) {
@@ -369,7 +383,7 @@ static void block_new(htq_model_t *m, const ht_event_t *ev) {
   }
   if (h->bounded && htq_heapmodel_add(&h->hm, ev->ptr, ev->usable, block_pre(ev)) == 0)
     heap_changed(m, hi, ev->time_ns);
-  h->touched = 1;
+  note_change(h, ev->time_ns);
   if (m->cur_bytes > m->peak_bytes && in_window(m, ev->time_ns)) {
     m->peak_bytes = m->cur_bytes;
     m->peak_blocks = m->cur_blocks;
@@ -382,6 +396,7 @@ int htq_model_event(const ht_event_t *ev, void *model) {
   htq_block_t old;
   if (m->events++ == 0)
     m->first_time = ev->time_ns;
+  close_intervals(m, ev->time_ns);
   m->last_time = ev->time_ns;
   htq_stream_t *st = stream_of(m, ev->stream);
   if (!st) {

@@ -125,8 +125,10 @@ Test(e2e_leaky, stats_match_what_the_program_did) {
   cr_assert(eq(dbl, num(j, "events"), 103 + 100 + 51));
   cr_assert(eq(dbl, num(j, "current_blocks"), 3));
   cr_assert(eq(dbl, num(j, "current_bytes"), 4164));
-  /* The churn never holds more than 800 + 128 bytes; the peak is the end. */
-  cr_assert(eq(dbl, num(j, "peak_bytes"), 4164));
+  /* The churn never holds more than 800 + 128 + 400 bytes; the peak is the
+   * moving realloc of grow_log, when its 1000-byte and 4000-byte blocks
+   * are both live beside the other two leaks. */
+  cr_assert(eq(dbl, num(j, "peak_bytes"), 100 + 64 + 1000 + 4000));
   double churn = 0;
   for (int i = 1; i <= 50; i++)
     churn += i * 8 + 4 * 32 + i * 16;
@@ -144,7 +146,7 @@ Test(e2e_leaky, stats_table_shows_the_counts) {
             r.out);
   cr_assert(eq(int, e2e_count_lines(r.out, "current bytes                    4164"), 1), "%s",
             r.out);
-  cr_assert(eq(int, e2e_count_lines(r.out, "peak bytes                       4164"), 1), "%s",
+  cr_assert(eq(int, e2e_count_lines(r.out, "peak bytes                       5164"), 1), "%s",
             r.out);
   cr_assert(eq(int, e2e_count_lines(r.out, "client totals agree"), 1), "%s", r.out);
   e2e_result_free(&r);

@@ -858,8 +858,9 @@ Test(e2e_schemas, caps_mask_of_one_heap_has_that_heaps_low_water_mark) {
   check_masks_of_one_heap(window);
 }
 
-/* The timeline shows the state after each event: at the heap's peak it
- * shows the peak, at its low-water mark the minimum. */
+/* A timeline point holds the extremes of its interval: the point of the
+ * heap's peak shows the peak (here reached inside a moving realloc, when
+ * both blocks are live), the point of its low-water mark the minimum. */
 Test(e2e_schemas, timeline_shows_the_peak_and_the_low_water_mark) {
   bounded_session();
   const char *stats[] = {"stats", "-s", "3", "--json", NULL};
@@ -876,15 +877,15 @@ Test(e2e_schemas, timeline_shows_the_peak_and_the_low_water_mark) {
       at_min = p;
   }
   cr_assert(at_peak != NULL, "no timeline point at the peak (%.6f ms)", num(hs, "peak_at_ms"));
-  cr_assert(eq(dbl, num(at_peak, "used_bytes"), num(hs, "peak_used_bytes")),
-            "the timeline point at %.6f ms (a realloc) shows %.0f bytes used; stats says the "
-            "peak, %.0f, was reached then",
-            num(at_peak, "t_ms"), num(at_peak, "used_bytes"), num(hs, "peak_used_bytes"));
+  cr_assert(eq(dbl, num(at_peak, "peak_used_bytes"), num(hs, "peak_used_bytes")),
+            "the timeline point at %.6f ms (a realloc) shows a peak of %.0f bytes used; stats "
+            "says the peak, %.0f, was reached then",
+            num(at_peak, "t_ms"), num(at_peak, "peak_used_bytes"), num(hs, "peak_used_bytes"));
   cr_assert(at_min != NULL, "no timeline point at the low-water mark");
-  cr_assert(eq(dbl, num(at_min, "free_bytes"), num(hl, "minimum_free_bytes")),
+  cr_assert(eq(dbl, num(at_min, "min_free_bytes"), num(hl, "minimum_free_bytes")),
             "the timeline point at %.6f ms shows %.0f bytes free; lwm says the minimum, %.0f, "
             "was reached then",
-            num(at_min, "t_ms"), num(at_min, "free_bytes"), num(hl, "minimum_free_bytes"));
+            num(at_min, "t_ms"), num(at_min, "min_free_bytes"), num(hl, "minimum_free_bytes"));
   cJSON_Delete(js);
   cJSON_Delete(jl);
   cJSON_Delete(jt);
