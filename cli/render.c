@@ -160,8 +160,8 @@ static void render_stats(FILE *out, const cJSON *r) {
 static void render_lwm(FILE *out, const cJSON *r) {
   session_line(out, r);
   const cJSON *heaps = cJSON_GetObjectItemCaseSensitive(r, "heaps"), *h;
-  fprintf(out, "%-4s %-16s %-30s %12s %12s %12s %12s\n", "HEAP", "NAME", "CAPS", "SIZE", "FREE NOW",
-          "MIN FREE", "AT (ms)");
+  fprintf(out, "%-4s %-16s %-30s %12s %12s %12s %12s\n", "HEAP", "NAME", "CAPS", "CAPACITY",
+          "FREE NOW", "MIN FREE", "AT (ms)");
   cJSON_ArrayForEach(h, heaps) {
     char name[64];
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(h, "bounded")))
@@ -194,16 +194,20 @@ static void render_frag(FILE *out, const cJSON *r) {
     fprintf(out, "no caps heaps in this session: the system heap has no bounds to measure\n");
     return;
   }
-  fprintf(out, "%-4s %-16s %12s %12s %8s %6s   %-8s %12s %12s %8s %10s\n", "HEAP", "NAME",
+  fprintf(out, "%-4s %-16s %12s %12s %8s %6s  %7s %12s %12s %8s %10s\n", "HEAP", "NAME",
           "FREE", "LARGEST", "BLOCKS", "FRAG", "WORST", "FREE", "LARGEST", "BLOCKS", "AT (ms)");
   cJSON_ArrayForEach(h, heaps) {
     char name[64];
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(h, "worst");
-    fprintf(out, "%-4.0f %-16s %12.0f %12.0f %8.0f %5.1f%%   %-7.1f%% %12.0f %12.0f %8.0f %10.3f\n",
-            num(h, "heap"), clean(str(h, "name"), name, 17), num(h, "free_bytes"),
-            num(h, "largest_free_block"), num(h, "free_blocks"), 100 * num(h, "fragmentation"),
-            100 * num(w, "fragmentation"), num(w, "free_bytes"), num(w, "largest_free_block"),
-            num(w, "free_blocks"), num(w, "at_ms"));
+    fprintf(out, "%-4.0f %-16s %12.0f %12.0f %8.0f %5.1f%%  ", num(h, "heap"),
+            clean(str(h, "name"), name, 17), num(h, "free_bytes"), num(h, "largest_free_block"),
+            num(h, "free_blocks"), 100 * num(h, "fragmentation"));
+    if (num(w, "fragmentation") > 0)
+      fprintf(out, "%6.1f%% %12.0f %12.0f %8.0f %10.3f\n", 100 * num(w, "fragmentation"),
+              num(w, "free_bytes"), num(w, "largest_free_block"), num(w, "free_blocks"),
+              num(w, "at_ms"));
+    else
+      fprintf(out, "%7s %12s %12s %8s %10s\n", "never", "-", "-", "-", "-");
   }
   fprintf(out, "(FRAG = 1 - largest free block / free bytes)\n");
 }
