@@ -256,12 +256,15 @@ void ht__call_set_type(ht_call_t *c, uint16_t type_idx) {
  * Events
  * ==================================================================== */
 
-void ht__trace(const ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks) {
+void ht__trace(ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks) {
   ht_stream_t *s = ht__stream_get();
   if (!s || !atomic_load_explicit(&ht__tracing, memory_order_relaxed))
     return;
+  /* The event and the SITE record it may need go to one connection. */
+  ht__stream_begin(s);
   ev->time_ns = ht__now_ns();
-  ev->site = ht__site_id(s, c->file, c->line, c->func, c->type);
+  uint32_t idx = ht__call_site(c);
+  ev->site = idx ? ht__wire_site(s, idx) : ht__site_id(s, c->file, c->line, c->func, c->type);
   s->cur_bytes += dbytes;
   s->cur_blocks += dblocks;
   s->total_bytes += dbytes > 0 ? (uint64_t)dbytes : 0;

@@ -251,7 +251,7 @@ static void refuse_free(ht_call_t *c, void *ptr) {
     ht_event_t ev = {0};
     ev.op = HT_OP_FAILED;
     ev.failed_op = HT_OP_FREE;
-    ev.old_ptr = (uintptr_t)ptr;
+    ev.ptr = (uintptr_t)ptr; /* the block whose free was refused */
     ht__trace(c, &ev, 0, 0);
   }
 }

@@ -183,6 +183,7 @@ void ht__call_set_type(ht_call_t *c, uint16_t type_idx);
 
 /* ---- accounting (account.c) ---- */
 #define HT_ACCT_SITES 4096 /* accounting sites; index 0 is "unknown" */
+_Static_assert(HT_ACCT_SITES == HT_WIRE_ACCT_SITES, "wire ids of accounting sites");
 
 typedef struct {
   const char *file, *func, *type;
@@ -329,7 +330,7 @@ static inline int ht__tracing_on(void) {
 }
 
 /* Appends a filled event when tracing (used for failures). */
-void ht__trace(const ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks);
+void ht__trace(ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks);
 
 /* Records one successful transaction: the accounting, then (tracing) its
  * one event. A caps heap calls it with its lock held. */

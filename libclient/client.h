@@ -55,7 +55,7 @@ void ht__warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- per-thread stream (stream.c) ---- */
 #define HT_RING_BYTES (256u * 1024u) /* power of two, below HT_PROTO_MAX_FRAME */
-#define HT_SITE_CACHE 256            /* per-thread direct-mapped site cache */
+#define HT_SITE_CACHE 64             /* per-thread cache of sites past the accounting table */
 
 typedef struct ht_stream {
   /* Owned by the writing thread. */
@@ -70,7 +70,7 @@ typedef struct ht_stream {
   struct {
     const char *file, *func, *type;
     int line;
-    uint32_t id;
+    void *entry; /* sites.c's table entry */
   } sites[HT_SITE_CACHE];
   /* Written by the thread, read by the shipping side. */
   _Alignas(64) _Atomic uint64_t commit; /* low 32: head, high 32: seq (both mod 2^32) */
@@ -128,11 +128,48 @@ ht_stream_t *ht__transport_take_streams(void);
 /* Nudges the flusher: a ring is filling up. */
 void ht__transport_kick(void);
 
-/* ---- call sites (sites.c) ---- */
-/* Returns the interned id of a call site (1..), sending its SITE record the
- * first time; 0 when the site table is full or tracing is off. */
+/* Writes one whole record on the current connection; *epoch gets the
+ * connection epoch it went to (0 if there is no connection). */
+int ht__transport_send_record_epoch(const uint8_t *buf, size_t len, uint32_t *epoch);
+
+/* ---- heap regions (registry.c), announced on every new connection ---- */
+unsigned ht__heap_regions(void);
+/* Encodes the HEAP record of region i; returns its length or 0. */
+size_t ht__heap_record(unsigned i, uint8_t *buf, size_t cap);
+
+/* ---- call sites on the wire (sites.c) ----
+ * The wire id of a site is its accounting index (account.c), 1 to
+ * HT_WIRE_ACCT_SITES - 1; sites past the accounting table get ids from a
+ * table of their own, above. A SITE record is sent once per connection,
+ * before the first event of that connection that names the site. */
+#define HT_WIRE_ACCT_SITES 4096 /* = HT_ACCT_SITES */
+
+/* Makes sure accounting site idx is known on the stream's connection. */
+void ht__site_send_slow(ht_stream_t *s, uint32_t idx);
+extern _Atomic uint32_t ht__site_sent[HT_WIRE_ACCT_SITES];
+
+static inline uint32_t ht__wire_site(ht_stream_t *s, uint32_t idx) {
+  if (HT_UNLIKELY(idx >= HT_WIRE_ACCT_SITES))
+    return 0;
+  if (HT_UNLIKELY(atomic_load_explicit(&ht__site_sent[idx], memory_order_relaxed) !=
+                  s->epoch_seen))
+    ht__site_send_slow(s, idx);
+  return idx;
+}
+
+/* For sites the accounting table could not hold: a wire id above
+ * HT_WIRE_ACCT_SITES, interned by content; 0 when this table is full too. */
 uint32_t ht__site_id(ht_stream_t *s, const char *file, int line, const char *func,
                      const char *type);
+
+/* Brings the stream into the current connection epoch before an event is
+ * built (site records and the event must belong to the same connection). */
+void ht__stream_restart(ht_stream_t *s, uint32_t epoch);
+static inline void ht__stream_begin(ht_stream_t *s) {
+  uint32_t epoch = atomic_load_explicit(&s->epoch, memory_order_relaxed);
+  if (HT_UNLIKELY(epoch != s->epoch_seen))
+    ht__stream_restart(s, epoch);
+}
 
 /* ---- clock ---- */
 uint64_t ht__now_ns(void);

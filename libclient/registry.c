@@ -93,20 +93,34 @@ static void locate_area(ht_heap_t *h) {
   h->area_end = h->area + HT_TLSF_BLOCK_OVERHEAD + h->total;
 }
 
-/* Sends the HEAP record: start/size describe the block area, which used
- * and free blocks (each with its 16-byte TLSF header) tile exactly. */
+/* Encodes h's HEAP record: start/size describe the block area, which used
+ * and free blocks (each with its 16-byte TLSF header) tile exactly.
+ * Returns its length, 0 if it does not fit. */
+static size_t heap_record(const ht_heap_t *h, uint8_t *buf, size_t cap) {
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, cap);
+  ht_heap_rec_t rec = {h->id, {h->caps[0], h->caps[1], h->caps[2]}, h->area,
+                       h->area_end - h->area, ht_str(h->name)};
+  ht_proto_put_heap(&w, &rec);
+  return w.overflow ? 0 : w.len;
+}
+
+size_t ht__heap_record(unsigned i, uint8_t *buf, size_t cap) {
+  return i < ht__nheaps() ? heap_record(&ht__heaps[i], buf, cap) : 0;
+}
+
+unsigned ht__heap_regions(void) { return ht__nheaps(); }
+
+/* Announces a new region on the current connection (every new connection
+ * announces all regions again, see transport.c). */
 static void announce(const ht_heap_t *h) {
   ht__transport_init();
   if (!atomic_load_explicit(&ht__tracing, memory_order_relaxed))
     return;
   uint8_t buf[128];
-  ht_wbuf_t w;
-  ht_wbuf_init(&w, buf, sizeof buf);
-  ht_heap_rec_t rec = {h->id, {h->caps[0], h->caps[1], h->caps[2]}, h->area,
-                       h->area_end - h->area, ht_str(h->name)};
-  ht_proto_put_heap(&w, &rec);
-  if (!w.overflow)
-    ht__transport_send_record(buf, w.len);
+  size_t len = heap_record(h, buf, sizeof buf);
+  if (len)
+    ht__transport_send_record(buf, len);
 }
 
 /* Fills and publishes entry n. Called with reg_lock. Returns 0 or HT_ESIZE. */

@@ -1,19 +1,56 @@
-/* sites.c - interning of call sites.
+/* sites.c - call sites on the wire.
  *
- * A call site (file, line, function, type name) gets a small id the first
- * time it is seen; its SITE record is sent to the daemon right then, before
- * the event that names it is committed, so the daemon always knows a site
- * before it meets it. Each thread keeps a direct-mapped cache keyed by the
- * string pointers the macros pass (stable per call site), so the common
- * case is a few compares and no lock. A miss looks the site up by content
- * in a global open-addressing table in mmap'd memory, under a mutex.
+ * A site's wire id is its accounting index (account.c interns every call
+ * site by content): the event carries it, and the SITE record with the
+ * site's strings goes to the daemon once per connection, before the first
+ * event of that connection naming it -- ht__site_sent[idx] holds the
+ * connection epoch it was last sent in, so the common case is one load.
+ * A new connection (reconnect, fork child) is a new epoch: every site is
+ * sent again as it is used.
+ *
+ * Sites past the accounting table's capacity get ids from a table here,
+ * above HT_WIRE_ACCT_SITES, interned by content under a mutex, with a
+ * per-thread cache keyed by the string pointers the macros pass.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 
+#include "caps.h"
 #include "client.h"
+
+_Atomic uint32_t ht__site_sent[HT_WIRE_ACCT_SITES];
+
+/* Encodes and sends one SITE record; returns the epoch it went to (0 when
+ * there is no connection). */
+static uint32_t send_site(uint32_t id, const char *file, int line, const char *func,
+                          const char *type) {
+  /* Three strings of at most HT_PROTO_MAX_STRING plus small fields. */
+  uint8_t buf[3 * (HT_PROTO_MAX_STRING + 2) + 64];
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, sizeof buf);
+  ht_site_rec_t rec = {id, line > 0 ? (uint32_t)line : 0, ht_str(file), ht_str(func),
+                       ht_str(type)};
+  ht_proto_put_site(&w, &rec);
+  uint32_t epoch = 0;
+  ht__transport_send_record_epoch(buf, w.len, &epoch);
+  return epoch;
+}
+
+void ht__site_send_slow(ht_stream_t *s, uint32_t idx) {
+  (void)s;
+  ht_site_info_t si;
+  if (ht__acct_site_info(idx, &si) != 0)
+    return;
+  uint32_t epoch = send_site(idx, si.file, si.line, si.func, si.type);
+  if (epoch)
+    atomic_store_explicit(&ht__site_sent[idx], epoch, memory_order_relaxed);
+}
+
+/* ======================================================================
+ * Sites past the accounting table
+ * ==================================================================== */
 
 #define HT_SITE_TABLE (1u << 16) /* power of two; at most 3/4 used */
 #define HT_SITE_MAX (HT_SITE_TABLE / 4 * 3)
@@ -23,6 +60,7 @@ typedef struct {
   int line;
   uint32_t id;
   uint64_t hash;
+  _Atomic uint32_t sent; /* epoch the SITE record last went to */
 } site_slot_t;
 
 static pthread_mutex_t site_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -41,26 +79,14 @@ static int same_str(const char *a, const char *b) {
   return a && b && strcmp(a, b) == 0;
 }
 
-static void send_site(uint32_t id, const char *file, int line, const char *func,
-                      const char *type) {
-  /* Three strings of at most HT_PROTO_MAX_STRING plus small fields. */
-  static uint8_t buf[3 * (HT_PROTO_MAX_STRING + 2) + 64];
-  ht_wbuf_t w;
-  ht_wbuf_init(&w, buf, sizeof buf);
-  ht_site_rec_t rec = {id, line > 0 ? (uint32_t)line : 0, ht_str(file), ht_str(func),
-                       ht_str(type)};
-  ht_proto_put_site(&w, &rec);
-  ht__transport_send_record(buf, w.len);
-}
-
 /* Global lookup by content; interns on miss. Called with site_lock. */
-static uint32_t intern_locked(const char *file, int line, const char *func,
-                              const char *type) {
+static site_slot_t *intern_locked(const char *file, int line, const char *func,
+                                  const char *type) {
   if (!table) {
     void *m = mmap(NULL, HT_SITE_TABLE * sizeof(site_slot_t), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
-      return 0;
+      return NULL;
     table = m;
   }
   uint64_t h = hash_str(hash_str(hash_str(0xcbf29ce484222325ull ^ (uint64_t)line, file), func), type);
@@ -68,14 +94,18 @@ static uint32_t intern_locked(const char *file, int line, const char *func,
     site_slot_t *e = &table[i];
     if (e->id == 0) {
       if (site_count >= HT_SITE_MAX)
-        return 0;
-      *e = (site_slot_t){file, func, type, line, ++site_count, h};
-      send_site(e->id, file, line, func, type);
-      return e->id;
+        return NULL;
+      e->file = file;
+      e->func = func;
+      e->type = type;
+      e->line = line;
+      e->hash = h;
+      e->id = HT_WIRE_ACCT_SITES + ++site_count;
+      return e;
     }
     if (e->hash == h && e->line == line && same_str(e->file, file) &&
         same_str(e->func, func) && same_str(e->type, type))
-      return e->id;
+      return e;
   }
 }
 
@@ -84,19 +114,24 @@ uint32_t ht__site_id(ht_stream_t *s, const char *file, int line, const char *fun
   uintptr_t k = (uintptr_t)file ^ ((uintptr_t)func >> 4) ^ ((uintptr_t)type >> 8) ^
                 ((uintptr_t)line * 0x9e3779b1u);
   unsigned slot = (unsigned)((k ^ (k >> 11)) & (HT_SITE_CACHE - 1));
-  if (HT_LIKELY(s->sites[slot].id != 0 && s->sites[slot].file == file &&
-                s->sites[slot].line == line && s->sites[slot].func == func &&
-                s->sites[slot].type == type))
-    return s->sites[slot].id;
-  pthread_mutex_lock(&site_lock);
-  uint32_t id = intern_locked(file, line, func, type);
-  pthread_mutex_unlock(&site_lock);
-  if (id) {
+  site_slot_t *e = (site_slot_t *)s->sites[slot].entry;
+  if (!e || s->sites[slot].file != file || s->sites[slot].line != line ||
+      s->sites[slot].func != func || s->sites[slot].type != type) {
+    pthread_mutex_lock(&site_lock);
+    e = intern_locked(file, line, func, type);
+    pthread_mutex_unlock(&site_lock);
+    if (!e)
+      return 0;
     s->sites[slot].file = file;
     s->sites[slot].func = func;
     s->sites[slot].type = type;
     s->sites[slot].line = line;
-    s->sites[slot].id = id;
+    s->sites[slot].entry = e;
   }
-  return id;
+  if (atomic_load_explicit(&e->sent, memory_order_relaxed) != s->epoch_seen) {
+    uint32_t epoch = send_site(e->id, file, line, func, type);
+    if (epoch)
+      atomic_store_explicit(&e->sent, epoch, memory_order_relaxed);
+  }
+  return e->id;
 }

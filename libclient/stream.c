@@ -89,7 +89,7 @@ ht_stream_t *ht__stream_get(void) {
 
 /* A new connection epoch: the next event starts a fresh delta state and
  * sequence; tell the shipping side where (release: after these stores). */
-static void restart_epoch(ht_stream_t *s, uint32_t epoch) {
+void ht__stream_restart(ht_stream_t *s, uint32_t epoch) {
   atomic_store_explicit(&s->restart_head, s->head, memory_order_relaxed);
   atomic_store_explicit(&s->restart_seq, s->seq, memory_order_relaxed);
   memset(&s->enc, 0, sizeof s->enc);
@@ -118,9 +118,6 @@ static int wait_for_room(ht_stream_t *s, int drop) {
 }
 
 void ht__stream_append(ht_stream_t *s, ht_event_t *ev) {
-  uint32_t epoch = atomic_load_explicit(&s->epoch, memory_order_relaxed);
-  if (HT_UNLIKELY(epoch != s->epoch_seen))
-    restart_epoch(s, epoch);
   if (HT_UNLIKELY(HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES)) {
     s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
     if (HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES &&

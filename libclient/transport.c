@@ -121,11 +121,17 @@ static int write_buf(const void *buf, size_t len) {
   return write_all(&iov, 1);
 }
 
-int ht__transport_send_record(const uint8_t *buf, size_t len) {
+int ht__transport_send_record_epoch(const uint8_t *buf, size_t len, uint32_t *epoch) {
   pthread_mutex_lock(&io_lock);
   int rc = write_buf(buf, len);
+  *epoch = rc == 0 && sock_fd >= 0 ? conn_epoch : 0;
   pthread_mutex_unlock(&io_lock);
   return rc;
+}
+
+int ht__transport_send_record(const uint8_t *buf, size_t len) {
+  uint32_t epoch;
+  return ht__transport_send_record_epoch(buf, len, &epoch);
 }
 
 static void send_lost(uint32_t stream, uint64_t first_seq, uint64_t count, uint8_t why) {
@@ -314,6 +320,19 @@ static int send_hello(void) {
   return write_buf(buf, w.len);
 }
 
+/* A new connection is a new session: it learns every registered region
+ * again. io_lock held. */
+static int announce_heaps(void) {
+  unsigned n = ht__heap_regions();
+  for (unsigned i = 0; i < n; i++) {
+    uint8_t buf[HT_PROTO_MAX_STRING + 128];
+    size_t len = ht__heap_record(i, buf, sizeof buf);
+    if (len && write_buf(buf, len) != 0)
+      return -1;
+  }
+  return 0;
+}
+
 /* Connects and shakes hands; a new epoch begins. io_lock held. Returns 0
  * or a negative errno. */
 static int connect_daemon(void) {
@@ -330,7 +349,7 @@ static int connect_daemon(void) {
     return -err;
   }
   sock_fd = fd;
-  if (send_hello() != 0) {
+  if (send_hello() != 0 || announce_heaps() != 0) {
     if (sock_fd >= 0)
       close(sock_fd);
     sock_fd = -1;

@@ -482,7 +482,7 @@ static int valid_op(uint32_t op, uint32_t failed_op) {
   if (op < 1 || op > HT_OP_MAX)
     return 0;
   if (op == HT_OP_FAILED)
-    return failed_op >= HT_OP_MALLOC && failed_op <= HT_OP_ALIGNED;
+    return failed_op >= HT_OP_MALLOC && failed_op <= HT_OP_FREE;
   return failed_op == 0;
 }
 

@@ -141,6 +141,16 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
   cr_assert(gt(dbl, lost, 0));
   cr_assert(eq(dbl, stored + lost, (double)e2e_field(r.out, "events")), "stored %.0f lost %.0f",
             stored, lost);
+  /* The new session was told the call sites again: its leaks name them. */
+  char id[16];
+  snprintf(id, sizeof id, "%.0f", num(second, "id"));
+  cJSON *l = query("leaks", "-s", id);
+  const cJSON *g = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "groups"), 0);
+  cr_assert(g != NULL);
+  cr_assert(eq(str, cJSON_GetObjectItem(g, "file")->valuestring,
+               "tests/programs/threads_client.c"));
+  cr_assert(eq(dbl, num(cJSON_GetObjectItem(l, "total"), "blocks"), 2));
+  cJSON_Delete(l);
   cJSON_Delete(ss);
   e2e_result_free(&r);
 }
