@@ -156,7 +156,7 @@ static void fuzz_events(const uint8_t *p, size_t n, ht_evstate_t states[STREAM_S
     CHECK(got < r.hdr.count);
     CHECK(ev.seq == r.hdr.first_seq + got && ev.stream == r.hdr.stream);
     CHECK(ev.op >= HT_OP_MALLOC && ev.op <= HT_OP_MAX);
-    CHECK(ev.op == HT_OP_FAILED ? ev.failed_op >= HT_OP_MALLOC && ev.failed_op <= HT_OP_ALIGNED
+    CHECK(ev.op == HT_OP_FAILED ? ev.failed_op >= HT_OP_MALLOC && ev.failed_op <= HT_OP_FREE
                                 : ev.failed_op == 0);
     CHECK(st->ptr == ev.ptr && st->time_ns == ev.time_ns);
     got++;
