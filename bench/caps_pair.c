@@ -96,8 +96,8 @@ int main(void) {
     return 1;
   }
   printf("malloc/free pair, ns (tracing off); ratio = x glibc\n");
-  printf("%-14s %8s %10s %7s %10s %7s\n", "workload", "glibc", "ht_malloc", "ratio",
-         "ht_caps", "ratio");
+  printf("%-14s %8s %10s %7s %10s %7s\n", "workload", "glibc", "ht_malloc", "ratio", "ht_caps",
+         "ratio");
   for (size_t size = 16; size <= 4096; size *= 2) {
     double g = pair(GLIBC, size), s = pair(HT_SYSTEM, size), c = pair(HT_CAPS, size);
     printf("pair %-9zu %8.1f %10.1f %6.2fx %10.1f %6.2fx\n", size, g, s, s / g, c, c / g);

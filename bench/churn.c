@@ -72,7 +72,9 @@ static inline uint64_t next_rand(uint64_t *state) {
   return x * 0x2545f4914f6cdd1dull;
 }
 
-static inline void touch(void *p, uint64_t r) { *(volatile unsigned char *)p = (unsigned char)r; }
+static inline void touch(void *p, uint64_t r) {
+  *(volatile unsigned char *)p = (unsigned char)r;
+}
 
 /* The loop, specialised for each mode by the constant `traced` (the
  * function is inlined into its two callers below). */
@@ -84,9 +86,10 @@ static inline __attribute__((always_inline)) void churn_loop(worker_t *w, void *
   uint64_t mallocs = 0, frees = 0, reallocs = 0;
   for (uint64_t i = 0; i < w->ops; i++) {
     uint64_t r = next_rand(&state);
-    unsigned slot = (unsigned)(r >> 52) & (CHURN_SLOTS - 1u);      /* top bits */
-    size_t size = CHURN_MIN_SIZE + (size_t)((r & 0xffffffffu) % (CHURN_MAX_SIZE - CHURN_MIN_SIZE + 1u));
-    unsigned pick = (unsigned)((r >> 32) & 0xfffff) % 3u;           /* 0: realloc */
+    unsigned slot = (unsigned)(r >> 52) & (CHURN_SLOTS - 1u); /* top bits */
+    size_t size =
+        CHURN_MIN_SIZE + (size_t)((r & 0xffffffffu) % (CHURN_MAX_SIZE - CHURN_MIN_SIZE + 1u));
+    unsigned pick = (unsigned)((r >> 32) & 0xfffff) % 3u; /* 0: realloc */
     void *p = slots[slot];
     if (!p) {
       p = traced ? ht_malloc(size) : malloc(size);
@@ -152,11 +155,12 @@ static void *worker_main(void *arg) {
 }
 
 static void usage(FILE *to) {
-  fprintf(to, "usage: churn [--threads T] [--ops N] [--seed S] [--mode traced|plain]\n"
-              "  --threads T  worker threads (default 2)\n"
-              "  --ops N      operations per thread (default 2000000)\n"
-              "  --seed S     random seed (default 1)\n"
-              "  --mode M     traced: ht_malloc/ht_realloc/ht_free; plain: glibc (default traced)\n");
+  fprintf(to,
+          "usage: churn [--threads T] [--ops N] [--seed S] [--mode traced|plain]\n"
+          "  --threads T  worker threads (default 2)\n"
+          "  --ops N      operations per thread (default 2000000)\n"
+          "  --seed S     random seed (default 1)\n"
+          "  --mode M     traced: ht_malloc/ht_realloc/ht_free; plain: glibc (default traced)\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -257,8 +261,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "churn: an allocation failed\n");
     return 1;
   }
-  printf("churn: mode=%s threads=%" PRIu64 " ops=%" PRIu64 " events=%" PRIu64
-         " mallocs=%" PRIu64 " frees=%" PRIu64 " reallocs=%" PRIu64 " seconds=%.6f\n",
+  printf("churn: mode=%s threads=%" PRIu64 " ops=%" PRIu64 " events=%" PRIu64 " mallocs=%" PRIu64
+         " frees=%" PRIu64 " reallocs=%" PRIu64 " seconds=%.6f\n",
          traced ? "traced" : "plain", threads, ops, mallocs + frees + reallocs, mallocs, frees,
          reallocs, t1 - t0);
   fflush(stdout);

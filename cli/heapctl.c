@@ -118,10 +118,9 @@ static double parse_count(const char *opt, const char *v) {
 /* Parses a caps mask: a number (0x1006) or names joined by '|'
  * (DEFAULT|8BIT). Exits with a message if it is neither. */
 static double parse_caps(const char *v) {
-  static const char *const names[] = {"EXEC",   "32BIT",    "8BIT",    "DMA",       "PID2",
-                                      "PID3",   "PID4",     "PID5",    "PID6",      "PID7",
-                                      "SPIRAM", "INTERNAL", "DEFAULT", "IRAM_8BIT", "RETENTION",
-                                      "RTCRAM"};
+  static const char *const names[] = {
+      "EXEC", "32BIT", "8BIT",   "DMA",      "PID2",    "PID3",      "PID4",      "PID5",
+      "PID6", "PID7",  "SPIRAM", "INTERNAL", "DEFAULT", "IRAM_8BIT", "RETENTION", "RTCRAM"};
   char *end;
   errno = 0;
   unsigned long n = strtoul(v, &end, 0);
@@ -130,15 +129,16 @@ static double parse_caps(const char *v) {
   uint32_t mask = 0;
   char buf[256];
   snprintf(buf, sizeof buf, "%s", v);
-  for (char *save = NULL, *tok = strtok_r(buf, "|", &save); tok;
-       tok = strtok_r(NULL, "|", &save)) {
+  for (char *save = NULL, *tok = strtok_r(buf, "|", &save); tok; tok = strtok_r(NULL, "|", &save)) {
     const char *name = strncasecmp(tok, "MALLOC_CAP_", 11) == 0 ? tok + 11 : tok;
     size_t i = 0;
     while (i < sizeof names / sizeof *names && strcasecmp(name, names[i]) != 0)
       i++;
     if (i == sizeof names / sizeof *names) {
-      fprintf(stderr, "heapctl: --caps: '%s' is not a capability (EXEC, 32BIT, 8BIT, DMA, "
-                      "SPIRAM, INTERNAL, DEFAULT, ...) nor a number\n", tok);
+      fprintf(stderr,
+              "heapctl: --caps: '%s' is not a capability (EXEC, 32BIT, 8BIT, DMA, "
+              "SPIRAM, INTERNAL, DEFAULT, ...) nor a number\n",
+              tok);
       exit(EXIT_USAGE);
     }
     mask |= 1u << i;
@@ -155,17 +155,37 @@ static int one_of(const char *v, const char *const *set) {
 
 /* Builds the request of command cmd from its options (argv[0] is cmd). */
 static cJSON *build_request(const command_help_t *cmd, int argc, char **argv, globals_t *g) {
-  enum { O_SESSION = 's', O_OUTPUT = 'o', O_BY = 1000, O_MIN, O_TOP, O_HEAP, O_CAPS, O_SINCE,
-         O_UNTIL, O_LIMIT, O_STEP, O_FROM, O_JSON, O_HELP };
-  static const struct option opts[] = {
-      {"session", required_argument, NULL, O_SESSION}, {"by", required_argument, NULL, O_BY},
-      {"min-bytes", required_argument, NULL, O_MIN},   {"top", required_argument, NULL, O_TOP},
-      {"heap", required_argument, NULL, O_HEAP},       {"caps", required_argument, NULL, O_CAPS},
-      {"since", required_argument, NULL, O_SINCE},     {"until", required_argument, NULL, O_UNTIL},
-      {"limit", required_argument, NULL, O_LIMIT},     {"step", required_argument, NULL, O_STEP},
-      {"from", required_argument, NULL, O_FROM},       {"output", required_argument, NULL, O_OUTPUT},
-      {"json", no_argument, NULL, O_JSON},             {"help", no_argument, NULL, O_HELP},
-      {NULL, 0, NULL, 0}};
+  enum {
+    O_SESSION = 's',
+    O_OUTPUT = 'o',
+    O_BY = 1000,
+    O_MIN,
+    O_TOP,
+    O_HEAP,
+    O_CAPS,
+    O_SINCE,
+    O_UNTIL,
+    O_LIMIT,
+    O_STEP,
+    O_FROM,
+    O_JSON,
+    O_HELP
+  };
+  static const struct option opts[] = {{"session", required_argument, NULL, O_SESSION},
+                                       {"by", required_argument, NULL, O_BY},
+                                       {"min-bytes", required_argument, NULL, O_MIN},
+                                       {"top", required_argument, NULL, O_TOP},
+                                       {"heap", required_argument, NULL, O_HEAP},
+                                       {"caps", required_argument, NULL, O_CAPS},
+                                       {"since", required_argument, NULL, O_SINCE},
+                                       {"until", required_argument, NULL, O_UNTIL},
+                                       {"limit", required_argument, NULL, O_LIMIT},
+                                       {"step", required_argument, NULL, O_STEP},
+                                       {"from", required_argument, NULL, O_FROM},
+                                       {"output", required_argument, NULL, O_OUTPUT},
+                                       {"json", no_argument, NULL, O_JSON},
+                                       {"help", no_argument, NULL, O_HELP},
+                                       {NULL, 0, NULL, 0}};
   static const char *const groups[] = {"site", "type", "caps", "heap", NULL};
   static const char *const tops[] = {"bytes", "count", "temporary", NULL};
   cJSON *req = cJSON_CreateObject();
@@ -186,18 +206,42 @@ static cJSON *build_request(const command_help_t *cmd, int argc, char **argv, gl
         snprintf(flag, sizeof flag, "--%s", p->name);
     }
     switch (o) {
-    case O_SESSION: need = OPT_SESSION, key = "session"; break;
-    case O_BY: need = cmd->opts & OPT_BY_TOP ? OPT_BY_TOP : OPT_BY_GROUP, key = "by"; break;
-    case O_MIN: need = OPT_MIN, key = "min_bytes"; break;
-    case O_TOP: need = OPT_TOP, key = "top"; break;
-    case O_HEAP: need = OPT_HEAP, key = "heap"; break;
-    case O_CAPS: need = OPT_CAPS, key = "caps"; break;
-    case O_SINCE: need = OPT_WINDOW, key = "since_ms"; break;
-    case O_UNTIL: need = OPT_WINDOW, key = "until_ms"; break;
-    case O_LIMIT: need = OPT_LIMIT, key = "limit"; break;
-    case O_STEP: need = OPT_STEP, key = "step_ms"; break;
-    case O_FROM: need = OPT_FROM, key = "from"; break;
-    case O_OUTPUT: need = OPT_OUTPUT; break;
+    case O_SESSION:
+      need = OPT_SESSION, key = "session";
+      break;
+    case O_BY:
+      need = cmd->opts & OPT_BY_TOP ? OPT_BY_TOP : OPT_BY_GROUP, key = "by";
+      break;
+    case O_MIN:
+      need = OPT_MIN, key = "min_bytes";
+      break;
+    case O_TOP:
+      need = OPT_TOP, key = "top";
+      break;
+    case O_HEAP:
+      need = OPT_HEAP, key = "heap";
+      break;
+    case O_CAPS:
+      need = OPT_CAPS, key = "caps";
+      break;
+    case O_SINCE:
+      need = OPT_WINDOW, key = "since_ms";
+      break;
+    case O_UNTIL:
+      need = OPT_WINDOW, key = "until_ms";
+      break;
+    case O_LIMIT:
+      need = OPT_LIMIT, key = "limit";
+      break;
+    case O_STEP:
+      need = OPT_STEP, key = "step_ms";
+      break;
+    case O_FROM:
+      need = OPT_FROM, key = "from";
+      break;
+    case O_OUTPUT:
+      need = OPT_OUTPUT;
+      break;
     case O_JSON:
       g->json = 1;
       continue;
@@ -306,8 +350,8 @@ static cJSON *ask_daemon(const char *path, const cJSON *req) {
     reply = htq_error(EXIT_USAGE, "heaptraced at %s closed the connection without a reply", path);
     goto out;
   }
-  uint32_t body = (uint32_t)rh[0] | (uint32_t)rh[1] << 8 | (uint32_t)rh[2] << 16 |
-                  (uint32_t)rh[3] << 24;
+  uint32_t body =
+      (uint32_t)rh[0] | (uint32_t)rh[1] << 8 | (uint32_t)rh[2] << 16 | (uint32_t)rh[3] << 24;
   if (body < 1 || body > HT_CTL_MAX_REPLY || rh[4] != HT_REC_CTL_REPLY) {
     reply = htq_error(EXIT_USAGE, "heaptraced at %s sent a malformed reply", path);
     goto out;

@@ -51,8 +51,8 @@ static void when(double ms, char *out, size_t cap) {
 
 static void render_sessions(FILE *out, const cJSON *r) {
   const cJSON *list = cJSON_GetObjectItemCaseSensitive(r, "sessions");
-  fprintf(out, "%6s %8s %-20s %-19s %10s %-15s %10s %6s\n", "ID", "PID", "APP", "START",
-          "DURATION", "END", "EVENTS", "LOST");
+  fprintf(out, "%6s %8s %-20s %-19s %10s %-15s %10s %6s\n", "ID", "PID", "APP", "START", "DURATION",
+          "END", "EVENTS", "LOST");
   const cJSON *s;
   cJSON_ArrayForEach(s, list) {
     char app[64], start[32], dur[32];
@@ -62,9 +62,9 @@ static void render_sessions(FILE *out, const cJSON *r) {
       snprintf(dur, sizeof dur, "%.3fs", (end->valuedouble - num(s, "start_ms")) / 1e3);
     else
       snprintf(dur, sizeof dur, "-");
-    fprintf(out, "%6.0f %8.0f %-20s %-19s %10s %-15s %10.0f %6.0f\n", num(s, "id"),
-            num(s, "pid"), clean(str(s, "app"), app, 21), start, dur, str(s, "end_reason"),
-            num(s, "events"), num(s, "lost"));
+    fprintf(out, "%6.0f %8.0f %-20s %-19s %10s %-15s %10.0f %6.0f\n", num(s, "id"), num(s, "pid"),
+            clean(str(s, "app"), app, 21), start, dur, str(s, "end_reason"), num(s, "events"),
+            num(s, "lost"));
   }
 }
 
@@ -118,8 +118,8 @@ static void render_stats(FILE *out, const cJSON *r) {
           cJSON_IsTrue(agree) ? "agree" : "DISAGREE", num(t, "client_usable_bytes"),
           num(t, "client_blocks"), num(t, "daemon_usable_bytes"), num(t, "daemon_blocks"));
   const cJSON *o;
-  fprintf(out, "\n%-4s %-16s %-30s %12s %12s %12s %12s\n", "HEAP", "NAME", "CAPS",
-          "ALLOCATIONS", "IN USE", "PEAK IN USE", "AT (ms)");
+  fprintf(out, "\n%-4s %-16s %-30s %12s %12s %12s %12s\n", "HEAP", "NAME", "CAPS", "ALLOCATIONS",
+          "IN USE", "PEAK IN USE", "AT (ms)");
   cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(r, "heaps")) {
     char name[64];
     fprintf(out, "%-4.0f %-16s %-30s %12.0f %12.0f %12.0f %12.3f\n", num(o, "heap"),
@@ -129,8 +129,8 @@ static void render_stats(FILE *out, const cJSON *r) {
   fprintf(out, "\n%-30s %12s %14s %12s %14s\n", "CAPS REQUESTED", "ALLOCATIONS", "BYTES",
           "LIVE BLOCKS", "LIVE BYTES");
   cJSON_ArrayForEach(o, cJSON_GetObjectItemCaseSensitive(r, "caps")) {
-    fprintf(out, "%-30s %12.0f %14.0f %12.0f %14.0f\n", str(o, "caps_names"),
-            num(o, "allocations"), num(o, "bytes"), num(o, "live_blocks"), num(o, "live_bytes"));
+    fprintf(out, "%-30s %12.0f %14.0f %12.0f %14.0f\n", str(o, "caps_names"), num(o, "allocations"),
+            num(o, "bytes"), num(o, "live_blocks"), num(o, "live_bytes"));
   }
   const cJSON *types = cJSON_GetObjectItemCaseSensitive(r, "types");
   if (cJSON_GetArraySize(types) > 0) {
@@ -139,8 +139,7 @@ static void render_stats(FILE *out, const cJSON *r) {
     cJSON_ArrayForEach(o, types) {
       char type[64];
       fprintf(out, "%-30s %12.0f %14.0f %12.0f %14.0f\n", clean(str(o, "type"), type, 31),
-              num(o, "allocations"), num(o, "bytes"), num(o, "live_blocks"),
-              num(o, "live_bytes"));
+              num(o, "allocations"), num(o, "bytes"), num(o, "live_blocks"), num(o, "live_bytes"));
     }
   }
   const cJSON *sites = cJSON_GetObjectItemCaseSensitive(r, "sites");
@@ -170,8 +169,8 @@ static void render_lwm(FILE *out, const cJSON *r) {
               num(h, "free_bytes"), num(h, "minimum_free_bytes"), num(h, "at_ms"));
     else
       fprintf(out, "%-4.0f %-16s %-30s %12s %12s %12s %12.3f  peak in use %.0f bytes\n",
-              num(h, "heap"), clean(str(h, "name"), name, 17), str(h, "caps_names"), "-", "-",
-              "-", num(h, "at_ms"), num(h, "peak_used_bytes"));
+              num(h, "heap"), clean(str(h, "name"), name, 17), str(h, "caps_names"), "-", "-", "-",
+              num(h, "at_ms"), num(h, "peak_used_bytes"));
   }
   const cJSON *caps = cJSON_GetObjectItemCaseSensitive(r, "caps"), *k;
   if (cJSON_GetArraySize(caps) == 0)
@@ -194,8 +193,8 @@ static void render_frag(FILE *out, const cJSON *r) {
     fprintf(out, "no caps heaps in this session: the system heap has no bounds to measure\n");
     return;
   }
-  fprintf(out, "%-4s %-16s %12s %12s %8s %6s  %7s %12s %12s %8s %10s\n", "HEAP", "NAME",
-          "FREE", "LARGEST", "BLOCKS", "FRAG", "WORST", "FREE", "LARGEST", "BLOCKS", "AT (ms)");
+  fprintf(out, "%-4s %-16s %12s %12s %8s %6s  %7s %12s %12s %8s %10s\n", "HEAP", "NAME", "FREE",
+          "LARGEST", "BLOCKS", "FRAG", "WORST", "FREE", "LARGEST", "BLOCKS", "AT (ms)");
   cJSON_ArrayForEach(h, heaps) {
     char name[64];
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(h, "worst");

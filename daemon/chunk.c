@@ -8,8 +8,7 @@
 
 #define HTD_ZSTD_LEVEL 3 /* measured: level 1 gains little on event data */
 
-size_t htd_chunk_head(uint8_t *out, uint32_t stream, uint64_t first_seq,
-                      const ht_evstate_t *st) {
+size_t htd_chunk_head(uint8_t *out, uint32_t stream, uint64_t first_seq, const ht_evstate_t *st) {
   ht__store_le(out, stream, 4);
   ht__store_le(out + 4, first_seq, 8);
   ht__store_le(out + 12, 0, 4);
@@ -25,7 +24,9 @@ size_t htd_chunk_head(uint8_t *out, uint32_t stream, uint64_t first_seq,
   return n;
 }
 
-void htd_chunk_set_count(uint8_t *chunk, uint32_t count) { ht__store_le(chunk + 12, count, 4); }
+void htd_chunk_set_count(uint8_t *chunk, uint32_t count) {
+  ht__store_le(chunk + 12, count, 4);
+}
 
 static int open_raw(const uint8_t *p, size_t len, int with_state, ht_evreader_t *r,
                     ht_evstate_t *st) {
@@ -52,8 +53,8 @@ static int open_raw(const uint8_t *p, size_t len, int with_state, ht_evreader_t 
   return 0;
 }
 
-int htd_chunk_open(const uint8_t *blob, size_t len, int codec, uint8_t **owned,
-                   ht_evreader_t *r, ht_evstate_t *st) {
+int htd_chunk_open(const uint8_t *blob, size_t len, int codec, uint8_t **owned, ht_evreader_t *r,
+                   ht_evstate_t *st) {
   *owned = NULL;
   if (codec == HTD_CODEC_V1 || codec == HTD_CODEC_RAW)
     return open_raw(blob, len, codec == HTD_CODEC_RAW, r, st);
@@ -72,7 +73,9 @@ int htd_chunk_open(const uint8_t *blob, size_t len, int codec, uint8_t **owned,
   return open_raw(*owned, got, 1, r, st);
 }
 
-size_t htd_chunk_bound(size_t len) { return ZSTD_compressBound(len); }
+size_t htd_chunk_bound(size_t len) {
+  return ZSTD_compressBound(len);
+}
 
 size_t htd_chunk_compress(const uint8_t *in, size_t len, uint8_t *out, size_t cap) {
   size_t n = ZSTD_compress(out, cap, in, len, HTD_ZSTD_LEVEL);

@@ -19,24 +19,23 @@
 
 #include "ht_proto.h"
 
-#define HTD_CODEC_V1 0    /* header, events from a zero state */
-#define HTD_CODEC_RAW 1   /* header, state, events */
-#define HTD_CODEC_ZSTD 2  /* zstd of a CODEC_RAW chunk */
+#define HTD_CODEC_V1 0   /* header, events from a zero state */
+#define HTD_CODEC_RAW 1  /* header, state, events */
+#define HTD_CODEC_ZSTD 2 /* zstd of a CODEC_RAW chunk */
 #define HTD_CHUNK_HEAD_MAX (HT_PROTO_EVENTS_HDR + 8 * 10)
 #define HTD_CHUNK_MAX_RAW (8u << 20) /* decompressed size accepted from the store */
 
 /* Writes the header (count 0) and the state; returns bytes written
  * (at most HTD_CHUNK_HEAD_MAX). */
-size_t htd_chunk_head(uint8_t *out, uint32_t stream, uint64_t first_seq,
-                      const ht_evstate_t *st);
+size_t htd_chunk_head(uint8_t *out, uint32_t stream, uint64_t first_seq, const ht_evstate_t *st);
 /* Sets the count field of a chunk whose head was written by htd_chunk_head. */
 void htd_chunk_set_count(uint8_t *chunk, uint32_t count);
 
 /* Opens a stored chunk for reading: decompresses it if needed (into *owned,
  * which the caller frees) and sets up the reader and the state. Returns 0
  * or an HT_E* code for a damaged chunk. */
-int htd_chunk_open(const uint8_t *blob, size_t len, int codec, uint8_t **owned,
-                   ht_evreader_t *r, ht_evstate_t *st);
+int htd_chunk_open(const uint8_t *blob, size_t len, int codec, uint8_t **owned, ht_evreader_t *r,
+                   ht_evstate_t *st);
 
 /* Compresses a chunk for storage; returns the compressed size, or 0 when it
  * would not be smaller (store it raw). out must hold htd_chunk_bound(len). */

@@ -31,10 +31,10 @@ typedef struct {
 } htq_heapmodel_t;
 
 typedef struct {
-  uint64_t free_bytes;    /* payload bytes in free blocks */
-  uint64_t largest_free;  /* payload of the largest free block */
+  uint64_t free_bytes;   /* payload bytes in free blocks */
+  uint64_t largest_free; /* payload of the largest free block */
   uint64_t free_blocks;
-  uint64_t used_bytes;    /* footprint of live blocks */
+  uint64_t used_bytes; /* footprint of live blocks */
 } htq_heapview_t;
 
 void htq_heapmodel_init(htq_heapmodel_t *m, uint64_t start, uint64_t size, uint64_t post,

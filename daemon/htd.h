@@ -50,10 +50,10 @@ typedef struct htd_job {
   htd_job_kind_t kind;
   int64_t session;
   int64_t a, b, c, d, e, f; /* kind-specific integers, see store.c */
-  char *text[4];         /* kind-specific strings, owned by the job */
-  uint8_t *blob;         /* CHUNK: encoded events, owned by the job */
+  char *text[4];            /* kind-specific strings, owned by the job */
+  uint8_t *blob;            /* CHUNK: encoded events, owned by the job */
   size_t blob_len;
-  size_t raw_len;        /* CHUNK: size before compression, 0 if stored raw */
+  size_t raw_len; /* CHUNK: size before compression, 0 if stored raw */
   /* Called on the loop thread after the job's transaction committed. */
   void (*done)(void *arg, int status);
   void *done_arg;
@@ -62,8 +62,8 @@ typedef struct htd_job {
 /* Opens (creating or migrating) the database and starts the writer thread.
  * notify is called from the writer thread when done-callbacks are ready;
  * it must only wake the loop (uv_async_send). Returns NULL with msg filled. */
-htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *notify_arg,
-                            char *msg, size_t msglen);
+htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *notify_arg, char *msg,
+                            size_t msglen);
 /* Queues a job; the store takes ownership. */
 void htd_store_submit(htd_store_t *st, htd_job_t *job);
 /* Runs the done-callbacks of committed jobs; call on the loop thread. */

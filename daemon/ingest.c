@@ -29,9 +29,9 @@
 typedef struct {
   uint32_t id;
   int used;
-  uint64_t next_seq;   /* expected first_seq of the next EVENTS frame */
-  ht_evstate_t dec;    /* wire delta state */
-  uint8_t *chunk;      /* head + events, chunk_cap bytes, or NULL */
+  uint64_t next_seq; /* expected first_seq of the next EVENTS frame */
+  ht_evstate_t dec;  /* wire delta state */
+  uint8_t *chunk;    /* head + events, chunk_cap bytes, or NULL */
   size_t chunk_len, chunk_cap;
   uint32_t chunk_count;
   uint64_t chunk_seq, t0, t1;
@@ -43,9 +43,9 @@ struct htd_session {
   int ended;
   uint64_t events, lost;
   uint64_t reported_events, reported_lost; /* last progress queued */
-  stream_t *streams; /* open addressing on id, capacity a power of two */
+  stream_t *streams;                       /* open addressing on id, capacity a power of two */
   size_t cap, nstreams;
-  size_t buffered;   /* bytes held in unflushed chunks */
+  size_t buffered; /* bytes held in unflushed chunks */
 };
 
 static uint64_t now_realtime_ns(void) {
@@ -63,8 +63,12 @@ htd_session_t *htd_session_new(htd_store_t *st, int64_t id) {
   return s;
 }
 
-int64_t htd_session_id(const htd_session_t *s) { return s->id; }
-uint64_t htd_session_events(const htd_session_t *s) { return s->events; }
+int64_t htd_session_id(const htd_session_t *s) {
+  return s->id;
+}
+uint64_t htd_session_events(const htd_session_t *s) {
+  return s->events;
+}
 
 void htd_session_free(htd_session_t *s) {
   if (!s)
@@ -134,8 +138,8 @@ static void chunk_flush(htd_session_t *s, stream_t *t) {
     j->blob_len = t->chunk_len;
     htd_store_submit(s->st, j);
   } else {
-    htd_log(HTD_LOG_ERROR, "session %lld: out of memory, %u events not stored",
-            (long long)s->id, t->chunk_count);
+    htd_log(HTD_LOG_ERROR, "session %lld: out of memory, %u events not stored", (long long)s->id,
+            t->chunk_count);
     free(t->chunk);
   }
   s->buffered -= t->chunk_len;
@@ -305,8 +309,8 @@ static void queue_end(htd_session_t *s, const char *reason, const char *detail,
   htd_store_submit(s->st, j);
 }
 
-int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *, int),
-                      void *arg, char *why, size_t whylen) {
+int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *, int), void *arg,
+                      char *why, size_t whylen) {
   why[0] = '\0';
   if (s->ended) {
     snprintf(why, whylen, "%s record after END", ht_record_name(f->type));

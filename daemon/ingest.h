@@ -17,8 +17,8 @@ int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t w
  * over and its end job queued with done/arg); or an HT_E* code with why
  * filled, after which the caller closes the connection and calls
  * htd_session_end. */
-int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *, int),
-                      void *arg, char *why, size_t whylen);
+int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *, int), void *arg,
+                      char *why, size_t whylen);
 
 /* Ends a session that did not send END (disconnect, protocol error,
  * daemon stopping): flushes its chunks and queues the end job. */

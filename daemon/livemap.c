@@ -14,7 +14,9 @@ static size_t slot_of(const htq_livemap_t *m, uint64_t ptr) {
   return (size_t)(h >> 20) & (m->cap - 1);
 }
 
-void htq_livemap_init(htq_livemap_t *m) { memset(m, 0, sizeof *m); }
+void htq_livemap_init(htq_livemap_t *m) {
+  memset(m, 0, sizeof *m);
+}
 
 void htq_livemap_free(htq_livemap_t *m) {
   free(m->slots);

@@ -97,12 +97,15 @@ int main(int argc, char **argv) {
   const char *pidfile = NULL;
   int foreground = 0;
   enum { OPT_SOCKET = 1, OPT_DB, OPT_FG, OPT_LEVEL, OPT_LOG, OPT_PID, OPT_VERSION, OPT_HELP };
-  static const struct option opts[] = {
-      {"socket", required_argument, NULL, OPT_SOCKET}, {"db", required_argument, NULL, OPT_DB},
-      {"foreground", no_argument, NULL, OPT_FG},       {"log-level", required_argument, NULL, OPT_LEVEL},
-      {"log", required_argument, NULL, OPT_LOG},       {"pidfile", required_argument, NULL, OPT_PID},
-      {"version", no_argument, NULL, OPT_VERSION},     {"help", no_argument, NULL, OPT_HELP},
-      {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"socket", required_argument, NULL, OPT_SOCKET},
+                                       {"db", required_argument, NULL, OPT_DB},
+                                       {"foreground", no_argument, NULL, OPT_FG},
+                                       {"log-level", required_argument, NULL, OPT_LEVEL},
+                                       {"log", required_argument, NULL, OPT_LOG},
+                                       {"pidfile", required_argument, NULL, OPT_PID},
+                                       {"version", no_argument, NULL, OPT_VERSION},
+                                       {"help", no_argument, NULL, OPT_HELP},
+                                       {NULL, 0, NULL, 0}};
   int o;
   opterr = 0;
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {

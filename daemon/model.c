@@ -310,9 +310,8 @@ static void heap_changed(htq_model_t *m, size_t idx, uint64_t t) {
     h->min_free_time = t;
     h->min_free_largest = h->now.largest_free;
   }
-  double frag = h->now.free_bytes
-                    ? 1.0 - (double)h->now.largest_free / (double)h->now.free_bytes
-                    : 0.0;
+  double frag =
+      h->now.free_bytes ? 1.0 - (double)h->now.largest_free / (double)h->now.free_bytes : 0.0;
   if (frag > h->worst_frag) {
     h->worst_frag = frag;
     h->worst_frag_time = t;
@@ -347,8 +346,8 @@ static void block_gone(htq_model_t *m, const htq_block_t *b, uint64_t t) {
 }
 
 static void block_new(htq_model_t *m, const ht_event_t *ev) {
-  htq_block_t b = {ev->ptr, ev->size, ev->usable, ev->time_ns, ev->seq,
-                   ev->site, ev->heap, ev->caps, ev->stream};
+  htq_block_t b = {ev->ptr,  ev->size, ev->usable, ev->time_ns, ev->seq,
+                   ev->site, ev->heap, ev->caps,   ev->stream};
   htq_block_t old;
   if (htq_livemap_take(&m->live, ev->ptr, &old)) {
     m->replaced++; /* allocated twice without a free: keep the new one */

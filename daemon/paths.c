@@ -17,14 +17,15 @@
 
 #include "htd.h"
 
-static int fits(int n, size_t cap) { return n > 0 && (size_t)n < cap ? 0 : -1; }
+static int fits(int n, size_t cap) {
+  return n > 0 && (size_t)n < cap ? 0 : -1;
+}
 
 int htd_default_socket(char *out, size_t cap) {
   const char *rt = getenv("XDG_RUNTIME_DIR");
   if (rt && rt[0] == '/')
     return fits(snprintf(out, cap, "%s/heaptrace/heaptraced.sock", rt), cap);
-  return fits(snprintf(out, cap, "/tmp/heaptrace-%u/heaptraced.sock", (unsigned)getuid()),
-              cap);
+  return fits(snprintf(out, cap, "/tmp/heaptrace-%u/heaptraced.sock", (unsigned)getuid()), cap);
 }
 
 int htd_default_db(char *out, size_t cap) {

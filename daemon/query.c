@@ -107,8 +107,8 @@ fail:
  * Sessions
  * ==================================================================== */
 
-#define SESSION_COLUMNS                                                          \
-  "id, pid, ppid, app, exe, argv, start_ns, end_ns, end_reason, end_detail, events, lost, " \
+#define SESSION_COLUMNS                                                                            \
+  "id, pid, ppid, app, exe, argv, start_ns, end_ns, end_reason, end_detail, events, lost, "        \
   "start_mono_ns"
 
 static cJSON *session_json(sqlite3_stmt *s) {
@@ -155,9 +155,9 @@ static cJSON *resolve_session(sqlite3 *db, const cJSON *req, int64_t *id, int64_
                               cJSON **fail) {
   const cJSON *js = cJSON_GetObjectItemCaseSensitive(req, "session");
   sqlite3_stmt *s;
-  const char *sql = cJSON_IsNumber(js)
-                        ? "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = ?1"
-                        : "SELECT " SESSION_COLUMNS " FROM sessions ORDER BY id DESC LIMIT 1";
+  const char *sql = cJSON_IsNumber(js) ? "SELECT " SESSION_COLUMNS " FROM sessions WHERE id = ?1"
+                                       : "SELECT " SESSION_COLUMNS
+                                         " FROM sessions ORDER BY id DESC LIMIT 1";
   if (js && !cJSON_IsNumber(js) && !cJSON_IsNull(js)) {
     *fail = htq_error(HTQ_USAGE, "\"session\" must be a number");
     return NULL;
@@ -547,7 +547,6 @@ static cJSON *sites_json(htq_model_t *m, top_by_t by, size_t limit) {
   return list;
 }
 
-
 static cJSON *types_json(htq_model_t *m) {
   cJSON *types = cJSON_CreateArray();
   for (size_t i = 0; i < m->nsites; i++) {
@@ -928,8 +927,7 @@ static const htq_site_t *same_site(const htq_model_t *m, const htq_site_t *s) {
   return NULL;
 }
 
-static void diff_row(cJSON *list, const htq_site_t *key, const htq_site_t *a,
-                     const htq_site_t *b) {
+static void diff_row(cJSON *list, const htq_site_t *key, const htq_site_t *a, const htq_site_t *b) {
   static const htq_site_t zero;
   a = a ? a : &zero;
   b = b ? b : &zero;
@@ -1027,8 +1025,7 @@ static int event_row(const ht_event_t *ev, void *user) {
   cJSON_AddStringToObject(o, "caps_names", ht_caps_format(ev->caps, caps, sizeof caps));
   const htq_site_t *s = htq_model_site(&e->sites, ev->site);
   char site[600];
-  snprintf(site, sizeof site, "%s:%u %s", s ? s->file : "?", s ? s->line : 0,
-           s ? s->func : "?");
+  snprintf(site, sizeof site, "%s:%u %s", s ? s->file : "?", s ? s->line : 0, s ? s->func : "?");
   cJSON_AddStringToObject(o, "site", site);
   cJSON_AddItemToArray(e->list, o);
   return 0;
@@ -1073,8 +1070,8 @@ static cJSON *cmd_export(sqlite3 *db, const cJSON *req) {
     ctx_free(&c);
     return fail;
   }
-  cJSON *parts[] = {stats_result(&c, (size_t)-1), leaks_result(&c, BY_SITE, 0, 0),
-                    lwm_result(&c, NULL, 0, 0), frag_result(&c, NULL),
+  cJSON *parts[] = {stats_result(&c, (size_t)-1),    leaks_result(&c, BY_SITE, 0, 0),
+                    lwm_result(&c, NULL, 0, 0),      frag_result(&c, NULL),
                     top_result(&c.m, TOP_BYTES, 20), timeline_result(&c, NULL, 0)};
   static const char *const names[] = {"stats", "leaks", "lwm", "frag", "top", "timeline"};
   cJSON *r = cJSON_CreateObject();
@@ -1107,9 +1104,9 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
-    {"sessions", cmd_sessions}, {"leaks", cmd_leaks},       {"stats", cmd_stats},
-    {"lwm", cmd_lwm},           {"frag", cmd_frag},         {"top", cmd_top},
-    {"timeline", cmd_timeline}, {"diff", cmd_diff},         {"events", cmd_events},
+    {"sessions", cmd_sessions}, {"leaks", cmd_leaks}, {"stats", cmd_stats},
+    {"lwm", cmd_lwm},           {"frag", cmd_frag},   {"top", cmd_top},
+    {"timeline", cmd_timeline}, {"diff", cmd_diff},   {"events", cmd_events},
     {"export", cmd_export},
 };
 

@@ -35,8 +35,7 @@ typedef int (*htq_event_fn)(const ht_event_t *ev, void *user);
 /* Calls fn for every stored event of session, merged across streams by
  * time (a free before an allocation at the same instant). Returns 0, a
  * nonzero value fn returned, or -1 with err filled. */
-int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, void *user, char *err,
-               size_t errlen);
+int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, void *user, char *err, size_t errlen);
 
 /* ---- live blocks (livemap.c): address -> block, open addressing ---- */
 typedef struct {

@@ -39,14 +39,15 @@ static int cursor_next(cursor_t *c) {
     const void *blob = sqlite3_column_blob(c->stmt, 0);
     size_t len = (size_t)sqlite3_column_bytes(c->stmt, 0);
     free(c->owned);
-    if (htd_chunk_open(blob, len, sqlite3_column_int(c->stmt, 1), &c->owned, &c->rd, &c->st) !=
-        0)
+    if (htd_chunk_open(blob, len, sqlite3_column_int(c->stmt, 1), &c->owned, &c->rd, &c->st) != 0)
       return HT_ETRUNCATED;
     c->has_chunk = 1;
   }
 }
 
-static int op_rank(uint32_t op) { return op == HT_OP_FREE ? 0 : op == HT_OP_REALLOC ? 1 : 2; }
+static int op_rank(uint32_t op) {
+  return op == HT_OP_FREE ? 0 : op == HT_OP_REALLOC ? 1 : 2;
+}
 
 static int before(const ht_event_t *a, const ht_event_t *b) {
   if (a->time_ns != b->time_ns)

@@ -100,8 +100,7 @@ static int summarize(sqlite3 *db, int64_t session) {
     rc = htq_summary_write(db, session, &m, err, sizeof err);
   if (rc == 0)
     htd_log(HTD_LOG_INFO, "session %lld: summary of %llu events stored in %.0f ms",
-            (long long)session, (unsigned long long)m.events,
-            (double)(uv_hrtime() - t0) / 1e6);
+            (long long)session, (unsigned long long)m.events, (double)(uv_hrtime() - t0) / 1e6);
   else
     htd_log(HTD_LOG_WARN, "session %lld: no summary (%s); queries will read its events",
             (long long)session, err);
@@ -113,8 +112,7 @@ static void summary_work(uv_work_t *w) {
   summary_job_t *j = w->data;
   sqlite3 *db;
   if (sqlite3_open_v2(srv.opt->db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
-    htd_log(HTD_LOG_WARN, "summaries: cannot open %s: %s", srv.opt->db_path,
-            sqlite3_errmsg(db));
+    htd_log(HTD_LOG_WARN, "summaries: cannot open %s: %s", srv.opt->db_path, sqlite3_errmsg(db));
     sqlite3_close(db);
     return;
   }
@@ -310,8 +308,7 @@ static void report_after_end(conn_t *c, size_t off) {
   const char *what = c->len - off >= HT_PROTO_FRAME_PREFIX + 1
                          ? ht_record_name(c->buf[off + HT_PROTO_FRAME_PREFIX])
                          : "partial";
-  htd_log(HTD_LOG_WARN,
-          "session %lld (pid %d): protocol error: %s record after END (%s); ignored",
+  htd_log(HTD_LOG_WARN, "session %lld (pid %d): protocol error: %s record after END (%s); ignored",
           (long long)htd_session_id(c->session), (int)c->pid, what, ht_err_name(HT_EORDER));
 }
 
@@ -321,8 +318,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (nread < 0) {
     if (c->session) {
       if (nread != UV_EOF)
-        htd_log(HTD_LOG_WARN, "session %lld: read error: %s",
-                (long long)htd_session_id(c->session), uv_strerror((int)nread));
+        htd_log(HTD_LOG_WARN, "session %lld: read error: %s", (long long)htd_session_id(c->session),
+                uv_strerror((int)nread));
       htd_log(HTD_LOG_INFO, "session %lld: client disconnected without END",
               (long long)htd_session_id(c->session));
       htd_session_end(c->session, HT_END_DISCONNECTED, NULL);
@@ -392,8 +389,7 @@ static void on_connection(uv_stream_t *server, int status) {
   if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0 || !peer_allowed(c) ||
       srv.nconns > HTD_MAX_CONNS) {
     if (srv.nconns > HTD_MAX_CONNS)
-      htd_log(HTD_LOG_WARN, "refused a connection: %d connections already open",
-              HTD_MAX_CONNS);
+      htd_log(HTD_LOG_WARN, "refused a connection: %d connections already open", HTD_MAX_CONNS);
     conn_close(c);
     return;
   }
@@ -502,8 +498,7 @@ static cJSON *status_reply(void) {
   cJSON_AddNumberToObject(r, "queue_bytes", (double)htd_store_backlog(srv.store));
   cJSON_AddBoolToObject(r, "paused", srv.paused);
   struct stat sb;
-  cJSON_AddNumberToObject(r, "db_bytes",
-                          stat(srv.opt->db_path, &sb) == 0 ? (double)sb.st_size : 0);
+  cJSON_AddNumberToObject(r, "db_bytes", stat(srv.opt->db_path, &sb) == 0 ? (double)sb.st_size : 0);
   cJSON_AddStringToObject(r, "db", srv.opt->db_path);
   cJSON_AddStringToObject(r, "socket", srv.opt->socket_path);
   return htq_ok(r);
@@ -655,8 +650,7 @@ static int claim_socket_path(const char *path) {
 /* The socket's directory must be ours and private: 0700. */
 static int prepare_socket_dir(const char *path) {
   if (htd_mkdir_parent(path, 0700) != 0) {
-    fprintf(stderr, "heaptraced: cannot create the directory of %s: %s\n", path,
-            strerror(errno));
+    fprintf(stderr, "heaptraced: cannot create the directory of %s: %s\n", path, strerror(errno));
     return -1;
   }
   char dir[PATH_MAX];

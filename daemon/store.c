@@ -157,7 +157,8 @@ static int migrate(sqlite3 *db, char *msg, size_t msglen) {
   if (exec(db,
            "UPDATE sessions SET end_reason = 'daemon-stopped',"
            " end_detail = 'heaptraced stopped without ending the session',"
-           " events = (SELECT COALESCE(SUM(count), 0) FROM event_chunks WHERE session = sessions.id),"
+           " events = (SELECT COALESCE(SUM(count), 0) FROM event_chunks WHERE session = "
+           "sessions.id),"
            " lost = (SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = sessions.id)"
            " WHERE end_reason = 'running'",
            msg, msglen) != 0)
@@ -225,8 +226,7 @@ static void commit_batch(htd_store_t *st, htd_job_t *batch) {
   for (htd_job_t *j = batch; j && status == 0; j = j->next) {
     int rc = run_job(st, j);
     if (rc != 0) {
-      htd_log(HTD_LOG_ERROR, "store: writing to %s failed: %s", st->path,
-              sqlite3_errmsg(st->db));
+      htd_log(HTD_LOG_ERROR, "store: writing to %s failed: %s", st->path, sqlite3_errmsg(st->db));
       status = -1;
     }
   }
@@ -288,8 +288,8 @@ static void *writer_main(void *arg) {
  * Public
  * ==================================================================== */
 
-htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *notify_arg,
-                            char *msg, size_t msglen) {
+htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *notify_arg, char *msg,
+                            size_t msglen) {
   htd_store_t *st = calloc(1, sizeof *st);
   if (!st) {
     snprintf(msg, msglen, "out of memory");
@@ -307,8 +307,8 @@ htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *noti
   }
   sqlite3_busy_timeout(st->db, 5000);
   char err[512];
-  if (exec(st->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;", err,
-           sizeof err) != 0) {
+  if (exec(st->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;", err, sizeof err) !=
+      0) {
     snprintf(msg, msglen, "database %s is not usable: %s", path, err);
     goto fail;
   }
@@ -317,9 +317,8 @@ htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *noti
     goto fail;
   }
   for (size_t k = 0; k < HTD_JOB_KINDS; k++) {
-    if (job_sql[k] &&
-        sqlite3_prepare_v3(st->db, job_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[k],
-                           NULL) != SQLITE_OK) {
+    if (job_sql[k] && sqlite3_prepare_v3(st->db, job_sql[k], -1, SQLITE_PREPARE_PERSISTENT,
+                                         &st->stmt[k], NULL) != SQLITE_OK) {
       snprintf(msg, msglen, "database %s: %s", path, sqlite3_errmsg(st->db));
       goto fail;
     }
@@ -383,7 +382,9 @@ int64_t htd_store_last_session(htd_store_t *st) {
   return id;
 }
 
-const char *htd_store_path(const htd_store_t *st) { return st->path; }
+const char *htd_store_path(const htd_store_t *st) {
+  return st->path;
+}
 
 void htd_store_close(htd_store_t *st) {
   if (!st)

@@ -19,7 +19,9 @@ static int put_row_real(sqlite3_stmt *s, const int64_t *v, int n, double real) {
   return rc == SQLITE_DONE ? 0 : -1;
 }
 
-static int put_row(sqlite3_stmt *s, const int64_t *v, int n) { return put_row_real(s, v, n, 0); }
+static int put_row(sqlite3_stmt *s, const int64_t *v, int n) {
+  return put_row_real(s, v, n, 0);
+}
 
 static int exec(sqlite3 *db, const char *sql) {
   return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
@@ -51,18 +53,38 @@ static int write_rows(sqlite3_stmt **st, int64_t ses, const htq_model_t *m) {
     cb += m->streams[i].bytes;
     cn += m->streams[i].blocks;
   }
-  int64_t sum[] = {ses, (int64_t)m->events, (int64_t)m->allocs, (int64_t)m->frees,
-                   (int64_t)m->reallocs, (int64_t)m->failed, (int64_t)m->unmatched,
-                   (int64_t)m->replaced, (int64_t)m->temporary, m->cur_bytes, m->cur_blocks,
-                   m->cur_usable, m->peak_bytes, m->peak_blocks, (int64_t)m->peak_time,
-                   (int64_t)m->total_bytes, cb, cn, (int64_t)m->first_time,
+  int64_t sum[] = {ses,
+                   (int64_t)m->events,
+                   (int64_t)m->allocs,
+                   (int64_t)m->frees,
+                   (int64_t)m->reallocs,
+                   (int64_t)m->failed,
+                   (int64_t)m->unmatched,
+                   (int64_t)m->replaced,
+                   (int64_t)m->temporary,
+                   m->cur_bytes,
+                   m->cur_blocks,
+                   m->cur_usable,
+                   m->peak_bytes,
+                   m->peak_blocks,
+                   (int64_t)m->peak_time,
+                   (int64_t)m->total_bytes,
+                   cb,
+                   cn,
+                   (int64_t)m->first_time,
                    (int64_t)m->last_time};
   if (put_row(st[S_SUMMARY], sum, 20) != 0)
     return -1;
   for (size_t i = 0; i < m->nsites; i++) {
     const htq_site_t *s = &m->sites[i];
-    int64_t v[] = {ses, s->id, (int64_t)s->allocs, (int64_t)s->frees, (int64_t)s->bytes,
-                   (int64_t)s->temporary, (int64_t)s->live_blocks, (int64_t)s->live_bytes,
+    int64_t v[] = {ses,
+                   s->id,
+                   (int64_t)s->allocs,
+                   (int64_t)s->frees,
+                   (int64_t)s->bytes,
+                   (int64_t)s->temporary,
+                   (int64_t)s->live_blocks,
+                   (int64_t)s->live_bytes,
                    (int64_t)s->peak_live};
     if (put_row(st[S_SITE], v, 9) != 0)
       return -1;
@@ -71,34 +93,62 @@ static int write_rows(sqlite3_stmt **st, int64_t ses, const htq_model_t *m) {
     const htq_heap_t *h = &m->heaps[i];
     /* ?15 is unused: the fragmentation ratio is bound as a real (?20),
      * exactly as the model computed it. */
-    int64_t v[] = {ses, h->id, (int64_t)h->allocs, h->used, h->peak_used,
-                   (int64_t)h->peak_time, h->bounded, (int64_t)h->capacity,
-                   (int64_t)h->now.free_bytes, (int64_t)h->now.largest_free,
-                   (int64_t)h->now.free_blocks, (int64_t)h->min_free,
-                   (int64_t)h->min_free_time, (int64_t)h->min_free_largest, 0,
-                   (int64_t)h->worst_frag_time, (int64_t)h->worst_free,
-                   (int64_t)h->worst_largest, (int64_t)h->worst_nfree};
+    int64_t v[] = {ses,
+                   h->id,
+                   (int64_t)h->allocs,
+                   h->used,
+                   h->peak_used,
+                   (int64_t)h->peak_time,
+                   h->bounded,
+                   (int64_t)h->capacity,
+                   (int64_t)h->now.free_bytes,
+                   (int64_t)h->now.largest_free,
+                   (int64_t)h->now.free_blocks,
+                   (int64_t)h->min_free,
+                   (int64_t)h->min_free_time,
+                   (int64_t)h->min_free_largest,
+                   0,
+                   (int64_t)h->worst_frag_time,
+                   (int64_t)h->worst_free,
+                   (int64_t)h->worst_largest,
+                   (int64_t)h->worst_nfree};
     if (put_row_real(st[S_HEAP], v, 19, h->worst_frag) != 0)
       return -1;
     for (size_t k = 0; k < h->nsamples; k++) {
       const htq_sample_t *p = &h->samples[k];
-      int64_t w[] = {ses, h->id, (int64_t)p->t, p->used, p->peak_used, (int64_t)p->free,
-                     (int64_t)p->min_free, (int64_t)p->largest, (int64_t)p->nfree};
+      int64_t w[] = {ses,
+                     h->id,
+                     (int64_t)p->t,
+                     p->used,
+                     p->peak_used,
+                     (int64_t)p->free,
+                     (int64_t)p->min_free,
+                     (int64_t)p->largest,
+                     (int64_t)p->nfree};
       if (put_row(st[S_SAMPLE], w, 9) != 0)
         return -1;
     }
   }
   for (size_t i = 0; i < m->nmasks; i++) {
     const htq_mask_t *k = &m->masks[i];
-    int64_t v[] = {ses, k->mask, (int64_t)k->heaps, (int64_t)k->total, (int64_t)k->sum,
-                   (int64_t)k->min_sum, (int64_t)k->min_time};
+    int64_t v[] = {ses,
+                   k->mask,
+                   (int64_t)k->heaps,
+                   (int64_t)k->total,
+                   (int64_t)k->sum,
+                   (int64_t)k->min_sum,
+                   (int64_t)k->min_time};
     if (put_row(st[S_MASK], v, 7) != 0)
       return -1;
   }
   for (size_t i = 0; i < m->ncaps; i++) {
     const htq_capstat_t *c = &m->caps[i];
-    int64_t v[] = {ses, c->caps, (int64_t)c->allocs, (int64_t)c->bytes,
-                   (int64_t)c->live_blocks, (int64_t)c->live_bytes};
+    int64_t v[] = {ses,
+                   c->caps,
+                   (int64_t)c->allocs,
+                   (int64_t)c->bytes,
+                   (int64_t)c->live_blocks,
+                   (int64_t)c->live_bytes};
     if (put_row(st[S_CAPS], v, 6) != 0)
       return -1;
   }
@@ -106,8 +156,8 @@ static int write_rows(sqlite3_stmt **st, int64_t ses, const htq_model_t *m) {
     const htq_block_t *b = &m->live.slots[i];
     if (!b->ptr)
       continue;
-    int64_t v[] = {ses, (int64_t)b->ptr, (int64_t)b->size, (int64_t)b->usable, b->site,
-                   b->heap, b->caps, b->stream, (int64_t)b->seq, (int64_t)b->time_ns};
+    int64_t v[] = {ses,     (int64_t)b->ptr, (int64_t)b->size, (int64_t)b->usable, b->site, b->heap,
+                   b->caps, b->stream,       (int64_t)b->seq,  (int64_t)b->time_ns};
     if (put_row(st[S_LIVE], v, 10) != 0)
       return -1;
   }
@@ -235,9 +285,8 @@ static void load_samples(sqlite3 *db, int64_t ses, htq_heap_t *h) {
       h->samples = g;
       h->samples_cap = cap;
     }
-    h->samples[h->nsamples++] =
-        (htq_sample_t){(uint64_t)I(0), I(1), I(2), (uint64_t)I(3), (uint64_t)I(4),
-                       (uint64_t)I(5), (uint64_t)I(6)};
+    h->samples[h->nsamples++] = (htq_sample_t){
+        (uint64_t)I(0), I(1), I(2), (uint64_t)I(3), (uint64_t)I(4), (uint64_t)I(5), (uint64_t)I(6)};
   }
   sqlite3_finalize(s);
 }
@@ -280,8 +329,13 @@ static int load_masks_and_caps(sqlite3 *db, int64_t ses, htq_model_t *m) {
   m->nmasks = 0;
   while (sqlite3_step(s) == SQLITE_ROW && m->nmasks < HTQ_MAX_MASKS) {
     htq_mask_t *k = &m->masks[m->nmasks++];
-    *k = (htq_mask_t){(uint32_t)I(1), (uint64_t)I(2), (uint64_t)I(4), (uint64_t)I(3),
-                      (uint64_t)I(5), (uint64_t)I(6), 1};
+    *k = (htq_mask_t){(uint32_t)I(1),
+                      (uint64_t)I(2),
+                      (uint64_t)I(4),
+                      (uint64_t)I(3),
+                      (uint64_t)I(5),
+                      (uint64_t)I(6),
+                      1};
   }
   sqlite3_finalize(s);
   s = query(db, "SELECT * FROM caps_stats WHERE session = ?1", ses);
@@ -293,8 +347,8 @@ static int load_masks_and_caps(sqlite3 *db, int64_t ses, htq_model_t *m) {
     if (!g)
       break;
     m->caps = g;
-    m->caps[n++] = (htq_capstat_t){(uint32_t)I(1), (uint64_t)I(2), (uint64_t)I(3),
-                                   (uint64_t)I(4), (uint64_t)I(5)};
+    m->caps[n++] = (htq_capstat_t){(uint32_t)I(1), (uint64_t)I(2), (uint64_t)I(3), (uint64_t)I(4),
+                                   (uint64_t)I(5)};
   }
   m->ncaps = m->caps_cap = n;
   sqlite3_finalize(s);
@@ -306,9 +360,8 @@ static int load_live(sqlite3 *db, int64_t ses, htq_model_t *m) {
   if (!s)
     return -1;
   while (sqlite3_step(s) == SQLITE_ROW) {
-    htq_block_t b = {(uint64_t)I(1), (uint64_t)I(2), (uint64_t)I(3), (uint64_t)I(9),
-                     (uint64_t)I(8), (uint32_t)I(4), (uint32_t)I(5), (uint32_t)I(6),
-                     (uint32_t)I(7)};
+    htq_block_t b = {(uint64_t)I(1), (uint64_t)I(2), (uint64_t)I(3), (uint64_t)I(9), (uint64_t)I(8),
+                     (uint32_t)I(4), (uint32_t)I(5), (uint32_t)I(6), (uint32_t)I(7)};
     if (htq_livemap_put(&m->live, &b) < 0) {
       sqlite3_finalize(s);
       return -1;

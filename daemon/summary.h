@@ -10,8 +10,7 @@
 
 /* Stores m as the summary of session, replacing any earlier one, in one
  * transaction. Returns 0 or -1 with err filled. */
-int htq_summary_write(sqlite3 *db, int64_t session, const htq_model_t *m, char *err,
-                      size_t errlen);
+int htq_summary_write(sqlite3 *db, int64_t session, const htq_model_t *m, char *err, size_t errlen);
 
 /* Fills an initialised model (htq_model_init) from the stored summary.
  * Returns 1 if loaded, 0 if the session has no summary, -1 on error. */

@@ -50,11 +50,9 @@ static int add_regions(void) {
   const uint32_t dram_caps[3] = {HT_CAP_8BIT | HT_CAP_DEFAULT,
                                  HT_CAP_INTERNAL | HT_CAP_DMA | HT_CAP_32BIT, 0};
   const uint32_t iram_caps[3] = {HT_CAP_EXEC | HT_CAP_32BIT | HT_CAP_INTERNAL, 0, 0};
-  const uint32_t spiram_caps[3] = {HT_CAP_SPIRAM | HT_CAP_DEFAULT, 0,
-                                   HT_CAP_8BIT | HT_CAP_32BIT};
+  const uint32_t spiram_caps[3] = {HT_CAP_SPIRAM | HT_CAP_DEFAULT, 0, HT_CAP_8BIT | HT_CAP_32BIT};
   size_t spiram_len = 4096 * KIB;
-  void *spiram = mmap(NULL, spiram_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                      -1, 0);
+  void *spiram = mmap(NULL, spiram_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (spiram == MAP_FAILED)
     return HT_ENOMEM;
   int rc = ht_heap_add_region_with_caps_named("DRAM", dram_caps, (intptr_t)dram,
@@ -126,7 +124,7 @@ int main(void) {
   churn();
 
   wifi_ap_record_t *aps = HT_CAPS_NEW(wifi_ap_record_t, 20, HT_CAP_SPIRAM); /* leaked, typed */
-  dma_desc_t *spare = HT_NEW(dma_desc_t, 8); /* leaked, typed: system heap */
+  dma_desc_t *spare = HT_NEW(dma_desc_t, 8);         /* leaked, typed: system heap */
   void *dram_leak = ht_caps_malloc(777, HT_CAP_DMA); /* leaked: DRAM */
 
   /* No region is this big and EXEC memory never comes from glibc. */

@@ -100,7 +100,9 @@ int ht__acct_site_info(uint32_t idx, ht_site_info_t *out) {
   return 0;
 }
 
-uint32_t ht__acct_site_count(void) { return atomic_load_explicit(&nsites, memory_order_acquire); }
+uint32_t ht__acct_site_count(void) {
+  return atomic_load_explicit(&nsites, memory_order_acquire);
+}
 
 void ht__acct_sites_hold(int hold) {
   if (hold)
@@ -165,7 +167,9 @@ static void tls_exit(void *arg) {
   t->sites = NULL;
 }
 
-static void make_key(void) { pthread_key_create(&tls_key, tls_exit); }
+static void make_key(void) {
+  pthread_key_create(&tls_key, tls_exit);
+}
 
 void ht__acct_list_hold(int hold) {
   if (hold)
@@ -183,8 +187,8 @@ int ht__tls_join(void) {
   ht__transport_init();
   ht__fork_guard();
   pthread_once(&key_once, make_key);
-  void *m = mmap(NULL, sizeof(ht_tls_sites_t), PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void *m = mmap(NULL, sizeof(ht_tls_sites_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
   t->sites = m == MAP_FAILED ? NULL : m; /* zeroed by mmap */
   pthread_mutex_lock(&list_lock);
   t->next = threads;
@@ -201,10 +205,10 @@ int ht__tls_join(void) {
 void ht__account_late(uint32_t op, int64_t dbytes, int64_t dblocks) {
   atomic_fetch_add_explicit(&late_bytes, dbytes, memory_order_relaxed);
   atomic_fetch_add_explicit(&late_blocks, dblocks, memory_order_relaxed);
-  atomic_fetch_add_explicit(&late_total, dbytes > 0 ? (uint64_t)dbytes : 0,
-                            memory_order_relaxed);
-  _Atomic uint64_t *kind = op == HT_OP_FREE ? &late_frees : op == HT_OP_REALLOC ? &late_reallocs
-                                                                                  : &late_allocs;
+  atomic_fetch_add_explicit(&late_total, dbytes > 0 ? (uint64_t)dbytes : 0, memory_order_relaxed);
+  _Atomic uint64_t *kind = op == HT_OP_FREE      ? &late_frees
+                           : op == HT_OP_REALLOC ? &late_reallocs
+                                                 : &late_allocs;
   atomic_fetch_add_explicit(kind, 1, memory_order_relaxed);
 }
 
@@ -220,8 +224,7 @@ uint32_t ht__acct_site(const char *file, int line, const char *func, const char 
   ht_tls_sites_t *ts = ht__tls.sites;
   unsigned slot = ht__site_slot(file, line, func, type);
   if (ts && ts->cache[slot].idx != 0 && ts->cache[slot].file == file &&
-      ts->cache[slot].line == line && ts->cache[slot].func == func &&
-      ts->cache[slot].type == type)
+      ts->cache[slot].line == line && ts->cache[slot].func == func && ts->cache[slot].type == type)
     return ts->cache[slot].idx;
   pthread_mutex_lock(&site_lock);
   uint32_t idx = intern_locked(file, line, func, type);

@@ -85,17 +85,10 @@ static void *alloc_in(ht_heap_t *h, ht_call_t *c, uint32_t op, size_t size, size
     memset(p, 0, size);
   if (mv)
     memcpy(p, mv->ptr, mv->copy < size ? mv->copy : size);
-  ht_txn_t x = {mv ? HT_OP_REALLOC : op,
-                h->id,
-                caps,
-                p,
-                mv ? mv->ptr : NULL,
-                size,
-                usable,
-                mv ? mv->usable : 0,
+  ht_txn_t x = {mv ? HT_OP_REALLOC : op, h->id, caps,   p,
+                mv ? mv->ptr : NULL,     size,  usable, mv ? mv->usable : 0,
                 event_align(p, align)};
-  ht__commit(c, &x, type, mv ? (int64_t)usable - (int64_t)mv->usable : (int64_t)usable,
-             mv ? 0 : 1);
+  ht__commit(c, &x, type, mv ? (int64_t)usable - (int64_t)mv->usable : (int64_t)usable, mv ? 0 : 1);
   return p;
 }
 
@@ -140,8 +133,8 @@ static int vet(ht_heap_t *h, void *ptr, const char *who) {
   /* An overrun may have reached the next block's TLSF header. */
   char msg[256];
   if (ht__tlsf_check(h->tlsf, msg, sizeof msg) != 0) {
-    ht__warn("heaptrace: heap %u '%s' is damaged (%s); block %p is left in place", h->id,
-             h->name, msg, ptr);
+    ht__warn("heaptrace: heap %u '%s' is damaged (%s); block %p is left in place", h->id, h->name,
+             msg, ptr);
     return -1;
   }
   return 0;
@@ -263,8 +256,7 @@ void ht__heap_free_block(ht_call_t *c, ht_heap_t *h, void *ptr) {
   } else {
     ht_blk_t *b = ht__blk(ptr);
     size_t usable = ht__blk_usable(ptr);
-    ht_txn_t x = {HT_OP_FREE, h->id, b->caps, ptr, NULL, usable, usable, 0,
-                  event_align(ptr, 0)};
+    ht_txn_t x = {HT_OP_FREE, h->id, b->caps, ptr, NULL, usable, usable, 0, event_align(ptr, 0)};
     ht__commit(c, &x, b->type, -(int64_t)usable, -1);
     give_back(h, ptr);
   }
@@ -312,8 +304,7 @@ void *ht__default_realloc(ht_call_t *c, void *ptr, size_t size) {
  * ==================================================================== */
 
 /* malloc/calloc/aligned family: serve, report a failure, deliver. */
-static void *serve(ht_call_t *c, uint32_t op, size_t size, size_t align, uint32_t caps,
-                   int zero) {
+static void *serve(ht_call_t *c, uint32_t op, size_t size, size_t align, uint32_t caps, int zero) {
   void *p = alloc_any(c, op, size, align, caps, zero, NULL);
   if (!p)
     ht__fail(c, op, NULL, size, caps, align);
@@ -327,8 +318,7 @@ static void *refuse(ht_call_t *c, uint32_t op, size_t size, uint32_t caps, size_
   return NULL;
 }
 
-void *ht__caps_malloc(size_t size, uint32_t caps, const char *file, int line,
-                      const char *func) {
+void *ht__caps_malloc(size_t size, uint32_t caps, const char *file, int line, const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_caps_malloc", file, line, func, NULL);
   return serve(&c, HT_OP_MALLOC, size, 0, caps, 0);
@@ -358,8 +348,7 @@ void *ht__caps_aligned_calloc(size_t alignment, size_t n, size_t size, uint32_t 
   ht_call_t c;
   ht__call_init(&c, "ht_caps_aligned_calloc", file, line, func, NULL);
   size_t total = SIZE_MAX;
-  if (alignment == 0 || (alignment & (alignment - 1)) ||
-      __builtin_mul_overflow(n, size, &total))
+  if (alignment == 0 || (alignment & (alignment - 1)) || __builtin_mul_overflow(n, size, &total))
     return refuse(&c, HT_OP_ALIGNED, total, caps, alignment);
   return serve(&c, HT_OP_ALIGNED, total, alignment, caps, 1);
 }
@@ -418,8 +407,8 @@ static void *alloc_prefer(ht_call_t *c, uint32_t op, size_t size, int zero, size
   return p;
 }
 
-void *ht__caps_malloc_prefer(const char *file, int line, const char *func, size_t size,
-                             size_t num, ...) {
+void *ht__caps_malloc_prefer(const char *file, int line, const char *func, size_t size, size_t num,
+                             ...) {
   ht_call_t c;
   ht__call_init(&c, "ht_caps_malloc_prefer", file, line, func, NULL);
   va_list ap;
@@ -429,8 +418,8 @@ void *ht__caps_malloc_prefer(const char *file, int line, const char *func, size_
   return p;
 }
 
-void *ht__caps_calloc_prefer(const char *file, int line, const char *func, size_t n,
-                             size_t size, size_t num, ...) {
+void *ht__caps_calloc_prefer(const char *file, int line, const char *func, size_t n, size_t size,
+                             size_t num, ...) {
   ht_call_t c;
   ht__call_init(&c, "ht_caps_calloc_prefer", file, line, func, NULL);
   size_t total;
@@ -443,8 +432,8 @@ void *ht__caps_calloc_prefer(const char *file, int line, const char *func, size_
   return p;
 }
 
-void *ht__caps_realloc_prefer(const char *file, int line, const char *func, void *ptr,
-                              size_t size, size_t num, ...) {
+void *ht__caps_realloc_prefer(const char *file, int line, const char *func, void *ptr, size_t size,
+                              size_t num, ...) {
   ht_call_t c;
   ht__call_init(&c, "ht_caps_realloc_prefer", file, line, func, NULL);
   va_list ap;

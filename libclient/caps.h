@@ -39,10 +39,10 @@
 #include "tlsf.h"
 
 /* ---- block layout (poison.c) ---- */
-#define HT_BLK_BYTES 32           /* header before the user's bytes */
-#define HT_BLK_TAIL 4             /* tail canary after them */
-#define HT_BLK_LEAD_LOG2 5        /* log2 of the normal lead (32) */
-#define HT_BLK_TAG 0x48424c00u    /* "HBL" + log2(lead) in the low byte */
+#define HT_BLK_BYTES 32            /* header before the user's bytes */
+#define HT_BLK_TAIL 4              /* tail canary after them */
+#define HT_BLK_LEAD_LOG2 5         /* log2 of the normal lead (32) */
+#define HT_BLK_TAG 0x48424c00u     /* "HBL" + log2(lead) in the low byte */
 #define HT_CANARY_HEAD 0xABBA1234u /* ESP-IDF's light-poisoning patterns */
 #define HT_CANARY_TAIL 0xBAAD5678u
 #define HT_CANARY_FREED 0xDEADF4EEu /* head canary of a block given back */
@@ -70,12 +70,12 @@ enum { HT_BLK_OK = 0, HT_BLK_BAD_HEADER = 1, HT_BLK_BAD_HEAD = 2, HT_BLK_BAD_TAI
 struct ht_heap {
   pthread_mutex_t lock;
   ht_tlsf_t *tlsf;
-  uint32_t id;                    /* 1.. */
+  uint32_t id; /* 1.. */
   uint32_t caps[HT_CAPS_PRIOS];
-  uint32_t all_caps;              /* caps[0] | caps[1] | caps[2] */
-  uintptr_t start, end;           /* the region as registered */
-  uintptr_t area, area_end;       /* what blocks tile: first TLSF header .. sentinel */
-  size_t total;                   /* free bytes of the empty heap */
+  uint32_t all_caps;        /* caps[0] | caps[1] | caps[2] */
+  uintptr_t start, end;     /* the region as registered */
+  uintptr_t area, area_end; /* what blocks tile: first TLSF header .. sentinel */
+  size_t total;             /* free bytes of the empty heap */
   char name[HT_HEAP_NAME_MAX + 1];
   /* Guarded by lock. */
   size_t used;         /* usable bytes of live blocks */
@@ -245,8 +245,8 @@ typedef struct ht_tls {
 extern __thread ht_tls_t ht__tls __attribute__((tls_model("initial-exec")));
 extern _Atomic(ht_alloc_callback_t) ht__alloc_cb;
 
-#define HT_BUMP(field, d)                                                                       \
-  atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (d),    \
+#define HT_BUMP(field, d)                                                                          \
+  atomic_store_explicit(&(field), atomic_load_explicit(&(field), memory_order_relaxed) + (d),      \
                         memory_order_relaxed)
 
 /* Links the thread's block into the list (first transaction of a thread;
@@ -409,15 +409,13 @@ void *ht__caps_realloc_core(ht_call_t *c, void *ptr, size_t size, uint32_t caps)
 
 /* Serves a caps allocation (regions by priority, then the system heap);
  * NULL without reporting, the caller reports. */
-void *ht__caps_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, uint32_t caps,
-                     int zero);
+void *ht__caps_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, uint32_t caps, int zero);
 
 /* ---- system heap (sysheap.c) ---- */
 
 /* glibc allocation, committed with caps (typed blocks enter the typed set).
  * NULL without reporting. align 0 = natural. */
-void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int zero,
-                    uint32_t caps);
+void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int zero, uint32_t caps);
 
 /* glibc free of ptr, committed. */
 void ht__sys_free(ht_call_t *c, void *ptr, uint32_t caps);
@@ -444,10 +442,14 @@ void ht__blk_init(void *ptr, size_t size, uint32_t site, uint32_t caps, uint16_t
                   unsigned lead_log2);
 
 /* The header of the block at ptr. */
-static inline ht_blk_t *ht__blk(void *ptr) { return (ht_blk_t *)((char *)ptr - HT_BLK_BYTES); }
+static inline ht_blk_t *ht__blk(void *ptr) {
+  return (ht_blk_t *)((char *)ptr - HT_BLK_BYTES);
+}
 
 /* Lead (bytes from TLSF payload to ptr) the header records. */
-static inline size_t ht__blk_lead(const ht_blk_t *b) { return (size_t)1 << (b->tag & 0x3f); }
+static inline size_t ht__blk_lead(const ht_blk_t *b) {
+  return (size_t)1 << (b->tag & 0x3f);
+}
 
 /* Usable bytes of the intact block at ptr. */
 size_t ht__blk_usable(void *ptr);

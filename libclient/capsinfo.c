@@ -328,8 +328,8 @@ void ht_heap_dump(ht_heap_handle_t heap) {
   ht_heap_get_info(heap, &in);
   printf("Heap %u '%s' at 0x%zx-0x%zx, blocks 0x%zx-0x%zx, caps %s / 0x%x / 0x%x: %zu blocks\n",
          heap->id, heap->name, (size_t)heap->start, (size_t)heap->end, (size_t)heap->area,
-         (size_t)heap->area_end, ht_caps_format(heap->caps[0], names, sizeof names),
-         heap->caps[1], heap->caps[2], in.total_blocks);
+         (size_t)heap->area_end, ht_caps_format(heap->caps[0], names, sizeof names), heap->caps[1],
+         heap->caps[2], in.total_blocks);
   walk_heap(heap, dump_block, NULL);
   fflush(stdout);
 }
@@ -341,7 +341,9 @@ void ht_caps_dump(uint32_t caps) {
       ht_heap_dump(&ht__heaps[i]);
 }
 
-void ht_caps_dump_all(void) { ht_caps_dump(HT_CAP_INVALID); }
+void ht_caps_dump_all(void) {
+  ht_caps_dump(HT_CAP_INVALID);
+}
 
 /* ======================================================================
  * Integrity

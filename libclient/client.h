@@ -151,8 +151,7 @@ extern _Atomic uint32_t ht__site_sent[HT_WIRE_ACCT_SITES];
 static inline uint32_t ht__wire_site(ht_stream_t *s, uint32_t idx) {
   if (HT_UNLIKELY(idx >= HT_WIRE_ACCT_SITES))
     return 0;
-  if (HT_UNLIKELY(atomic_load_explicit(&ht__site_sent[idx], memory_order_relaxed) !=
-                  s->epoch_seen))
+  if (HT_UNLIKELY(atomic_load_explicit(&ht__site_sent[idx], memory_order_relaxed) != s->epoch_seen))
     ht__site_send_slow(s, idx);
   return idx;
 }

@@ -86,8 +86,7 @@ void ht__config_load(ht_config_t *cfg) {
 
   v = getenv("HEAPTRACE_APP");
   if (v && copy_str(cfg->app, sizeof cfg->app, v) != 0)
-    ht__warn("heaptrace: HEAPTRACE_APP is longer than %zu bytes; ignored",
-             sizeof cfg->app - 1);
+    ht__warn("heaptrace: HEAPTRACE_APP is longer than %zu bytes; ignored", sizeof cfg->app - 1);
 
   v = getenv("HEAPTRACE_SOCKET");
   if (v && v[0] != '\0') {

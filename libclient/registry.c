@@ -48,7 +48,9 @@ static void install_fork_handlers(void) {
   pthread_atfork(fork_prepare, fork_release, fork_release);
 }
 
-void ht__fork_guard(void) { pthread_once(&fork_once, install_fork_handlers); }
+void ht__fork_guard(void) {
+  pthread_once(&fork_once, install_fork_handlers);
+}
 
 ht_heap_t *ht__heap_of(const void *p) {
   unsigned n = ht__nheaps();
@@ -99,8 +101,8 @@ static void locate_area(ht_heap_t *h) {
 static size_t heap_record(const ht_heap_t *h, uint8_t *buf, size_t cap) {
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, cap);
-  ht_heap_rec_t rec = {h->id, {h->caps[0], h->caps[1], h->caps[2]}, h->area,
-                       h->area_end - h->area, ht_str(h->name)};
+  ht_heap_rec_t rec = {
+      h->id, {h->caps[0], h->caps[1], h->caps[2]}, h->area, h->area_end - h->area, ht_str(h->name)};
   ht_proto_put_heap(&w, &rec);
   return w.overflow ? 0 : w.len;
 }
@@ -109,7 +111,9 @@ size_t ht__heap_record(unsigned i, uint8_t *buf, size_t cap) {
   return i < ht__nheaps() ? heap_record(&ht__heaps[i], buf, cap) : 0;
 }
 
-unsigned ht__heap_regions(void) { return ht__nheaps(); }
+unsigned ht__heap_regions(void) {
+  return ht__nheaps();
+}
 
 /* Announces a new region on the current connection (every new connection
  * announces all regions again, see transport.c). */
@@ -186,8 +190,7 @@ int ht_heap_add_region_with_caps_named(const char *name, const uint32_t caps[HT_
   return add_region(name, caps, start, end, &id);
 }
 
-int ht_heap_add_region_with_caps(const uint32_t caps[HT_CAPS_PRIOS], intptr_t start,
-                                 intptr_t end) {
+int ht_heap_add_region_with_caps(const uint32_t caps[HT_CAPS_PRIOS], intptr_t start, intptr_t end) {
   return ht_heap_add_region_with_caps_named(NULL, caps, start, end);
 }
 
@@ -207,7 +210,9 @@ ht_heap_handle_t ht_heap_register(void *start, size_t size) {
   return ht_heap_by_id(id);
 }
 
-ht_heap_handle_t ht_heap_containing(const void *p) { return ht__heap_of(p); }
+ht_heap_handle_t ht_heap_containing(const void *p) {
+  return ht__heap_of(p);
+}
 
 ht_heap_handle_t ht_heap_by_id(uint32_t id) {
   unsigned n = ht__nheaps();
@@ -222,6 +227,10 @@ ht_heap_handle_t ht_heap_by_name(const char *name) {
   return NULL;
 }
 
-uint32_t ht_heap_id(ht_heap_handle_t heap) { return heap ? heap->id : 0; }
+uint32_t ht_heap_id(ht_heap_handle_t heap) {
+  return heap ? heap->id : 0;
+}
 
-const char *ht_heap_name(ht_heap_handle_t heap) { return heap ? heap->name : "system"; }
+const char *ht_heap_name(ht_heap_handle_t heap) {
+  return heap ? heap->name : "system";
+}

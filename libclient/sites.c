@@ -30,8 +30,7 @@ static uint32_t send_site(uint32_t id, const char *file, int line, const char *f
   uint8_t buf[3 * (HT_PROTO_MAX_STRING + 2) + 64];
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, sizeof buf);
-  ht_site_rec_t rec = {id, line > 0 ? (uint32_t)line : 0, ht_str(file), ht_str(func),
-                       ht_str(type)};
+  ht_site_rec_t rec = {id, line > 0 ? (uint32_t)line : 0, ht_str(file), ht_str(func), ht_str(type)};
   ht_proto_put_site(&w, &rec);
   uint32_t epoch = 0;
   ht__transport_send_record_epoch(buf, w.len, &epoch);
@@ -80,8 +79,7 @@ static int same_str(const char *a, const char *b) {
 }
 
 /* Global lookup by content; interns on miss. Called with site_lock. */
-static site_slot_t *intern_locked(const char *file, int line, const char *func,
-                                  const char *type) {
+static site_slot_t *intern_locked(const char *file, int line, const char *func, const char *type) {
   if (!table) {
     void *m = mmap(NULL, HT_SITE_TABLE * sizeof(site_slot_t), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -89,7 +87,8 @@ static site_slot_t *intern_locked(const char *file, int line, const char *func,
       return NULL;
     table = m;
   }
-  uint64_t h = hash_str(hash_str(hash_str(0xcbf29ce484222325ull ^ (uint64_t)line, file), func), type);
+  uint64_t h =
+      hash_str(hash_str(hash_str(0xcbf29ce484222325ull ^ (uint64_t)line, file), func), type);
   for (uint32_t i = (uint32_t)h & (HT_SITE_TABLE - 1);; i = (i + 1) & (HT_SITE_TABLE - 1)) {
     site_slot_t *e = &table[i];
     if (e->id == 0) {
@@ -103,8 +102,8 @@ static site_slot_t *intern_locked(const char *file, int line, const char *func,
       e->id = HT_WIRE_ACCT_SITES + ++site_count;
       return e;
     }
-    if (e->hash == h && e->line == line && same_str(e->file, file) &&
-        same_str(e->func, func) && same_str(e->type, type))
+    if (e->hash == h && e->line == line && same_str(e->file, file) && same_str(e->func, func) &&
+        same_str(e->type, type))
       return e;
   }
 }

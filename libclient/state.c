@@ -118,8 +118,12 @@ static void put_le(wr_t *w, uint64_t v, int n) {
       w->p[w->len] = (uint8_t)(v >> (8 * i));
 }
 
-static void put_u32(wr_t *w, uint32_t v) { put_le(w, v, 4); }
-static void put_u64(wr_t *w, uint64_t v) { put_le(w, v, 8); }
+static void put_u32(wr_t *w, uint32_t v) {
+  put_le(w, v, 4);
+}
+static void put_u64(wr_t *w, uint64_t v) {
+  put_le(w, v, 8);
+}
 
 static void put_s(wr_t *w, const char *s) {
   size_t n = s ? strnlen(s, STATE_STR_MAX) : 0;
@@ -132,16 +136,25 @@ static void put_s(wr_t *w, const char *s) {
 /* Writes the body after the header; with a NULL buffer only sizes it. */
 static void write_body(wr_t *w, const gather_t *g) {
   const ht_totals_t *t = &g->totals;
-  uint64_t tv[7] = {t->allocs,     t->frees, t->reallocs, t->failures, (uint64_t)t->cur_bytes,
-                    (uint64_t)t->cur_blocks, t->total_bytes};
+  uint64_t tv[7] = {t->allocs,
+                    t->frees,
+                    t->reallocs,
+                    t->failures,
+                    (uint64_t)t->cur_bytes,
+                    (uint64_t)t->cur_blocks,
+                    t->total_bytes};
   for (int i = 0; i < 7; i++)
     put_u64(w, tv[i]);
   put_u32(w, g->ntypes);
   for (uint32_t i = 0; i < g->ntypes; i++) {
     const ht_type_stats_t *s = &g->types[i];
     put_s(w, s->name);
-    uint64_t v[6] = {s->allocs, s->bytes, (uint64_t)s->cur_blocks, (uint64_t)s->cur_bytes,
-                     (uint64_t)s->peak_blocks, (uint64_t)s->peak_bytes};
+    uint64_t v[6] = {s->allocs,
+                     s->bytes,
+                     (uint64_t)s->cur_blocks,
+                     (uint64_t)s->cur_bytes,
+                     (uint64_t)s->peak_blocks,
+                     (uint64_t)s->peak_bytes};
     for (int k = 0; k < 6; k++)
       put_u64(w, v[k]);
   }

@@ -40,13 +40,15 @@ static void stream_orphan(void *arg) {
   ht__transport_kick();
 }
 
-static void make_key(void) { pthread_key_create(&stream_key, stream_orphan); }
+static void make_key(void) {
+  pthread_key_create(&stream_key, stream_orphan);
+}
 
 #define STREAM_MAP_BYTES (sizeof(ht_stream_t) + HT_RING_BYTES + HT_PROTO_MAX_EVENT_BYTES)
 
 static ht_stream_t *stream_create(void) {
-  void *mem = mmap(NULL, STREAM_MAP_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+  void *mem =
+      mmap(NULL, STREAM_MAP_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED)
     return NULL;
   ht_stream_t *s = mem; /* mmap memory is zeroed: every counter starts at 0 */
@@ -54,7 +56,9 @@ static ht_stream_t *stream_create(void) {
   return s;
 }
 
-void ht__stream_unmap(ht_stream_t *s) { munmap(s, STREAM_MAP_BYTES); }
+void ht__stream_unmap(ht_stream_t *s) {
+  munmap(s, STREAM_MAP_BYTES);
+}
 
 void ht__stream_forget_all(void) {
   ht_stream_t *s = ht__transport_take_streams();

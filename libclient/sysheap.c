@@ -21,7 +21,9 @@
 
 #include "caps.h"
 
-size_t ht__sys_usable(void *p) { return malloc_usable_size(p); }
+size_t ht__sys_usable(void *p) {
+  return malloc_usable_size(p);
+}
 
 /* An allocated glibc block enters the typed set if c is typed. Returns the
  * type the block is accounted under (0 when the set is full). */
@@ -31,8 +33,7 @@ static uint16_t adopt_type(ht_call_t *c, const void *p, uint16_t type) {
   return type;
 }
 
-void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int zero,
-                    uint32_t caps) {
+void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int zero, uint32_t caps) {
   void *p = NULL;
   if (align > 16) {
     if (posix_memalign(&p, align, size) != 0)

@@ -35,12 +35,12 @@
 typedef struct ht_tlsf ht_tlsf_t;
 
 typedef struct {
-    size_t total_free_bytes;      /* sum of payload bytes of all free blocks */
-    size_t total_allocated_bytes; /* sum of usable bytes of all live blocks */
-    size_t largest_free_block;    /* largest size malloc is guaranteed to satisfy now */
-    size_t allocated_blocks;      /* live blocks */
-    size_t free_blocks;           /* free blocks (never two adjacent) */
-    size_t total_blocks;          /* allocated_blocks + free_blocks */
+  size_t total_free_bytes;      /* sum of payload bytes of all free blocks */
+  size_t total_allocated_bytes; /* sum of usable bytes of all live blocks */
+  size_t largest_free_block;    /* largest size malloc is guaranteed to satisfy now */
+  size_t allocated_blocks;      /* live blocks */
+  size_t free_blocks;           /* free blocks (never two adjacent) */
+  size_t total_blocks;          /* allocated_blocks + free_blocks */
 } ht_tlsf_stats_t;
 
 /* Return nonzero to stop the walk. */

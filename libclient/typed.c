@@ -157,10 +157,10 @@ static struct {
   tslot_t *slots;
   uint32_t count;
 } shards[TSET_SHARDS] = {
-#define SHARD_INIT {PTHREAD_MUTEX_INITIALIZER, NULL, 0}
-    SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT,
-    SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT,
-    SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT,
+#define SHARD_INIT                                                                                 \
+  { PTHREAD_MUTEX_INITIALIZER, NULL, 0 }
+    SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT,
+    SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT, SHARD_INIT,
 #undef SHARD_INIT
 };
 
@@ -239,7 +239,9 @@ static uint16_t lookup(const void *p, int take) {
   return type;
 }
 
-uint16_t ht__typed_take(const void *p) { return lookup(p, 1); }
+uint16_t ht__typed_take(const void *p) {
+  return lookup(p, 1);
+}
 
 void ht__types_hold(int hold) {
   if (hold) {
@@ -253,7 +255,9 @@ void ht__types_hold(int hold) {
   }
 }
 
-uint16_t ht__typed_peek(const void *p) { return lookup(p, 0); }
+uint16_t ht__typed_peek(const void *p) {
+  return lookup(p, 0);
+}
 
 /* ======================================================================
  * HT_NEW
@@ -275,8 +279,8 @@ void *ht__new(size_t elem_size, size_t n, const char *type, const char *file, in
   return p;
 }
 
-void *ht__caps_new(size_t elem_size, size_t n, uint32_t caps, const char *type,
-                   const char *file, int line, const char *func) {
+void *ht__caps_new(size_t elem_size, size_t n, uint32_t caps, const char *type, const char *file,
+                   int line, const char *func) {
   ht_call_t c;
   ht__call_init(&c, "HT_CAPS_NEW", file, line, func, type);
   size_t total = SIZE_MAX;
@@ -294,10 +298,9 @@ void *ht__caps_new(size_t elem_size, size_t n, uint32_t caps, const char *type,
  * ==================================================================== */
 
 static void print_type_row(const ht_type_stats_t *st) {
-  printf("  %-28s %10lld %12lld %10lld %12lld %10llu %14llu\n", st->name,
-         (long long)st->cur_blocks, (long long)st->cur_bytes, (long long)st->peak_blocks,
-         (long long)st->peak_bytes, (unsigned long long)st->allocs,
-         (unsigned long long)st->bytes);
+  printf("  %-28s %10lld %12lld %10lld %12lld %10llu %14llu\n", st->name, (long long)st->cur_blocks,
+         (long long)st->cur_bytes, (long long)st->peak_blocks, (long long)st->peak_bytes,
+         (unsigned long long)st->allocs, (unsigned long long)st->bytes);
 }
 
 void ht_print_total_memory_usage(void) {
@@ -333,8 +336,7 @@ void ht__print_type_memory_usage(const char *type) {
     printf("heaptrace type %s: %lld live blocks, %lld bytes (peak %lld blocks, %lld bytes); "
            "%llu allocations, %llu bytes in total\n",
            st.name, (long long)st.cur_blocks, (long long)st.cur_bytes, (long long)st.peak_blocks,
-           (long long)st.peak_bytes, (unsigned long long)st.allocs,
-           (unsigned long long)st.bytes);
+           (long long)st.peak_bytes, (unsigned long long)st.allocs, (unsigned long long)st.bytes);
   }
   fflush(stdout);
 }

@@ -41,8 +41,8 @@ static inline int ht__has_align(uint32_t op, uint32_t failed_op) {
 
 /* The running totals an event implies from the previous ones: what every
  * allocation entry point does (sysheap.c), so that they need not be sent. */
-static inline void ht__implied_totals(const ht_evstate_t *st, const ht_event_t *ev,
-                                      int64_t *bytes, int64_t *blocks, uint64_t *total) {
+static inline void ht__implied_totals(const ht_evstate_t *st, const ht_event_t *ev, int64_t *bytes,
+                                      int64_t *blocks, uint64_t *total) {
   *bytes = st->cur_bytes;
   *blocks = st->cur_blocks;
   *total = st->total_bytes;
@@ -103,8 +103,8 @@ static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_ev
      * them back the same way. */
     n += ht__varint_put(out + n,
                         ht_zigzag((int64_t)((uint64_t)ev->cur_bytes - (uint64_t)st->cur_bytes)));
-    n += ht__varint_put(
-        out + n, ht_zigzag((int64_t)((uint64_t)ev->cur_blocks - (uint64_t)st->cur_blocks)));
+    n += ht__varint_put(out + n,
+                        ht_zigzag((int64_t)((uint64_t)ev->cur_blocks - (uint64_t)st->cur_blocks)));
     n += ht__varint_put(out + n, ev->total_bytes - st->total_bytes);
   }
   st->time_ns = ev->time_ns;

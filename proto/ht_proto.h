@@ -21,25 +21,25 @@
 #define HT_PROTO_MAGIC "HTRC"
 #define HT_PROTO_MAGIC_LEN 4
 #define HT_PROTO_VERSION 1
-#define HT_PROTO_FRAME_PREFIX 4               /* u32 body length */
-#define HT_PROTO_MAX_FRAME (1u << 20)         /* body bytes, record type included */
-#define HT_PROTO_MAX_STRING 4096              /* bytes of one string */
-#define HT_PROTO_MAX_ARGS 256                 /* argv entries in a handshake */
-#define HT_PROTO_MAX_EVENT_BYTES 128          /* one encoded event, worst case */
+#define HT_PROTO_FRAME_PREFIX 4                  /* u32 body length */
+#define HT_PROTO_MAX_FRAME (1u << 20)            /* body bytes, record type included */
+#define HT_PROTO_MAX_STRING 4096                 /* bytes of one string */
+#define HT_PROTO_MAX_ARGS 256                    /* argv entries in a handshake */
+#define HT_PROTO_MAX_EVENT_BYTES 128             /* one encoded event, worst case */
 #define HT_PROTO_EVENTS_HEAD (4 + 1 + 4 + 8 + 4) /* frame prefix + EVENTS header */
 #define HT_PROTO_MAX_FRAME_EVENTS (HT_PROTO_MAX_FRAME / 8)
-#define HT_PROTO_CAPS_PRIOS 3                 /* caps masks per heap region */
-#define HT_CTL_MAX_REPLY (256u << 20)         /* body bytes of a control reply */
+#define HT_PROTO_CAPS_PRIOS 3         /* caps masks per heap region */
+#define HT_CTL_MAX_REPLY (256u << 20) /* body bytes of a control reply */
 
 /* ---- record types ---- */
-#define HT_RECORD_MAP(X)                                                         \
-  X(HELLO, 1, "hello")                                                           \
-  X(SITE, 2, "site")                                                             \
-  X(HEAP, 3, "heap")                                                             \
-  X(EVENTS, 4, "events")                                                         \
-  X(LOST, 5, "lost")                                                             \
-  X(END, 6, "end")                                                               \
-  X(CTL_REQUEST, 16, "control-request")                                          \
+#define HT_RECORD_MAP(X)                                                                           \
+  X(HELLO, 1, "hello")                                                                             \
+  X(SITE, 2, "site")                                                                               \
+  X(HEAP, 3, "heap")                                                                               \
+  X(EVENTS, 4, "events")                                                                           \
+  X(LOST, 5, "lost")                                                                               \
+  X(END, 6, "end")                                                                                 \
+  X(CTL_REQUEST, 16, "control-request")                                                            \
   X(CTL_REPLY, 17, "control-reply")
 
 typedef enum {
@@ -51,12 +51,12 @@ typedef enum {
 const char *ht_record_name(int type);
 
 /* ---- event operations ---- */
-#define HT_OP_MAP(X)                                                             \
-  X(MALLOC, 1, "malloc")                                                         \
-  X(CALLOC, 2, "calloc")                                                         \
-  X(REALLOC, 3, "realloc")                                                       \
-  X(ALIGNED, 4, "aligned_alloc")                                                 \
-  X(FREE, 5, "free")                                                             \
+#define HT_OP_MAP(X)                                                                               \
+  X(MALLOC, 1, "malloc")                                                                           \
+  X(CALLOC, 2, "calloc")                                                                           \
+  X(REALLOC, 3, "realloc")                                                                         \
+  X(ALIGNED, 4, "aligned_alloc")                                                                   \
+  X(FREE, 5, "free")                                                                               \
   X(FAILED, 6, "failed")
 
 typedef enum {
@@ -69,12 +69,12 @@ typedef enum {
 const char *ht_op_name(int op);
 
 /* ---- session end reasons (END record and the store's session table) ---- */
-#define HT_END_MAP(X)                                                            \
-  X(RUNNING, 0, "running")                                                       \
-  X(CLEAN, 1, "clean")                                                           \
-  X(DISCONNECTED, 2, "disconnected")                                             \
-  X(PROTOCOL_ERROR, 3, "protocol-error")                                         \
-  X(DAEMON_STOPPED, 4, "daemon-stopped")                                         \
+#define HT_END_MAP(X)                                                                              \
+  X(RUNNING, 0, "running")                                                                         \
+  X(CLEAN, 1, "clean")                                                                             \
+  X(DISCONNECTED, 2, "disconnected")                                                               \
+  X(PROTOCOL_ERROR, 3, "protocol-error")                                                           \
+  X(DAEMON_STOPPED, 4, "daemon-stopped")                                                           \
   X(ABNORMAL, 5, "abnormal")
 
 typedef enum {
@@ -86,23 +86,23 @@ typedef enum {
 const char *ht_end_name(int reason);
 
 /* ---- one event; every field defined once here ---- */
-#define HT_EVENT_FIELDS(X)                                                       \
-  X(uint64_t, seq)         /* per-stream sequence number, from 0 */              \
-  X(uint64_t, time_ns)     /* CLOCK_MONOTONIC */                                 \
-  X(uint32_t, op)          /* ht_op_t */                                         \
-  X(uint32_t, failed_op)   /* for HT_OP_FAILED: the operation that failed */     \
-  X(uint32_t, stream)      /* the client thread's stream id */                   \
-  X(uint32_t, site)        /* interned call site, 0 = unknown */                 \
-  X(uint32_t, heap)        /* heap that served it, 0 = system heap */            \
-  X(uint32_t, caps)        /* capabilities requested */                          \
-  X(uint64_t, ptr)         /* result (free: the block released) */               \
-  X(uint64_t, old_ptr)     /* realloc: the block passed in */                    \
-  X(uint64_t, size)        /* bytes requested (free: usable bytes released) */   \
-  X(uint64_t, usable)      /* usable bytes of the result */                      \
-  X(uint64_t, old_usable)  /* realloc: usable bytes of the old block */          \
-  X(uint64_t, align)       /* aligned_alloc: the alignment */                    \
-  X(int64_t, cur_bytes)    /* stream's running total: live usable bytes */       \
-  X(int64_t, cur_blocks)   /* stream's running total: live blocks */             \
+#define HT_EVENT_FIELDS(X)                                                                         \
+  X(uint64_t, seq)         /* per-stream sequence number, from 0 */                                \
+  X(uint64_t, time_ns)     /* CLOCK_MONOTONIC */                                                   \
+  X(uint32_t, op)          /* ht_op_t */                                                           \
+  X(uint32_t, failed_op)   /* for HT_OP_FAILED: the operation that failed */                       \
+  X(uint32_t, stream)      /* the client thread's stream id */                                     \
+  X(uint32_t, site)        /* interned call site, 0 = unknown */                                   \
+  X(uint32_t, heap)        /* heap that served it, 0 = system heap */                              \
+  X(uint32_t, caps)        /* capabilities requested */                                            \
+  X(uint64_t, ptr)         /* result (free: the block released) */                                 \
+  X(uint64_t, old_ptr)     /* realloc: the block passed in */                                      \
+  X(uint64_t, size)        /* bytes requested (free: usable bytes released) */                     \
+  X(uint64_t, usable)      /* usable bytes of the result */                                        \
+  X(uint64_t, old_usable)  /* realloc: usable bytes of the old block */                            \
+  X(uint64_t, align)       /* aligned_alloc: the alignment */                                      \
+  X(int64_t, cur_bytes)    /* stream's running total: live usable bytes */                         \
+  X(int64_t, cur_blocks)   /* stream's running total: live blocks */                               \
   X(uint64_t, total_bytes) /* stream's running total: bytes ever allocated */
 
 typedef struct {
@@ -123,11 +123,11 @@ typedef struct {
 
 /* The op byte of an encoded event (PROTOCOL.md, "Event encoding"). */
 #define HT_EV_OP_MASK 0x07u
-#define HT_EV_SAME_SITE 0x08u   /* site as in the previous event: not sent */
-#define HT_EV_SAME_HEAP 0x10u   /* heap likewise */
-#define HT_EV_SAME_CAPS 0x20u   /* caps likewise */
+#define HT_EV_SAME_SITE 0x08u      /* site as in the previous event: not sent */
+#define HT_EV_SAME_HEAP 0x10u      /* heap likewise */
+#define HT_EV_SAME_CAPS 0x20u      /* caps likewise */
 #define HT_EV_TOTALS_IMPLIED 0x40u /* running totals moved as the op implies: not sent */
-#define HT_EV_RESERVED 0x80u    /* must be 0 */
+#define HT_EV_RESERVED 0x80u       /* must be 0 */
 
 /* ---- strings on the wire: u16 length + bytes, no terminator, no NUL ---- */
 typedef struct {
@@ -178,8 +178,8 @@ static inline int64_t ht_unzigzag(uint64_t v) {
 typedef struct {
   uint16_t version;
   uint8_t ptr_size;
-  uint8_t clock;     /* 1 = CLOCK_MONOTONIC */
-  uint16_t flags;    /* HT_HELLO_F_* */
+  uint8_t clock;  /* 1 = CLOCK_MONOTONIC */
+  uint16_t flags; /* HT_HELLO_F_* */
   uint32_t pid;
   uint32_t ppid;
   uint64_t start_realtime_ns;
@@ -190,9 +190,9 @@ typedef struct {
   ht_str_t argv[HT_PROTO_MAX_ARGS];
 } ht_hello_t;
 
-#define HT_HELLO_F_DROP 0x1u     /* client drops events instead of waiting */
+#define HT_HELLO_F_DROP 0x1u      /* client drops events instead of waiting */
 #define HT_HELLO_F_RECONNECT 0x2u /* session continues an earlier, broken one */
-#define HT_HELLO_F_FORKED 0x4u   /* process is a fork child of ppid's session */
+#define HT_HELLO_F_FORKED 0x4u    /* process is a fork child of ppid's session */
 
 typedef struct {
   uint32_t id;
@@ -227,7 +227,7 @@ typedef struct {
 } ht_lost_rec_t;
 
 typedef struct {
-  uint8_t reason;      /* ht_end_t */
+  uint8_t reason;       /* ht_end_t */
   uint64_t undelivered; /* events the client knows it did not deliver */
 } ht_end_rec_t;
 
@@ -263,8 +263,7 @@ typedef struct {
 
 int ht_proto_events_begin(ht_evreader_t *r, const uint8_t *p, size_t n);
 /* Starts a reader on bare event bytes whose header is known already. */
-void ht_proto_events_init(ht_evreader_t *r, const ht_events_hdr_t *hdr, const uint8_t *p,
-                          size_t n);
+void ht_proto_events_init(ht_evreader_t *r, const ht_events_hdr_t *hdr, const uint8_t *p, size_t n);
 #define HT_PROTO_EVENTS_HDR 16 /* stream u32, first_seq u64, count u32 */
 int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev);
 
@@ -277,8 +276,8 @@ void ht_proto_put_end(ht_wbuf_t *w, const ht_end_rec_t *e);
 
 /* Writes the prefix and header of an EVENTS frame whose event bytes
  * (data_len of them, already encoded) follow separately, as with writev. */
-void ht_proto_events_head(uint8_t out[HT_PROTO_EVENTS_HEAD], uint32_t stream,
-                          uint64_t first_seq, uint32_t count, size_t data_len);
+void ht_proto_events_head(uint8_t out[HT_PROTO_EVENTS_HEAD], uint32_t stream, uint64_t first_seq,
+                          uint32_t count, size_t data_len);
 
 /* Encodes one event (seq and stream are implicit in the frame) at out,
  * which must have HT_PROTO_MAX_EVENT_BYTES free. Returns bytes written. */

@@ -18,8 +18,8 @@
 
 const char *ht_record_name(int type) {
   switch (type) {
-#define HT__REC_NAME(name, code, str)                                            \
-  case code:                                                                     \
+#define HT__REC_NAME(name, code, str)                                                              \
+  case code:                                                                                       \
     return str;
     HT_RECORD_MAP(HT__REC_NAME)
 #undef HT__REC_NAME
@@ -29,8 +29,8 @@ const char *ht_record_name(int type) {
 
 const char *ht_op_name(int op) {
   switch (op) {
-#define HT__OP_NAME(name, code, str)                                             \
-  case code:                                                                     \
+#define HT__OP_NAME(name, code, str)                                                               \
+  case code:                                                                                       \
     return str;
     HT_OP_MAP(HT__OP_NAME)
 #undef HT__OP_NAME
@@ -40,8 +40,8 @@ const char *ht_op_name(int op) {
 
 const char *ht_end_name(int reason) {
   switch (reason) {
-#define HT__END_NAME(name, code, str)                                            \
-  case code:                                                                     \
+#define HT__END_NAME(name, code, str)                                                              \
+  case code:                                                                                       \
     return str;
     HT_END_MAP(HT__END_NAME)
 #undef HT__END_NAME
@@ -51,9 +51,9 @@ const char *ht_end_name(int reason) {
 
 char *ht_caps_format(uint32_t caps, char *out, size_t cap) {
   static const char *const names[32] = {
-      "EXEC", "32BIT", "8BIT", "DMA", "PID2", "PID3", "PID4", "PID5",
-      "PID6", "PID7", "SPIRAM", "INTERNAL", "DEFAULT", "IRAM_8BIT", "RETENTION", "RTCRAM",
-      [31] = "INVALID"};
+      "EXEC",    "32BIT",     "8BIT",      "DMA",    "PID2",          "PID3",
+      "PID4",    "PID5",      "PID6",      "PID7",   "SPIRAM",        "INTERNAL",
+      "DEFAULT", "IRAM_8BIT", "RETENTION", "RTCRAM", [31] = "INVALID"};
   size_t len = 0;
   int cut = 0;
   if (cap == 0)
@@ -444,8 +444,8 @@ int ht_proto_decode_end(const uint8_t *p, size_t n, ht_end_rec_t *out) {
  * Events
  * ==================================================================== */
 
-void ht_proto_events_head(uint8_t out[HT_PROTO_EVENTS_HEAD], uint32_t stream,
-                          uint64_t first_seq, uint32_t count, size_t data_len) {
+void ht_proto_events_head(uint8_t out[HT_PROTO_EVENTS_HEAD], uint32_t stream, uint64_t first_seq,
+                          uint32_t count, size_t data_len) {
   ht__store_le(out, HT_PROTO_EVENTS_HEAD - HT_PROTO_FRAME_PREFIX + data_len, 4);
   out[4] = HT_REC_EVENTS;
   ht__store_le(out + 5, stream, 4);
@@ -515,15 +515,12 @@ int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev) {
   if (ht__has_align(ev->op, ev->failed_op))
     ev->align = ht_get_varint(c);
   ev->size = ht_get_varint(c);
-  ev->usable =
-      ev->op == HT_OP_FREE ? ev->size : ev->size + (uint64_t)ht_unzigzag(ht_get_varint(c));
+  ev->usable = ev->op == HT_OP_FREE ? ev->size : ev->size + (uint64_t)ht_unzigzag(ht_get_varint(c));
   if (opb & HT_EV_TOTALS_IMPLIED) {
     ht__implied_totals(st, ev, &ev->cur_bytes, &ev->cur_blocks, &ev->total_bytes);
   } else {
-    ev->cur_bytes =
-        (int64_t)((uint64_t)st->cur_bytes + (uint64_t)ht_unzigzag(ht_get_varint(c)));
-    ev->cur_blocks =
-        (int64_t)((uint64_t)st->cur_blocks + (uint64_t)ht_unzigzag(ht_get_varint(c)));
+    ev->cur_bytes = (int64_t)((uint64_t)st->cur_bytes + (uint64_t)ht_unzigzag(ht_get_varint(c)));
+    ev->cur_blocks = (int64_t)((uint64_t)st->cur_blocks + (uint64_t)ht_unzigzag(ht_get_varint(c)));
     ev->total_bytes = st->total_bytes + ht_get_varint(c);
   }
   if (c->err)
@@ -548,8 +545,8 @@ const char *ht_strerror(int err) {
   switch (err) {
   case HT_OK:
     return "success";
-#define HT__ERR_MSG(name, code, msg)                                             \
-  case code:                                                                     \
+#define HT__ERR_MSG(name, code, msg)                                                               \
+  case code:                                                                                       \
     return msg;
     HT_ERRNO_MAP(HT__ERR_MSG)
 #undef HT__ERR_MSG
@@ -561,8 +558,8 @@ const char *ht_err_name(int err) {
   switch (err) {
   case HT_OK:
     return "HT_OK";
-#define HT__ERR_NAME(name, code, msg)                                            \
-  case code:                                                                     \
+#define HT__ERR_NAME(name, code, msg)                                                              \
+  case code:                                                                                       \
     return "HT_" #name;
     HT_ERRNO_MAP(HT__ERR_NAME)
 #undef HT__ERR_NAME

@@ -48,8 +48,8 @@ static void spawn_daemon(e2e_t *e) {
     int log = open(e->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
     dup2(log, STDERR_FILENO);
     dup2(log, STDOUT_FILENO);
-    execl(e2e_bin("heaptraced"), "heaptraced", "--foreground", "--log-level", "debug",
-          "--socket", e->socket, "--db", e->db, (char *)NULL);
+    execl(e2e_bin("heaptraced"), "heaptraced", "--foreground", "--log-level", "debug", "--socket",
+          e->socket, "--db", e->db, (char *)NULL);
     _exit(127);
   }
   e->daemon = pid;
@@ -57,8 +57,7 @@ static void spawn_daemon(e2e_t *e) {
     if (can_connect(e->socket))
       return;
     int status;
-    cr_assert(waitpid(pid, &status, WNOHANG) == 0, "heaptraced exited at start; see %s",
-              e->log);
+    cr_assert(waitpid(pid, &status, WNOHANG) == 0, "heaptraced exited at start; see %s", e->log);
     sleep_ms(10);
   }
   cr_assert_fail("heaptraced did not accept connections within 5 s; see %s", e->log);
@@ -74,7 +73,9 @@ void e2e_start(e2e_t *e) {
   spawn_daemon(e);
 }
 
-void e2e_restart_daemon(e2e_t *e) { spawn_daemon(e); }
+void e2e_restart_daemon(e2e_t *e) {
+  spawn_daemon(e);
+}
 
 void e2e_stop_daemon(e2e_t *e) {
   if (e->daemon <= 0)
@@ -205,8 +206,8 @@ e2e_result_t e2e_wait(e2e_t *e, pid_t pid) {
   char out[200], err[200];
   snprintf(out, sizeof out, "%s/out.%d", e->dir, (int)pid);
   snprintf(err, sizeof err, "%s/err.%d", e->dir, (int)pid);
-  e2e_result_t r = {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-                    slurp(out), slurp(err)};
+  e2e_result_t r = {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out),
+                    slurp(err)};
   return r;
 }
 
@@ -247,8 +248,7 @@ e2e_result_t e2e_run(e2e_t *e, char *const argv[], char *const env[]) {
   return run_argv(argv, all);
 }
 
-static e2e_result_t heapctl_va(const char *flag, const char *value, const char *first,
-                               va_list ap) {
+static e2e_result_t heapctl_va(const char *flag, const char *value, const char *first, va_list ap) {
   char *argv[32];
   size_t n = 0;
   argv[n++] = (char *)e2e_bin("heapctl");

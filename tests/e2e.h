@@ -21,9 +21,9 @@ typedef struct {
 } e2e_t;
 
 typedef struct {
-  int status;  /* exit status, or 128 + signal */
-  char *out;   /* stdout, NUL-terminated, owned */
-  char *err;   /* stderr, NUL-terminated, owned */
+  int status; /* exit status, or 128 + signal */
+  char *out;  /* stdout, NUL-terminated, owned */
+  char *err;  /* stderr, NUL-terminated, owned */
 } e2e_result_t;
 
 /* Makes the scratch directory and starts heaptraced on it; returns when

@@ -21,7 +21,9 @@
 static _Alignas(64) unsigned char dram[64 * 1024];
 static _Alignas(64) unsigned char big[1024 * 1024];
 
-static void setup(void) { setenv("HEAPTRACE_DISABLE", "1", 1); }
+static void setup(void) {
+  setenv("HEAPTRACE_DISABLE", "1", 1);
+}
 
 TestSuite(callbacks, .init = setup, .timeout = 60);
 
@@ -97,8 +99,8 @@ Test(callbacks, system_heap_transactions_report_action_signed_bytes_and_totals) 
 
 Test(callbacks, caps_heap_transactions_are_reported_too) {
   const uint32_t caps[3] = {HT_CAP_DEFAULT | HT_CAP_8BIT | HT_CAP_DMA, 0, 0};
-  cr_assert(eq(int, ht_heap_add_region_with_caps(caps, (intptr_t)dram,
-                                                 (intptr_t)dram + sizeof dram),
+  cr_assert(eq(int,
+               ht_heap_add_region_with_caps(caps, (intptr_t)dram, (intptr_t)dram + sizeof dram),
                HT_OK));
   ht_set_alloc_callback(record);
   unsigned l1 = __LINE__ + 1;

@@ -30,7 +30,9 @@ static _Alignas(64) unsigned char dram[128 * KIB];
 static _Alignas(64) unsigned char iram[64 * KIB];
 static _Alignas(64) unsigned char spiram[256 * KIB];
 
-static void setup(void) { setenv("HEAPTRACE_DISABLE", "1", 1); }
+static void setup(void) {
+  setenv("HEAPTRACE_DISABLE", "1", 1);
+}
 
 TestSuite(caps, .init = setup, .timeout = 60);
 
@@ -49,7 +51,9 @@ static void add_esp32(void) {
   cr_assert(eq(int, add("SPIRAM", spiram, sizeof spiram, SPIRAM_CAPS, 0, 0), HT_OK));
 }
 
-static uint32_t heap_of(const void *p) { return ht_heap_id(ht_heap_containing(p)); }
+static uint32_t heap_of(const void *p) {
+  return ht_heap_id(ht_heap_containing(p));
+}
 
 typedef struct {
   size_t free_bytes, used_bytes, free_blocks, used_blocks, largest_free;
@@ -141,10 +145,9 @@ Test(caps, add_region_rejects_bad_arguments_overlap_and_small_regions) {
   cr_assert(eq(int, ht_heap_add_region_with_caps(NULL, (intptr_t)dram, (intptr_t)dram + 4096),
                HT_EINVAL));
   cr_assert(eq(int, ht_heap_add_region_with_caps(caps, 0, 4096), HT_EINVAL));
-  cr_assert(eq(int, ht_heap_add_region_with_caps(caps, (intptr_t)dram, (intptr_t)dram),
-               HT_EINVAL));
-  cr_assert(eq(int, ht_heap_add_region_with_caps(caps, (intptr_t)dram, (intptr_t)dram + 64),
-               HT_ESIZE));
+  cr_assert(eq(int, ht_heap_add_region_with_caps(caps, (intptr_t)dram, (intptr_t)dram), HT_EINVAL));
+  cr_assert(
+      eq(int, ht_heap_add_region_with_caps(caps, (intptr_t)dram, (intptr_t)dram + 64), HT_ESIZE));
   cr_assert(eq(int, add("a", dram, 8 * KIB, HT_CAP_DEFAULT, 0, 0), HT_OK));
   /* start inside, end inside, and a region that swallows it: all overlap */
   cr_assert(eq(int, add("b", dram + 100, 100, HT_CAP_DEFAULT, 0, 0), HT_EOVERLAP));
@@ -158,8 +161,7 @@ Test(caps, registry_is_full_after_heap_max_regions) {
   size_t each = sizeof spiram / (HT_HEAP_MAX + 1);
   for (int i = 0; i < HT_HEAP_MAX; i++)
     cr_assert(eq(int, add(NULL, spiram + i * each, each, HT_CAP_DEFAULT, 0, 0), HT_OK));
-  cr_assert(eq(int, add(NULL, spiram + HT_HEAP_MAX * each, each, HT_CAP_DEFAULT, 0, 0),
-               HT_ENOMEM));
+  cr_assert(eq(int, add(NULL, spiram + HT_HEAP_MAX * each, each, HT_CAP_DEFAULT, 0, 0), HT_ENOMEM));
   cr_assert(eq(str, (char *)ht_heap_name(ht_heap_by_id(HT_HEAP_MAX)), "heap64"));
 }
 
@@ -250,7 +252,8 @@ Test(caps, freeing_coalesces_neighbours_back_into_one_free_block) {
   cr_assert(eq(sz, info.free_blocks, 1));
   cr_assert(eq(sz, info.total_free_bytes, empty.total_free_bytes));
   cr_assert(eq(sz, info.total_allocated_bytes, 0));
-  cr_assert(eq(sz, info.minimum_free_bytes, empty.total_free_bytes - 3 * (1004 + HT_CAPS_BLOCK_OVERHEAD)));
+  cr_assert(eq(sz, info.minimum_free_bytes,
+               empty.total_free_bytes - 3 * (1004 + HT_CAPS_BLOCK_OVERHEAD)));
 }
 
 static size_t fails;
@@ -298,8 +301,8 @@ Test(caps, exhaustion_returns_null_and_calls_the_failed_alloc_hook) {
 
 Test(caps, priority_level_zero_of_every_heap_comes_before_level_one) {
   /* A serves DEFAULT only at level 1; B at level 0. */
-  cr_assert(eq(int, add("A", dram, 32 * KIB, HT_CAP_32BIT, HT_CAP_DEFAULT | HT_CAP_8BIT, 0),
-               HT_OK));
+  cr_assert(
+      eq(int, add("A", dram, 32 * KIB, HT_CAP_32BIT, HT_CAP_DEFAULT | HT_CAP_8BIT, 0), HT_OK));
   cr_assert(eq(int, add("B", spiram, 32 * KIB, HT_CAP_DEFAULT | HT_CAP_8BIT, 0, 0), HT_OK));
   void *d = ht_caps_malloc(100, HT_CAP_DEFAULT);
   cr_assert(eq(u32, heap_of(d), 2));
@@ -384,8 +387,7 @@ Test(caps, extmem_limit_routes_plain_mallocs_by_size) {
   ht_free(grown);
   ht_free(huge);
   ht_free(after);
-  cr_assert(eq(sz, ht_caps_get_free_size(HT_CAP_INVALID),
-               ht_caps_get_total_size(HT_CAP_INVALID)));
+  cr_assert(eq(sz, ht_caps_get_free_size(HT_CAP_INVALID), ht_caps_get_total_size(HT_CAP_INVALID)));
 }
 
 /* ---- realloc ------------------------------------------------------------------ */
@@ -407,8 +409,7 @@ Test(caps, realloc_moves_between_caps_and_keeps_the_contents) {
   cr_assert(eq(ptr, s, r), "IRAM has 32BIT: shrinks in place");
   cr_assert(eq(sz, ht_caps_get_allocated_size(s), 800));
   cr_assert(eq(sz, ht_caps_get_free_size(HT_CAP_DMA), ht_caps_get_total_size(HT_CAP_DMA)));
-  cr_assert(eq(sz, ht_caps_get_free_size(HT_CAP_SPIRAM),
-               ht_caps_get_total_size(HT_CAP_SPIRAM)));
+  cr_assert(eq(sz, ht_caps_get_free_size(HT_CAP_SPIRAM), ht_caps_get_total_size(HT_CAP_SPIRAM)));
   cr_assert(ht_caps_check_integrity_all(true));
   cross_check(HT_CAP_INVALID);
   ht_caps_free(s);
@@ -527,7 +528,7 @@ Test(caps, local_minimum_window_restarts_and_freezes) {
   ht_caps_free(a);
   size_t lifetime = ht_caps_get_minimum_free_size(HT_CAP_SPIRAM);
   cr_assert(eq(sz, ht_caps_get_local_minimum_free_size(HT_CAP_SPIRAM), lifetime),
-               "no window yet: the lifetime minimum");
+            "no window yet: the lifetime minimum");
   cr_assert(eq(int, ht_caps_monitor_local_minimum_free_size_stop(), HT_EINVAL));
   cr_assert(eq(int, ht_caps_monitor_local_minimum_free_size_start(), HT_OK));
   size_t total = ht_caps_get_total_size(HT_CAP_SPIRAM);
@@ -801,8 +802,8 @@ static void check_no_overlap(const shadow_t *s, int n) {
 
 Test(caps, randomized_stress_against_a_shadow_model_of_several_heaps) {
   add_esp32();
-  static const uint32_t caps[] = {HT_CAP_DMA, HT_CAP_EXEC, HT_CAP_SPIRAM, HT_CAP_DEFAULT,
-                                  HT_CAP_32BIT, HT_CAP_8BIT | HT_CAP_INTERNAL};
+  static const uint32_t caps[] = {HT_CAP_DMA,     HT_CAP_EXEC,  HT_CAP_SPIRAM,
+                                  HT_CAP_DEFAULT, HT_CAP_32BIT, HT_CAP_8BIT | HT_CAP_INTERNAL};
   enum { N = 400, STEPS = 20000 };
   static shadow_t s[N];
   for (int step = 0; step < STEPS; step++) {
@@ -849,8 +850,7 @@ Test(caps, randomized_stress_against_a_shadow_model_of_several_heaps) {
   }
   for (int i = 0; i < N; i++)
     ht_caps_free(s[i].p);
-  cr_assert(eq(sz, ht_caps_get_free_size(HT_CAP_INVALID),
-               ht_caps_get_total_size(HT_CAP_INVALID)));
+  cr_assert(eq(sz, ht_caps_get_free_size(HT_CAP_INVALID), ht_caps_get_total_size(HT_CAP_INVALID)));
   ht_totals_t t;
   ht_get_totals(&t);
   cr_assert(eq(i64, t.cur_blocks, 0));
@@ -925,8 +925,7 @@ Test(caps, threads_hammering_several_heaps_and_the_system_heap_stay_consistent) 
     cr_assert(eq(int, w[i].bad, 0), "thread %d saw its data change", i);
   }
   cr_assert(ht_caps_check_integrity_all(true));
-  cr_assert(eq(sz, ht_caps_get_free_size(HT_CAP_INVALID),
-               ht_caps_get_total_size(HT_CAP_INVALID)));
+  cr_assert(eq(sz, ht_caps_get_free_size(HT_CAP_INVALID), ht_caps_get_total_size(HT_CAP_INVALID)));
   cross_check(HT_CAP_INVALID);
   ht_totals_t t;
   ht_get_totals(&t);

@@ -31,14 +31,14 @@ static _Alignas(64) unsigned char spiram[1024 * KIB];
 
 static int failed;
 
-#define CHECK(cond, ...)                                                                        \
-  do {                                                                                          \
-    if (!(cond)) {                                                                              \
-      fprintf(stderr, "test_caps_threads: %s:%d: %s: ", __FILE__, __LINE__, #cond);             \
-      fprintf(stderr, __VA_ARGS__);                                                             \
-      fputc('\n', stderr);                                                                      \
-      failed = 1;                                                                               \
-    }                                                                                           \
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr, "test_caps_threads: %s:%d: %s: ", __FILE__, __LINE__, #cond);                \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fputc('\n', stderr);                                                                         \
+      failed = 1;                                                                                  \
+    }                                                                                              \
   } while (0)
 
 typedef struct {
@@ -146,11 +146,14 @@ int main(void) {
   const uint32_t i[3] = {HT_CAP_EXEC | HT_CAP_32BIT | HT_CAP_INTERNAL, 0, 0};
   const uint32_t s[3] = {HT_CAP_SPIRAM | HT_CAP_DEFAULT, 0, HT_CAP_8BIT | HT_CAP_32BIT};
   CHECK(ht_heap_add_region_with_caps_named("DRAM", d, (intptr_t)dram,
-                                           (intptr_t)dram + sizeof dram) == HT_OK, "DRAM");
+                                           (intptr_t)dram + sizeof dram) == HT_OK,
+        "DRAM");
   CHECK(ht_heap_add_region_with_caps_named("IRAM", i, (intptr_t)iram,
-                                           (intptr_t)iram + sizeof iram) == HT_OK, "IRAM");
+                                           (intptr_t)iram + sizeof iram) == HT_OK,
+        "IRAM");
   CHECK(ht_heap_add_region_with_caps_named("SPIRAM", s, (intptr_t)spiram,
-                                           (intptr_t)spiram + sizeof spiram) == HT_OK, "SPIRAM");
+                                           (intptr_t)spiram + sizeof spiram) == HT_OK,
+        "SPIRAM");
   ht_set_alloc_callback(on_alloc);
   pthread_t th[THREADS];
   for (int k = 0; k < THREADS; k++)
@@ -176,7 +179,7 @@ int main(void) {
   CHECK(ht_type_stats(item_t, &st) == HT_OK && st.cur_blocks == 0 && st.cur_bytes == 0,
         "typed blocks balance");
   if (!failed)
-    printf("test_caps_threads: ok (%ld callback calls, %llu allocations)\n",
-           (long)callback_calls, (unsigned long long)t.allocs);
+    printf("test_caps_threads: ok (%ld callback calls, %llu allocations)\n", (long)callback_calls,
+           (unsigned long long)t.allocs);
   return failed;
 }

@@ -181,7 +181,9 @@ typedef struct {
   double d;
 } thing_t;
 
-static size_t free_of(uint32_t heap) { return heap ? ht_heap_free_size(ht_heap_by_id(heap)) : 0; }
+static size_t free_of(uint32_t heap) {
+  return heap ? ht_heap_free_size(ht_heap_by_id(heap)) : 0;
+}
 
 Test(caps_trace, every_call_is_one_event_and_the_events_rebuild_each_heap_exactly) {
   const uint32_t d[3] = {HT_CAP_8BIT | HT_CAP_DEFAULT, HT_CAP_INTERNAL | HT_CAP_DMA, 0};
@@ -200,7 +202,8 @@ Test(caps_trace, every_call_is_one_event_and_the_events_rebuild_each_heap_exactl
     size_t free_after;
   } want[16];
   int n = 0;
-#define STEP(op_, heap_, caps_) (want[n++] = (__typeof__(want[0])){op_, heap_, caps_, free_of(heap_)})
+#define STEP(op_, heap_, caps_)                                                                    \
+  (want[n++] = (__typeof__(want[0])){op_, heap_, caps_, free_of(heap_)})
   char *p = ht_caps_malloc(100, HT_CAP_DMA);
   STEP(HT_OP_MALLOC, 1, HT_CAP_DMA);
   char *q = ht_caps_realloc(p, 5000, HT_CAP_SPIRAM);

@@ -37,7 +37,9 @@ static double num(const cJSON *o, const char *k) {
   return j->valuedouble;
 }
 
-static double field(const char *k) { return (double)e2e_field(prog.out, k); }
+static double field(const char *k) {
+  return (double)e2e_field(prog.out, k);
+}
 
 static cJSON *query(int offline, const char *cmd, const char *a, const char *b) {
   e2e_result_t r = offline ? (a ? e2e_heapctl_db(&env, cmd, a, b, "--json", NULL)
@@ -108,7 +110,9 @@ Test(e2e_heaps, low_water_marks_are_the_allocators_own_and_caps_sums_are_exact) 
   check_lwm(0);
 }
 
-Test(e2e_heaps, fragmentation_now_and_at_its_worst_match_the_arithmetic) { check_frag(0); }
+Test(e2e_heaps, fragmentation_now_and_at_its_worst_match_the_arithmetic) {
+  check_frag(0);
+}
 
 Test(e2e_heaps, the_same_answers_come_offline_from_the_database) {
   e2e_stop_daemon(&env);

@@ -326,8 +326,8 @@ static void send_newer_version(void) {
 
 Test(e2e_hostile, hello_with_a_newer_protocol_version_is_refused_naming_the_version) {
   beside_bystander(send_newer_version);
-  assert_refused_without_session(
-      "the client speaks protocol version 2, this heaptraced version 1: upgrade heaptraced (HT_EVERSION)");
+  assert_refused_without_session("the client speaks protocol version 2, this heaptraced version 1: "
+                                 "upgrade heaptraced (HT_EVERSION)");
   assert_daemon_stops_cleanly();
 }
 

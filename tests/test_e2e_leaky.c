@@ -26,7 +26,9 @@ static void setup(void) {
   e2e_result_free(&r);
 }
 
-static void teardown(void) { e2e_stop(&env); }
+static void teardown(void) {
+  e2e_stop(&env);
+}
 
 TestSuite(e2e_leaky, .init = setup, .fini = teardown, .timeout = 60);
 

@@ -14,8 +14,12 @@
 
 static e2e_t env;
 
-static void setup(void) { e2e_start(&env); }
-static void teardown(void) { e2e_stop(&env); }
+static void setup(void) {
+  e2e_start(&env);
+}
+static void teardown(void) {
+  e2e_stop(&env);
+}
 
 TestSuite(e2e_store, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -49,14 +53,35 @@ static void create_v1(const char *path) {
   size_t len = 16;
   ht_evstate_t st = {0};
   ht_event_t ev[3] = {
-      {.op = HT_OP_MALLOC, .time_ns = 6000, .site = 1, .caps = HT_SYSTEM_HEAP_CAPS,
-       .ptr = 0x1000, .size = 40, .usable = 48, .cur_bytes = 48, .cur_blocks = 1,
+      {.op = HT_OP_MALLOC,
+       .time_ns = 6000,
+       .site = 1,
+       .caps = HT_SYSTEM_HEAP_CAPS,
+       .ptr = 0x1000,
+       .size = 40,
+       .usable = 48,
+       .cur_bytes = 48,
+       .cur_blocks = 1,
        .total_bytes = 48},
-      {.op = HT_OP_MALLOC, .time_ns = 7000, .site = 1, .caps = HT_SYSTEM_HEAP_CAPS,
-       .ptr = 0x2000, .size = 48, .usable = 48, .cur_bytes = 96, .cur_blocks = 2,
+      {.op = HT_OP_MALLOC,
+       .time_ns = 7000,
+       .site = 1,
+       .caps = HT_SYSTEM_HEAP_CAPS,
+       .ptr = 0x2000,
+       .size = 48,
+       .usable = 48,
+       .cur_bytes = 96,
+       .cur_blocks = 2,
        .total_bytes = 96},
-      {.op = HT_OP_FREE, .time_ns = 8000, .site = 1, .caps = HT_SYSTEM_HEAP_CAPS,
-       .ptr = 0x1000, .size = 48, .usable = 48, .cur_bytes = 48, .cur_blocks = 1,
+      {.op = HT_OP_FREE,
+       .time_ns = 8000,
+       .site = 1,
+       .caps = HT_SYSTEM_HEAP_CAPS,
+       .ptr = 0x1000,
+       .size = 48,
+       .usable = 48,
+       .cur_bytes = 48,
+       .cur_blocks = 1,
        .total_bytes = 96},
   };
   for (int i = 0; i < 3; i++)
@@ -65,8 +90,7 @@ static void create_v1(const char *path) {
   memcpy(chunk, head, sizeof head);
   sqlite3_stmt *s;
   cr_assert(eq(int,
-               sqlite3_prepare_v2(db,
-                                  "INSERT INTO event_chunks VALUES(1, 1, 0, 3, 6000, 8000, ?1)",
+               sqlite3_prepare_v2(db, "INSERT INTO event_chunks VALUES(1, 1, 0, 3, 6000, 8000, ?1)",
                                   -1, &s, NULL),
                SQLITE_OK));
   sqlite3_bind_blob(s, 1, chunk, (int)len, SQLITE_STATIC);
@@ -93,8 +117,8 @@ Test(e2e_store, a_first_schema_database_is_migrated_and_its_session_still_answer
   snprintf(path, sizeof path, "%s/v1.db", env.dir);
   create_v1(path);
   cr_assert(eq(int, user_version(path), 1));
-  char *argv[] = {(char *)e2e_bin("heaptraced"), "--foreground", "--socket", NULL, "--db", path,
-                  NULL};
+  char *argv[] = {
+      (char *)e2e_bin("heaptraced"), "--foreground", "--socket", NULL, "--db", path, NULL};
   char sock[200];
   snprintf(sock, sizeof sock, "%s/v1.sock", env.dir);
   argv[3] = sock;
@@ -137,8 +161,8 @@ Test(e2e_store, a_newer_schema_is_refused_by_the_daemon_and_by_heapctl) {
   cr_assert(eq(int, sqlite3_open(env.db, &db), SQLITE_OK));
   exec_sql(db, "PRAGMA user_version = 99");
   sqlite3_close(db);
-  char *argv[] = {(char *)e2e_bin("heaptraced"), "--foreground", "--socket", env.socket, "--db",
-                  env.db, NULL};
+  char *argv[] = {
+      (char *)e2e_bin("heaptraced"), "--foreground", "--socket", env.socket, "--db", env.db, NULL};
   e2e_result_t r = e2e_run(&env, argv, NULL);
   cr_assert(ne(int, r.status, 0));
   cr_assert(strstr(r.err, "schema version 99 is newer") != NULL, "%s", r.err);

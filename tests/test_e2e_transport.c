@@ -14,8 +14,12 @@
 
 static e2e_t env;
 
-static void setup(void) { e2e_start(&env); }
-static void teardown(void) { e2e_stop(&env); }
+static void setup(void) {
+  e2e_start(&env);
+}
+static void teardown(void) {
+  e2e_stop(&env);
+}
 
 TestSuite(e2e_transport, .init = setup, .fini = teardown, .timeout = 120);
 
@@ -32,8 +36,8 @@ static double num(const cJSON *o, const char *k) {
 
 /* The JSON result of heapctl CMD [-s ID] --json (asserting success). */
 static cJSON *query(const char *a, const char *b, const char *c) {
-  e2e_result_t r = b ? e2e_heapctl(&env, a, b, c, "--json", NULL)
-                     : e2e_heapctl(&env, a, "--json", NULL);
+  e2e_result_t r =
+      b ? e2e_heapctl(&env, a, b, c, "--json", NULL) : e2e_heapctl(&env, a, "--json", NULL);
   cr_assert(eq(int, r.status, 0), "heapctl %s: %s", a, r.err);
   cJSON *j = e2e_json(&r);
   e2e_result_free(&r);
@@ -131,8 +135,8 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
   cJSON *ss = query("sessions", NULL, NULL);
   const cJSON *first = session_of_pid(ss, pid, 0), *second = session_of_pid(ss, pid, 1);
   cr_assert(first && second, "two sessions for pid %d", (int)pid);
-  cr_assert(eq(str, (char *)cJSON_GetObjectItem(first, "end_reason")->valuestring,
-               "daemon-stopped"));
+  cr_assert(
+      eq(str, (char *)cJSON_GetObjectItem(first, "end_reason")->valuestring, "daemon-stopped"));
   cr_assert(eq(str, (char *)cJSON_GetObjectItem(second, "end_reason")->valuestring, "clean"));
   /* Every event is either stored in one of the two sessions or counted as
    * not delivered in the second; nothing disappears unaccounted. */
@@ -147,8 +151,8 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
   cJSON *l = query("leaks", "-s", id);
   const cJSON *g = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "groups"), 0);
   cr_assert(g != NULL);
-  cr_assert(eq(str, cJSON_GetObjectItem(g, "file")->valuestring,
-               "tests/programs/threads_client.c"));
+  cr_assert(
+      eq(str, cJSON_GetObjectItem(g, "file")->valuestring, "tests/programs/threads_client.c"));
   cr_assert(eq(dbl, num(cJSON_GetObjectItem(l, "total"), "blocks"), 2));
   cJSON_Delete(l);
   cJSON_Delete(ss);

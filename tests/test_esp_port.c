@@ -12,7 +12,9 @@
 
 #include <heaptrace/esp_heap_caps.h>
 
-static void setup(void) { setenv("HEAPTRACE_DISABLE", "1", 1); }
+static void setup(void) {
+  setenv("HEAPTRACE_DISABLE", "1", 1);
+}
 
 TestSuite(esp_port, .init = setup, .timeout = 60);
 
@@ -31,8 +33,8 @@ static void alloc_failed_hook(size_t size, uint32_t caps, const char *function_n
 
 static esp_err_t board_heaps_init(void) {
   const uint32_t int_caps[SOC_MEMORY_TYPE_NO_PRIOS] = {
-      MALLOC_CAP_8BIT | MALLOC_CAP_DEFAULT,
-      MALLOC_CAP_INTERNAL | MALLOC_CAP_DMA | MALLOC_CAP_32BIT, 0};
+      MALLOC_CAP_8BIT | MALLOC_CAP_DEFAULT, MALLOC_CAP_INTERNAL | MALLOC_CAP_DMA | MALLOC_CAP_32BIT,
+      0};
   const uint32_t ext_caps[SOC_MEMORY_TYPE_NO_PRIOS] = {
       MALLOC_CAP_SPIRAM, 0, MALLOC_CAP_8BIT | MALLOC_CAP_32BIT | MALLOC_CAP_DEFAULT};
   heap_caps_init();
@@ -97,8 +99,8 @@ Test(esp_port, esp_error_codes_match_esp_idf) {
   cr_assert(eq(int, heap_caps_add_region_with_caps(caps, (intptr_t)int_ram, (intptr_t)int_ram + 32),
                ESP_ERR_INVALID_SIZE));
   cr_assert(eq(int, heap_caps_add_region((intptr_t)int_ram, (intptr_t)int_ram + 4096), ESP_OK));
-  cr_assert(eq(int, heap_caps_add_region((intptr_t)int_ram + 16, (intptr_t)int_ram + 8192),
-               ESP_FAIL));
+  cr_assert(
+      eq(int, heap_caps_add_region((intptr_t)int_ram + 16, (intptr_t)int_ram + 8192), ESP_FAIL));
   cr_assert(eq(int, heap_caps_register_failed_alloc_callback(NULL), ESP_ERR_INVALID_ARG));
   cr_assert(eq(int, heap_caps_monitor_local_minimum_free_size_start(), ESP_OK));
   cr_assert(eq(int, heap_caps_monitor_local_minimum_free_size_stop(), ESP_OK));

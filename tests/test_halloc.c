@@ -28,7 +28,9 @@ struct node {
 
 static _Alignas(64) unsigned char spiram[256 * 1024];
 
-static void setup(void) { setenv("HEAPTRACE_DISABLE", "1", 1); }
+static void setup(void) {
+  setenv("HEAPTRACE_DISABLE", "1", 1);
+}
 
 TestSuite(halloc, .init = setup, .timeout = 60);
 

@@ -146,7 +146,9 @@ static ht_heap_rec_t sample_heap(void) {
 }
 
 static ht_lost_rec_t sample_lost(void) {
-  ht_lost_rec_t l = {.stream = UINT32_MAX, .first_seq = UINT64_MAX - 100, .count = 100,
+  ht_lost_rec_t l = {.stream = UINT32_MAX,
+                     .first_seq = UINT64_MAX - 100,
+                     .count = 100,
                      .why = HT_LOST_UNDELIVERED};
   return l;
 }

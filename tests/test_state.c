@@ -25,8 +25,9 @@ typedef struct {
 static void setup(void) {
   setenv("HEAPTRACE_DISABLE", "1", 1);
   const uint32_t caps[3] = {HT_CAP_DEFAULT | HT_CAP_8BIT | HT_CAP_DMA, 0, 0};
-  cr_assert(eq(int, ht_heap_add_region_with_caps_named("DRAM", caps, (intptr_t)dram,
-                                                       (intptr_t)dram + sizeof dram),
+  cr_assert(eq(int,
+               ht_heap_add_region_with_caps_named("DRAM", caps, (intptr_t)dram,
+                                                  (intptr_t)dram + sizeof dram),
                HT_OK));
 }
 

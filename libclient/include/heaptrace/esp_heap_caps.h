@@ -96,9 +96,9 @@ static inline esp_err_t heap_caps_register_failed_alloc_callback(esp_alloc_faile
 #define heap_caps_calloc(n, size, caps) ht_caps_calloc((n), (size), (caps))
 #define heap_caps_realloc(ptr, size, caps) ht_caps_realloc((ptr), (size), (caps))
 #define heap_caps_free(ptr) ht_caps_free(ptr)
-#define heap_caps_aligned_alloc(alignment, size, caps)                                          \
+#define heap_caps_aligned_alloc(alignment, size, caps)                                             \
   ht_caps_aligned_alloc((alignment), (size), (caps))
-#define heap_caps_aligned_calloc(alignment, n, size, caps)                                      \
+#define heap_caps_aligned_calloc(alignment, n, size, caps)                                         \
   ht_caps_aligned_calloc((alignment), (n), (size), (caps))
 #define heap_caps_aligned_free(ptr) ht_caps_aligned_free(ptr)
 #define heap_caps_malloc_prefer(...) ht_caps_malloc_prefer(__VA_ARGS__)
@@ -134,7 +134,7 @@ static inline esp_err_t heap_caps_monitor_local_minimum_free_size_stop(void) {
 #define multi_heap_register(start, size) ht_heap_register((start), (size))
 #define multi_heap_set_lock(heap, lock) ((void)(heap), (void)(lock)) /* heaps lock themselves */
 #define multi_heap_malloc(heap, size) ht_heap_malloc((heap), (size))
-#define multi_heap_aligned_alloc(heap, size, alignment)                                         \
+#define multi_heap_aligned_alloc(heap, size, alignment)                                            \
   ht_heap_aligned_alloc((heap), (size), (alignment))
 #define multi_heap_realloc(heap, p, size) ht_heap_realloc((heap), (p), (size))
 #define multi_heap_free(heap, p) ht_heap_free((heap), (p))

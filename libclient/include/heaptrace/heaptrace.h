@@ -30,29 +30,29 @@ extern "C" {
 /* ------------------------------------------------------------------------
  * Errors: 0 or a negative code from this one table.
  * ---------------------------------------------------------------------- */
-#define HT_ERRNO_MAP(X)                                                          \
-  X(EINVAL, -1, "invalid argument")                                              \
-  X(ENOMEM, -2, "out of memory")                                                 \
-  X(ENOTFOUND, -3, "not found")                                                  \
-  X(ESIZE, -4, "region too small to hold a heap")                                \
-  X(EOVERLAP, -5, "region overlaps a registered heap")                           \
-  X(EIO, -6, "input/output error")                                               \
-  X(ENOTCONN, -7, "not connected to heaptraced")                                 \
-  X(EAGAIN, -8, "incomplete: more bytes are needed")                             \
-  X(ETRUNCATED, -20, "record ends before its fields do")                         \
-  X(EFRAMESIZE, -21, "frame length outside the allowed range")                   \
-  X(EMAGIC, -22, "bad magic: the peer does not speak the heaptrace protocol")    \
-  X(EVERSION, -23, "protocol version newer than this build understands")         \
-  X(ERECORD, -24, "unknown record type")                                         \
-  X(ESTRING, -25, "string runs past the end of its record")                      \
-  X(ESTRLEN, -26, "string longer than the protocol allows")                      \
-  X(EVARINT, -27, "varint longer than ten bytes")                                \
-  X(ETRAILING, -28, "bytes left over after the last field of a record")          \
-  X(EOP, -29, "unknown event operation")                                         \
-  X(ELIMIT, -30, "count above the protocol limit")                               \
-  X(ESTRNUL, -31, "string contains a NUL byte")                                  \
-  X(EORDER, -32, "record out of order (handshake missing or repeated)")          \
-  X(ESTATE, -33, "state blob is malformed")                                      \
+#define HT_ERRNO_MAP(X)                                                                            \
+  X(EINVAL, -1, "invalid argument")                                                                \
+  X(ENOMEM, -2, "out of memory")                                                                   \
+  X(ENOTFOUND, -3, "not found")                                                                    \
+  X(ESIZE, -4, "region too small to hold a heap")                                                  \
+  X(EOVERLAP, -5, "region overlaps a registered heap")                                             \
+  X(EIO, -6, "input/output error")                                                                 \
+  X(ENOTCONN, -7, "not connected to heaptraced")                                                   \
+  X(EAGAIN, -8, "incomplete: more bytes are needed")                                               \
+  X(ETRUNCATED, -20, "record ends before its fields do")                                           \
+  X(EFRAMESIZE, -21, "frame length outside the allowed range")                                     \
+  X(EMAGIC, -22, "bad magic: the peer does not speak the heaptrace protocol")                      \
+  X(EVERSION, -23, "protocol version newer than this build understands")                           \
+  X(ERECORD, -24, "unknown record type")                                                           \
+  X(ESTRING, -25, "string runs past the end of its record")                                        \
+  X(ESTRLEN, -26, "string longer than the protocol allows")                                        \
+  X(EVARINT, -27, "varint longer than ten bytes")                                                  \
+  X(ETRAILING, -28, "bytes left over after the last field of a record")                            \
+  X(EOP, -29, "unknown event operation")                                                           \
+  X(ELIMIT, -30, "count above the protocol limit")                                                 \
+  X(ESTRNUL, -31, "string contains a NUL byte")                                                    \
+  X(EORDER, -32, "record out of order (handshake missing or repeated)")                            \
+  X(ESTATE, -33, "state blob is malformed")                                                        \
   X(ESTATEVER, -34, "state blob is from a newer version")
 
 typedef enum {
@@ -97,10 +97,8 @@ HT_EXTERN const char *ht_err_name(int err);
  * the macros.
  * ---------------------------------------------------------------------- */
 HT_EXTERN void *ht__malloc(size_t size, const char *file, int line, const char *func);
-HT_EXTERN void *ht__calloc(size_t n, size_t size, const char *file, int line,
-                           const char *func);
-HT_EXTERN void *ht__realloc(void *ptr, size_t size, const char *file, int line,
-                            const char *func);
+HT_EXTERN void *ht__calloc(size_t n, size_t size, const char *file, int line, const char *func);
+HT_EXTERN void *ht__realloc(void *ptr, size_t size, const char *file, int line, const char *func);
 HT_EXTERN void ht__free(void *ptr, const char *file, int line, const char *func);
 
 #define ht_malloc(size) ht__malloc((size), __FILE__, __LINE__, __func__)
@@ -144,9 +142,9 @@ HT_EXTERN int ht_tracing_enabled(void);
  * Every function is thread safe: each heap has its own lock, and no lock is
  * held while a user callback (failed-alloc, alloc, walk) runs.
  * ====================================================================== */
-#define HT_HEAP_MAX 64          /* regions that can be registered */
-#define HT_CAPS_PRIOS 3         /* capability masks (priority levels) per region */
-#define HT_HEAP_NAME_MAX 31     /* bytes of a heap name kept, NUL excluded */
+#define HT_HEAP_MAX 64            /* regions that can be registered */
+#define HT_CAPS_PRIOS 3           /* capability masks (priority levels) per region */
+#define HT_HEAP_NAME_MAX 31       /* bytes of a heap name kept, NUL excluded */
 #define HT_CAPS_BLOCK_OVERHEAD 52 /* footprint - usable of a caps block: 16 + 32 + 4 */
 
 /* The caps ht_heap_add_region() gives a region: a host has no SoC memory
@@ -193,13 +191,13 @@ typedef struct {
   void *ptr;
   size_t size;
   bool used;
-  size_t requested;      /* allocated blocks: bytes asked for */
-  uint32_t caps;         /* allocated blocks: caps asked for */
-  const char *file;      /* allocated blocks: site of the last (re)allocation, or NULL */
+  size_t requested; /* allocated blocks: bytes asked for */
+  uint32_t caps;    /* allocated blocks: caps asked for */
+  const char *file; /* allocated blocks: site of the last (re)allocation, or NULL */
   int line;
   const char *func;
-  const char *type;      /* HT_NEW type name, or NULL */
-  bool corrupt;          /* header or canary damaged (then only ptr/size hold) */
+  const char *type; /* HT_NEW type name, or NULL */
+  bool corrupt;     /* header or canary damaged (then only ptr/size hold) */
 } ht_walker_block_info_t;
 
 /* Return true to go on, false to stop the walk. Called with no lock held,
@@ -222,8 +220,8 @@ HT_EXTERN int ht_heap_add_region_with_caps(const uint32_t caps[HT_CAPS_PRIOS], i
 /* Same, with a name for reports and for heapctl (copied, truncated to
  * HT_HEAP_NAME_MAX bytes; NULL gives "heapN"). */
 HT_EXTERN int ht_heap_add_region_with_caps_named(const char *name,
-                                                 const uint32_t caps[HT_CAPS_PRIOS],
-                                                 intptr_t start, intptr_t end);
+                                                 const uint32_t caps[HT_CAPS_PRIOS], intptr_t start,
+                                                 intptr_t end);
 
 /* ESP-IDF heap_caps_add_region(): with no SoC memory layout on a host, the
  * region gets {HT_REGION_DEFAULT_CAPS, 0, 0}. Returns as above. */
@@ -232,10 +230,10 @@ HT_EXTERN int ht_heap_add_region(intptr_t start, intptr_t end);
 /* ---- allocation (the macros capture the call site) ---- */
 HT_EXTERN void *ht__caps_malloc(size_t size, uint32_t caps, const char *file, int line,
                                 const char *func);
-HT_EXTERN void *ht__caps_calloc(size_t n, size_t size, uint32_t caps, const char *file,
-                                int line, const char *func);
-HT_EXTERN void *ht__caps_realloc(void *ptr, size_t size, uint32_t caps, const char *file,
-                                 int line, const char *func);
+HT_EXTERN void *ht__caps_calloc(size_t n, size_t size, uint32_t caps, const char *file, int line,
+                                const char *func);
+HT_EXTERN void *ht__caps_realloc(void *ptr, size_t size, uint32_t caps, const char *file, int line,
+                                 const char *func);
 HT_EXTERN void ht__caps_free(void *ptr, const char *file, int line, const char *func);
 HT_EXTERN void *ht__caps_aligned_alloc(size_t alignment, size_t size, uint32_t caps,
                                        const char *file, int line, const char *func);
@@ -255,25 +253,25 @@ HT_EXTERN void *ht__caps_realloc_prefer(const char *file, int line, const char *
  * frees and returns NULL. free (and ht_free) take a pointer from any heap,
  * the system heap included. An alignment must be a power of two. */
 #define ht_caps_malloc(size, caps) ht__caps_malloc((size), (caps), __FILE__, __LINE__, __func__)
-#define ht_caps_calloc(n, size, caps)                                                            \
+#define ht_caps_calloc(n, size, caps)                                                              \
   ht__caps_calloc((n), (size), (caps), __FILE__, __LINE__, __func__)
-#define ht_caps_realloc(ptr, size, caps)                                                         \
+#define ht_caps_realloc(ptr, size, caps)                                                           \
   ht__caps_realloc((ptr), (size), (caps), __FILE__, __LINE__, __func__)
 #define ht_caps_free(ptr) ht__caps_free((ptr), __FILE__, __LINE__, __func__)
-#define ht_caps_aligned_alloc(alignment, size, caps)                                             \
+#define ht_caps_aligned_alloc(alignment, size, caps)                                               \
   ht__caps_aligned_alloc((alignment), (size), (caps), __FILE__, __LINE__, __func__)
-#define ht_caps_aligned_calloc(alignment, n, size, caps)                                         \
+#define ht_caps_aligned_calloc(alignment, n, size, caps)                                           \
   ht__caps_aligned_calloc((alignment), (n), (size), (caps), __FILE__, __LINE__, __func__)
 /* Deprecated in ESP-IDF too: ht_caps_free() frees aligned blocks. */
 #define ht_caps_aligned_free(ptr) ht__caps_free((ptr), __FILE__, __LINE__, __func__)
 
 /* Try each of the num caps masks (uint32_t arguments) in turn; the first
  * that succeeds wins. A failure is reported once, with the last mask. */
-#define ht_caps_malloc_prefer(size, ...)                                                         \
+#define ht_caps_malloc_prefer(size, ...)                                                           \
   ht__caps_malloc_prefer(__FILE__, __LINE__, __func__, (size), __VA_ARGS__)
-#define ht_caps_calloc_prefer(n, size, ...)                                                      \
+#define ht_caps_calloc_prefer(n, size, ...)                                                        \
   ht__caps_calloc_prefer(__FILE__, __LINE__, __func__, (n), (size), __VA_ARGS__)
-#define ht_caps_realloc_prefer(ptr, size, ...)                                                   \
+#define ht_caps_realloc_prefer(ptr, size, ...)                                                     \
   ht__caps_realloc_prefer(__FILE__, __LINE__, __func__, (ptr), (size), __VA_ARGS__)
 
 /* ESP-IDF heap_caps_malloc_extmem_enable(): from now on plain ht_malloc,
@@ -364,9 +362,9 @@ HT_EXTERN void *ht__heap_malloc(ht_heap_handle_t heap, size_t size, size_t align
 HT_EXTERN void *ht__heap_realloc(ht_heap_handle_t heap, void *p, size_t size, const char *file,
                                  int line, const char *func);
 #define ht_heap_malloc(heap, size) ht__heap_malloc((heap), (size), 0, __FILE__, __LINE__, __func__)
-#define ht_heap_aligned_alloc(heap, size, alignment)                                             \
+#define ht_heap_aligned_alloc(heap, size, alignment)                                               \
   ht__heap_malloc((heap), (size), (alignment), __FILE__, __LINE__, __func__)
-#define ht_heap_realloc(heap, p, size)                                                           \
+#define ht_heap_realloc(heap, p, size)                                                             \
   ht__heap_realloc((heap), (p), (size), __FILE__, __LINE__, __func__)
 #define ht_heap_free(heap, p) ((void)(heap), ht__free((p), __FILE__, __LINE__, __func__))
 
@@ -416,7 +414,7 @@ HT_EXTERN void *ht__new(size_t elem_size, size_t n, const char *type, const char
 HT_EXTERN void *ht__caps_new(size_t elem_size, size_t n, uint32_t caps, const char *type,
                              const char *file, int line, const char *func);
 #define HT_NEW(type, n) ((type *)ht__new(sizeof(type), (n), #type, __FILE__, __LINE__, __func__))
-#define HT_CAPS_NEW(type, n, caps)                                                               \
+#define HT_CAPS_NEW(type, n, caps)                                                                 \
   ((type *)ht__caps_new(sizeof(type), (n), (caps), #type, __FILE__, __LINE__, __func__))
 
 typedef struct {
