@@ -37,9 +37,15 @@ void htd_chunk_set_count(uint8_t *chunk, uint32_t count);
 int htd_chunk_open(const uint8_t *blob, size_t len, int codec, uint8_t **owned, ht_evreader_t *r,
                    ht_evstate_t *st);
 
+/* A compression context, kept by the writer so that no chunk allocates. */
+typedef struct htd_compressor htd_compressor_t;
+htd_compressor_t *htd_compressor_new(void);
+void htd_compressor_free(htd_compressor_t *z);
+
 /* Compresses a chunk for storage; returns the compressed size, or 0 when it
  * would not be smaller (store it raw). out must hold htd_chunk_bound(len). */
-size_t htd_chunk_compress(const uint8_t *in, size_t len, uint8_t *out, size_t cap);
+size_t htd_chunk_compress(htd_compressor_t *z, const uint8_t *in, size_t len, uint8_t *out,
+                          size_t cap);
 size_t htd_chunk_bound(size_t len);
 
 #endif

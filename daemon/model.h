@@ -20,6 +20,9 @@
 #include "heapmodel.h"
 #include "query.h"
 
+/* A summary written by another version of the model is not used: the
+ * session is analysed again. Bump when what the model computes changes. */
+#define HTQ_MODEL_VERSION 1
 #define HTQ_SAMPLE_NS 1000000ull /* timeline: at most one sample per heap per ms */
 #define HTQ_MAX_SAMPLES 20000    /* per heap; the interval doubles past this */
 #define HTQ_MAX_HEAPS 64

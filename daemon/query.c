@@ -221,8 +221,8 @@ static void ctx_free(ctx_t *c) {
     htq_model_free(&c->m);
 }
 
-/* Resolves the session and loads or builds its model. Returns NULL, or an
- * error reply. */
+/* Resolves the session and, when need_model is 1, loads or builds its
+ * model (2: with the live blocks too). Returns NULL, or an error reply. */
 static cJSON *ctx_open(ctx_t *c, sqlite3 *db, const cJSON *req, int need_model) {
   memset(c, 0, sizeof *c);
   c->db = db;
@@ -235,7 +235,7 @@ static cJSON *ctx_open(ctx_t *c, sqlite3 *db, const cJSON *req, int need_model) 
     return NULL;
   char err[512];
   c->have_model = 1;
-  if (htq_model_get(&c->m, db, c->id, err, sizeof err) != 0)
+  if (htq_model_get(&c->m, db, c->id, need_model > 1, err, sizeof err) != 0)
     return htq_error(HTQ_FAILED, "%s", err);
   return NULL;
 }
@@ -484,7 +484,7 @@ static cJSON *cmd_leaks(sqlite3 *db, const cJSON *req) {
   if (parse_by(req, &by) != 0)
     return htq_error(HTQ_USAGE, "--by takes site, type, caps or heap");
   ctx_t c;
-  cJSON *fail = ctx_open(&c, db, req, 1);
+  cJSON *fail = ctx_open(&c, db, req, 2);
   if (fail) {
     ctx_free(&c);
     return fail;
@@ -1065,7 +1065,7 @@ static cJSON *cmd_events(sqlite3 *db, const cJSON *req) {
 
 static cJSON *cmd_export(sqlite3 *db, const cJSON *req) {
   ctx_t c;
-  cJSON *fail = ctx_open(&c, db, req, 1);
+  cJSON *fail = ctx_open(&c, db, req, 2);
   if (fail) {
     ctx_free(&c);
     return fail;

@@ -35,8 +35,10 @@
 
 #define HTD_CONN_BUFFER (HT_PROTO_FRAME_PREFIX + HT_PROTO_MAX_FRAME + 64 * 1024)
 #define HTD_TICK_MS 100
-#define HTD_BACKLOG_HIGH (256u << 20) /* stop reading clients above this */
-#define HTD_BACKLOG_LOW (64u << 20)   /* and resume below this */
+/* The writer is the daemon's bottleneck (bench/ingest): a deep backlog
+ * only costs memory, so clients are paused early. */
+#define HTD_BACKLOG_HIGH (32u << 20) /* stop reading clients above this */
+#define HTD_BACKLOG_LOW (8u << 20)   /* and resume below this */
 #define HTD_MAX_CONNS 4096
 
 typedef enum { CONN_NEW, CONN_INGEST, CONN_CONTROL } conn_kind_t;
@@ -121,10 +123,12 @@ static void summary_work(uv_work_t *w) {
     summarize(db, j->session);
   } else {
     sqlite3_stmt *s;
+    /* Sessions without a summary of this model version. */
     if (sqlite3_prepare_v2(db,
                            "SELECT id FROM sessions WHERE end_reason != 'running' AND id NOT IN "
-                           "(SELECT session FROM summaries) ORDER BY id",
+                           "(SELECT session FROM summaries WHERE version = ?1) ORDER BY id",
                            -1, &s, NULL) == SQLITE_OK) {
+      sqlite3_bind_int(s, 1, HTQ_MODEL_VERSION);
       int64_t ids[256];
       int n = 0;
       while (n < 256 && sqlite3_step(s) == SQLITE_ROW)

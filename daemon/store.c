@@ -60,9 +60,9 @@ struct htd_store {
   int stopping;
   void (*notify)(void *);
   void *notify_arg;
-  uint8_t *zbuf; /* compression scratch, writer thread only */
+  htd_compressor_t *zctx; /* writer thread only */
+  uint8_t *zbuf;          /* compression scratch, writer thread only */
   size_t zbuf_cap;
-  uint64_t raw_bytes, stored_bytes, stored_events; /* chunks, for status */
 };
 
 char *htd_strndup(const char *s, size_t n) {
@@ -204,7 +204,9 @@ static void compress_chunk(htd_store_t *st, htd_job_t *j) {
     st->zbuf = g;
     st->zbuf_cap = bound;
   }
-  size_t n = htd_chunk_compress(j->blob, j->blob_len, st->zbuf, st->zbuf_cap);
+  if (!st->zctx && !(st->zctx = htd_compressor_new()))
+    return;
+  size_t n = htd_chunk_compress(st->zctx, j->blob, j->blob_len, st->zbuf, st->zbuf_cap);
   if (n == 0)
     return;
   memcpy(j->blob, st->zbuf, n); /* n < blob_len: it fits in place */
@@ -401,5 +403,6 @@ void htd_store_close(htd_store_t *st) {
   pthread_mutex_destroy(&st->lock);
   pthread_cond_destroy(&st->cond);
   free(st->zbuf);
+  htd_compressor_free(st->zctx);
   free(st);
 }

@@ -7,20 +7,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Binds the int64 values to ?1..?n of s (and a real to ?20 when the
- * statement has one), steps it and resets it. */
-static int put_row_real(sqlite3_stmt *s, const int64_t *v, int n, double real) {
+/* Binds the int64 values to ?1..?n of s and, when real_at > 0, a real to
+ * ?real_at; steps the statement and resets it. */
+static int put_row_real(sqlite3_stmt *s, const int64_t *v, int n, int real_at, double real) {
   for (int i = 0; i < n; i++)
     sqlite3_bind_int64(s, i + 1, v[i]);
-  if (sqlite3_bind_parameter_count(s) >= 20)
-    sqlite3_bind_double(s, 20, real);
+  if (real_at > 0)
+    sqlite3_bind_double(s, real_at, real);
   int rc = sqlite3_step(s);
   sqlite3_reset(s);
   return rc == SQLITE_DONE ? 0 : -1;
 }
 
 static int put_row(sqlite3_stmt *s, const int64_t *v, int n) {
-  return put_row_real(s, v, n, 0);
+  return put_row_real(s, v, n, 0, 0);
 }
 
 static int exec(sqlite3 *db, const char *sql) {
@@ -37,7 +37,7 @@ static const char *const clear_sql[] = {
 enum { S_SUMMARY, S_SITE, S_HEAP, S_SAMPLE, S_MASK, S_CAPS, S_LIVE, S_COUNT };
 static const char *const insert_sql[S_COUNT] = {
     "INSERT INTO summaries VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,"
-    "?18,?19,?20)",
+    "?18,?19,?20,?21)",
     "INSERT INTO site_stats VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
     "INSERT INTO heap_stats VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?20,?16,?17,"
     "?18,?19)",
@@ -72,8 +72,9 @@ static int write_rows(sqlite3_stmt **st, int64_t ses, const htq_model_t *m) {
                    cb,
                    cn,
                    (int64_t)m->first_time,
-                   (int64_t)m->last_time};
-  if (put_row(st[S_SUMMARY], sum, 20) != 0)
+                   (int64_t)m->last_time,
+                   HTQ_MODEL_VERSION};
+  if (put_row(st[S_SUMMARY], sum, 21) != 0)
     return -1;
   for (size_t i = 0; i < m->nsites; i++) {
     const htq_site_t *s = &m->sites[i];
@@ -112,7 +113,7 @@ static int write_rows(sqlite3_stmt **st, int64_t ses, const htq_model_t *m) {
                    (int64_t)h->worst_free,
                    (int64_t)h->worst_largest,
                    (int64_t)h->worst_nfree};
-    if (put_row_real(st[S_HEAP], v, 19, h->worst_frag) != 0)
+    if (put_row_real(st[S_HEAP], v, 19, 20, h->worst_frag) != 0)
       return -1;
     for (size_t k = 0; k < h->nsamples; k++) {
       const htq_sample_t *p = &h->samples[k];
@@ -216,7 +217,8 @@ static int load_totals(sqlite3 *db, int64_t ses, htq_model_t *m) {
   sqlite3_stmt *s = query(db, "SELECT * FROM summaries WHERE session = ?1", ses);
   if (!s)
     return 0; /* an older schema: no summaries */
-  int found = sqlite3_step(s) == SQLITE_ROW;
+  /* A summary of another model version is as good as none. */
+  int found = sqlite3_step(s) == SQLITE_ROW && I(20) == HTQ_MODEL_VERSION;
   if (found) {
     m->events = (uint64_t)I(1);
     m->allocs = (uint64_t)I(2);
@@ -371,12 +373,13 @@ static int load_live(sqlite3 *db, int64_t ses, htq_model_t *m) {
   return 0;
 }
 
-int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, char *err, size_t errlen) {
+int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int live, char *err,
+                     size_t errlen) {
   int found = load_totals(db, session, m);
   if (found <= 0)
     return found;
   if (load_sites(db, session, m) != 0 || load_heaps(db, session, m) != 0 ||
-      load_masks_and_caps(db, session, m) != 0 || load_live(db, session, m) != 0) {
+      load_masks_and_caps(db, session, m) != 0 || (live && load_live(db, session, m) != 0)) {
     snprintf(err, errlen, "reading the summary of session %lld: %s", (long long)session,
              sqlite3_errmsg(db));
     return -1;
@@ -384,10 +387,11 @@ int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, char *err, si
   return 1;
 }
 
-int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, char *err, size_t errlen) {
+int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, int live, char *err,
+                  size_t errlen) {
   if (htq_model_init(m, db, session, err, errlen) != 0)
     return -1;
-  int rc = htq_summary_load(db, session, m, err, errlen);
+  int rc = htq_summary_load(db, session, m, live, err, errlen);
   if (rc < 0)
     return -1;
   if (rc == 1)

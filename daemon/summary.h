@@ -12,12 +12,16 @@
  * transaction. Returns 0 or -1 with err filled. */
 int htq_summary_write(sqlite3 *db, int64_t session, const htq_model_t *m, char *err, size_t errlen);
 
-/* Fills an initialised model (htq_model_init) from the stored summary.
- * Returns 1 if loaded, 0 if the session has no summary, -1 on error. */
-int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, char *err, size_t errlen);
+/* Fills an initialised model (htq_model_init) from the stored summary; the
+ * live blocks only when live is set (they are the bulk of it). Returns 1 if
+ * loaded, 0 if the session has no summary of this model version, -1 on
+ * error. */
+int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int live, char *err,
+                     size_t errlen);
 
 /* Initialises m for session and loads its summary, or builds it from the
  * events when there is none. Returns 0 or -1 with err filled. */
-int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, char *err, size_t errlen);
+int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, int live, char *err,
+                  size_t errlen);
 
 #endif

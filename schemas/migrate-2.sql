@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS summaries (
   client_bytes  INTEGER NOT NULL,         -- sum of the streams' running totals
   client_blocks INTEGER NOT NULL,
   first_time  INTEGER NOT NULL,
-  last_time   INTEGER NOT NULL
+  last_time   INTEGER NOT NULL,
+  version     INTEGER NOT NULL            -- of the model that wrote it (daemon/model.h)
 );
 
 CREATE TABLE IF NOT EXISTS site_stats (

@@ -173,3 +173,35 @@ Test(e2e_store, a_newer_schema_is_refused_by_the_daemon_and_by_heapctl) {
   e2e_result_free(&r);
   cr_assert(eq(int, user_version(env.db), 99), "the refused database was changed");
 }
+
+/* A summary written by another version of the model is not trusted: the
+ * session is analysed again from its events. */
+Test(e2e_store, a_summary_of_another_model_version_is_not_used) {
+  char *argv[] = {(char *)e2e_bin("leaky"), NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0));
+  e2e_result_free(&r);
+  sqlite3 *db;
+  cr_assert(eq(int, sqlite3_open(env.db, &db), SQLITE_OK));
+  int rows = 0;
+  for (int i = 0; i < 100 && rows == 0; i++) {
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM summaries", -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+      rows = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    struct timespec ts = {0, 50000000};
+    if (rows == 0)
+      nanosleep(&ts, NULL);
+  }
+  cr_assert(eq(int, rows, 1), "the daemon wrote no summary");
+  e2e_stop_daemon(&env);
+  exec_sql(db, "UPDATE summaries SET peak_bytes = 1, version = 0");
+  sqlite3_close(db);
+  r = e2e_heapctl_db(&env, "stats", "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cJSON *j = e2e_json(&r);
+  cr_assert(eq(dbl, cJSON_GetObjectItem(j, "peak_bytes")->valuedouble, 5164));
+  cJSON_Delete(j);
+  e2e_result_free(&r);
+}
