@@ -568,3 +568,33 @@ Test(e2e_daemon, second_user_is_refused_by_peer_credentials_when_the_socket_is_r
   cr_assert(eq(int, session_count(all), 0));
   cJSON_Delete(all);
 }
+
+/* A database whose daemon was killed -9 -- WAL and all, the session still
+ * marked running, nobody to recover it -- answers heapctl offline: the
+ * session's committed events are analysed where they lie. */
+Test(e2e_daemon, a_database_left_by_a_killed_daemon_answers_offline) {
+  char err_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  pid_t client = spawn_stream_client(STREAM_ROUNDS_FOREVER, err_path);
+  wait_events_received(KILL_AFTER_EVENTS);
+  kill(env.daemon, SIGKILL);
+  waitpid(env.daemon, NULL, 0);
+  env.daemon = 0;
+  cr_assert(eq(int, wait_exit(client, 30000), 0));
+  cJSON *all = sessions(1);
+  cr_assert(eq(int, session_count(all), 1));
+  const cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(all, "sessions"), 0);
+  cr_assert(eq(str, str(s, "end_reason"), "running"));
+  int id = (int)num(s, "id");
+  cJSON_Delete(all);
+  /* heapctl first: the sqlite3 shell below may checkpoint the WAL. */
+  cJSON *st = stats(1, id);
+  char sql[128];
+  snprintf(sql, sizeof sql, "SELECT SUM(count) FROM event_chunks WHERE session = %d", id);
+  long long stored = sql_number(sql);
+  cr_assert(gt(long, (long)stored, 0));
+  cr_assert(eq(dbl, num(st, "events"), (double)stored));
+  cr_assert(eq(dbl, num(st, "unmatched_frees"), 0));
+  cr_assert(eq(dbl, num(st, "current_blocks"), num(st, "allocations") - num(st, "frees")));
+  cJSON_Delete(st);
+}
