@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "hctl.h"
+#include "ht_proto.h"
 
 static double num(const cJSON *o, const char *k) {
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -22,24 +23,10 @@ static const char *str(const cJSON *o, const char *k) {
   return cJSON_IsString(j) ? j->valuestring : "";
 }
 
-/* Copies s into out with control bytes shown as \xNN; a string that does
- * not fit ends in "...". */
+/* What a traced program named (files, functions, argv) is shown escaped:
+ * see ht_str_printable. */
 static const char *clean(const char *s, char *out, size_t cap) {
-  size_t n = 0;
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    size_t need = (c < 0x20 || c == 0x7f) ? 4 : 1;
-    if (n + need + 4 > cap) {
-      memcpy(out + n, "...", 4);
-      return out;
-    }
-    if (need == 4)
-      n += (size_t)snprintf(out + n, cap - n, "\\x%02x", c);
-    else
-      out[n++] = (char)c;
-  }
-  out[n] = '\0';
-  return out;
+  return ht_str_printable(s, strlen(s), out, cap);
 }
 
 static void when(double ms, char *out, size_t cap) {

@@ -15,11 +15,13 @@ struct htq_tnode {
   uint64_t min_start, max_end, max_gap, gaps, gap_bytes;
 };
 
-static uint32_t next_prio(void) {
-  static uint64_t x = 0x9e3779b97f4a7c15ull;
+/* Treap priorities: a xorshift per model (summaries run side by side). */
+static uint32_t next_prio(htq_heapmodel_t *m) {
+  uint64_t x = m->prio_state;
   x ^= x << 13;
   x ^= x >> 7;
   x ^= x << 17;
+  m->prio_state = x;
   return (uint32_t)x;
 }
 
@@ -101,6 +103,7 @@ void htq_heapmodel_init(htq_heapmodel_t *m, uint64_t start, uint64_t size, uint6
   m->blocks = 0;
   m->used = 0;
   m->overlaps = 0;
+  m->prio_state = 0x9e3779b97f4a7c15ull ^ start;
 }
 
 static void free_tree(htq_tnode_t *t) {
@@ -139,7 +142,7 @@ int htq_heapmodel_add(htq_heapmodel_t *m, uint64_t ptr, uint64_t usable, uint64_
   n->start = start;
   n->end = end;
   n->ptr = ptr;
-  n->prio = next_prio();
+  n->prio = next_prio(m);
   pull(n);
   m->root = merge(merge(a, n), b);
   m->blocks++;

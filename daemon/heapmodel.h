@@ -28,6 +28,7 @@ typedef struct {
   size_t blocks;
   uint64_t used; /* footprint bytes of live blocks */
   int overlaps;  /* events that did not fit the model (counted, skipped) */
+  uint64_t prio_state;
 } htq_heapmodel_t;
 
 typedef struct {

@@ -45,6 +45,10 @@ typedef enum {
   HTD_JOB_PROGRESS,
 } htd_job_kind_t;
 
+/* A BARRIER job's f: it orders a query after earlier writes, and may be
+ * let go if those writes fail (the query then reads what is committed). */
+#define HTD_BARRIER_QUERY 1
+
 typedef struct htd_job {
   struct htd_job *next;
   htd_job_kind_t kind;
@@ -72,8 +76,10 @@ void htd_store_dispatch(htd_store_t *st);
 size_t htd_store_backlog(htd_store_t *st);
 /* Highest session id in the database, for numbering new sessions. */
 int64_t htd_store_last_session(htd_store_t *st);
-/* Commits everything queued, stops the writer and closes the database. */
-void htd_store_close(htd_store_t *st);
+/* Commits everything queued, stops the writer and closes the database.
+ * Returns how many writes were given up because they kept failing (a full
+ * disk when the daemon was told to stop), 0 when everything is stored. */
+size_t htd_store_close(htd_store_t *st);
 const char *htd_store_path(const htd_store_t *st);
 
 htd_job_t *htd_job_new(htd_job_kind_t kind, int64_t session);

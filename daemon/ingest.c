@@ -25,6 +25,9 @@
 #define HTD_CHUNK_BYTES (128u * 1024u) /* a chunk is queued past this size */
 #define HTD_MAX_STREAMS 65536
 #define HTD_SESSION_BUFFER (8u << 20)
+/* More events than any process sends in its life: a gap or loss report
+ * above this is hostile or corrupt, not a count. */
+#define HTD_MAX_LOST (1ull << 40)
 
 typedef struct {
   uint32_t id;
@@ -207,6 +210,11 @@ static int on_events(htd_session_t *s, const ht_frame_t *f, char *why, size_t wh
              (unsigned long long)t->next_seq, (unsigned long long)r.hdr.first_seq);
     return HT_EORDER;
   }
+  if (r.hdr.first_seq - t->next_seq > HTD_MAX_LOST) {
+    snprintf(why, whylen, "stream %u: sequence jumps from %llu to %llu", t->id,
+             (unsigned long long)t->next_seq, (unsigned long long)r.hdr.first_seq);
+    return HT_ELIMIT;
+  }
   if (r.hdr.first_seq > t->next_seq) {
     /* Never hidden: a gap is recorded as lost, and a chunk holds only
      * consecutive events. */
@@ -286,6 +294,8 @@ static int on_lost(htd_session_t *s, const ht_frame_t *f) {
   int rc = ht_proto_decode_lost(f->payload, f->payload_len, &rec);
   if (rc != 0)
     return rc;
+  if (rec.count > HTD_MAX_LOST || s->lost + rec.count > HTD_MAX_LOST)
+    return HT_ELIMIT;
   record_lost(s, rec.stream, rec.first_seq, rec.count,
               rec.why == HT_LOST_DROPPED ? "dropped" : "undelivered");
   return 0;
@@ -336,6 +346,8 @@ int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *
   case HT_REC_END: {
     ht_end_rec_t rec;
     rc = ht_proto_decode_end(f->payload, f->payload_len, &rec);
+    if (rc == 0 && (rec.undelivered > HTD_MAX_LOST || s->lost + rec.undelivered > HTD_MAX_LOST))
+      rc = HT_ELIMIT;
     if (rc == 0) {
       if (rec.undelivered)
         record_lost(s, 0, 0, rec.undelivered, "undelivered");

@@ -31,11 +31,14 @@ void htd_log(htd_level_t level, const char *fmt, ...) {
   struct tm tm;
   localtime_r(&now, &tm);
   strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
-  char msg[1024];
+  char msg[1024], shown[4096];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  fprintf(stderr, "%s heaptraced[%s]: %s\n", stamp, level_names[level], msg);
+  /* Messages quote what clients sent (program names, reasons): a line of
+   * the log is one line, and no escape sequence reaches a terminal. */
+  ht_str_printable(msg, strlen(msg), shown, sizeof shown);
+  fprintf(stderr, "%s heaptraced[%s]: %s\n", stamp, level_names[level], shown);
   fflush(stderr);
 }

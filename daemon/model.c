@@ -31,6 +31,8 @@ static int site_cmp(const void *a, const void *b) {
 }
 
 htq_site_t *htq_model_site(htq_model_t *m, uint32_t id) {
+  if (!m->nsites)
+    return NULL; /* a session that never sent a SITE record */
   htq_site_t key = {.id = id};
   return bsearch(&key, m->sites, m->nsites, sizeof *m->sites, site_cmp);
 }

@@ -1110,10 +1110,43 @@ static const command_t commands[] = {
     {"export", cmd_export},
 };
 
+/* Numeric options and their bounds: every later conversion to an integer
+ * is then defined (a double outside an integer's range is not). */
+static const struct {
+  const char *name;
+  double max;
+  int whole; /* must be an integer */
+} numeric_options[] = {
+    {"session", 9007199254740992.0, 1}, {"session1", 9007199254740992.0, 1},
+    {"session2", 9007199254740992.0, 1}, {"min_bytes", 9007199254740992.0, 1},
+    {"top", 9007199254740992.0, 1},     {"sites", 9007199254740992.0, 1},
+    {"limit", 9007199254740992.0, 1},   {"from", 9007199254740992.0, 1},
+    {"caps", 4294967295.0, 1},          {"since_ms", 1e12, 0},
+    {"until_ms", 1e12, 0},              {"step_ms", 1e12, 0},
+};
+
+static cJSON *check_numbers(const cJSON *req) {
+  for (size_t i = 0; i < sizeof numeric_options / sizeof *numeric_options; i++) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(req, numeric_options[i].name);
+    if (!j || cJSON_IsNull(j))
+      continue;
+    double v = cJSON_IsNumber(j) ? j->valuedouble : -1;
+    if (!(v >= 0 && v <= numeric_options[i].max) ||
+        (numeric_options[i].whole && v != (double)(uint64_t)v))
+      return htq_error(HTQ_USAGE, "\"%s\" must be a %s from 0 to %.0f", numeric_options[i].name,
+                       numeric_options[i].whole ? "whole number" : "number",
+                       numeric_options[i].max);
+  }
+  return NULL;
+}
+
 cJSON *htq_execute(sqlite3 *db, const cJSON *request) {
   const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(request, "cmd");
   if (!cJSON_IsString(cmd))
     return htq_error(HTQ_USAGE, "the request has no \"cmd\" string");
+  cJSON *bad = check_numbers(request);
+  if (bad)
+    return bad;
   for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
     if (strcmp(cmd->valuestring, commands[i].name) == 0)
       return commands[i].run(db, request);

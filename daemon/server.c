@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -539,6 +540,7 @@ static void control_start(conn_t *c, const ht_frame_t *f) {
   }
   j->done = control_barrier_done;
   j->done_arg = c;
+  j->f = HTD_BARRIER_QUERY;
   c->pending++;
   htd_store_submit(srv.store, j);
 }
@@ -702,6 +704,35 @@ static int listen_on(const char *path) {
   return 0;
 }
 
+/* One daemon per database, whatever its socket: an exclusive lock on
+ * DB.lock, held for the daemon's life (the kernel drops it if it dies).
+ * Returns the lock's descriptor, or -1 after saying who holds it. */
+static int lock_database(const char *db) {
+  char path[PATH_MAX], holder[32] = "";
+  snprintf(path, sizeof path, "%s.lock", db);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    fprintf(stderr, "heaptraced: cannot open %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+    holder[n > 0 ? n : 0] = '\0';
+    holder[strcspn(holder, "\n")] = '\0';
+    fprintf(stderr,
+            "heaptraced: database %s is in use by another heaptraced (pid %s); stop it first "
+            "or choose another --db\n",
+            db, holder[0] ? holder : "?");
+    close(fd);
+    return -1;
+  }
+  char pid[32];
+  int len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+    htd_log(HTD_LOG_WARN, "cannot write the pid into %s", path);
+  return fd;
+}
+
 int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   char msg[1024];
   memset(&srv, 0, sizeof srv);
@@ -715,6 +746,11 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     return 1;
   }
   if (check_socket_path(opt->socket_path) != 0)
+    return 1;
+  mode_t um = umask(0077);
+  int db_lock = lock_database(opt->db_path);
+  umask(um);
+  if (db_lock < 0)
     return 1;
   uv_async_init(srv.loop, &srv.store_async, on_store_async);
   mode_t old = umask(0077); /* database, WAL and log: owner only */
@@ -747,8 +783,13 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   summary_start(0); /* sessions a previous daemon ended without one */
   uv_run(srv.loop, UV_RUN_DEFAULT);
   unlink(opt->socket_path);
-  htd_store_close(srv.store);
+  size_t lost = htd_store_close(srv.store);
+  close(db_lock);
   uv_loop_close(srv.loop);
+  if (lost) {
+    htd_log(HTD_LOG_ERROR, "stopped; %zu writes could not be stored (see above)", lost);
+    return 1;
+  }
   htd_log(HTD_LOG_INFO, "stopped; every received event is committed");
   return 0;
 }

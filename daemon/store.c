@@ -23,6 +23,7 @@
 #include "htd_schema_v2.h"
 
 #define HTD_COMMIT_INTERVAL_MS 50
+#define HTD_RETRY_MS 1000 /* a failing write (disk full) is tried again this often */
 
 /* One statement per job kind, in htd_job_kind_t order. */
 /* One statement per job kind, in htd_job_kind_t order. Parameters: ?1 the
@@ -62,15 +63,30 @@ struct htd_store {
   void *notify_arg;
   htd_compressor_t *zctx; /* writer thread only */
   uint8_t *zbuf;          /* compression scratch, writer thread only */
+  size_t failed;          /* writes given up (at a stop, while failing) */
   size_t zbuf_cap;
 };
 
+/* Copies what a client sent into a C string that is well-formed UTF-8:
+ * bytes that are not become U+FFFD, so that every JSON reply is valid. */
 char *htd_strndup(const char *s, size_t n) {
-  char *d = malloc(n + 1);
+  char *d = malloc(3 * n + 1);
   if (!d)
     return NULL;
-  memcpy(d, s, n);
-  d[n] = '\0';
+  size_t o = 0;
+  for (size_t i = 0; i < n;) {
+    size_t len = ht_utf8_char((const uint8_t *)s + i, n - i);
+    if (len == 0) {
+      memcpy(d + o, "\xef\xbf\xbd", 3);
+      o += 3;
+      i++;
+    } else {
+      memcpy(d + o, s + i, len);
+      o += len;
+      i += len;
+    }
+  }
+  d[o] = '\0';
   return d;
 }
 
@@ -215,29 +231,107 @@ static void compress_chunk(htd_store_t *st, htd_job_t *j) {
   j->f = HTD_CODEC_ZSTD;
 }
 
+/* One attempt at storing the batch in one transaction. Returns 0, or -1
+ * with the transaction rolled back and the error logged when it is new. */
+static int try_commit(htd_store_t *st, htd_job_t *batch, int quiet) {
+  const char *what = "begin a transaction on";
+  if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    goto fail;
+  what = "write to";
+  for (htd_job_t *j = batch; j; j = j->next)
+    if (run_job(st, j) != 0)
+      goto fail;
+  what = "commit to";
+  if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    goto fail;
+  return 0;
+fail:
+  if (!quiet)
+    htd_log(HTD_LOG_ERROR, "store: cannot %s %s: %s; retrying every %d ms while clients wait",
+            what, st->path, sqlite3_errmsg(st->db), HTD_RETRY_MS);
+  sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+  return -1;
+}
+
+/* Barriers that only order a query after earlier writes (HTD_BARRIER_QUERY)
+ * are let go when those writes fail: the query answers from what is
+ * committed instead of waiting for the disk. Returns the rest of batch. */
+static htd_job_t *release_early(htd_store_t *st, htd_job_t *batch) {
+  htd_job_t *keep = NULL, **keep_tail = &keep, *go = NULL, **go_tail = &go;
+  for (htd_job_t *j = batch, *next; j; j = next) {
+    next = j->next;
+    j->next = NULL;
+    int early = j->kind == HTD_JOB_BARRIER && j->f == HTD_BARRIER_QUERY;
+    *(early ? go_tail : keep_tail) = j;
+    if (early)
+      go_tail = &j->next;
+    else
+      keep_tail = &j->next;
+  }
+  if (go) {
+    pthread_mutex_lock(&st->lock);
+    *st->done_tail = go;
+    st->done_tail = go_tail;
+    pthread_mutex_unlock(&st->lock);
+    st->notify(st->notify_arg);
+  }
+  return keep;
+}
+
+/* Stores a batch, retrying while it fails (a full disk, say): nothing the
+ * daemon acknowledges is lost, and the backlog this builds pauses the
+ * clients. Only a daemon that is stopping gives a failing batch up. */
 static void commit_batch(htd_store_t *st, htd_job_t *batch) {
-  int status = 0;
   for (htd_job_t *j = batch; j; j = j->next)
     if (j->kind == HTD_JOB_CHUNK)
       compress_chunk(st, j);
-  if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-    status = -1;
-    htd_log(HTD_LOG_ERROR, "store: cannot begin a transaction on %s: %s", st->path,
-            sqlite3_errmsg(st->db));
-  }
-  for (htd_job_t *j = batch; j && status == 0; j = j->next) {
-    int rc = run_job(st, j);
-    if (rc != 0) {
-      htd_log(HTD_LOG_ERROR, "store: writing to %s failed: %s", st->path, sqlite3_errmsg(st->db));
-      status = -1;
+  int status = 0;
+  for (int attempt = 0;; attempt++) {
+    status = try_commit(st, batch, attempt > 0);
+    if (status != 0 && attempt == 0)
+      batch = release_early(st, batch);
+    if (status == 0) {
+      if (attempt > 0)
+        htd_log(HTD_LOG_INFO, "store: writing to %s again after %d retries", st->path, attempt);
+      break;
+    }
+    /* Queries that came since wait behind the failing batch: let them go. */
+    pthread_mutex_lock(&st->lock);
+    htd_job_t *queued = st->queue;
+    st->queue = NULL;
+    st->queue_tail = &st->queue;
+    pthread_mutex_unlock(&st->lock);
+    queued = release_early(st, queued);
+    pthread_mutex_lock(&st->lock);
+    if (queued) { /* back at the head, in order */
+      htd_job_t *last = queued;
+      while (last->next)
+        last = last->next;
+      last->next = st->queue;
+      if (!st->queue)
+        st->queue_tail = &last->next;
+      st->queue = queued;
+    }
+    int stopping = st->stopping;
+    if (!stopping) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += HTD_RETRY_MS * 1000000L;
+      ts.tv_sec += ts.tv_nsec / 1000000000L;
+      ts.tv_nsec %= 1000000000L;
+      pthread_cond_timedwait(&st->cond, &st->lock, &ts);
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (stopping) {
+      size_t n = 0;
+      for (htd_job_t *j = batch; j; j = j->next)
+        n++;
+      htd_log(HTD_LOG_ERROR, "store: stopping with %zu writes not stored in %s: %s", n, st->path,
+              sqlite3_errmsg(st->db));
+      st->failed += n;
+      break;
     }
   }
-  if (status == 0 && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-    htd_log(HTD_LOG_ERROR, "store: commit to %s failed: %s", st->path, sqlite3_errmsg(st->db));
-    status = -1;
-  }
-  if (status != 0)
-    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
   size_t bytes = 0;
   htd_job_t *last = NULL;
   for (htd_job_t *j = batch; j; j = j->next) {
@@ -388,9 +482,9 @@ const char *htd_store_path(const htd_store_t *st) {
   return st->path;
 }
 
-void htd_store_close(htd_store_t *st) {
+size_t htd_store_close(htd_store_t *st) {
   if (!st)
-    return;
+    return 0;
   pthread_mutex_lock(&st->lock);
   st->stopping = 1;
   pthread_cond_signal(&st->cond);
@@ -404,5 +498,7 @@ void htd_store_close(htd_store_t *st) {
   pthread_cond_destroy(&st->cond);
   free(st->zbuf);
   htd_compressor_free(st->zctx);
+  size_t failed = st->failed;
   free(st);
+  return failed;
 }

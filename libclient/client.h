@@ -79,9 +79,11 @@ typedef struct ht_stream {
   _Atomic uint64_t restart_seq;         /* seq the old epoch had reached then */
   _Atomic uint32_t epoch_ack;           /* epoch the thread has switched to */
   _Atomic int orphaned;                 /* the thread has exited */
+  _Atomic uint32_t waiting;             /* the thread sleeps until the ring drains */
   /* Written by the shipping side, read by the thread. */
   _Alignas(64) _Atomic uint64_t consumed; /* bytes shipped or discarded */
   _Atomic uint32_t epoch;                 /* current connection epoch */
+  _Atomic uint32_t drained;               /* futex word: bumped after each shipment */
   /* Owned by the shipping side. */
   _Alignas(64) uint64_t shipped_bytes, shipped_seq, lost_sent;
   uint64_t undelivered; /* events discarded while disconnected, not yet reported */

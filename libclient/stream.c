@@ -18,7 +18,9 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <sched.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -102,22 +104,27 @@ void ht__stream_restart(ht_stream_t *s, uint32_t epoch) {
   atomic_store_explicit(&s->epoch_ack, epoch, memory_order_release);
 }
 
-/* Slow path: the ring has no room for one more event. Block mode waits for
- * the flusher (lossless); drop mode counts the event and returns 0. */
+/* Slow path: the ring has no room for one more event. Block mode sleeps
+ * until the flusher has shipped some of it (lossless); drop mode counts
+ * the event and returns 0. The sleep is a futex wait on the ring's
+ * "drained" word, which the flusher bumps and wakes after each shipment:
+ * a waiting thread costs no CPU. */
 static int wait_for_room(ht_stream_t *s, int drop) {
-  for (unsigned spins = 0;; spins++) {
+  for (;;) {
     ht__transport_kick();
+    uint32_t seen = atomic_load_explicit(&s->drained, memory_order_acquire);
     s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
     if (HT_RING_BYTES - (s->head - s->tail_cache) >= HT_PROTO_MAX_EVENT_BYTES)
       return 1;
     if (drop || !atomic_load_explicit(&ht__tracing, memory_order_relaxed))
       return 0;
-    if (spins < 64) {
-      sched_yield();
-    } else {
-      struct timespec ts = {0, 50 * 1000};
-      nanosleep(&ts, NULL);
+    atomic_store(&s->waiting, 1);
+    /* Announced before the re-check: a shipment after it will wake us. */
+    if (atomic_load(&s->drained) == seen) {
+      struct timespec ts = {0, 20 * 1000 * 1000};
+      syscall(SYS_futex, &s->drained, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
     }
+    atomic_store(&s->waiting, 0);
   }
 }
 

@@ -147,6 +147,13 @@ static void send_lost(uint32_t stream, uint64_t first_seq, uint64_t count, uint8
  * Shipping (list_lock and io_lock held)
  * ==================================================================== */
 
+/* Tells a thread sleeping on a full ring that it drained (stream.c). */
+static void wake_writer(ht_stream_t *s) {
+  atomic_fetch_add_explicit(&s->drained, 1, memory_order_release);
+  if (atomic_load(&s->waiting))
+    syscall(SYS_futex, &s->drained, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 /* Skips the stream's committed bytes up to word (a commit word) without
  * sending them: they belong to a connection that is gone. */
 static void discard_to(ht_stream_t *s, uint64_t word) {
@@ -156,6 +163,7 @@ static void discard_to(ht_stream_t *s, uint64_t word) {
   s->shipped_seq += count;
   s->undelivered += count;
   atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
+  wake_writer(s);
 }
 
 /* Brings the stream into the current epoch once its thread has switched:
@@ -178,6 +186,7 @@ static int follow_epoch(ht_stream_t *s) {
   s->lost_sent = atomic_load_explicit(&s->lost, memory_order_relaxed);
   s->shipped_epoch = conn_epoch;
   atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
+  wake_writer(s);
   if (s->undelivered && sock_fd >= 0) {
     send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED);
     s->undelivered = 0;
@@ -207,6 +216,8 @@ static void ship_stream(ht_stream_t *s) {
     s->shipped_seq += count;
   }
   atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
+  if (count > 0)
+    wake_writer(s);
   uint64_t lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
   if (lost > s->lost_sent && sock_fd >= 0) {
     send_lost(s->id, s->shipped_seq, lost - s->lost_sent, HT_LOST_DROPPED);

@@ -287,6 +287,16 @@ size_t ht_proto_event_encode(uint8_t *out, ht_evstate_t *st, const ht_event_t *e
  * empty), truncated to fit out. Returns out. */
 char *ht_caps_format(uint32_t caps, char *out, size_t cap);
 
+/* Length (1..4) of the well-formed UTF-8 character at p, or 0 when the
+ * bytes there are not one (bad lead, bad continuation, overlong, surrogate,
+ * above U+10FFFF, cut short). */
+size_t ht_utf8_char(const uint8_t *p, size_t n);
+
+/* Copies n bytes of s into out (cap bytes, NUL-terminated) for a person's
+ * terminal: control characters (C0, DEL and C1) and bytes that are not
+ * UTF-8 become \xNN; a string that does not fit ends in "...". Returns out. */
+char *ht_str_printable(const char *s, size_t n, char *out, size_t cap);
+
 /* Makes a ht_str_t from a C string (NULL gives the empty string). */
 ht_str_t ht_str(const char *s);
 

@@ -81,6 +81,56 @@ char *ht_caps_format(uint32_t caps, char *out, size_t cap) {
   return out;
 }
 
+size_t ht_utf8_char(const uint8_t *p, size_t n) {
+  if (n == 0)
+    return 0;
+  if (p[0] < 0x80)
+    return 1;
+  size_t len = p[0] >= 0xf0 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc0 ? 2 : 0;
+  if (len == 0 || p[0] > 0xf4 || len > n)
+    return 0;
+  uint32_t cp = p[0] & (0x7f >> len);
+  for (size_t i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < least[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return len;
+}
+
+char *ht_str_printable(const char *s, size_t n, char *out, size_t cap) {
+  const uint8_t *p = (const uint8_t *)s;
+  size_t o = 0;
+  if (cap < 4) {
+    if (cap)
+      out[0] = '\0';
+    return out;
+  }
+  for (size_t i = 0; i < n;) {
+    size_t len = ht_utf8_char(p + i, n - i);
+    int control = len == 1 ? (p[i] < 0x20 || p[i] == 0x7f) : len == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0;
+    size_t need = len == 0 || control ? 4 * (len ? len : 1) : len;
+    if (o + need + 4 > cap) {
+      memcpy(out + o, "...", 4);
+      return out;
+    }
+    if (len == 0 || control) {
+      for (size_t k = 0; k < (len ? len : 1); k++)
+        o += (size_t)snprintf(out + o, cap - o, "\\x%02x", p[i + k]);
+      i += len ? len : 1;
+    } else {
+      memcpy(out + o, p + i, len);
+      o += len;
+      i += len;
+    }
+  }
+  out[o] = '\0';
+  return out;
+}
+
 ht_str_t ht_str(const char *s) {
   ht_str_t r = {s ? s : "", s ? strlen(s) : 0};
   return r;

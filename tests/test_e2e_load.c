@@ -1,0 +1,259 @@
+/* test_e2e_load.c - heaptraced under load: CLIENTS traced processes of
+ * THREADS threads each, all at once, allocating as fast as they can for a
+ * bounded time (tests/programs/load_client.c, lossless block mode).
+ *
+ * Afterwards every event is accounted for: each client's session is clean,
+ * lost nothing, and holds exactly the events the client says it made
+ * (sessions list, stored chunks, and heapctl stats for allocations, frees,
+ * reallocs and what stayed live). No client starves: the time from the end
+ * of its main to the end of its exit hook (ship the rings, END, wait for
+ * the daemon to commit) stays under EXIT_LIMIT_MS. The daemon's peak
+ * memory stays under RSS_LIMIT_KB, however many events went through.
+ * HT_LONG=1 runs LOAD_LONG_MS instead of LOAD_MS; the figures are printed
+ * on stderr ("e2e_load: ...").
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "e2e.h"
+
+#define CLIENTS 64
+#define THREADS "4"
+#define LOAD_MS 1500
+#define LOAD_LONG_MS 20000
+#define MAX_OPS "100000000" /* per thread: the time bound comes first */
+#define WAIT_MS 60000
+/* Exit time: the client's own wait for the commit (HT_END_WAIT_MS in
+ * libclient/transport.c) is 5 s; a client past it exits without knowing
+ * its session is stored. Sanitized daemons ingest several times slower,
+ * and every client's rings (up to 1 MiB each) are drained at once. */
+#if defined(HT_TEST_TSAN)
+#define EXIT_LIMIT_MS 30000.0
+#define RSS_LIMIT_KB (5 * 256 * 1024L)
+#elif defined(__SANITIZE_ADDRESS__)
+#define EXIT_LIMIT_MS 15000.0
+#define RSS_LIMIT_KB (256 * 1024L)
+#else
+#define EXIT_LIMIT_MS 5000.0
+#define RSS_LIMIT_KB (256 * 1024L)
+#endif
+
+static e2e_t env;
+
+static void setup(void) {
+  e2e_start(&env);
+}
+static void teardown(void) {
+  e2e_stop(&env);
+}
+
+TestSuite(e2e_load, .init = setup, .fini = teardown, .timeout = 300);
+
+/* ======================================================================
+ * Helpers
+ * ==================================================================== */
+
+static int long_run(void) {
+  const char *v = getenv("HT_LONG");
+  return v && strcmp(v, "1") == 0;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static double num(const cJSON *o, const char *k) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
+  cr_assert(eq(int, cJSON_IsNumber(j), 1), "no number '%s'", k);
+  return j->valuedouble;
+}
+
+static const char *str(const cJSON *o, const char *k) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
+  cr_assert(eq(int, cJSON_IsString(j), 1), "no string '%s'", k);
+  return j->valuestring;
+}
+
+static cJSON *heapctl_json(const char *a, const char *b, const char *c) {
+  e2e_result_t r =
+      b ? e2e_heapctl(&env, a, b, c, "--json", NULL) : e2e_heapctl(&env, a, "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl %s: %s", a, r.err);
+  cJSON *j = e2e_json(&r);
+  e2e_result_free(&r);
+  return j;
+}
+
+static long long sql_number(const char *sql) {
+  char *argv[] = {"/usr/bin/sqlite3", env.db, (char *)sql, NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "sqlite3 '%s': %s", sql, r.err);
+  char *end;
+  long long v = strtoll(r.out, &end, 10);
+  cr_assert(ne(ptr, end, r.out), "sqlite3 '%s' printed '%s'", sql, r.out);
+  e2e_result_free(&r);
+  return v;
+}
+
+static long peak_rss_kb(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  cr_assert(ne(ptr, (void *)f, NULL), "cannot read %s", path);
+  long kb = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+      break;
+  fclose(f);
+  cr_assert(gt(long, kb, 0), "no VmHWM in %s", path);
+  return kb;
+}
+
+/* ASan's quarantine (256 MB by default) would count against the bound. */
+static void restart_daemon_with_small_quarantine(void) {
+  e2e_stop_daemon(&env);
+  const char *old = getenv("ASAN_OPTIONS");
+  char opts[512];
+  snprintf(opts, sizeof opts, "%s%squarantine_size_mb=16", old ? old : "",
+           old && old[0] ? ":" : "");
+  setenv("ASAN_OPTIONS", opts, 1);
+  e2e_restart_daemon(&env);
+}
+
+static void wait_all_disconnected(void) {
+  for (int waited = 0;; waited += 50) {
+    cJSON *st = heapctl_json("status", NULL, NULL);
+    double open = num(st, "sessions_connected");
+    cJSON_Delete(st);
+    if (open == 0)
+      return;
+    cr_assert(lt(int, waited, WAIT_MS), "%.0f sessions still connected after %d ms", open, WAIT_MS);
+    sleep_ms(50);
+  }
+}
+
+static const cJSON *session_of_pid(const cJSON *all, long long pid) {
+  const cJSON *s, *found = NULL;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if ((long long)num(s, "pid") == pid) {
+      cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %lld", pid);
+      found = s;
+    }
+  }
+  return found;
+}
+
+/* The exit time the client printed (exit_ms=T), in ms. */
+static double exit_ms(const char *out) {
+  const char *at = strstr(out, "exit_ms=");
+  cr_assert(ne(ptr, (void *)at, NULL), "no exit_ms in:\n%s", out);
+  return atof(at + strlen("exit_ms="));
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* stats of session id are exactly what the client printed. */
+static void assert_stats_exact(int id, const char *out) {
+  char sid[16];
+  snprintf(sid, sizeof sid, "%d", id);
+  cJSON *j = heapctl_json("stats", "-s", sid);
+  cr_assert(eq(dbl, num(j, "events"), (double)e2e_field(out, "events")), "%s", out);
+  cr_assert(eq(dbl, num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
+  cr_assert(eq(dbl, num(j, "frees"), (double)e2e_field(out, "frees")), "%s", out);
+  cr_assert(eq(dbl, num(j, "reallocs"), (double)e2e_field(out, "reallocs")), "%s", out);
+  cr_assert(eq(dbl, num(j, "current_blocks"), (double)e2e_field(out, "live_blocks")), "%s", out);
+  cr_assert(eq(dbl, num(j, "current_bytes"), (double)e2e_field(out, "live_bytes")), "%s", out);
+  cr_assert(eq(dbl, num(j, "unmatched_frees"), 0));
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "totals");
+  cr_assert(eq(int, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "agree")), 1));
+  cJSON_Delete(j);
+}
+
+/* ======================================================================
+ * The load
+ * ==================================================================== */
+
+Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_daemon) {
+  restart_daemon_with_small_quarantine();
+  int ms = long_run() ? LOAD_LONG_MS : LOAD_MS;
+  char duration[32];
+  snprintf(duration, sizeof duration, "%d", ms);
+  char *argv[] = {(char *)e2e_bin("load_client"), "run", THREADS, duration, MAX_OPS, NULL};
+  pid_t pids[CLIENTS];
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < CLIENTS; i++)
+    pids[i] = e2e_spawn(&env, argv, NULL);
+  e2e_result_t res[CLIENTS];
+  for (int i = 0; i < CLIENTS; i++)
+    res[i] = e2e_wait(&env, pids[i]);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+
+  double exits[CLIENTS];
+  long long total = 0;
+  int slowest = 0;
+  for (int i = 0; i < CLIENTS; i++) {
+    cr_assert(eq(int, res[i].status, 0), "client %d: status %d: %s", i, res[i].status, res[i].err);
+    cr_assert(eq(int, e2e_count_lines(res[i].err, "heaptrace:"), 0), "client %d warned:\n%s", i,
+              res[i].err);
+    long long ev = e2e_field(res[i].out, "events");
+    cr_assert(gt(long, (long)ev, 0), "client %d did nothing:\n%s", i, res[i].out);
+    total += ev;
+    exits[i] = exit_ms(res[i].out);
+    if (exits[i] > exits[slowest])
+      slowest = i;
+  }
+  long kb = peak_rss_kb(env.daemon);
+
+  /* Every event accounted for, client by client. */
+  wait_all_disconnected();
+  cJSON *all = heapctl_json("sessions", NULL, NULL);
+  cr_assert(
+      eq(int, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(all, "sessions")), CLIENTS));
+  double slowest_end_ms = 0;
+  for (int i = 0; i < CLIENTS; i++) {
+    const cJSON *s = session_of_pid(all, pids[i]);
+    cr_assert(ne(ptr, (void *)s, NULL), "no session for client %d (pid %d)", i, (int)pids[i]);
+    cr_assert(eq(str, (char *)str(s, "end_reason"), "clean"), "client %d", i);
+    cr_assert(eq(dbl, num(s, "lost"), 0), "client %d", i);
+    cr_assert(eq(dbl, num(s, "events"), (double)e2e_field(res[i].out, "events")), "client %d", i);
+    assert_stats_exact((int)num(s, "id"), res[i].out);
+    if (i == slowest)
+      slowest_end_ms = num(s, "end_ms");
+  }
+  cJSON_Delete(all);
+  cr_assert(eq(long, (long)sql_number("SELECT SUM(count) FROM event_chunks"), (long)total));
+  cr_assert(eq(long, (long)sql_number("SELECT COALESCE(SUM(count), 0) FROM lost"), 0));
+
+  double slowest_ms = exits[slowest];
+  /* The daemon's clock of the END (end_ms) against the client's clock
+   * at the end of its exit hook: positive when the daemon got to the END
+   * only after the client had given up waiting. */
+  double end_after_exit = slowest_end_ms - (double)e2e_field(res[slowest].out, "exit_realtime_ms");
+  qsort(exits, CLIENTS, sizeof *exits, cmp_double);
+  fprintf(stderr,
+          "e2e_load: %d clients x %s threads for %d ms: %lld events in %.1f s (%.0f/s), none "
+          "lost; exit ms min %.0f median %.0f max %.0f; daemon peak RSS %ld kB\n",
+          CLIENTS, THREADS, ms, total, wall, (double)total / wall, exits[0], exits[CLIENTS / 2],
+          exits[CLIENTS - 1], kb);
+
+  /* No starvation: every client saw its session committed in time. */
+  cr_assert(lt(dbl, slowest_ms, EXIT_LIMIT_MS),
+            "client %d (pid %d) took %.0f ms to flush and end its session (median %.0f ms); "
+            "the daemon processed its END %.0f ms after the client's exit hook ended",
+            slowest, (int)pids[slowest], slowest_ms, exits[CLIENTS / 2], end_after_exit);
+  cr_assert(lt(long, kb, RSS_LIMIT_KB), "heaptraced peaked at %ld kB", kb);
+  for (int i = 0; i < CLIENTS; i++)
+    e2e_result_free(&res[i]);
+  e2e_stop_daemon(&env);
+}
