@@ -27,9 +27,26 @@ const char *e2e_bin(const char *name) {
   return p;
 }
 
-static void sleep_ms(int ms) {
+void e2e_sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
+}
+
+double e2e_num(const cJSON *o, const char *k) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
+  cr_assert(cJSON_IsNumber(j), "no number '%s'", k);
+  return j->valuedouble;
+}
+
+const char *e2e_str(const cJSON *o, const char *k) {
+  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
+  cr_assert(cJSON_IsString(j), "no string '%s'", k);
+  return j->valuestring;
+}
+
+int e2e_long_run(void) {
+  const char *v = getenv("HT_LONG");
+  return v && strcmp(v, "1") == 0;
 }
 
 static int can_connect(const char *path) {
@@ -58,7 +75,7 @@ static void spawn_daemon(e2e_t *e) {
       return;
     int status;
     cr_assert(waitpid(pid, &status, WNOHANG) == 0, "heaptraced exited at start; see %s", e->log);
-    sleep_ms(10);
+    e2e_sleep_ms(10);
   }
   cr_assert_fail("heaptraced did not accept connections within 5 s; see %s", e->log);
 }

@@ -69,6 +69,15 @@ const char *e2e_bin(const char *name);
  * order; returns how many were found (at most max). */
 int e2e_marked_lines(const char *file, const char *marker, int *lines, int max);
 
+/* o[k] as a number / a string; asserts that it is one. */
+double e2e_num(const cJSON *o, const char *k);
+const char *e2e_str(const cJSON *o, const char *k);
+
+void e2e_sleep_ms(int ms);
+
+/* 1 when HT_LONG=1 (scripts/test --long): suites run their long variants. */
+int e2e_long_run(void);
+
 /* Number of lines in s containing needle. */
 int e2e_count_lines(const char *s, const char *needle);
 

@@ -46,17 +46,6 @@ TestSuite(e2e_daemon, .init = setup, .fini = teardown, .timeout = 60);
  * Helpers
  * ==================================================================== */
 
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsNumber(j), 1), "no number '%s'", k);
-  return j->valuedouble;
-}
-
 static char *str(const cJSON *o, const char *k) {
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
   cr_assert(eq(int, cJSON_IsString(j), 1), "no string '%s'", k);
@@ -102,7 +91,7 @@ static int session_count(const cJSON *all) {
 static const cJSON *session_of(const cJSON *all, uint32_t pid) {
   const cJSON *s;
   cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if (num(s, "pid") == pid)
+    if (e2e_num(s, "pid") == pid)
       return s;
   }
   return NULL;
@@ -111,7 +100,7 @@ static const cJSON *session_of(const cJSON *all, uint32_t pid) {
 static const cJSON *session_id(const cJSON *all, int id) {
   const cJSON *s;
   cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if (num(s, "id") == id)
+    if (e2e_num(s, "id") == id)
       return s;
   }
   cr_fatal("no session %d", id);
@@ -147,7 +136,7 @@ static double events_received(void) {
   e2e_result_t r = e2e_heapctl(&env, "status", "--json", NULL);
   cr_assert(eq(int, r.status, 0), "heapctl status: %s", r.err);
   cJSON *j = e2e_json(&r);
-  double n = num(j, "events_received");
+  double n = e2e_num(j, "events_received");
   cJSON_Delete(j);
   e2e_result_free(&r);
   return n;
@@ -157,7 +146,7 @@ static void wait_events_received(double at_least) {
   for (int waited = 0; events_received() < at_least; waited += 5) {
     cr_assert(lt(int, waited, WAIT_MS), "the daemon did not receive %.0f events in %d ms", at_least,
               WAIT_MS);
-    sleep_ms(5);
+    e2e_sleep_ms(5);
   }
 }
 
@@ -170,11 +159,11 @@ static void assert_good_session_works(uint32_t pid) {
   const cJSON *s = session_of(all, pid);
   cr_assert(ne(ptr, (void *)s, NULL), "no session for pid %u", pid);
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
-  cr_assert(eq(dbl, num(s, "events"), RAW_SESSION_EVENTS));
-  cJSON *st = stats(0, (int)num(s, "id"));
-  cr_assert(eq(dbl, num(st, "allocations"), RAW_SESSION_ALLOCS));
-  cr_assert(eq(dbl, num(st, "frees"), RAW_SESSION_FREES));
-  cr_assert(eq(dbl, num(st, "current_bytes"), RAW_SESSION_BYTES));
+  cr_assert(eq(dbl, e2e_num(s, "events"), RAW_SESSION_EVENTS));
+  cJSON *st = stats(0, (int)e2e_num(s, "id"));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), RAW_SESSION_ALLOCS));
+  cr_assert(eq(dbl, e2e_num(st, "frees"), RAW_SESSION_FREES));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), RAW_SESSION_BYTES));
   cJSON_Delete(st);
   cJSON_Delete(all);
 }
@@ -200,7 +189,7 @@ static e2e_result_t run_bounded(char *const argv[], int timeout_ms) {
       r.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       break;
     }
-    sleep_ms(10);
+    e2e_sleep_ms(10);
   }
   if (r.status == -1) {
     kill(pid, SIGKILL);
@@ -245,7 +234,7 @@ static int wait_exit(pid_t pid, int timeout_ms) {
   for (int waited = 0; waited <= timeout_ms; waited += 10) {
     if (waitpid(pid, &status, WNOHANG) == pid)
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    sleep_ms(10);
+    e2e_sleep_ms(10);
   }
   kill(pid, SIGKILL);
   waitpid(pid, NULL, 0);
@@ -284,7 +273,7 @@ Test(e2e_daemon, second_daemon_on_a_live_socket_exits_1_naming_it_and_the_first_
   const cJSON *s = session_of(all, GOOD_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
-  cr_assert(eq(dbl, num(s, "events"), RAW_SESSION_EVENTS));
+  cr_assert(eq(dbl, e2e_num(s, "events"), RAW_SESSION_EVENTS));
   cJSON_Delete(all);
   e2e_stop_daemon(&env); /* exits 0: the refused start disturbed nothing */
 }
@@ -410,11 +399,11 @@ Test(e2e_daemon, sigterm_with_a_client_connected_marks_it_daemon_stopped_and_exi
   cr_assert(ne(ptr, (void *)s, NULL));
   cr_assert(eq(str, str(s, "end_reason"), "daemon-stopped"));
   cr_assert(eq(str, str(s, "end_detail"), "heaptraced stopped"));
-  cr_assert(eq(dbl, num(s, "events"), 6));
-  cJSON *st = stats(1, (int)num(s, "id"));
-  cr_assert(eq(dbl, num(st, "allocations"), 4));
-  cr_assert(eq(dbl, num(st, "frees"), 2));
-  cr_assert(eq(dbl, num(st, "current_bytes"), 300 + 400));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 6));
+  cJSON *st = stats(1, (int)e2e_num(s, "id"));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), 4));
+  cr_assert(eq(dbl, e2e_num(st, "frees"), 2));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), 300 + 400));
   cJSON_Delete(st);
   cJSON_Delete(all);
 }
@@ -441,7 +430,8 @@ static int kill_daemon_during_ingest(void) {
   e2e_restart_daemon(&env);
   cJSON *all = sessions(0);
   cr_assert(eq(int, session_count(all), 1));
-  int id = (int)num(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(all, "sessions"), 0), "id");
+  int id =
+      (int)e2e_num(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(all, "sessions"), 0), "id");
   cJSON_Delete(all);
   return id;
 }
@@ -467,11 +457,12 @@ Test(e2e_daemon, kill_9_during_ingest_leaves_an_intact_database_and_a_daemon_sto
   snprintf(sql, sizeof sql, "SELECT SUM(count) FROM event_chunks WHERE session = %d", id);
   long long stored = sql_number(sql);
   cJSON *st = stats(0, id);
-  cr_assert(gt(dbl, num(st, "events"), 0));
-  cr_assert(eq(dbl, num(st, "events"), (double)stored));
-  cr_assert(eq(dbl, num(st, "allocations") + num(st, "frees"), num(st, "events")));
-  cr_assert(eq(dbl, num(st, "unmatched_frees"), 0));
-  cr_assert(eq(dbl, num(st, "current_blocks"), num(st, "allocations") - num(st, "frees")));
+  cr_assert(gt(dbl, e2e_num(st, "events"), 0));
+  cr_assert(eq(dbl, e2e_num(st, "events"), (double)stored));
+  cr_assert(eq(dbl, e2e_num(st, "allocations") + e2e_num(st, "frees"), e2e_num(st, "events")));
+  cr_assert(eq(dbl, e2e_num(st, "unmatched_frees"), 0));
+  cr_assert(
+      eq(dbl, e2e_num(st, "current_blocks"), e2e_num(st, "allocations") - e2e_num(st, "frees")));
   cJSON_Delete(st);
 
   /* A new traced program after the restart is stored whole. */
@@ -483,12 +474,12 @@ Test(e2e_daemon, kill_9_during_ingest_leaves_an_intact_database_and_a_daemon_sto
   all = sessions(0);
   const cJSON *s = session_id(all, id + 1);
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
-  cr_assert(eq(dbl, num(s, "events"), 2 * 1000 + 1));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 2 * 1000 + 1));
   cJSON_Delete(all);
   st = stats(0, id + 1);
-  cr_assert(eq(dbl, num(st, "allocations"), 1001));
-  cr_assert(eq(dbl, num(st, "frees"), 1000));
-  cr_assert(eq(dbl, num(st, "current_bytes"), 64));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), 1001));
+  cr_assert(eq(dbl, e2e_num(st, "frees"), 1000));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), 64));
   cJSON_Delete(st);
   e2e_stop_daemon(&env); /* the recovered daemon stops cleanly too */
 }
@@ -496,11 +487,12 @@ Test(e2e_daemon, kill_9_during_ingest_leaves_an_intact_database_and_a_daemon_sto
 Test(e2e_daemon, session_killed_with_the_daemon_lists_the_events_it_stored) {
   int id = kill_daemon_during_ingest();
   cJSON *all = sessions(0);
-  double listed = num(session_id(all, id), "events");
+  double listed = e2e_num(session_id(all, id), "events");
   cJSON_Delete(all);
   cJSON *st = stats(0, id);
-  cr_assert(eq(dbl, listed, num(st, "events")),
-            "'heapctl sessions' lists %.0f events, stats replays %.0f", listed, num(st, "events"));
+  cr_assert(eq(dbl, listed, e2e_num(st, "events")),
+            "'heapctl sessions' lists %.0f events, stats replays %.0f", listed,
+            e2e_num(st, "events"));
   cJSON_Delete(st);
 }
 
@@ -585,7 +577,7 @@ Test(e2e_daemon, a_database_left_by_a_killed_daemon_answers_offline) {
   cr_assert(eq(int, session_count(all), 1));
   const cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(all, "sessions"), 0);
   cr_assert(eq(str, str(s, "end_reason"), "running"));
-  int id = (int)num(s, "id");
+  int id = (int)e2e_num(s, "id");
   cJSON_Delete(all);
   /* heapctl first: the sqlite3 shell below may checkpoint the WAL. */
   cJSON *st = stats(1, id);
@@ -593,8 +585,9 @@ Test(e2e_daemon, a_database_left_by_a_killed_daemon_answers_offline) {
   snprintf(sql, sizeof sql, "SELECT SUM(count) FROM event_chunks WHERE session = %d", id);
   long long stored = sql_number(sql);
   cr_assert(gt(long, (long)stored, 0));
-  cr_assert(eq(dbl, num(st, "events"), (double)stored));
-  cr_assert(eq(dbl, num(st, "unmatched_frees"), 0));
-  cr_assert(eq(dbl, num(st, "current_blocks"), num(st, "allocations") - num(st, "frees")));
+  cr_assert(eq(dbl, e2e_num(st, "events"), (double)stored));
+  cr_assert(eq(dbl, e2e_num(st, "unmatched_frees"), 0));
+  cr_assert(
+      eq(dbl, e2e_num(st, "current_blocks"), e2e_num(st, "allocations") - e2e_num(st, "frees")));
   cJSON_Delete(st);
 }

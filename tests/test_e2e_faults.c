@@ -65,28 +65,6 @@ TestSuite(e2e_faults, .init = setup, .fini = teardown, .timeout = 600);
  * Helpers
  * ==================================================================== */
 
-static int long_run(void) {
-  const char *v = getenv("HT_LONG");
-  return v && strcmp(v, "1") == 0;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsNumber(j), 1), "no number '%s'", k);
-  return j->valuedouble;
-}
-
-static const char *str(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsString(j), 1), "no string '%s'", k);
-  return j->valuestring;
-}
-
 static char *read_file(const char *path) {
   FILE *f = fopen(path, "r");
   if (!f)
@@ -136,7 +114,7 @@ static cJSON *heapctl_json(int offline, const char *a, const char *b, const char
 static const cJSON *session_of_pid(const cJSON *all, long long pid) {
   const cJSON *s, *found = NULL;
   cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if ((long long)num(s, "pid") == pid) {
+    if ((long long)e2e_num(s, "pid") == pid) {
       cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %lld", pid);
       found = s;
     }
@@ -194,14 +172,14 @@ static cJSON *wait_session_ended(long long pid, const cJSON **out) {
   for (int waited = 0;; waited += 20) {
     cJSON *all = heapctl_json(0, "sessions", NULL, NULL);
     const cJSON *s = session_of_pid(all, pid);
-    if (s && strcmp(str(s, "end_reason"), "running") != 0) {
+    if (s && strcmp(e2e_str(s, "end_reason"), "running") != 0) {
       *out = s;
       return all;
     }
     cJSON_Delete(all);
     cr_assert(lt(int, waited, WAIT_MS), "the session of pid %lld did not end in %d ms", pid,
               WAIT_MS);
-    sleep_ms(20);
+    e2e_sleep_ms(20);
   }
 }
 
@@ -210,12 +188,12 @@ static void assert_good_session(uint32_t pid, int offline) {
   cJSON *all = heapctl_json(offline, "sessions", NULL, NULL);
   const cJSON *s = session_of_pid(all, pid);
   cr_assert(ne(ptr, (void *)s, NULL), "no session for pid %u", pid);
-  cr_assert(eq(str, (char *)str(s, "end_reason"), "clean"));
-  cr_assert(eq(dbl, num(s, "events"), RAW_SESSION_EVENTS));
-  cJSON *st = stats_of(offline, (int)num(s, "id"));
-  cr_assert(eq(dbl, num(st, "allocations"), RAW_SESSION_ALLOCS));
-  cr_assert(eq(dbl, num(st, "frees"), RAW_SESSION_FREES));
-  cr_assert(eq(dbl, num(st, "current_bytes"), RAW_SESSION_BYTES));
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), RAW_SESSION_EVENTS));
+  cJSON *st = stats_of(offline, (int)e2e_num(s, "id"));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), RAW_SESSION_ALLOCS));
+  cr_assert(eq(dbl, e2e_num(st, "frees"), RAW_SESSION_FREES));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), RAW_SESSION_BYTES));
   cJSON_Delete(st);
   cJSON_Delete(all);
 }
@@ -239,7 +217,7 @@ static char *wait_output(pid_t pid, const char *needle, int n) {
     cr_assert(eq(int, waitpid(pid, &status, WNOHANG), 0), "pid %d exited (status 0x%x)", (int)pid,
               status);
     cr_assert(lt(int, waited, WAIT_MS), "pid %d did not print '%s' %d times", (int)pid, needle, n);
-    sleep_ms(10);
+    e2e_sleep_ms(10);
   }
 }
 
@@ -283,7 +261,7 @@ static void driver(int k, int round, const char *ack_path) {
       }
       if (raw_send_events_as(&c, &s, s.next_seq, s.count) != 0)
         _exit(0);
-      sleep_ms(rand() % KILL_FRAME_PAUSE_MS);
+      e2e_sleep_ms(rand() % KILL_FRAME_PAUSE_MS);
     }
     ht_end_rec_t end = {HT_END_CLEAN, 0};
     ht_wbuf_init(&w, buf, sizeof buf);
@@ -387,12 +365,12 @@ static void reap(pid_t pid) {
       waitpid(pid, NULL, 0);
       cr_fatal("driver %d did not stop after the daemon died", (int)pid);
     }
-    sleep_ms(10);
+    e2e_sleep_ms(10);
   }
 }
 
 Test(e2e_faults, daemon_killed_9_at_random_points_keeps_every_acknowledged_session) {
-  int rounds = long_run() ? KILL_ROUNDS_LONG : KILL_ROUNDS;
+  int rounds = e2e_long_run() ? KILL_ROUNDS_LONG : KILL_ROUNDS;
   const char *seed_env = getenv("HT_FAULT_SEED");
   unsigned seed =
       seed_env ? (unsigned)strtoul(seed_env, NULL, 0) : (unsigned)time(NULL) ^ (unsigned)getpid();
@@ -409,7 +387,7 @@ Test(e2e_faults, daemon_killed_9_at_random_points_keeps_every_acknowledged_sessi
       if (drivers[k] == 0)
         driver(k, round, ack_path);
     }
-    sleep_ms(KILL_DELAY_MIN_MS + rand() % (KILL_DELAY_MAX_MS - KILL_DELAY_MIN_MS));
+    e2e_sleep_ms(KILL_DELAY_MIN_MS + rand() % (KILL_DELAY_MAX_MS - KILL_DELAY_MIN_MS));
     uint64_t kill_ns = now_ns();
     e2e_signal_daemon(&env, SIGKILL);
     for (int k = 0; k < KILL_DRIVERS; k++)
@@ -432,9 +410,9 @@ Test(e2e_faults, daemon_killed_9_at_random_points_keeps_every_acknowledged_sessi
                             "'daemon-stopped' AND events > 0");
   if (id > 0) {
     cJSON *st = stats_of(0, (int)id);
-    cr_assert(eq(dbl, num(st, "unmatched_frees"), 0));
-    cr_assert(eq(dbl, num(st, "allocations") + num(st, "frees"), num(st, "events")));
-    double live = num(st, "allocations") - num(st, "frees");
+    cr_assert(eq(dbl, e2e_num(st, "unmatched_frees"), 0));
+    cr_assert(eq(dbl, e2e_num(st, "allocations") + e2e_num(st, "frees"), e2e_num(st, "events")));
+    double live = e2e_num(st, "allocations") - e2e_num(st, "frees");
     cr_assert(eq(int, live == 0 || live == 1, 1), "%.0f blocks live in a prefix of pairs", live);
     cJSON_Delete(st);
   }
@@ -456,18 +434,18 @@ Test(e2e_faults, client_killed_9_after_a_flush_is_disconnected_with_every_flushe
   cr_assert(eq(int, r.status, 128 + SIGKILL));
   const cJSON *s;
   cJSON *all = wait_session_ended(pid, &s);
-  int id = (int)num(s, "id");
-  cr_assert(eq(str, (char *)str(s, "end_reason"), "disconnected"));
-  cr_assert(eq(dbl, num(s, "events"), (double)e2e_field(out, "events")), "%s", out);
-  cr_assert(eq(dbl, num(s, "lost"), 0));
+  int id = (int)e2e_num(s, "id");
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "disconnected"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), (double)e2e_field(out, "events")), "%s", out);
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
   cJSON_Delete(all);
   cJSON *st = stats_of(0, id);
-  cr_assert(eq(dbl, num(st, "allocations"), (double)e2e_field(out, "allocations")));
-  cr_assert(eq(dbl, num(st, "frees"), (double)e2e_field(out, "frees")));
-  cr_assert(eq(dbl, num(st, "reallocs"), (double)e2e_field(out, "reallocs")));
-  cr_assert(eq(dbl, num(st, "current_blocks"), (double)e2e_field(out, "live_blocks")));
-  cr_assert(eq(dbl, num(st, "current_bytes"), (double)e2e_field(out, "live_bytes")));
-  cr_assert(eq(dbl, num(st, "unmatched_frees"), 0));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), (double)e2e_field(out, "allocations")));
+  cr_assert(eq(dbl, e2e_num(st, "frees"), (double)e2e_field(out, "frees")));
+  cr_assert(eq(dbl, e2e_num(st, "reallocs"), (double)e2e_field(out, "reallocs")));
+  cr_assert(eq(dbl, e2e_num(st, "current_blocks"), (double)e2e_field(out, "live_blocks")));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), (double)e2e_field(out, "live_bytes")));
+  cr_assert(eq(dbl, e2e_num(st, "unmatched_frees"), 0));
   cJSON_Delete(st);
   char line[96];
   snprintf(line, sizeof line, "session %d: client disconnected without END", id);
@@ -482,7 +460,7 @@ Test(e2e_faults, client_killed_9_while_streaming_keeps_a_consistent_prefix) {
   char *argv[] = {(char *)e2e_bin("load_client"), "stream", NULL};
   pid_t pid = e2e_spawn(&env, argv, NULL);
   free(wait_output(pid, "checkpoint", 3));
-  sleep_ms(rand() % 30);
+  e2e_sleep_ms(rand() % 30);
   kill(pid, SIGKILL);
   e2e_result_t r = e2e_wait(&env, pid);
   cr_assert(eq(int, r.status, 128 + SIGKILL));
@@ -494,16 +472,16 @@ Test(e2e_faults, client_killed_9_while_streaming_keeps_a_consistent_prefix) {
   cr_assert(gt(llong, flushed, 0));
   const cJSON *s;
   cJSON *all = wait_session_ended(pid, &s);
-  cr_assert(eq(str, (char *)str(s, "end_reason"), "disconnected"));
-  double events = num(s, "events");
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "disconnected"));
+  double events = e2e_num(s, "events");
   cr_assert(ge(dbl, events, (double)flushed));
-  cJSON *st = stats_of(0, (int)num(s, "id"));
-  cr_assert(eq(dbl, num(st, "events"), events));
-  cr_assert(eq(dbl, num(st, "allocations") + num(st, "frees"), events));
-  cr_assert(eq(dbl, num(st, "unmatched_frees"), 0));
-  double live = num(st, "allocations") - num(st, "frees");
+  cJSON *st = stats_of(0, (int)e2e_num(s, "id"));
+  cr_assert(eq(dbl, e2e_num(st, "events"), events));
+  cr_assert(eq(dbl, e2e_num(st, "allocations") + e2e_num(st, "frees"), events));
+  cr_assert(eq(dbl, e2e_num(st, "unmatched_frees"), 0));
+  double live = e2e_num(st, "allocations") - e2e_num(st, "frees");
   cr_assert(eq(int, live == 0 || live == 1, 1), "%.0f blocks live in a prefix of pairs", live);
-  cr_assert(eq(dbl, num(st, "current_blocks"), live));
+  cr_assert(eq(dbl, e2e_num(st, "current_blocks"), live));
   cJSON_Delete(st);
   cJSON_Delete(all);
   e2e_result_free(&r);
@@ -625,7 +603,7 @@ static void send_incompressible_session(raw_client_t *cp, uint32_t pid, int n) {
 static void wait_for_store_errors(void) {
   for (int waited = 0; log_lines("heaptraced[error]: store: ") == 0; waited += 50) {
     cr_assert(lt(int, waited, WAIT_MS), "nothing in %s says the disk is full", env.log);
-    sleep_ms(50);
+    e2e_sleep_ms(50);
   }
 }
 
@@ -680,9 +658,9 @@ Test(e2e_faults, a_session_is_not_acknowledged_while_the_disk_is_full_and_is_sto
   cJSON *all = heapctl_json(0, "sessions", NULL, NULL);
   const cJSON *s = session_of_pid(all, FULL_PID);
   cr_assert(ne(ptr, (void *)s, NULL), "the session sent while the disk was full is missing");
-  cr_assert(eq(str, (char *)str(s, "end_reason"), "clean"));
-  cr_assert(eq(dbl, num(s, "events"), FULL_EVENTS));
-  cr_assert(eq(dbl, num(s, "lost"), 0));
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), FULL_EVENTS));
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
   cJSON_Delete(all);
 }
 
@@ -717,12 +695,12 @@ Test(e2e_faults, socket_directory_removed_leaves_connected_clients_whole_and_new
   pid_t busy = e2e_spawn(&env, argv, NULL);
   for (int waited = 0;; waited += 10) { /* the busy client is connected */
     cJSON *st = heapctl_json(0, "status", NULL, NULL);
-    double n = num(st, "sessions_connected");
+    double n = e2e_num(st, "sessions_connected");
     cJSON_Delete(st);
     if (n == 2)
       break;
     cr_assert(lt(int, waited, WAIT_MS));
-    sleep_ms(10);
+    e2e_sleep_ms(10);
   }
   remove_run_dir();
 
@@ -745,9 +723,9 @@ Test(e2e_faults, socket_directory_removed_leaves_connected_clients_whole_and_new
   cJSON *all = heapctl_json(1, "sessions", NULL, NULL);
   const cJSON *s = session_of_pid(all, busy);
   cr_assert(ne(ptr, (void *)s, NULL));
-  cr_assert(eq(str, (char *)str(s, "end_reason"), "clean"));
-  cr_assert(eq(dbl, num(s, "events"), (double)e2e_field(r.out, "events")), "%s", r.out);
-  cr_assert(eq(dbl, num(s, "lost"), 0));
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), (double)e2e_field(r.out, "events")), "%s", r.out);
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
   cJSON_Delete(all);
   e2e_result_free(&r);
 
@@ -770,12 +748,12 @@ Test(e2e_faults, second_daemon_after_the_socket_directory_is_removed_leaves_the_
   for (int waited = 0;; waited += 10) {
     cJSON *all = heapctl_json(0, "sessions", NULL, NULL);
     const cJSON *s = session_of_pid(all, GOOD_PID);
-    int ok = s && num(s, "events") == 6;
+    int ok = s && e2e_num(s, "events") == 6;
     cJSON_Delete(all);
     if (ok)
       break;
     cr_assert(lt(int, waited, WAIT_MS));
-    sleep_ms(10);
+    e2e_sleep_ms(10);
   }
   remove_run_dir();
 
@@ -795,12 +773,12 @@ Test(e2e_faults, second_daemon_after_the_socket_directory_is_removed_leaves_the_
   for (int waited = 0; waited < 3000 && !exited; waited += 10) {
     exited = waitpid(second, &status, WNOHANG) == second;
     if (!exited)
-      sleep_ms(10);
+      e2e_sleep_ms(10);
   }
   /* What the first daemon's live session looks like now. */
   cJSON *all = heapctl_json(1, "sessions", NULL, NULL);
   char reason[32];
-  snprintf(reason, sizeof reason, "%s", str(session_of_pid(all, GOOD_PID), "end_reason"));
+  snprintf(reason, sizeof reason, "%s", e2e_str(session_of_pid(all, GOOD_PID), "end_reason"));
   cJSON_Delete(all);
   if (!exited) {
     kill(second, SIGKILL);

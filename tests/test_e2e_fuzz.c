@@ -64,28 +64,6 @@ TestSuite(e2e_fuzz, .init = setup, .fini = teardown, .timeout = 300);
  * Helpers
  * ==================================================================== */
 
-static int long_run(void) {
-  const char *v = getenv("HT_LONG");
-  return v && strcmp(v, "1") == 0;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsNumber(j), 1), "no number '%s'", k);
-  return j->valuedouble;
-}
-
-static const char *str(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsString(j), 1), "no string '%s'", k);
-  return j->valuestring;
-}
-
 static char *read_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   cr_assert(ne(ptr, (void *)f, NULL), "cannot open %s: %s", path, strerror(errno));
@@ -116,7 +94,7 @@ static cJSON *heapctl_json(const char *a, const char *b, const char *c) {
 static const cJSON *session_of_pid(const cJSON *all, long long pid) {
   const cJSON *s, *found = NULL;
   cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if ((long long)num(s, "pid") == pid) {
+    if ((long long)e2e_num(s, "pid") == pid) {
       cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %lld", pid);
       found = s;
     }
@@ -211,19 +189,19 @@ static void assert_counts(int id, const char *out) {
   char sid[16];
   snprintf(sid, sizeof sid, "%d", id);
   cJSON *j = heapctl_json("stats", "-s", sid);
-  cr_assert(eq(dbl, num(j, "events"), (double)e2e_field(out, "events")), "%s", out);
-  cr_assert(eq(dbl, num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
-  cr_assert(eq(dbl, num(j, "frees"), (double)e2e_field(out, "frees")));
-  cr_assert(eq(dbl, num(j, "reallocs"), (double)e2e_field(out, "reallocs")));
-  cr_assert(eq(dbl, num(j, "current_blocks"), (double)e2e_field(out, "live_blocks")));
-  cr_assert(eq(dbl, num(j, "current_bytes"), (double)e2e_field(out, "live_bytes")));
-  cr_assert(eq(dbl, num(j, "unmatched_frees"), 0));
+  cr_assert(eq(dbl, e2e_num(j, "events"), (double)e2e_field(out, "events")), "%s", out);
+  cr_assert(eq(dbl, e2e_num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
+  cr_assert(eq(dbl, e2e_num(j, "frees"), (double)e2e_field(out, "frees")));
+  cr_assert(eq(dbl, e2e_num(j, "reallocs"), (double)e2e_field(out, "reallocs")));
+  cr_assert(eq(dbl, e2e_num(j, "current_blocks"), (double)e2e_field(out, "live_blocks")));
+  cr_assert(eq(dbl, e2e_num(j, "current_bytes"), (double)e2e_field(out, "live_bytes")));
+  cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));
   const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "totals");
   cr_assert(eq(int, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "agree")), 1));
   const cJSON *ses = cJSON_GetObjectItemCaseSensitive(j, "session");
-  cr_assert(eq(str, (char *)str(ses, "end_reason"), "clean"));
-  cr_assert(eq(dbl, num(ses, "lost"), 0));
-  cr_assert(eq(dbl, num(ses, "events"), (double)e2e_field(out, "events")));
+  cr_assert(eq(str, (char *)e2e_str(ses, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(ses, "lost"), 0));
+  cr_assert(eq(dbl, e2e_num(ses, "events"), (double)e2e_field(out, "events")));
   cJSON_Delete(j);
 }
 
@@ -231,12 +209,12 @@ static void assert_counts(int id, const char *out) {
 static void wait_all_disconnected(void) {
   for (int waited = 0;; waited += 50) {
     cJSON *st = heapctl_json("status", NULL, NULL);
-    double open = num(st, "sessions_connected");
+    double open = e2e_num(st, "sessions_connected");
     cJSON_Delete(st);
     if (open == 0)
       return;
     cr_assert(lt(int, waited, WAIT_MS), "%.0f sessions still connected after %d ms", open, WAIT_MS);
-    sleep_ms(50);
+    e2e_sleep_ms(50);
   }
 }
 
@@ -252,7 +230,7 @@ Test(e2e_fuzz, mutated_real_streams_from_many_connections_leave_a_good_client_ex
   free(record("esp32.stream", (char *const[]){(char *)e2e_bin("esp32"), NULL}));
   restart_daemon_with_small_quarantine();
 
-  int ms = long_run() ? FUZZ_LONG_MS : FUZZ_MS;
+  int ms = e2e_long_run() ? FUZZ_LONG_MS : FUZZ_MS;
   /* The good client pauses every 1000 rounds: it lasts about as long as
    * the run. */
   char pace[32], duration[32], rounds[32];
@@ -294,7 +272,7 @@ Test(e2e_fuzz, mutated_real_streams_from_many_connections_leave_a_good_client_ex
   cJSON *all = heapctl_json("sessions", NULL, NULL);
   const cJSON *gs = session_of_pid(all, good);
   cr_assert(ne(ptr, (void *)gs, NULL), "no session for the good client (pid %d)", (int)good);
-  assert_counts((int)num(gs, "id"), g.out);
+  assert_counts((int)e2e_num(gs, "id"), g.out);
   int nsessions = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(all, "sessions"));
   cJSON_Delete(all);
   e2e_result_free(&g);
@@ -381,10 +359,9 @@ Test(e2e_fuzz, absurd_sequence_gap_leaves_the_session_list_valid) {
   cJSON *all = e2e_json(&r);
   const cJSON *ses = session_of_pid(all, FUZZ_PID_BASE);
   cr_assert(ne(ptr, (void *)ses, NULL));
-  cr_assert(eq(str, (char *)cJSON_GetObjectItem(ses, "end_reason")->valuestring,
-               "protocol-error"));
-  cr_assert(eq(dbl, num(ses, "events"), 0));
-  cr_assert(eq(dbl, num(ses, "lost"), 0));
+  cr_assert(eq(str, (char *)cJSON_GetObjectItem(ses, "end_reason")->valuestring, "protocol-error"));
+  cr_assert(eq(dbl, e2e_num(ses, "events"), 0));
+  cr_assert(eq(dbl, e2e_num(ses, "lost"), 0));
   cJSON_Delete(all);
   cr_assert(eq(int, e2e_validate(r.out, "sessions.schema.json"), 0),
             "heapctl sessions --json is not valid:\n%s", r.out);
@@ -414,12 +391,12 @@ Test(e2e_fuzz, session_whose_events_name_sites_never_sent_is_summarised_and_answ
     cr_assert(eq(int, waitpid(env.daemon, &status, WNOHANG), 0),
               "heaptraced died summarising the session; see %s", env.log);
     cr_assert(lt(int, waited, WAIT_MS), "no summary within %d ms", WAIT_MS);
-    sleep_ms(20);
+    e2e_sleep_ms(20);
   }
   cJSON *st = heapctl_json("stats", "-s", "1");
-  cr_assert(eq(dbl, num(st, "allocations"), 2));
-  cr_assert(eq(dbl, num(st, "frees"), 1));
-  cr_assert(eq(dbl, num(st, "current_bytes"), 20));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), 2));
+  cr_assert(eq(dbl, e2e_num(st, "frees"), 1));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), 20));
   cJSON_Delete(st);
   cJSON *ev = heapctl_json("events", "-s", "1");
   cr_assert(eq(int, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(ev, "events")), 3));
@@ -453,7 +430,7 @@ Test(e2e_fuzz, caps_heap_sessions_ending_together_are_summarised_side_by_side) {
     cr_assert(eq(int, waitpid(env.daemon, &status, WNOHANG), 0),
               "heaptraced died summarising the sessions; see %s", env.log);
     cr_assert(lt(int, waited, WAIT_MS), "not every summary within %d ms", WAIT_MS);
-    sleep_ms(20);
+    e2e_sleep_ms(20);
   }
   e2e_stop_daemon(&env);
 }

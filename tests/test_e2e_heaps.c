@@ -31,12 +31,6 @@ static void teardown(void) {
 
 TestSuite(e2e_heaps, .init = setup, .fini = teardown, .timeout = 60);
 
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(cJSON_IsNumber(j), "no number '%s'", k);
-  return j->valuedouble;
-}
-
 static double field(const char *k) {
   return (double)e2e_field(prog.out, k);
 }
@@ -66,18 +60,18 @@ static const cJSON *by_key(const cJSON *list, const char *key, const char *value
 static void check_lwm(int offline) {
   cJSON *j = query(offline, "lwm", NULL, NULL);
   const cJSON *h = by_key(cJSON_GetObjectItem(j, "heaps"), "name", "frag64");
-  cr_assert(eq(dbl, num(h, "minimum_free_bytes"), field("min_free")));
-  cr_assert(eq(dbl, num(h, "free_bytes"), field("free")));
+  cr_assert(eq(dbl, e2e_num(h, "minimum_free_bytes"), field("min_free")));
+  cr_assert(eq(dbl, e2e_num(h, "free_bytes"), field("free")));
   const cJSON *spare = by_key(cJSON_GetObjectItem(j, "heaps"), "name", "spare");
-  cr_assert(eq(dbl, num(spare, "minimum_free_bytes"), field("spare_min")));
+  cr_assert(eq(dbl, e2e_num(spare, "minimum_free_bytes"), field("spare_min")));
   /* caps 8BIT is served by both heaps, whose minima came at different
    * moments: the true minimum of the sum is frag64's minimum with spare
    * back to full; ESP-IDF's answer, the sum of minima, is lower. */
   const cJSON *k = by_key(cJSON_GetObjectItem(j, "caps"), "caps_names", "8BIT");
-  cr_assert(eq(dbl, num(k, "minimum_free_bytes"), field("min_free") + field("spare_free")));
-  cr_assert(eq(dbl, num(k, "sum_of_heap_minima"), field("min_free") + field("spare_min")));
+  cr_assert(eq(dbl, e2e_num(k, "minimum_free_bytes"), field("min_free") + field("spare_free")));
+  cr_assert(eq(dbl, e2e_num(k, "sum_of_heap_minima"), field("min_free") + field("spare_min")));
   const cJSON *dma = by_key(cJSON_GetObjectItem(j, "caps"), "caps_names", "DMA");
-  cr_assert(eq(dbl, num(dma, "minimum_free_bytes"), field("min_free")));
+  cr_assert(eq(dbl, e2e_num(dma, "minimum_free_bytes"), field("min_free")));
   cJSON_Delete(j);
 }
 
@@ -86,10 +80,10 @@ static void check_frag(int offline) {
   cr_assert(eq(int, cJSON_GetArraySize(cJSON_GetObjectItem(j, "heaps")), 1));
   const cJSON *h = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "heaps"), 0);
   double free_now = field("free"), largest = field("largest");
-  cr_assert(eq(dbl, num(h, "free_bytes"), free_now));
-  cr_assert(eq(dbl, num(h, "free_blocks"), field("free_blocks")));
-  cr_assert(eq(dbl, num(h, "largest_free_block"), largest));
-  cr_assert(lt(dbl, fabs(num(h, "fragmentation") - (1 - largest / free_now)), 1e-12));
+  cr_assert(eq(dbl, e2e_num(h, "free_bytes"), free_now));
+  cr_assert(eq(dbl, e2e_num(h, "free_blocks"), field("free_blocks")));
+  cr_assert(eq(dbl, e2e_num(h, "largest_free_block"), largest));
+  cr_assert(lt(dbl, fabs(e2e_num(h, "fragmentation") - (1 - largest / free_now)), 1e-12));
   /* By construction: every freed block is a gap of one block's footprint
    * (its payload is that minus the 16-byte header), except the last one,
    * which merged with the tail that was free at the low-water mark. The
@@ -99,10 +93,10 @@ static void check_frag(int offline) {
   double freed = (double)(e2e_field(prog.out, "blocks") / 2);
   double worst_free = (freed - 1) * gap + field("min_free");
   const cJSON *w = cJSON_GetObjectItem(h, "worst");
-  cr_assert(eq(dbl, num(w, "free_bytes"), worst_free));
-  cr_assert(eq(dbl, num(w, "largest_free_block"), gap));
-  cr_assert(eq(dbl, num(w, "free_blocks"), freed));
-  cr_assert(lt(dbl, fabs(num(w, "fragmentation") - (1 - gap / worst_free)), 1e-12));
+  cr_assert(eq(dbl, e2e_num(w, "free_bytes"), worst_free));
+  cr_assert(eq(dbl, e2e_num(w, "largest_free_block"), gap));
+  cr_assert(eq(dbl, e2e_num(w, "free_blocks"), freed));
+  cr_assert(lt(dbl, fabs(e2e_num(w, "fragmentation") - (1 - gap / worst_free)), 1e-12));
   cJSON_Delete(j);
 }
 
@@ -126,8 +120,8 @@ Test(e2e_heaps, timeline_points_hold_the_low_water_mark) {
   double lowest = 1e18;
   const cJSON *p;
   cJSON_ArrayForEach(p, cJSON_GetObjectItem(h, "points")) {
-    if (num(p, "min_free_bytes") < lowest)
-      lowest = num(p, "min_free_bytes");
+    if (e2e_num(p, "min_free_bytes") < lowest)
+      lowest = e2e_num(p, "min_free_bytes");
   }
   cr_assert(eq(dbl, lowest, field("min_free")));
   cJSON_Delete(j);

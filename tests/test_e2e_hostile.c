@@ -53,12 +53,6 @@ TestSuite(e2e_hostile, .init = setup, .fini = teardown, .timeout = 30);
  * Reading results
  * ==================================================================== */
 
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsNumber(j), 1), "no number '%s'", k);
-  return j->valuedouble;
-}
-
 static char *str(const cJSON *o, const char *k) {
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
   cr_assert(eq(int, cJSON_IsString(j), 1), "no string '%s'", k);
@@ -103,7 +97,7 @@ static cJSON *sessions(void) {
 static const cJSON *session_of(const cJSON *all, uint32_t pid) {
   const cJSON *found = NULL, *s;
   cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if (num(s, "pid") == pid) {
+    if (e2e_num(s, "pid") == pid) {
       cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %u", pid);
       found = s;
     }
@@ -131,20 +125,20 @@ static void assert_bystander_exact(void) {
   cJSON *all = sessions();
   const cJSON *s = session_of(all, BYSTANDER_PID);
   cr_assert(ne(ptr, (void *)s, NULL), "no bystander session");
-  int id = (int)num(s, "id");
+  int id = (int)e2e_num(s, "id");
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
   cr_assert(eq(ptr, cJSON_GetObjectItemCaseSensitive(s, "end_detail"), NULL));
-  cr_assert(eq(dbl, num(s, "events"), RAW_SESSION_EVENTS));
-  cr_assert(eq(dbl, num(s, "lost"), 0));
+  cr_assert(eq(dbl, e2e_num(s, "events"), RAW_SESSION_EVENTS));
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
   cJSON_Delete(all);
 
   cJSON *st = stats(id);
-  cr_assert(eq(dbl, num(st, "events"), RAW_SESSION_EVENTS));
-  cr_assert(eq(dbl, num(st, "allocations"), RAW_SESSION_ALLOCS));
-  cr_assert(eq(dbl, num(st, "frees"), RAW_SESSION_FREES));
-  cr_assert(eq(dbl, num(st, "current_bytes"), RAW_SESSION_BYTES));
-  cr_assert(eq(dbl, num(st, "current_blocks"), RAW_SESSION_BLOCKS));
-  cr_assert(eq(dbl, num(st, "unmatched_frees"), 0));
+  cr_assert(eq(dbl, e2e_num(st, "events"), RAW_SESSION_EVENTS));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), RAW_SESSION_ALLOCS));
+  cr_assert(eq(dbl, e2e_num(st, "frees"), RAW_SESSION_FREES));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), RAW_SESSION_BYTES));
+  cr_assert(eq(dbl, e2e_num(st, "current_blocks"), RAW_SESSION_BLOCKS));
+  cr_assert(eq(dbl, e2e_num(st, "unmatched_frees"), 0));
   cJSON_Delete(st);
 
   /* The table a person reads says the same: END column, events, lost. */
@@ -196,7 +190,7 @@ static void assert_marked(const char *detail) {
   cr_assert(eq(str, str(s, "end_detail"), (char *)detail));
   char line[512];
   snprintf(line, sizeof line, "session %d (pid %d): protocol error: %s; connection closed",
-           (int)num(s, "id"), (int)getpid(), detail);
+           (int)e2e_num(s, "id"), (int)getpid(), detail);
   assert_log_lines(line, 1);
   cJSON_Delete(all);
 }
@@ -220,9 +214,9 @@ static void assert_hostile_events(double want) {
   cJSON *all = sessions();
   const cJSON *s = session_of(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
-  cr_assert(eq(dbl, num(s, "events"), want));
-  cJSON *st = stats((int)num(s, "id"));
-  cr_assert(eq(dbl, num(st, "events"), want));
+  cr_assert(eq(dbl, e2e_num(s, "events"), want));
+  cJSON *st = stats((int)e2e_num(s, "id"));
+  cr_assert(eq(dbl, e2e_num(st, "events"), want));
   cJSON_Delete(st);
   cJSON_Delete(all);
 }
@@ -397,15 +391,15 @@ Test(e2e_hostile, truncated_frame_then_disconnect_keeps_the_complete_frames) {
   cJSON *all = sessions();
   const cJSON *s = session_of(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
-  int id = (int)num(s, "id");
+  int id = (int)e2e_num(s, "id");
   cr_assert(eq(str, str(s, "end_reason"), "disconnected"));
   cr_assert(eq(ptr, cJSON_GetObjectItemCaseSensitive(s, "end_detail"), NULL));
-  cr_assert(eq(dbl, num(s, "events"), 4));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 4));
   cJSON_Delete(all);
   cJSON *st = stats(id);
-  cr_assert(eq(dbl, num(st, "allocations"), 3));
-  cr_assert(eq(dbl, num(st, "frees"), 1));
-  cr_assert(eq(dbl, num(st, "current_bytes"), 50));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), 3));
+  cr_assert(eq(dbl, e2e_num(st, "frees"), 1));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), 50));
   cJSON_Delete(st);
   char line[128];
   snprintf(line, sizeof line, "session %d: client disconnected without END", id);
@@ -484,7 +478,7 @@ Test(e2e_hostile, record_after_end_is_logged_as_out_of_order) {
   char line[256];
   snprintf(line, sizeof line,
            "session %d (pid %d): protocol error: site record after END (HT_EORDER)",
-           (int)num(s, "id"), (int)getpid());
+           (int)e2e_num(s, "id"), (int)getpid());
   cJSON_Delete(all);
   assert_log_lines(line, 1);
   assert_daemon_stops_cleanly();
@@ -573,14 +567,14 @@ Test(e2e_hostile, sequence_gap_is_recorded_as_lost_and_the_session_ends_clean) {
   cJSON *all = sessions();
   const cJSON *s = session_of(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
-  int id = (int)num(s, "id");
+  int id = (int)e2e_num(s, "id");
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
-  cr_assert(eq(dbl, num(s, "lost"), 7));
-  cr_assert(eq(dbl, num(s, "events"), 5));
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 7));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 5));
   cJSON_Delete(all);
   cJSON *st = stats(id);
-  cr_assert(eq(dbl, num(st, "allocations"), 5));
-  cr_assert(eq(dbl, num(st, "current_bytes"), 10 + 20 + 30 + 1000 + 2000));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), 5));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), 10 + 20 + 30 + 1000 + 2000));
   cJSON_Delete(st);
   assert_log_lines("protocol error", 0);
   assert_daemon_stops_cleanly();
@@ -604,16 +598,16 @@ Test(e2e_hostile, free_of_a_pointer_never_allocated_is_counted_not_fatal) {
   cJSON *all = sessions();
   const cJSON *s = session_of(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
-  int id = (int)num(s, "id");
+  int id = (int)e2e_num(s, "id");
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
-  cr_assert(eq(dbl, num(s, "events"), 3));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 3));
   cJSON_Delete(all);
   cJSON *st = stats(id);
-  cr_assert(eq(dbl, num(st, "allocations"), 1));
-  cr_assert(eq(dbl, num(st, "frees"), 2));
-  cr_assert(eq(dbl, num(st, "unmatched_frees"), 1));
-  cr_assert(eq(dbl, num(st, "current_bytes"), 0));
-  cr_assert(eq(dbl, num(st, "current_blocks"), 0));
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), 1));
+  cr_assert(eq(dbl, e2e_num(st, "frees"), 2));
+  cr_assert(eq(dbl, e2e_num(st, "unmatched_frees"), 1));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), 0));
+  cr_assert(eq(dbl, e2e_num(st, "current_blocks"), 0));
   cJSON_Delete(st);
   assert_log_lines("protocol error", 0);
   assert_daemon_stops_cleanly();
@@ -630,7 +624,7 @@ static void send_garbage_control(void) {
   cJSON *j = cJSON_Parse(reply);
   cr_assert(ne(ptr, (void *)j, NULL), "the reply is not JSON: %s", reply);
   cr_assert(eq(int, cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(j, "ok")), 1), "%s", reply);
-  cr_assert(eq(dbl, num(j, "code"), 2), "%s", reply);
+  cr_assert(eq(dbl, e2e_num(j, "code"), 2), "%s", reply);
   cr_assert(eq(str, str(j, "error"), "the request is not valid JSON"));
   cJSON_Delete(j);
   free(reply);
@@ -696,7 +690,7 @@ Test(e2e_hostile, flood_of_site_records_is_stored_in_bounded_memory) {
   cr_assert(ne(ptr, (void *)s, NULL));
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
   char sql[128];
-  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM sites WHERE session = %d", (int)num(s, "id"));
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM sites WHERE session = %d", (int)e2e_num(s, "id"));
   cJSON_Delete(all);
   char *argv[] = {"/usr/bin/sqlite3", env.db, sql, NULL};
   e2e_result_t r = e2e_run(&env, argv, NULL);

@@ -32,18 +32,6 @@ static void teardown(void) {
 
 TestSuite(e2e_leaky, .init = setup, .fini = teardown, .timeout = 60);
 
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(cJSON_IsNumber(j), "no number '%s'", k);
-  return j->valuedouble;
-}
-
-static const char *str(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(cJSON_IsString(j), "no string '%s'", k);
-  return j->valuestring;
-}
-
 /* The three leaks, in the order of their lines in leaky.c. */
 static const struct {
   const char *function;
@@ -58,20 +46,20 @@ static void check_leaks_json(const cJSON *res) {
   for (int i = 0; i < 3; i++) {
     const cJSON *g = NULL, *it;
     cJSON_ArrayForEach(it, groups) {
-      if (strcmp(str(it, "function"), expected[i].function) == 0)
+      if (strcmp(e2e_str(it, "function"), expected[i].function) == 0)
         g = it;
     }
     cr_assert(g != NULL, "no leak reported from %s", expected[i].function);
-    cr_assert(eq(str, (char *)str(g, "file"), LEAKY_SRC));
-    cr_assert(eq(dbl, num(g, "line"), lines[i]));
-    cr_assert(eq(dbl, num(g, "blocks"), 1));
-    cr_assert(eq(dbl, num(g, "bytes"), expected[i].bytes));
-    cr_assert(eq(dbl, num(g, "caps"), 0x1006)); /* DEFAULT|8BIT|32BIT */
-    cr_assert(eq(str, (char *)str(g, "caps_names"), "DEFAULT|8BIT|32BIT"));
+    cr_assert(eq(str, (char *)e2e_str(g, "file"), LEAKY_SRC));
+    cr_assert(eq(dbl, e2e_num(g, "line"), lines[i]));
+    cr_assert(eq(dbl, e2e_num(g, "blocks"), 1));
+    cr_assert(eq(dbl, e2e_num(g, "bytes"), expected[i].bytes));
+    cr_assert(eq(dbl, e2e_num(g, "caps"), 0x1006)); /* DEFAULT|8BIT|32BIT */
+    cr_assert(eq(str, (char *)e2e_str(g, "caps_names"), "DEFAULT|8BIT|32BIT"));
   }
   const cJSON *total = cJSON_GetObjectItemCaseSensitive(res, "total");
-  cr_assert(eq(dbl, num(total, "blocks"), 3));
-  cr_assert(eq(dbl, num(total, "bytes"), 100 + 16 * sizeof(int) + 4000));
+  cr_assert(eq(dbl, e2e_num(total, "blocks"), 3));
+  cr_assert(eq(dbl, e2e_num(total, "bytes"), 100 + 16 * sizeof(int) + 4000));
 }
 
 Test(e2e_leaky, leaks_json_names_exactly_the_three_leaked_blocks) {
@@ -120,21 +108,21 @@ Test(e2e_leaky, stats_match_what_the_program_did) {
   cJSON *j = e2e_json(&r);
   /* churn: 50 x (malloc, calloc, realloc, free, free); then malloc,
    * calloc, malloc + realloc. */
-  cr_assert(eq(dbl, num(j, "allocations"), 50 * 2 + 3));
-  cr_assert(eq(dbl, num(j, "frees"), 50 * 2));
-  cr_assert(eq(dbl, num(j, "reallocs"), 50 + 1));
-  cr_assert(eq(dbl, num(j, "failed"), 0));
-  cr_assert(eq(dbl, num(j, "events"), 103 + 100 + 51));
-  cr_assert(eq(dbl, num(j, "current_blocks"), 3));
-  cr_assert(eq(dbl, num(j, "current_bytes"), 4164));
+  cr_assert(eq(dbl, e2e_num(j, "allocations"), 50 * 2 + 3));
+  cr_assert(eq(dbl, e2e_num(j, "frees"), 50 * 2));
+  cr_assert(eq(dbl, e2e_num(j, "reallocs"), 50 + 1));
+  cr_assert(eq(dbl, e2e_num(j, "failed"), 0));
+  cr_assert(eq(dbl, e2e_num(j, "events"), 103 + 100 + 51));
+  cr_assert(eq(dbl, e2e_num(j, "current_blocks"), 3));
+  cr_assert(eq(dbl, e2e_num(j, "current_bytes"), 4164));
   /* The churn never holds more than 800 + 128 + 400 bytes; the peak is the
    * moving realloc of grow_log, when its 1000-byte and 4000-byte blocks
    * are both live beside the other two leaks. */
-  cr_assert(eq(dbl, num(j, "peak_bytes"), 100 + 64 + 1000 + 4000));
+  cr_assert(eq(dbl, e2e_num(j, "peak_bytes"), 100 + 64 + 1000 + 4000));
   double churn = 0;
   for (int i = 1; i <= 50; i++)
     churn += i * 8 + 4 * 32 + i * 16;
-  cr_assert(eq(dbl, num(j, "total_bytes"), churn + 100 + 64 + 1000 + 4000));
+  cr_assert(eq(dbl, e2e_num(j, "total_bytes"), churn + 100 + 64 + 1000 + 4000));
   const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "totals");
   cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "agree")), "%s", r.out);
   cJSON_Delete(j);
@@ -161,10 +149,10 @@ Test(e2e_leaky, session_ended_cleanly_with_every_event_stored) {
   const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "sessions");
   cr_assert(eq(int, cJSON_GetArraySize(list), 1));
   const cJSON *s = cJSON_GetArrayItem(list, 0);
-  cr_assert(eq(str, (char *)str(s, "end_reason"), "clean"));
-  cr_assert(eq(str, (char *)str(s, "app"), "leaky"));
-  cr_assert(eq(dbl, num(s, "events"), 254));
-  cr_assert(eq(dbl, num(s, "lost"), 0));
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+  cr_assert(eq(str, (char *)e2e_str(s, "app"), "leaky"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 254));
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
   cJSON_Delete(j);
   e2e_result_free(&r);
 }

@@ -59,28 +59,6 @@ TestSuite(e2e_load, .init = setup, .fini = teardown, .timeout = 300);
  * Helpers
  * ==================================================================== */
 
-static int long_run(void) {
-  const char *v = getenv("HT_LONG");
-  return v && strcmp(v, "1") == 0;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsNumber(j), 1), "no number '%s'", k);
-  return j->valuedouble;
-}
-
-static const char *str(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsString(j), 1), "no string '%s'", k);
-  return j->valuestring;
-}
-
 static cJSON *heapctl_json(const char *a, const char *b, const char *c) {
   e2e_result_t r =
       b ? e2e_heapctl(&env, a, b, c, "--json", NULL) : e2e_heapctl(&env, a, "--json", NULL);
@@ -129,19 +107,19 @@ static void restart_daemon_with_small_quarantine(void) {
 static void wait_all_disconnected(void) {
   for (int waited = 0;; waited += 50) {
     cJSON *st = heapctl_json("status", NULL, NULL);
-    double open = num(st, "sessions_connected");
+    double open = e2e_num(st, "sessions_connected");
     cJSON_Delete(st);
     if (open == 0)
       return;
     cr_assert(lt(int, waited, WAIT_MS), "%.0f sessions still connected after %d ms", open, WAIT_MS);
-    sleep_ms(50);
+    e2e_sleep_ms(50);
   }
 }
 
 static const cJSON *session_of_pid(const cJSON *all, long long pid) {
   const cJSON *s, *found = NULL;
   cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if ((long long)num(s, "pid") == pid) {
+    if ((long long)e2e_num(s, "pid") == pid) {
       cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %lld", pid);
       found = s;
     }
@@ -166,13 +144,14 @@ static void assert_stats_exact(int id, const char *out) {
   char sid[16];
   snprintf(sid, sizeof sid, "%d", id);
   cJSON *j = heapctl_json("stats", "-s", sid);
-  cr_assert(eq(dbl, num(j, "events"), (double)e2e_field(out, "events")), "%s", out);
-  cr_assert(eq(dbl, num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
-  cr_assert(eq(dbl, num(j, "frees"), (double)e2e_field(out, "frees")), "%s", out);
-  cr_assert(eq(dbl, num(j, "reallocs"), (double)e2e_field(out, "reallocs")), "%s", out);
-  cr_assert(eq(dbl, num(j, "current_blocks"), (double)e2e_field(out, "live_blocks")), "%s", out);
-  cr_assert(eq(dbl, num(j, "current_bytes"), (double)e2e_field(out, "live_bytes")), "%s", out);
-  cr_assert(eq(dbl, num(j, "unmatched_frees"), 0));
+  cr_assert(eq(dbl, e2e_num(j, "events"), (double)e2e_field(out, "events")), "%s", out);
+  cr_assert(eq(dbl, e2e_num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
+  cr_assert(eq(dbl, e2e_num(j, "frees"), (double)e2e_field(out, "frees")), "%s", out);
+  cr_assert(eq(dbl, e2e_num(j, "reallocs"), (double)e2e_field(out, "reallocs")), "%s", out);
+  cr_assert(eq(dbl, e2e_num(j, "current_blocks"), (double)e2e_field(out, "live_blocks")), "%s",
+            out);
+  cr_assert(eq(dbl, e2e_num(j, "current_bytes"), (double)e2e_field(out, "live_bytes")), "%s", out);
+  cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));
   const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "totals");
   cr_assert(eq(int, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "agree")), 1));
   cJSON_Delete(j);
@@ -184,7 +163,7 @@ static void assert_stats_exact(int id, const char *out) {
 
 Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_daemon) {
   restart_daemon_with_small_quarantine();
-  int ms = long_run() ? LOAD_LONG_MS : LOAD_MS;
+  int ms = e2e_long_run() ? LOAD_LONG_MS : LOAD_MS;
   char duration[32];
   snprintf(duration, sizeof duration, "%d", ms);
   char *argv[] = {(char *)e2e_bin("load_client"), "run", THREADS, duration, MAX_OPS, NULL};
@@ -224,12 +203,13 @@ Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_da
   for (int i = 0; i < CLIENTS; i++) {
     const cJSON *s = session_of_pid(all, pids[i]);
     cr_assert(ne(ptr, (void *)s, NULL), "no session for client %d (pid %d)", i, (int)pids[i]);
-    cr_assert(eq(str, (char *)str(s, "end_reason"), "clean"), "client %d", i);
-    cr_assert(eq(dbl, num(s, "lost"), 0), "client %d", i);
-    cr_assert(eq(dbl, num(s, "events"), (double)e2e_field(res[i].out, "events")), "client %d", i);
-    assert_stats_exact((int)num(s, "id"), res[i].out);
+    cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"), "client %d", i);
+    cr_assert(eq(dbl, e2e_num(s, "lost"), 0), "client %d", i);
+    cr_assert(eq(dbl, e2e_num(s, "events"), (double)e2e_field(res[i].out, "events")), "client %d",
+              i);
+    assert_stats_exact((int)e2e_num(s, "id"), res[i].out);
     if (i == slowest)
-      slowest_end_ms = num(s, "end_ms");
+      slowest_end_ms = e2e_num(s, "end_ms");
   }
   cJSON_Delete(all);
   cr_assert(eq(long, (long)sql_number("SELECT SUM(count) FROM event_chunks"), (long)total));

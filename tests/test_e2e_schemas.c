@@ -819,12 +819,6 @@ static const cJSON *heap_named(const cJSON *result, const char *name) {
   return found;
 }
 
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = get(o, k);
-  cr_assert(cJSON_IsNumber(j), "'%s' is not a number", k);
-  return j->valuedouble;
-}
-
 /* A caps mask that only dram0 can serve has dram0's free bytes and
  * minimum, with and without a window. */
 static void check_masks_of_one_heap(const char *const *args) {
@@ -836,12 +830,12 @@ static void check_masks_of_one_heap(const char *const *args) {
     if (cJSON_GetArraySize(hs) != 1 || strcmp(cJSON_GetArrayItem(hs, 0)->valuestring, "dram0"))
       continue;
     n++;
-    cr_assert(eq(dbl, num(k, "minimum_free_bytes"), num(h, "minimum_free_bytes")),
+    cr_assert(eq(dbl, e2e_num(k, "minimum_free_bytes"), e2e_num(h, "minimum_free_bytes")),
               "%s: caps %s (served by dram0 alone) has minimum_free_bytes %.0f, dram0 has %.0f "
               "(at %.3f ms)",
-              join(args), get(k, "caps_names")->valuestring, num(k, "minimum_free_bytes"),
-              num(h, "minimum_free_bytes"), num(h, "at_ms"));
-    cr_assert(eq(dbl, num(k, "free_bytes"), num(h, "free_bytes")), "%s: caps %s free_bytes",
+              join(args), get(k, "caps_names")->valuestring, e2e_num(k, "minimum_free_bytes"),
+              e2e_num(h, "minimum_free_bytes"), e2e_num(h, "at_ms"));
+    cr_assert(eq(dbl, e2e_num(k, "free_bytes"), e2e_num(h, "free_bytes")), "%s: caps %s free_bytes",
               join(args), get(k, "caps_names")->valuestring);
   }
   cr_assert(n > 0, "%s: no caps mask served by dram0 alone", join(args));
@@ -871,21 +865,23 @@ Test(e2e_schemas, timeline_shows_the_peak_and_the_low_water_mark) {
   const cJSON *ht = heap_named(jt, "dram0");
   const cJSON *at_peak = NULL, *at_min = NULL, *p;
   cJSON_ArrayForEach(p, get(ht, "points")) {
-    if (num(p, "t_ms") == num(hs, "peak_at_ms"))
+    if (e2e_num(p, "t_ms") == e2e_num(hs, "peak_at_ms"))
       at_peak = p;
-    if (num(p, "t_ms") == num(hl, "at_ms"))
+    if (e2e_num(p, "t_ms") == e2e_num(hl, "at_ms"))
       at_min = p;
   }
-  cr_assert(at_peak != NULL, "no timeline point at the peak (%.6f ms)", num(hs, "peak_at_ms"));
-  cr_assert(eq(dbl, num(at_peak, "peak_used_bytes"), num(hs, "peak_used_bytes")),
+  cr_assert(at_peak != NULL, "no timeline point at the peak (%.6f ms)", e2e_num(hs, "peak_at_ms"));
+  cr_assert(eq(dbl, e2e_num(at_peak, "peak_used_bytes"), e2e_num(hs, "peak_used_bytes")),
             "the timeline point at %.6f ms (a realloc) shows a peak of %.0f bytes used; stats "
             "says the peak, %.0f, was reached then",
-            num(at_peak, "t_ms"), num(at_peak, "peak_used_bytes"), num(hs, "peak_used_bytes"));
+            e2e_num(at_peak, "t_ms"), e2e_num(at_peak, "peak_used_bytes"),
+            e2e_num(hs, "peak_used_bytes"));
   cr_assert(at_min != NULL, "no timeline point at the low-water mark");
-  cr_assert(eq(dbl, num(at_min, "min_free_bytes"), num(hl, "minimum_free_bytes")),
+  cr_assert(eq(dbl, e2e_num(at_min, "min_free_bytes"), e2e_num(hl, "minimum_free_bytes")),
             "the timeline point at %.6f ms shows %.0f bytes free; lwm says the minimum, %.0f, "
             "was reached then",
-            num(at_min, "t_ms"), num(at_min, "min_free_bytes"), num(hl, "minimum_free_bytes"));
+            e2e_num(at_min, "t_ms"), e2e_num(at_min, "min_free_bytes"),
+            e2e_num(hl, "minimum_free_bytes"));
   cJSON_Delete(js);
   cJSON_Delete(jl);
   cJSON_Delete(jt);
@@ -896,8 +892,8 @@ Test(e2e_schemas, worst_fragmentation_is_at_least_the_current_one) {
   const char *frag[] = {"frag", "-s", "3", "--json", NULL};
   cJSON *j = heapctl_json(0, frag);
   const cJSON *h = heap_named(j, "dram0");
-  cr_assert(num(h, "fragmentation") <= num(get(h, "worst"), "fragmentation"),
-            "fragmentation now %.17g, at its worst %.17g", num(h, "fragmentation"),
-            num(get(h, "worst"), "fragmentation"));
+  cr_assert(e2e_num(h, "fragmentation") <= e2e_num(get(h, "worst"), "fragmentation"),
+            "fragmentation now %.17g, at its worst %.17g", e2e_num(h, "fragmentation"),
+            e2e_num(get(h, "worst"), "fragmentation"));
   cJSON_Delete(j);
 }

@@ -65,28 +65,6 @@ TestSuite(e2e_security, .init = setup, .fini = teardown, .timeout = 300);
  * Helpers
  * ==================================================================== */
 
-static int long_run(void) {
-  const char *v = getenv("HT_LONG");
-  return v && strcmp(v, "1") == 0;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsNumber(j), 1), "no number '%s'", k);
-  return j->valuedouble;
-}
-
-static const char *str(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(eq(int, cJSON_IsString(j), 1), "no string '%s'", k);
-  return j->valuestring;
-}
-
 static char *read_file(const char *path) {
   FILE *f = fopen(path, "r");
   cr_assert(ne(ptr, (void *)f, NULL), "cannot open %s: %s", path, strerror(errno));
@@ -120,7 +98,7 @@ static cJSON *sessions_json(void) {
 static const cJSON *session_of_pid(const cJSON *all, long long pid) {
   const cJSON *s;
   cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if ((long long)num(s, "pid") == pid)
+    if ((long long)e2e_num(s, "pid") == pid)
       return s;
   }
   return NULL;
@@ -155,7 +133,7 @@ static void wait_for_summaries(void) {
                    "(SELECT session FROM summaries)") == 0)
       return;
     cr_assert(lt(int, waited, WAIT_MS), "summaries not written within %d ms", WAIT_MS);
-    sleep_ms(20);
+    e2e_sleep_ms(20);
   }
 }
 
@@ -295,9 +273,9 @@ static void ask(const char *request, tally_t *t) {
     cr_assert(eq(int, cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "result")), 1));
     t->ok++;
   } else {
-    double code = num(j, "code");
+    double code = e2e_num(j, "code");
     cr_assert(eq(int, code == 1 || code == 2, 1), "reply to %s: %s", request, reply);
-    cr_assert(ne(str, (char *)str(j, "error"), ""));
+    cr_assert(ne(str, (char *)e2e_str(j, "error"), ""));
     t->refused++;
   }
   cJSON_Delete(j);
@@ -384,11 +362,11 @@ Test(e2e_security, no_control_request_changes_the_database_whatever_its_options)
     }
     /* One option at a time: the hostile numbers (every value under
      * HT_LONG=1). */
-    size_t nv = long_run() ? NVALUES : sizeof hostile_numbers / sizeof *hostile_numbers;
+    size_t nv = e2e_long_run() ? NVALUES : sizeof hostile_numbers / sizeof *hostile_numbers;
     for (size_t k = 0; k < NKEYS; k++) {
       for (size_t v = 0; v < nv; v++) {
         snprintf(req, sizeof req, "{\"cmd\":\"%s\",\"%s\":%s}", commands[c], keys[k],
-                 long_run() ? values[v] : hostile_numbers[v]);
+                 e2e_long_run() ? values[v] : hostile_numbers[v]);
         ask(req, &t);
       }
     }
@@ -555,7 +533,7 @@ static void check_json(int offline, size_t i, const char *app) {
   if (strcmp(a[0], "sessions") == 0) {
     const cJSON *s = session_of_pid(j, EVIL_PID);
     cr_assert(ne(ptr, (void *)s, NULL));
-    cr_assert(eq(str, (char *)str(s, "app"), (char *)app), "the app name did not round-trip");
+    cr_assert(eq(str, (char *)e2e_str(s, "app"), (char *)app), "the app name did not round-trip");
   }
   cJSON_Delete(j);
   e2e_result_free(&r);
@@ -580,7 +558,7 @@ Test(e2e_security, names_from_a_client_are_escaped_in_every_table_and_exact_in_j
   cr_assert(eq(int, e2e_validate(r.out, "report.schema.json"), 0));
   cJSON *rep = e2e_json(&r);
   const cJSON *ses = cJSON_GetObjectItemCaseSensitive(rep, "session");
-  cr_assert(eq(str, (char *)str(ses, "exe"), EVIL_EXE));
+  cr_assert(eq(str, (char *)e2e_str(ses, "exe"), EVIL_EXE));
   const cJSON *argv = cJSON_GetObjectItemCaseSensitive(ses, "argv");
   cr_assert(eq(int, cJSON_GetArraySize(argv), 3));
   cr_assert(eq(str, cJSON_GetArrayItem(argv, 1)->valuestring, EVIL_FILE));

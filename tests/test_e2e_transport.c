@@ -23,17 +23,6 @@ static void teardown(void) {
 
 TestSuite(e2e_transport, .init = setup, .fini = teardown, .timeout = 120);
 
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-static double num(const cJSON *o, const char *k) {
-  const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
-  cr_assert(cJSON_IsNumber(j), "no number '%s'", k);
-  return j->valuedouble;
-}
-
 /* The JSON result of heapctl CMD [-s ID] --json (asserting success). */
 static cJSON *query(const char *a, const char *b, const char *c) {
   e2e_result_t r =
@@ -47,7 +36,7 @@ static cJSON *query(const char *a, const char *b, const char *c) {
 static const cJSON *session_of_pid(const cJSON *sessions, long long pid, int nth) {
   const cJSON *s;
   cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(sessions, "sessions")) {
-    if ((long long)num(s, "pid") == pid && nth-- == 0)
+    if ((long long)e2e_num(s, "pid") == pid && nth-- == 0)
       return s;
   }
   return NULL;
@@ -58,18 +47,18 @@ static void check_counts(int id, const char *out) {
   char sid[16];
   snprintf(sid, sizeof sid, "%d", id);
   cJSON *j = query("stats", "-s", sid);
-  cr_assert(eq(dbl, num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
-  cr_assert(eq(dbl, num(j, "frees"), (double)e2e_field(out, "frees")));
-  cr_assert(eq(dbl, num(j, "reallocs"), (double)e2e_field(out, "reallocs")));
-  cr_assert(eq(dbl, num(j, "current_blocks"), (double)e2e_field(out, "live_blocks")));
-  cr_assert(eq(dbl, num(j, "current_bytes"), (double)e2e_field(out, "live_bytes")));
-  cr_assert(eq(dbl, num(j, "events"), (double)e2e_field(out, "events")));
-  cr_assert(eq(dbl, num(j, "unmatched_frees"), 0));
+  cr_assert(eq(dbl, e2e_num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
+  cr_assert(eq(dbl, e2e_num(j, "frees"), (double)e2e_field(out, "frees")));
+  cr_assert(eq(dbl, e2e_num(j, "reallocs"), (double)e2e_field(out, "reallocs")));
+  cr_assert(eq(dbl, e2e_num(j, "current_blocks"), (double)e2e_field(out, "live_blocks")));
+  cr_assert(eq(dbl, e2e_num(j, "current_bytes"), (double)e2e_field(out, "live_bytes")));
+  cr_assert(eq(dbl, e2e_num(j, "events"), (double)e2e_field(out, "events")));
+  cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));
   const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "totals");
   cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(t, "agree")));
   const cJSON *ses = cJSON_GetObjectItemCaseSensitive(j, "session");
-  cr_assert(eq(dbl, num(ses, "lost"), 0));
-  cr_assert(eq(dbl, num(ses, "events"), (double)e2e_field(out, "events")));
+  cr_assert(eq(dbl, e2e_num(ses, "lost"), 0));
+  cr_assert(eq(dbl, e2e_num(ses, "events"), (double)e2e_field(out, "events")));
   cJSON_Delete(j);
 }
 
@@ -100,20 +89,20 @@ Test(e2e_transport, a_fork_child_becomes_its_own_session_and_the_parent_is_intac
   cJSON *ss = query("sessions", NULL, NULL);
   const cJSON *ps = session_of_pid(ss, parent, 0), *cs = session_of_pid(ss, child, 0);
   cr_assert(ps && cs, "sessions of parent %lld and child %lld", parent, child);
-  cr_assert(eq(dbl, num(cs, "ppid"), (double)parent));
+  cr_assert(eq(dbl, e2e_num(cs, "ppid"), (double)parent));
   cr_assert(eq(str, (char *)cJSON_GetObjectItem(ps, "end_reason")->valuestring, "clean"));
   cr_assert(eq(str, (char *)cJSON_GetObjectItem(cs, "end_reason")->valuestring, "clean"));
   /* parent: 111 before the fork, 100 + 1000 pairs, 333 after; child: 1000
    * pairs and 222, nothing of the parent's stream. */
-  cr_assert(eq(dbl, num(ps, "events"), 1 + 2 * 1100 + 1));
-  cr_assert(eq(dbl, num(cs, "events"), 2 * 1000 + 1));
+  cr_assert(eq(dbl, e2e_num(ps, "events"), 1 + 2 * 1100 + 1));
+  cr_assert(eq(dbl, e2e_num(cs, "events"), 2 * 1000 + 1));
   char id[16];
-  snprintf(id, sizeof id, "%.0f", num(ps, "id"));
+  snprintf(id, sizeof id, "%.0f", e2e_num(ps, "id"));
   cJSON *pl = query("leaks", "-s", id);
-  cr_assert(eq(dbl, num(cJSON_GetObjectItem(pl, "total"), "bytes"), 111 + 333));
-  snprintf(id, sizeof id, "%.0f", num(cs, "id"));
+  cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItem(pl, "total"), "bytes"), 111 + 333));
+  snprintf(id, sizeof id, "%.0f", e2e_num(cs, "id"));
   cJSON *cl = query("leaks", "-s", id);
-  cr_assert(eq(dbl, num(cJSON_GetObjectItem(cl, "total"), "bytes"), 222));
+  cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItem(cl, "total"), "bytes"), 222));
   cJSON_Delete(pl);
   cJSON_Delete(cl);
   cJSON_Delete(ss);
@@ -124,9 +113,9 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
   /* 2 threads x 6000 rounds with a 250 ms pause every 1000: about 1.5 s. */
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "6000", "0", "250000", NULL};
   pid_t pid = e2e_spawn(&env, argv, NULL);
-  sleep_ms(400);
+  e2e_sleep_ms(400);
   e2e_signal_daemon(&env, SIGKILL);
-  sleep_ms(400);
+  e2e_sleep_ms(400);
   e2e_restart_daemon(&env);
   e2e_result_t r = e2e_wait(&env, pid);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
@@ -140,20 +129,20 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
   cr_assert(eq(str, (char *)cJSON_GetObjectItem(second, "end_reason")->valuestring, "clean"));
   /* Every event is either stored in one of the two sessions or counted as
    * not delivered in the second; nothing disappears unaccounted. */
-  double stored = num(first, "events") + num(second, "events");
-  double lost = num(first, "lost") + num(second, "lost");
+  double stored = e2e_num(first, "events") + e2e_num(second, "events");
+  double lost = e2e_num(first, "lost") + e2e_num(second, "lost");
   cr_assert(gt(dbl, lost, 0));
   cr_assert(eq(dbl, stored + lost, (double)e2e_field(r.out, "events")), "stored %.0f lost %.0f",
             stored, lost);
   /* The new session was told the call sites again: its leaks name them. */
   char id[16];
-  snprintf(id, sizeof id, "%.0f", num(second, "id"));
+  snprintf(id, sizeof id, "%.0f", e2e_num(second, "id"));
   cJSON *l = query("leaks", "-s", id);
   const cJSON *g = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "groups"), 0);
   cr_assert(g != NULL);
   cr_assert(
       eq(str, cJSON_GetObjectItem(g, "file")->valuestring, "tests/programs/threads_client.c"));
-  cr_assert(eq(dbl, num(cJSON_GetObjectItem(l, "total"), "blocks"), 2));
+  cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItem(l, "total"), "blocks"), 2));
   cJSON_Delete(l);
   cJSON_Delete(ss);
   e2e_result_free(&r);
@@ -175,15 +164,15 @@ Test(e2e_transport, drop_mode_drops_and_counts_while_the_daemon_is_stalled) {
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "300000", NULL};
   char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
   pid_t pid = e2e_spawn(&env, argv, envv);
-  sleep_ms(1500);
+  e2e_sleep_ms(1500);
   e2e_signal_daemon(&env, SIGCONT);
   e2e_result_t r = e2e_wait(&env, pid);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   cJSON *ss = query("sessions", NULL, NULL);
   const cJSON *s = session_of_pid(ss, pid, 0);
   cr_assert(s != NULL);
-  cr_assert(gt(dbl, num(s, "lost"), 0), "nothing was dropped: the stall was too short");
-  cr_assert(eq(dbl, num(s, "events") + num(s, "lost"), (double)e2e_field(r.out, "events")));
+  cr_assert(gt(dbl, e2e_num(s, "lost"), 0), "nothing was dropped: the stall was too short");
+  cr_assert(eq(dbl, e2e_num(s, "events") + e2e_num(s, "lost"), (double)e2e_field(r.out, "events")));
   cJSON_Delete(ss);
   e2e_result_free(&r);
 }
