@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -26,6 +27,8 @@ const char *e2e_bin(const char *name) {
   snprintf(p, sizeof path[0], "%s/%s", HT_BIN_DIR, name);
   return p;
 }
+
+static char *slurp(const char *path);
 
 void e2e_sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -42,6 +45,41 @@ const char *e2e_str(const cJSON *o, const char *k) {
   const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
   cr_assert(cJSON_IsString(j), "no string '%s'", k);
   return j->valuestring;
+}
+
+char *e2e_read_file(const char *path) {
+  return slurp(path);
+}
+
+int e2e_log_lines(e2e_t *e, const char *needle) {
+  char *log = e2e_read_file(e->log);
+  int n = e2e_count_lines(log, needle);
+  free(log);
+  return n;
+}
+
+long e2e_peak_rss_kb(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  cr_assert(f != NULL, "cannot read %s", path);
+  long kb = -1;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+      break;
+  fclose(f);
+  cr_assert(kb > 0, "no VmHWM in %s", path);
+  return kb;
+}
+
+void e2e_restart_daemon_small_quarantine(e2e_t *e) {
+  e2e_stop_daemon(e);
+  const char *old = getenv("ASAN_OPTIONS");
+  char opts[512];
+  snprintf(opts, sizeof opts, "%s%squarantine_size_mb=16", old ? old : "",
+           old && old[0] ? ":" : "");
+  setenv("ASAN_OPTIONS", opts, 1);
+  e2e_restart_daemon(e);
 }
 
 int e2e_long_run(void) {

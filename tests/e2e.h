@@ -78,6 +78,18 @@ void e2e_sleep_ms(int ms);
 /* 1 when HT_LONG=1 (scripts/test --long): suites run their long variants. */
 int e2e_long_run(void);
 
+/* A whole file, NUL-terminated ("" when there is none yet); caller frees. */
+char *e2e_read_file(const char *path);
+/* Lines of the daemon's log containing needle. */
+int e2e_log_lines(e2e_t *e, const char *needle);
+/* VmHWM (peak resident set) of pid in kB. */
+long e2e_peak_rss_kb(pid_t pid);
+/* Restarts the daemon with a small ASan quarantine: under ASan freed
+ * memory waits in a 256 MB quarantine by default, which would count
+ * against a memory bound as if the daemon held it. Other builds ignore
+ * ASAN_OPTIONS. */
+void e2e_restart_daemon_small_quarantine(e2e_t *e);
+
 /* Number of lines in s containing needle. */
 int e2e_count_lines(const char *s, const char *needle);
 

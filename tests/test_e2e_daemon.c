@@ -52,28 +52,6 @@ static char *str(const cJSON *o, const char *k) {
   return j->valuestring;
 }
 
-static char *read_file(const char *path) {
-  FILE *f = fopen(path, "r");
-  cr_assert(ne(ptr, (void *)f, NULL), "cannot open %s: %s", path, strerror(errno));
-  size_t cap = 4096, len = 0, n;
-  char *buf = malloc(cap);
-  while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-    len += n;
-    if (cap - len < 1024)
-      buf = realloc(buf, cap *= 2);
-  }
-  fclose(f);
-  buf[len] = '\0';
-  return buf;
-}
-
-static int log_lines(const char *s) {
-  char *log = read_file(env.log);
-  int n = e2e_count_lines(log, s);
-  free(log);
-  return n;
-}
-
 /* heapctl [--db] sessions --json: the session list, parsed. */
 static cJSON *sessions(int offline) {
   e2e_result_t r = offline ? e2e_heapctl_db(&env, "sessions", "--json", NULL)
@@ -195,7 +173,7 @@ static e2e_result_t run_bounded(char *const argv[], int timeout_ms) {
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
   }
-  r.out = read_file(path);
+  r.out = e2e_read_file(path);
   r.err = strdup("");
   return r;
 }
@@ -309,7 +287,7 @@ Test(e2e_daemon, stale_socket_file_is_removed_at_start) {
   e2e_restart_daemon(&env);
   char line[200];
   snprintf(line, sizeof line, "removing stale socket %s", env.socket);
-  cr_assert(eq(int, log_lines(line), 1));
+  cr_assert(eq(int, e2e_log_lines(&env, line), 1));
   assert_good_session_works(GOOD_PID);
 }
 
@@ -328,7 +306,7 @@ Test(e2e_daemon, regular_file_at_the_socket_path_is_refused_and_kept) {
   e2e_result_free(&r);
   cr_assert(eq(u32, (unsigned)(mode_of(env.socket) & S_IFMT), S_IFREG),
             "the file at the socket path was replaced");
-  char *text = read_file(env.socket);
+  char *text = e2e_read_file(env.socket);
   cr_assert(eq(str, text, "precious\n"));
   free(text);
 }
@@ -391,8 +369,8 @@ Test(e2e_daemon, sigterm_with_a_client_connected_marks_it_daemon_stopped_and_exi
   e2e_stop_daemon(&env); /* asserts exit status 0 (and no leak under ASan) */
   cr_assert(eq(int, raw_wait_closed(&g.c, RAW_WAIT_MS), 1), "the daemon left the client connected");
   raw_close(&g.c);
-  cr_assert(eq(int, log_lines("signal 15: stopping"), 1));
-  cr_assert(eq(int, log_lines("stopped; every received event is committed"), 1));
+  cr_assert(eq(int, e2e_log_lines(&env, "signal 15: stopping"), 1));
+  cr_assert(eq(int, e2e_log_lines(&env, "stopped; every received event is committed"), 1));
 
   cJSON *all = sessions(1);
   const cJSON *s = session_of(all, GOOD_PID);
@@ -423,7 +401,7 @@ static int kill_daemon_during_ingest(void) {
   env.daemon = 0;
   /* The client notices, warns once, and goes on untraced to a clean exit. */
   cr_assert(eq(int, wait_exit(client, 30000), 0));
-  char *err = read_file(err_path);
+  char *err = e2e_read_file(err_path);
   cr_assert(eq(int, e2e_count_lines(err, "heaptrace: lost the connection to heaptraced at"), 1),
             "client stderr:\n%s", err);
   free(err);
@@ -532,7 +510,7 @@ Test(e2e_daemon, second_user_cannot_reach_the_socket_in_its_private_directory) {
   cr_assert(eq(int, e2e_count_lines(r.err, warn), 1), "client stderr:\n%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 1), "client stderr:\n%s", r.err);
   e2e_result_free(&r);
-  cr_assert(eq(int, log_lines("refused a connection"), 0));
+  cr_assert(eq(int, e2e_log_lines(&env, "refused a connection"), 0));
   cJSON *all = sessions(0);
   cr_assert(eq(int, session_count(all), 0));
   cJSON_Delete(all);
@@ -554,8 +532,8 @@ Test(e2e_daemon, second_user_is_refused_by_peer_credentials_when_the_socket_is_r
   char why[128];
   snprintf(why, sizeof why, ": uid %u is not the daemon's uid %u", (unsigned)nobody_uid(),
            (unsigned)getuid());
-  cr_assert(eq(int, log_lines(why), 1));
-  cr_assert(eq(int, log_lines("refused a connection from pid"), 1));
+  cr_assert(eq(int, e2e_log_lines(&env, why), 1));
+  cr_assert(eq(int, e2e_log_lines(&env, "refused a connection from pid"), 1));
   cJSON *all = sessions(0);
   cr_assert(eq(int, session_count(all), 0));
   cJSON_Delete(all);

@@ -65,32 +65,9 @@ TestSuite(e2e_faults, .init = setup, .fini = teardown, .timeout = 600);
  * Helpers
  * ==================================================================== */
 
-static char *read_file(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return strdup("");
-  size_t cap = 4096, len = 0, n;
-  char *buf = malloc(cap);
-  while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-    len += n;
-    if (cap - len < 1024)
-      buf = realloc(buf, cap *= 2);
-  }
-  fclose(f);
-  buf[len] = '\0';
-  return buf;
-}
-
-static int log_lines(const char *s) {
-  char *log = read_file(env.log);
-  int n = e2e_count_lines(log, s);
-  free(log);
-  return n;
-}
-
 /* Lines of the daemon's log containing both a and b. */
 static int log_lines_with(const char *a, const char *b) {
-  char *log = read_file(env.log);
+  char *log = e2e_read_file(env.log);
   int n = 0;
   for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n"))
     n += strstr(line, a) && strstr(line, b);
@@ -209,7 +186,7 @@ static char *wait_output(pid_t pid, const char *needle, int n) {
   char path[160];
   snprintf(path, sizeof path, "%s/out.%d", env.dir, (int)pid);
   for (int waited = 0;; waited += 10) {
-    char *out = read_file(path);
+    char *out = e2e_read_file(path);
     if (e2e_count_lines(out, needle) >= n)
       return out;
     free(out);
@@ -287,7 +264,7 @@ typedef struct {
 
 /* The pids acknowledged (close seen before kill_ns) in ack_path. */
 static int read_acks(const char *ack_path, uint64_t kill_ns, uint32_t *pids, int max) {
-  char *text = read_file(ack_path);
+  char *text = e2e_read_file(ack_path);
   int n = 0;
   unsigned pid;
   unsigned long long t;
@@ -449,7 +426,7 @@ Test(e2e_faults, client_killed_9_after_a_flush_is_disconnected_with_every_flushe
   cJSON_Delete(st);
   char line[96];
   snprintf(line, sizeof line, "session %d: client disconnected without END", id);
-  cr_assert(eq(int, log_lines(line), 1));
+  cr_assert(eq(int, e2e_log_lines(&env, line), 1));
   free(out);
   e2e_result_free(&r);
   assert_counts_agree_with_chunks();
@@ -601,7 +578,7 @@ static void send_incompressible_session(raw_client_t *cp, uint32_t pid, int n) {
 
 /* The log says the disk refused writes (polls: the writer retries). */
 static void wait_for_store_errors(void) {
-  for (int waited = 0; log_lines("heaptraced[error]: store: ") == 0; waited += 50) {
+  for (int waited = 0; e2e_log_lines(&env, "heaptraced[error]: store: ") == 0; waited += 50) {
     cr_assert(lt(int, waited, WAIT_MS), "nothing in %s says the disk is full", env.log);
     e2e_sleep_ms(50);
   }
@@ -617,7 +594,7 @@ Test(e2e_faults, full_disk_is_reported_and_ingest_resumes_when_space_returns,
   wait_for_store_errors();
 
   /* Reported, in the log, naming the database. */
-  int errors = log_lines("heaptraced[error]: store: ");
+  int errors = e2e_log_lines(&env, "heaptraced[error]: store: ");
   cr_assert(eq(int, log_lines_with("heaptraced[error]: store: ", env.db), errors));
   /* Alive, its socket answering, what it had stored readable. */
   int status;
@@ -784,7 +761,7 @@ Test(e2e_faults, second_daemon_after_the_socket_directory_is_removed_leaves_the_
     kill(second, SIGKILL);
     waitpid(second, NULL, 0);
   }
-  char *said = read_file(log2);
+  char *said = e2e_read_file(log2);
   cr_assert(eq(int, exited &&WIFEXITED(status) && WEXITSTATUS(status) == 1, 1),
             "a second heaptraced on a database in use %s; it said:\n%s",
             exited ? "exited, but not with status 1" : "kept running", said);

@@ -122,33 +122,6 @@ static void assert_integrity(void) {
   e2e_result_free(&r);
 }
 
-/* VmHWM (peak resident set) of pid in kB. */
-static long peak_rss_kb(pid_t pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-  FILE *f = fopen(path, "r");
-  cr_assert(ne(ptr, (void *)f, NULL), "cannot read %s", path);
-  long kb = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-      break;
-  fclose(f);
-  cr_assert(gt(long, kb, 0), "no VmHWM in %s", path);
-  return kb;
-}
-
-/* Under ASan freed memory waits in a 256 MB quarantine by default, which
- * would count against the bound; the fuzzed daemon gets a small one. */
-static void restart_daemon_with_small_quarantine(void) {
-  e2e_stop_daemon(&env);
-  const char *old = getenv("ASAN_OPTIONS");
-  char opts[512];
-  snprintf(opts, sizeof opts, "%s%squarantine_size_mb=16", old ? old : "",
-           old && old[0] ? ":" : "");
-  setenv("ASAN_OPTIONS", opts, 1);
-  e2e_restart_daemon(&env);
-}
-
 /* Lines of the daemon's log containing both a and b. */
 static int log_lines_with(const char *a, const char *b) {
   char *log = read_file(env.log, NULL);
@@ -228,7 +201,7 @@ Test(e2e_fuzz, mutated_real_streams_from_many_connections_leave_a_good_client_ex
   free(threads_out);
   free(record("stream.stream", (char *const[]){(char *)e2e_bin("ht_stream_client"), "3000", NULL}));
   free(record("esp32.stream", (char *const[]){(char *)e2e_bin("esp32"), NULL}));
-  restart_daemon_with_small_quarantine();
+  e2e_restart_daemon_small_quarantine(&env);
 
   int ms = e2e_long_run() ? FUZZ_LONG_MS : FUZZ_MS;
   /* The good client pauses every 1000 rounds: it lasts about as long as
@@ -279,7 +252,7 @@ Test(e2e_fuzz, mutated_real_streams_from_many_connections_leave_a_good_client_ex
 
   /* 2: alive, answering, bounded. */
   cr_assert(eq(int, waitpid(env.daemon, &status, WNOHANG), 0), "heaptraced died; see %s", env.log);
-  long kb = peak_rss_kb(env.daemon);
+  long kb = e2e_peak_rss_kb(env.daemon);
   fprintf(stderr, "e2e_fuzz: %d sessions stored, daemon peak RSS %ld kB\n", nsessions, kb);
   cr_assert(lt(long, kb, RSS_LIMIT_KB), "heaptraced peaked at %ld kB", kb);
 

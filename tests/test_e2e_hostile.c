@@ -59,25 +59,9 @@ static char *str(const cJSON *o, const char *k) {
   return j->valuestring;
 }
 
-static char *read_file(const char *path) {
-  FILE *f = fopen(path, "r");
-  cr_assert(ne(ptr, (void *)f, NULL), "cannot open %s", path);
-  size_t cap = 4096, len = 0;
-  char *buf = malloc(cap);
-  size_t n;
-  while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-    len += n;
-    if (cap - len < 1024)
-      buf = realloc(buf, cap *= 2);
-  }
-  fclose(f);
-  buf[len] = '\0';
-  return buf;
-}
-
 /* Asserts that the daemon's log holds exactly `want` lines containing s. */
 static void assert_log_lines(const char *s, int want) {
-  char *log = read_file(env.log);
+  char *log = e2e_read_file(env.log);
   cr_assert(eq(int, e2e_count_lines(log, s), want), "log lines with \"%s\" in %s:\n%s", s, env.log,
             log);
   free(log);
@@ -170,7 +154,7 @@ static void assert_daemon_alive(void) {
  * under ASan also means that the hostile input leaked nothing. */
 static void assert_daemon_stops_cleanly(void) {
   e2e_stop_daemon(&env);
-  char *log = read_file(env.log);
+  char *log = e2e_read_file(env.log);
   size_t len = strlen(log);
   while (len > 0 && log[len - 1] == '\n')
     log[--len] = '\0';
@@ -639,21 +623,6 @@ Test(e2e_hostile, control_request_that_is_not_json_gets_an_error_reply) {
  * Volume
  * ==================================================================== */
 
-/* VmHWM (peak resident set) of pid in kB, from /proc. */
-static long peak_rss_kb(pid_t pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-  FILE *f = fopen(path, "r");
-  cr_assert(ne(ptr, (void *)f, NULL), "cannot read %s", path);
-  long kb = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-      break;
-  fclose(f);
-  cr_assert(gt(long, kb, 0), "no VmHWM in %s", path);
-  return kb;
-}
-
 static void send_site_flood(void) {
   static char file[HT_PROTO_MAX_STRING + 1], func[HT_PROTO_MAX_STRING + 1];
   memset(file, 'f', HT_PROTO_MAX_STRING);
@@ -667,23 +636,10 @@ static void send_site_flood(void) {
   expect_hangup(&c);
 }
 
-/* Under ASan freed memory waits in a quarantine of 256 MB by default, which
- * would count against the bound as if the daemon held it; the flood's
- * daemon gets a small one. Other builds ignore ASAN_OPTIONS. */
-static void restart_daemon_with_small_quarantine(void) {
-  e2e_stop_daemon(&env);
-  const char *old = getenv("ASAN_OPTIONS");
-  char opts[512];
-  snprintf(opts, sizeof opts, "%s%squarantine_size_mb=16", old ? old : "",
-           old && old[0] ? ":" : "");
-  setenv("ASAN_OPTIONS", opts, 1);
-  e2e_restart_daemon(&env);
-}
-
 Test(e2e_hostile, flood_of_site_records_is_stored_in_bounded_memory) {
-  restart_daemon_with_small_quarantine();
+  e2e_restart_daemon_small_quarantine(&env);
   beside_bystander(send_site_flood);
-  long kb = peak_rss_kb(env.daemon);
+  long kb = e2e_peak_rss_kb(env.daemon);
   cr_assert(lt(long, kb, FLOOD_RSS_LIMIT_KB), "heaptraced peaked at %ld kB", kb);
   cJSON *all = sessions();
   const cJSON *s = session_of(all, HOSTILE_PID);

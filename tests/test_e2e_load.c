@@ -79,31 +79,6 @@ static long long sql_number(const char *sql) {
   return v;
 }
 
-static long peak_rss_kb(pid_t pid) {
-  char path[64], line[256];
-  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-  FILE *f = fopen(path, "r");
-  cr_assert(ne(ptr, (void *)f, NULL), "cannot read %s", path);
-  long kb = -1;
-  while (fgets(line, sizeof line, f))
-    if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-      break;
-  fclose(f);
-  cr_assert(gt(long, kb, 0), "no VmHWM in %s", path);
-  return kb;
-}
-
-/* ASan's quarantine (256 MB by default) would count against the bound. */
-static void restart_daemon_with_small_quarantine(void) {
-  e2e_stop_daemon(&env);
-  const char *old = getenv("ASAN_OPTIONS");
-  char opts[512];
-  snprintf(opts, sizeof opts, "%s%squarantine_size_mb=16", old ? old : "",
-           old && old[0] ? ":" : "");
-  setenv("ASAN_OPTIONS", opts, 1);
-  e2e_restart_daemon(&env);
-}
-
 static void wait_all_disconnected(void) {
   for (int waited = 0;; waited += 50) {
     cJSON *st = heapctl_json("status", NULL, NULL);
@@ -162,7 +137,7 @@ static void assert_stats_exact(int id, const char *out) {
  * ==================================================================== */
 
 Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_daemon) {
-  restart_daemon_with_small_quarantine();
+  e2e_restart_daemon_small_quarantine(&env);
   int ms = e2e_long_run() ? LOAD_LONG_MS : LOAD_MS;
   char duration[32];
   snprintf(duration, sizeof duration, "%d", ms);
@@ -192,7 +167,7 @@ Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_da
     if (exits[i] > exits[slowest])
       slowest = i;
   }
-  long kb = peak_rss_kb(env.daemon);
+  long kb = e2e_peak_rss_kb(env.daemon);
 
   /* Every event accounted for, client by client. */
   wait_all_disconnected();

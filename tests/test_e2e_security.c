@@ -65,28 +65,6 @@ TestSuite(e2e_security, .init = setup, .fini = teardown, .timeout = 300);
  * Helpers
  * ==================================================================== */
 
-static char *read_file(const char *path) {
-  FILE *f = fopen(path, "r");
-  cr_assert(ne(ptr, (void *)f, NULL), "cannot open %s: %s", path, strerror(errno));
-  size_t cap = 4096, len = 0, n;
-  char *buf = malloc(cap);
-  while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-    len += n;
-    if (cap - len < 1024)
-      buf = realloc(buf, cap *= 2);
-  }
-  fclose(f);
-  buf[len] = '\0';
-  return buf;
-}
-
-static int log_lines(const char *s) {
-  char *log = read_file(env.log);
-  int n = e2e_count_lines(log, s);
-  free(log);
-  return n;
-}
-
 static cJSON *sessions_json(void) {
   e2e_result_t r = e2e_heapctl(&env, "sessions", "--json", NULL);
   cr_assert(eq(int, r.status, 0), "heapctl sessions: %s", r.err);
@@ -194,10 +172,11 @@ Test(e2e_security, control_request_from_another_uid_is_refused_by_peer_credentia
              "refused a connection from pid %d: uid %u is not the daemon's "
              "uid %u",
              (int)pid, (unsigned)nobody_uid(), (unsigned)getuid());
-    cr_assert(eq(int, log_lines(line), 1), "no refusal of pid %d in %s", (int)pid, env.log);
+    cr_assert(eq(int, e2e_log_lines(&env, line), 1), "no refusal of pid %d in %s", (int)pid,
+              env.log);
     e2e_result_free(&r);
   }
-  cr_assert(eq(int, log_lines("refused a connection from pid"), 2));
+  cr_assert(eq(int, e2e_log_lines(&env, "refused a connection from pid"), 2));
   /* The owner is still served. */
   cJSON *all = sessions_json();
   cr_assert(ne(ptr, (void *)session_of_pid(all, GOOD_PID), NULL));
@@ -571,7 +550,7 @@ Test(e2e_security, names_from_a_client_are_escaped_in_every_table_and_exact_in_j
 Test(e2e_security, names_from_a_client_are_escaped_in_the_daemon_log) {
   hostile_named_session(EVIL_PID, EVIL_APP, EVIL_EXE, EVIL_FILE, EVIL_FUNC, EVIL_TYPE, EVIL_HEAP);
   e2e_stop_daemon(&env);
-  char *log = read_file(env.log);
+  char *log = e2e_read_file(env.log);
   cr_assert(eq(ptr, strchr(log, 0x1b), NULL), "a raw ESC in the daemon's log:\n%s", log);
   cr_assert(eq(ptr, strstr(log, "\nFAKE-ROW"), NULL), "a forged line in the daemon's log:\n%s",
             log);
