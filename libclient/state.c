@@ -327,12 +327,13 @@ static int parse(const uint8_t *b, size_t len, parsed_t *p) {
   return c.off == c.len ? 0 : -1;
 }
 
-/* Checks the header. Returns the blob's length, or -1 / -2. */
-static long check_header(const uint8_t *b) {
-  if (memcmp(b, STATE_MAGIC, 4) != 0)
+/* Checks the header of a blob of at most size bytes. Returns the blob's
+ * length, or -1 / -2. */
+static long check_header(const uint8_t *b, size_t size) {
+  if (size < STATE_HEADER || memcmp(b, STATE_MAGIC, 4) != 0)
     return -1;
   uint32_t len = le32(b + 8);
-  if (len != ~le32(b + 12) || len < STATE_MIN || len > STATE_MAX)
+  if (len != ~le32(b + 12) || len < STATE_MIN || len > STATE_MAX || len > size)
     return -1;
   if (le32(b + 16) != blob_crc(b, len) || le32(b + 20) != 0)
     return -1;
@@ -411,10 +412,12 @@ static void apply(parsed_t *p, uint64_t *calls, uint64_t *bytes) {
   apply_heaps(p);
 }
 
-int ht_set_state(const void *state) {
+int ht_set_state(const void *state) { return ht_set_state_sized(state, SIZE_MAX); }
+
+int ht_set_state_sized(const void *state, size_t size) {
   if (!state)
     return -1;
-  long len = check_header(state);
+  long len = check_header(state, size);
   if (len < 0)
     return (int)len;
   size_t scratch = sizeof(parsed_t) + 2 * HT_ACCT_SITES * sizeof(uint64_t);

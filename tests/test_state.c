@@ -203,3 +203,13 @@ Test(state, a_blob_restores_names_the_process_has_never_seen) {
   cr_assert(eq(u64, st.allocs, 0), "types not in the blob are zeroed");
   ht_free_state(blob);
 }
+
+Test(state, a_sized_blob_claiming_more_than_its_size_is_malformed) {
+  activity();
+  void *a = ht_get_state();
+  size_t n = ht_state_size(a);
+  cr_assert(eq(int, ht_set_state_sized(a, n), 0));
+  cr_assert(eq(int, ht_set_state_sized(a, n - 1), -1));
+  cr_assert(eq(int, ht_set_state_sized(a, 10), -1));
+  ht_free_state(a);
+}

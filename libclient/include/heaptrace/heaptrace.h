@@ -458,6 +458,11 @@ HT_EXTERN void ht_free_state(void *state);
  * malformed (bad magic, length, checksum or content), -2 if it comes from a
  * newer version. On -1/-2 nothing changes. */
 HT_EXTERN int ht_set_state(const void *state);
+
+/* ht_set_state for a blob known to lie in size bytes (one read from a file,
+ * say): a blob whose header claims more is malformed (-1), where
+ * ht_set_state, like malloc_set_state, must trust the header's length. */
+HT_EXTERN int ht_set_state_sized(const void *state, size_t size);
 /* Bytes of a blob (its length field), 0 for NULL or a bad header. */
 HT_EXTERN size_t ht_state_size(const void *state);
 
