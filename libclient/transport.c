@@ -51,6 +51,7 @@ static uint32_t conn_epoch;  /* bumped by every successful connect */
 static uint16_t hello_flags; /* HT_HELLO_F_RECONNECT / _FORKED for the next HELLO */
 static int ever_connected;
 static uint64_t retry_at_ns, retry_ms;
+static uint64_t orphan_undelivered; /* of streams unmapped before reporting it */
 static _Atomic int init_state; /* 0 not yet, 1 done (tracing or not) */
 static int exit_hooks_set;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -236,6 +237,12 @@ static void ship_all(void) {
     ship_stream(s);
     uint64_t word = atomic_load_explicit(&s->commit, memory_order_relaxed);
     if (orphan && (uint32_t)word == (uint32_t)s->shipped_bytes) {
+      /* The thread is gone; what it could not deliver is still reported:
+       * now if connected in its epoch, else at END. */
+      if (s->undelivered && sock_fd >= 0 && s->shipped_epoch == conn_epoch)
+        send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED);
+      else
+        orphan_undelivered += s->undelivered;
       *link = s->next;
       ht__stream_unmap(s);
       continue;
@@ -430,7 +437,7 @@ static void transport_shutdown(void) {
   atomic_store(&ht__tracing, 0);
   pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
-  uint64_t undelivered = 0;
+  uint64_t undelivered = orphan_undelivered;
   for (ht_stream_t *s = streams; s; s = s->next)
     undelivered += s->undelivered;
   if (sock_fd >= 0) {
@@ -475,6 +482,7 @@ static void atfork_child(void) {
   sock_fd = -1;
   ever_connected = 0;
   next_stream_id = 0;
+  orphan_undelivered = 0;
   ht__stream_forget_all();
   hello_flags = HT_HELLO_F_FORKED;
   atomic_store(&init_state, 0);

@@ -120,11 +120,24 @@ static double events_received(void) {
   return n;
 }
 
+/* Waits until the daemon has received at_least events and has committed
+ * the session's row with some of them (a kill before the first commit
+ * would leave nothing to find). */
 static void wait_events_received(double at_least) {
   for (int waited = 0; events_received() < at_least; waited += 5) {
     cr_assert(lt(int, waited, WAIT_MS), "the daemon did not receive %.0f events in %d ms", at_least,
               WAIT_MS);
     e2e_sleep_ms(5);
+  }
+  for (int waited = 0;; waited += 20) {
+    cJSON *all = sessions(0);
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(all, "sessions"), 0);
+    double committed = first ? e2e_num(first, "events") : 0;
+    cJSON_Delete(all);
+    if (committed > 0)
+      return;
+    cr_assert(lt(int, waited, WAIT_MS), "no events of the session committed in %d ms", WAIT_MS);
+    e2e_sleep_ms(20);
   }
 }
 
