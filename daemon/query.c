@@ -274,6 +274,19 @@ static cJSON *result_with_session(ctx_t *c) {
   return r;
 }
 
+/* The reply of a command that built body from c: the session, then the
+ * body's members. Frees c. A NULL body means memory ran out. */
+static cJSON *finish_view(ctx_t *c, cJSON *body) {
+  if (!body) {
+    ctx_free(c);
+    return htq_error(HTQ_FAILED, "out of memory building the reply");
+  }
+  cJSON *r = result_with_session(c);
+  move_members(r, body);
+  ctx_free(c);
+  return htq_ok(r);
+}
+
 static void add_site(cJSON *o, const htq_site_t *s, uint32_t id) {
   char key[512];
   if (s)
@@ -489,15 +502,8 @@ static cJSON *cmd_leaks(sqlite3 *db, const cJSON *req) {
     ctx_free(&c);
     return fail;
   }
-  cJSON *body = leaks_result(&c, by, num_opt(req, "min_bytes", 0), num_opt(req, "top", 0));
-  if (!body) {
-    ctx_free(&c);
-    return htq_error(HTQ_FAILED, "out of memory listing leaks");
-  }
-  cJSON *r = result_with_session(&c);
-  move_members(r, body);
-  ctx_free(&c);
-  return htq_ok(r);
+  return finish_view(&c,
+                     leaks_result(&c, by, num_opt(req, "min_bytes", 0), num_opt(req, "top", 0)));
 }
 
 /* ======================================================================
@@ -648,11 +654,7 @@ static cJSON *cmd_stats(sqlite3 *db, const cJSON *req) {
     ctx_free(&c);
     return fail;
   }
-  cJSON *body = stats_result(&c, (size_t)num_opt(req, "sites", 50));
-  cJSON *r = result_with_session(&c);
-  move_members(r, body);
-  ctx_free(&c);
-  return htq_ok(r);
+  return finish_view(&c, stats_result(&c, (size_t)num_opt(req, "sites", 50)));
 }
 
 /* ======================================================================
@@ -797,11 +799,7 @@ static cJSON *cmd_frag(sqlite3 *db, const cJSON *req) {
     ctx_free(&c);
     return fail;
   }
-  cJSON *body = frag_result(&c, heap);
-  cJSON *r = result_with_session(&c);
-  move_members(r, body);
-  ctx_free(&c);
-  return htq_ok(r);
+  return finish_view(&c, frag_result(&c, heap));
 }
 
 /* ======================================================================
@@ -836,15 +834,7 @@ static cJSON *cmd_top(sqlite3 *db, const cJSON *req) {
     ctx_free(&c);
     return fail;
   }
-  cJSON *body = top_result(&c.m, key, (size_t)num_opt(req, "limit", 20));
-  if (!body) {
-    ctx_free(&c);
-    return htq_error(HTQ_FAILED, "out of memory");
-  }
-  cJSON *r = result_with_session(&c);
-  move_members(r, body);
-  ctx_free(&c);
-  return htq_ok(r);
+  return finish_view(&c, top_result(&c.m, key, (size_t)num_opt(req, "limit", 20)));
 }
 
 /* Per heap, one point per step: the state at the end of the step and the
@@ -906,11 +896,7 @@ static cJSON *cmd_timeline(sqlite3 *db, const cJSON *req) {
     ctx_free(&c);
     return fail;
   }
-  cJSON *body = timeline_result(&c, heap, step);
-  cJSON *r = result_with_session(&c);
-  move_members(r, body);
-  ctx_free(&c);
-  return htq_ok(r);
+  return finish_view(&c, timeline_result(&c, heap, step));
 }
 
 /* ======================================================================
@@ -1117,12 +1103,18 @@ static const struct {
   double max;
   int whole; /* must be an integer */
 } numeric_options[] = {
-    {"session", 9007199254740992.0, 1}, {"session1", 9007199254740992.0, 1},
-    {"session2", 9007199254740992.0, 1}, {"min_bytes", 9007199254740992.0, 1},
-    {"top", 9007199254740992.0, 1},     {"sites", 9007199254740992.0, 1},
-    {"limit", 9007199254740992.0, 1},   {"from", 9007199254740992.0, 1},
-    {"caps", 4294967295.0, 1},          {"since_ms", 1e12, 0},
-    {"until_ms", 1e12, 0},              {"step_ms", 1e12, 0},
+    {"session", 9007199254740992.0, 1},
+    {"session1", 9007199254740992.0, 1},
+    {"session2", 9007199254740992.0, 1},
+    {"min_bytes", 9007199254740992.0, 1},
+    {"top", 9007199254740992.0, 1},
+    {"sites", 9007199254740992.0, 1},
+    {"limit", 9007199254740992.0, 1},
+    {"from", 9007199254740992.0, 1},
+    {"caps", 4294967295.0, 1},
+    {"since_ms", 1e12, 0},
+    {"until_ms", 1e12, 0},
+    {"step_ms", 1e12, 0},
 };
 
 static cJSON *check_numbers(const cJSON *req) {

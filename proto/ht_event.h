@@ -65,6 +65,19 @@ static inline void ht__implied_totals(const ht_evstate_t *st, const ht_event_t *
   }
 }
 
+/* The stream's delta state after ev: what the next event is encoded and
+ * decoded against. */
+static inline void ht__evstate_advance(ht_evstate_t *st, const ht_event_t *ev) {
+  st->time_ns = ev->time_ns;
+  st->ptr = ev->ptr;
+  st->cur_bytes = ev->cur_bytes;
+  st->cur_blocks = ev->cur_blocks;
+  st->total_bytes = ev->total_bytes;
+  st->site = ev->site;
+  st->heap = ev->heap;
+  st->caps = ev->caps;
+}
+
 /* Encodes one event at out (HT_PROTO_MAX_EVENT_BYTES free) against the
  * stream's state, which it advances. Returns the bytes written. */
 static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_event_t *ev) {
@@ -107,14 +120,7 @@ static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_ev
                         ht_zigzag((int64_t)((uint64_t)ev->cur_blocks - (uint64_t)st->cur_blocks)));
     n += ht__varint_put(out + n, ev->total_bytes - st->total_bytes);
   }
-  st->time_ns = ev->time_ns;
-  st->ptr = ev->ptr;
-  st->cur_bytes = ev->cur_bytes;
-  st->cur_blocks = ev->cur_blocks;
-  st->total_bytes = ev->total_bytes;
-  st->site = ev->site;
-  st->heap = ev->heap;
-  st->caps = ev->caps;
+  ht__evstate_advance(st, ev);
   return n;
 }
 

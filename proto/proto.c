@@ -111,7 +111,8 @@ char *ht_str_printable(const char *s, size_t n, char *out, size_t cap) {
   }
   for (size_t i = 0; i < n;) {
     size_t len = ht_utf8_char(p + i, n - i);
-    int control = len == 1 ? (p[i] < 0x20 || p[i] == 0x7f) : len == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0;
+    int control =
+        len == 1 ? (p[i] < 0x20 || p[i] == 0x7f) : len == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0;
     size_t need = len == 0 || control ? 4 * (len ? len : 1) : len;
     if (o + need + 4 > cap) {
       memcpy(out + o, "...", 4);
@@ -575,14 +576,7 @@ int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev) {
   }
   if (c->err)
     return c->err;
-  st->time_ns = ev->time_ns;
-  st->ptr = ev->ptr;
-  st->cur_bytes = ev->cur_bytes;
-  st->cur_blocks = ev->cur_blocks;
-  st->total_bytes = ev->total_bytes;
-  st->site = ev->site;
-  st->heap = ev->heap;
-  st->caps = ev->caps;
+  ht__evstate_advance(st, ev);
   r->done++;
   return 1;
 }
