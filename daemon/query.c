@@ -307,6 +307,12 @@ static void add_caps(cJSON *o, const char *name, uint32_t caps) {
   cJSON_AddStringToObject(o, key, ht_caps_format(caps, buf, sizeof buf));
 }
 
+/* Whether heap h is listed: the system heap is left out of sessions that
+ * only used caps heaps. */
+static int heap_shown(const htq_model_t *m, const htq_heap_t *h) {
+  return h->id != 0 || h->allocs != 0 || m->nheaps == 1;
+}
+
 /* A heap filter (--heap) matches an id or a name. */
 static int heap_matches(const htq_heap_t *h, const char *filter) {
   if (!filter)
@@ -625,7 +631,7 @@ static cJSON *stats_result(ctx_t *c, size_t max_sites) {
   cJSON *heaps = cJSON_AddArrayToObject(r, "heaps");
   for (size_t i = 0; i < m->nheaps; i++) {
     const htq_heap_t *h = &m->heaps[i];
-    if (h->id == 0 && h->allocs == 0 && m->nheaps > 1)
+    if (!heap_shown(m, h))
       continue;
     cJSON *o = cJSON_CreateObject();
     heap_head(o, h);
@@ -694,7 +700,7 @@ static cJSON *lwm_result(ctx_t *c, const char *heap_filter, int caps_given, uint
   cJSON *heaps = cJSON_AddArrayToObject(r, "heaps");
   for (size_t i = 0; i < c->m.nheaps; i++) {
     const htq_heap_t *h = &c->m.heaps[i];
-    if (!heap_matches(h, heap_filter) || (h->id == 0 && !h->allocs && c->m.nheaps > 1))
+    if (!heap_matches(h, heap_filter) || !heap_shown(&c->m, h))
       continue;
     cJSON *o = cJSON_CreateObject();
     heap_head(o, h);
@@ -846,7 +852,7 @@ static cJSON *timeline_result(ctx_t *c, const char *heap_filter, double step_ms)
   cJSON *heaps = cJSON_AddArrayToObject(r, "heaps");
   for (size_t i = 0; i < c->m.nheaps; i++) {
     const htq_heap_t *h = &c->m.heaps[i];
-    if (!heap_matches(h, heap_filter) || (h->id == 0 && !h->allocs && c->m.nheaps > 1))
+    if (!heap_matches(h, heap_filter) || !heap_shown(&c->m, h))
       continue;
     cJSON *o = cJSON_CreateObject();
     heap_head(o, h);

@@ -82,6 +82,17 @@ void e2e_restart_daemon_small_quarantine(e2e_t *e) {
   e2e_restart_daemon(e);
 }
 
+long long e2e_sql_number(e2e_t *e, const char *sql) {
+  char *argv[] = {"/usr/bin/sqlite3", e->db, (char *)sql, NULL};
+  e2e_result_t r = e2e_run(e, argv, NULL);
+  cr_assert(r.status == 0, "sqlite3 '%s': %s", sql, r.err);
+  char *end;
+  long long v = strtoll(r.out, &end, 10);
+  cr_assert(end != r.out && *end == '\n', "sqlite3 '%s' printed '%s'", sql, r.out);
+  e2e_result_free(&r);
+  return v;
+}
+
 int e2e_long_run(void) {
   const char *v = getenv("HT_LONG");
   return v && strcmp(v, "1") == 0;

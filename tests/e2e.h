@@ -90,6 +90,10 @@ long e2e_peak_rss_kb(pid_t pid);
  * ASAN_OPTIONS. */
 void e2e_restart_daemon_small_quarantine(e2e_t *e);
 
+/* The one number `sqlite3 DB SQL` prints for the daemon's database
+ * (asserts it prints exactly a number). */
+long long e2e_sql_number(e2e_t *e, const char *sql);
+
 /* Number of lines in s containing needle. */
 int e2e_count_lines(const char *s, const char *needle);
 

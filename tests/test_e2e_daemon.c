@@ -96,19 +96,6 @@ static cJSON *stats(int offline, int id) {
   return j;
 }
 
-/* One number from the database through the sqlite3 command line. */
-static long long sql_number(const char *sql) {
-  char *argv[] = {"/usr/bin/sqlite3", env.db, (char *)sql, NULL};
-  e2e_result_t r = e2e_run(&env, argv, NULL);
-  cr_assert(eq(int, r.status, 0), "sqlite3 '%s': %s", sql, r.err);
-  char *end;
-  long long v = strtoll(r.out, &end, 10);
-  cr_assert(ne(ptr, end, r.out), "sqlite3 '%s' printed '%s'", sql, r.out);
-  cr_assert(eq(chr, *end, '\n'), "sqlite3 '%s' printed '%s'", sql, r.out);
-  e2e_result_free(&r);
-  return v;
-}
-
 /* events_received of heapctl status. */
 static double events_received(void) {
   e2e_result_t r = e2e_heapctl(&env, "status", "--json", NULL);
@@ -446,7 +433,7 @@ Test(e2e_daemon, kill_9_during_ingest_leaves_an_intact_database_and_a_daemon_sto
    * stream, so every free has its malloc. */
   char sql[128];
   snprintf(sql, sizeof sql, "SELECT SUM(count) FROM event_chunks WHERE session = %d", id);
-  long long stored = sql_number(sql);
+  long long stored = e2e_sql_number(&env, sql);
   cJSON *st = stats(0, id);
   cr_assert(gt(dbl, e2e_num(st, "events"), 0));
   cr_assert(eq(dbl, e2e_num(st, "events"), (double)stored));
@@ -574,7 +561,7 @@ Test(e2e_daemon, a_database_left_by_a_killed_daemon_answers_offline) {
   cJSON *st = stats(1, id);
   char sql[128];
   snprintf(sql, sizeof sql, "SELECT SUM(count) FROM event_chunks WHERE session = %d", id);
-  long long stored = sql_number(sql);
+  long long stored = e2e_sql_number(&env, sql);
   cr_assert(gt(long, (long)stored, 0));
   cr_assert(eq(dbl, e2e_num(st, "events"), (double)stored));
   cr_assert(eq(dbl, e2e_num(st, "unmatched_frees"), 0));

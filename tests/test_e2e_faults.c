@@ -114,14 +114,6 @@ static char *sql_text(const char *sql) {
   return r.out;
 }
 
-static long long sql_number(const char *sql) {
-  char *out = sql_text(sql), *end;
-  long long v = strtoll(out, &end, 10);
-  cr_assert(ne(ptr, end, out), "sqlite3 '%s' printed '%s'", sql, out);
-  free(out);
-  return v;
-}
-
 static void assert_integrity(void) {
   char *out = sql_text("PRAGMA integrity_check");
   cr_assert(eq(str, out, "ok\n"));
@@ -332,7 +324,7 @@ static void check_all_acked(int nacked) {
            "SELECT COUNT(*) FROM sessions WHERE pid >= %u AND end_reason = 'clean' AND "
            "events = %d",
            KILL_PID_BASE, KILL_EVENTS);
-  cr_assert(ge(llong, sql_number(sql), (long long)nacked));
+  cr_assert(ge(llong, e2e_sql_number(&env, sql), (long long)nacked));
 }
 
 static void reap(pid_t pid) {
@@ -383,8 +375,9 @@ Test(e2e_faults, daemon_killed_9_at_random_points_keeps_every_acknowledged_sessi
 
   /* A cut session answers from what was committed: every free has its
    * malloc. */
-  long long id = sql_number("SELECT COALESCE(MAX(id), 0) FROM sessions WHERE end_reason = "
-                            "'daemon-stopped' AND events > 0");
+  long long id =
+      e2e_sql_number(&env, "SELECT COALESCE(MAX(id), 0) FROM sessions WHERE end_reason = "
+                           "'daemon-stopped' AND events > 0");
   if (id > 0) {
     cJSON *st = stats_of(0, (int)id);
     cr_assert(eq(dbl, e2e_num(st, "unmatched_frees"), 0));

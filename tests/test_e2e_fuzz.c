@@ -102,18 +102,6 @@ static const cJSON *session_of_pid(const cJSON *all, long long pid) {
   return found;
 }
 
-/* One number from the database through the sqlite3 command line. */
-static long long sql_number(const char *sql) {
-  char *argv[] = {"/usr/bin/sqlite3", env.db, (char *)sql, NULL};
-  e2e_result_t r = e2e_run(&env, argv, NULL);
-  cr_assert(eq(int, r.status, 0), "sqlite3 '%s': %s", sql, r.err);
-  char *end;
-  long long v = strtoll(r.out, &end, 10);
-  cr_assert(ne(ptr, end, r.out), "sqlite3 '%s' printed '%s'", sql, r.out);
-  e2e_result_free(&r);
-  return v;
-}
-
 static void assert_integrity(void) {
   char *argv[] = {"/usr/bin/sqlite3", env.db, "PRAGMA integrity_check", NULL};
   e2e_result_t r = e2e_run(&env, argv, NULL);
@@ -259,20 +247,21 @@ Test(e2e_fuzz, mutated_real_streams_from_many_connections_leave_a_good_client_ex
   /* 3: the database is intact and agrees with itself and with the log. */
   assert_integrity();
   cr_assert(eq(long,
-               (long)sql_number("SELECT COUNT(*) FROM sessions WHERE end_reason = "
-                                "'running'"),
+               (long)e2e_sql_number(&env, "SELECT COUNT(*) FROM sessions WHERE end_reason = "
+                                          "'running'"),
                0));
   cr_assert(eq(long,
-               (long)sql_number("SELECT COUNT(*) FROM sessions s WHERE events != (SELECT "
-                                "COALESCE(SUM(count), 0) FROM event_chunks WHERE session = s.id)"),
+               (long)e2e_sql_number(
+                   &env, "SELECT COUNT(*) FROM sessions s WHERE events != (SELECT "
+                         "COALESCE(SUM(count), 0) FROM event_chunks WHERE session = s.id)"),
                0),
             "sessions whose event count is not what their chunks hold");
   cr_assert(eq(long,
-               (long)sql_number("SELECT COUNT(*) FROM sessions WHERE end_reason NOT IN "
-                                "('clean', 'disconnected', 'protocol-error')"),
+               (long)e2e_sql_number(&env, "SELECT COUNT(*) FROM sessions WHERE end_reason NOT IN "
+                                          "('clean', 'disconnected', 'protocol-error')"),
                0));
-  long long marked = sql_number("SELECT COUNT(*) FROM sessions WHERE end_reason = "
-                                "'protocol-error'");
+  long long marked = e2e_sql_number(&env, "SELECT COUNT(*) FROM sessions WHERE end_reason = "
+                                          "'protocol-error'");
   cr_assert(gt(long, (long)marked, 0), "no fuzzed session was refused: the fuzzer is broken");
   cr_assert(eq(int, log_lines_with("): protocol error: ", "; connection closed"), (int)marked));
   cr_assert(eq(int, log_lines_with("heaptraced[error]", NULL), 0), "errors in %s", env.log);
@@ -359,7 +348,7 @@ Test(e2e_fuzz, session_whose_events_name_sites_never_sent_is_summarised_and_answ
   shutdown(c.fd, SHUT_WR);
   cr_assert(eq(int, raw_wait_closed(&c, RAW_WAIT_MS), 1));
   raw_close(&c);
-  for (int waited = 0; sql_number("SELECT COUNT(*) FROM summaries") == 0; waited += 20) {
+  for (int waited = 0; e2e_sql_number(&env, "SELECT COUNT(*) FROM summaries") == 0; waited += 20) {
     int status;
     cr_assert(eq(int, waitpid(env.daemon, &status, WNOHANG), 0),
               "heaptraced died summarising the session; see %s", env.log);
@@ -398,7 +387,8 @@ Test(e2e_fuzz, caps_heap_sessions_ending_together_are_summarised_side_by_side) {
     raw_close(&c[i]);
   }
   free(bytes);
-  for (int waited = 0; sql_number("SELECT COUNT(*) FROM summaries") < SESSIONS; waited += 20) {
+  for (int waited = 0; e2e_sql_number(&env, "SELECT COUNT(*) FROM summaries") < SESSIONS;
+       waited += 20) {
     int status;
     cr_assert(eq(int, waitpid(env.daemon, &status, WNOHANG), 0),
               "heaptraced died summarising the sessions; see %s", env.log);

@@ -68,17 +68,6 @@ static cJSON *heapctl_json(const char *a, const char *b, const char *c) {
   return j;
 }
 
-static long long sql_number(const char *sql) {
-  char *argv[] = {"/usr/bin/sqlite3", env.db, (char *)sql, NULL};
-  e2e_result_t r = e2e_run(&env, argv, NULL);
-  cr_assert(eq(int, r.status, 0), "sqlite3 '%s': %s", sql, r.err);
-  char *end;
-  long long v = strtoll(r.out, &end, 10);
-  cr_assert(ne(ptr, end, r.out), "sqlite3 '%s' printed '%s'", sql, r.out);
-  e2e_result_free(&r);
-  return v;
-}
-
 static void wait_all_disconnected(void) {
   for (int waited = 0;; waited += 50) {
     cJSON *st = heapctl_json("status", NULL, NULL);
@@ -187,8 +176,9 @@ Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_da
       slowest_end_ms = e2e_num(s, "end_ms");
   }
   cJSON_Delete(all);
-  cr_assert(eq(long, (long)sql_number("SELECT SUM(count) FROM event_chunks"), (long)total));
-  cr_assert(eq(long, (long)sql_number("SELECT COALESCE(SUM(count), 0) FROM lost"), 0));
+  cr_assert(
+      eq(long, (long)e2e_sql_number(&env, "SELECT SUM(count) FROM event_chunks"), (long)total));
+  cr_assert(eq(long, (long)e2e_sql_number(&env, "SELECT COALESCE(SUM(count), 0) FROM lost"), 0));
 
   double slowest_ms = exits[slowest];
   /* The daemon's clock of the END (end_ms) against the client's clock

@@ -90,13 +90,6 @@ static char *sql_text(const char *sql) {
   return r.out;
 }
 
-static long long sql_number(const char *sql) {
-  char *out = sql_text(sql);
-  long long v = atoll(out);
-  free(out);
-  return v;
-}
-
 static void assert_daemon_alive(const char *after) {
   int status;
   cr_assert(eq(int, waitpid(env.daemon, &status, WNOHANG), 0),
@@ -107,8 +100,9 @@ static void assert_daemon_alive(const char *after) {
  * write after a session ends. */
 static void wait_for_summaries(void) {
   for (int waited = 0;; waited += 20) {
-    if (sql_number("SELECT COUNT(*) FROM sessions WHERE end_reason != 'running' AND id NOT IN "
-                   "(SELECT session FROM summaries)") == 0)
+    if (e2e_sql_number(&env,
+                       "SELECT COUNT(*) FROM sessions WHERE end_reason != 'running' AND id NOT IN "
+                       "(SELECT session FROM summaries)") == 0)
       return;
     cr_assert(lt(int, waited, WAIT_MS), "summaries not written within %d ms", WAIT_MS);
     e2e_sleep_ms(20);
