@@ -8,8 +8,10 @@
  *   stream u32 | first_seq u64 | count u32 | state: 8 varints | events
  *
  * The state is time, ptr, cur_bytes (zigzag), cur_blocks (zigzag),
- * total_bytes, site, heap, caps. The store may compress a chunk (codec 2,
- * zstd); codec 0 is the first schema's format (no state: it starts at 0).
+ * total_bytes, site, heap, caps. The store writes chunks packed (codec 3,
+ * pack.h); it reads the earlier forms too: codec 2 (zstd of the above),
+ * codec 1 (the above) and codec 0, the first schema's (no state: it starts
+ * at 0).
  */
 #ifndef HTD_CHUNK_H
 #define HTD_CHUNK_H
@@ -19,9 +21,10 @@
 
 #include "ht_proto.h"
 
-#define HTD_CODEC_V1 0   /* header, events from a zero state */
-#define HTD_CODEC_RAW 1  /* header, state, events */
-#define HTD_CODEC_ZSTD 2 /* zstd of a CODEC_RAW chunk */
+#define HTD_CODEC_V1 0     /* header, events from a zero state */
+#define HTD_CODEC_RAW 1    /* header, state, events */
+#define HTD_CODEC_ZSTD 2   /* zstd of a CODEC_RAW chunk (schema 2's stored form) */
+#define HTD_CODEC_PACKED 3 /* the events packed (pack.h): what the store writes */
 #define HTD_CHUNK_HEAD_MAX (HT_PROTO_EVENTS_HDR + 8 * 10)
 #define HTD_CHUNK_MAX_RAW (8u << 20) /* decompressed size accepted from the store */
 
@@ -30,22 +33,24 @@
 size_t htd_chunk_head(uint8_t *out, uint32_t stream, uint64_t first_seq, const ht_evstate_t *st);
 /* Sets the count field of a chunk whose head was written by htd_chunk_head. */
 void htd_chunk_set_count(uint8_t *chunk, uint32_t count);
+/* The state part of a head alone: at most 80 bytes. */
+size_t htd_chunk_put_state(uint8_t *out, const ht_evstate_t *st);
+void htd_chunk_get_state(ht_cur_t *c, ht_evstate_t *st);
 
-/* Opens a stored chunk for reading: decompresses it if needed (into *owned,
- * which the caller frees) and sets up the reader and the state. Returns 0
- * or an HT_E* code for a damaged chunk. */
-int htd_chunk_open(const uint8_t *blob, size_t len, int codec, uint8_t **owned, ht_evreader_t *r,
-                   ht_evstate_t *st);
+/* A stored chunk open for reading, in any codec. */
+typedef struct {
+  ht_evreader_t rd; /* codecs 0-2 */
+  ht_evstate_t st;
+  uint8_t *owned; /* a decompressed chunk */
+  struct htd_unpacker *packed; /* codec 3 */
+} htd_chunk_reader_t;
 
-/* A compression context, kept by the writer so that no chunk allocates. */
-typedef struct htd_compressor htd_compressor_t;
-htd_compressor_t *htd_compressor_new(void);
-void htd_compressor_free(htd_compressor_t *z);
-
-/* Compresses a chunk for storage; returns the compressed size, or 0 when it
- * would not be smaller (store it raw). out must hold htd_chunk_bound(len). */
-size_t htd_chunk_compress(htd_compressor_t *z, const uint8_t *in, size_t len, uint8_t *out,
-                          size_t cap);
-size_t htd_chunk_bound(size_t len);
+/* Opens a stored chunk: blob must outlive the reader for codecs 0 and 1.
+ * Returns 0 or an HT_E* code for a damaged chunk (the reader then holds
+ * nothing). */
+int htd_chunk_open(htd_chunk_reader_t *r, const uint8_t *blob, size_t len, int codec);
+/* The next event: 1, 0 at the end, or an HT_E* code. */
+int htd_chunk_next(htd_chunk_reader_t *r, ht_event_t *ev);
+void htd_chunk_close(htd_chunk_reader_t *r);
 
 #endif

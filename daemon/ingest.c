@@ -1,15 +1,14 @@
 /* ingest.c - the state machine of one ingest connection.
  *
  * HELLO must come first and only once; SITE, HEAP, EVENTS and LOST follow
- * in any order; END closes the session. An EVENTS frame is decoded whole
- * with the stream's delta state -- to validate it and to carry the state
- * on -- and, once every event in it is valid, its bytes are appended as
- * they came to the stream's current chunk, which starts with the state it
- * needs (chunk.h): nothing is re-encoded. A chunk is queued to the store
- * when it is full or when the daemon flushes (timer, END, disconnect).
+ * in any order; END closes the session. An EVENTS frame is decoded with
+ * the stream's delta state, and each event packed (pack.h) into the
+ * stream's current chunk as it is decoded; a frame with a bad event is
+ * taken back out whole. A chunk is queued to the store, which compresses
+ * it, when it is full or when the daemon flushes (timer, END, disconnect).
  *
  * Memory is bounded per session: at most HTD_MAX_STREAMS streams and at
- * most HTD_SESSION_BUFFER bytes of unflushed chunks.
+ * most HTD_SESSION_BUFFER bytes held by unflushed chunks.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include <cjson/cJSON.h>
 
 #include "chunk.h"
+#include "pack.h"
 #include "ingest.h"
 
 #define HTD_CHUNK_BYTES (128u * 1024u) /* a chunk is queued past this size */
@@ -34,10 +34,9 @@ typedef struct {
   int used;
   uint64_t next_seq; /* expected first_seq of the next EVENTS frame */
   ht_evstate_t dec;  /* wire delta state */
-  uint8_t *chunk;    /* head + events, chunk_cap bytes, or NULL */
-  size_t chunk_len, chunk_cap;
-  uint32_t chunk_count;
-  uint64_t chunk_seq, t0, t1;
+  htd_packer_t *chunk; /* the chunk being packed, or NULL */
+  size_t chunk_bytes;  /* what it counts for in the session's buffer */
+  uint64_t t0, t1;     /* time of its first and last event */
 } stream_t;
 
 struct htd_session {
@@ -77,7 +76,7 @@ void htd_session_free(htd_session_t *s) {
   if (!s)
     return;
   for (size_t i = 0; i < s->cap; i++)
-    free(s->streams[i].chunk);
+    htd_packer_free(s->streams[i].chunk);
   free(s->streams);
   free(s);
 }
@@ -125,30 +124,32 @@ static stream_t *stream_find(htd_session_t *s, uint32_t id, int create) {
   return t;
 }
 
-/* Queues the stream's chunk; the store owns the buffer from here on. */
+/* Queues the stream's chunk; the store owns its bytes from here on. */
 static void chunk_flush(htd_session_t *s, stream_t *t) {
-  if (!t->chunk || t->chunk_count == 0)
+  if (!t->chunk)
     return;
-  htd_chunk_set_count(t->chunk, t->chunk_count);
-  htd_job_t *j = htd_job_new(HTD_JOB_CHUNK, s->id);
+  uint64_t count = htd_packer_count(t->chunk);
+  size_t len = 0;
+  uint8_t *blob = count ? htd_packer_finish(t->chunk, &len) : NULL;
+  htd_job_t *j = blob ? htd_job_new(HTD_JOB_CHUNK, s->id) : NULL;
   if (j) {
     j->a = t->id;
-    j->b = (int64_t)t->chunk_seq;
-    j->c = t->chunk_count;
+    j->b = (int64_t)(t->next_seq - count);
+    j->c = (int64_t)count;
     j->d = (int64_t)t->t0;
     j->e = (int64_t)t->t1;
-    j->blob = t->chunk;
-    j->blob_len = t->chunk_len;
+    j->blob = blob;
+    j->blob_len = len;
     htd_store_submit(s->st, j);
-  } else {
-    htd_log(HTD_LOG_ERROR, "session %lld: out of memory, %u events not stored", (long long)s->id,
-            t->chunk_count);
-    free(t->chunk);
+  } else if (count) {
+    htd_log(HTD_LOG_ERROR, "session %lld: out of memory, %llu events not stored",
+            (long long)s->id, (unsigned long long)count);
+    free(blob);
   }
-  s->buffered -= t->chunk_len;
+  htd_packer_free(t->chunk);
+  s->buffered -= t->chunk_bytes;
   t->chunk = NULL;
-  t->chunk_len = t->chunk_cap = 0;
-  t->chunk_count = 0;
+  t->chunk_bytes = 0;
 }
 
 void htd_session_flush(htd_session_t *s) {
@@ -157,24 +158,18 @@ void htd_session_flush(htd_session_t *s) {
       chunk_flush(s, &s->streams[i]);
 }
 
-/* Makes room for n event bytes in the stream's chunk, starting a chunk
- * (with the state before them) when there is none. Returns 0 or ENOMEM. */
-static int chunk_reserve(htd_session_t *s, stream_t *t, uint64_t first_seq, size_t n) {
-  if (t->chunk && t->chunk_len + n > t->chunk_cap)
-    chunk_flush(s, t);
+/* Starts the stream's chunk, with the state before its first event, when
+ * there is none. Returns 0 or ENOMEM. */
+static int chunk_start(htd_session_t *s, stream_t *t, uint64_t first_seq) {
   if (t->chunk)
     return 0;
   if (s->buffered + HTD_CHUNK_BYTES > HTD_SESSION_BUFFER)
     htd_session_flush(s);
-  size_t cap = HTD_CHUNK_HEAD_MAX + (n > HTD_CHUNK_BYTES ? n : HTD_CHUNK_BYTES);
-  t->chunk = malloc(cap);
+  t->chunk = htd_packer_new(t->id, first_seq, &t->dec);
   if (!t->chunk)
     return HT_ENOMEM;
-  t->chunk_cap = cap;
-  t->chunk_len = htd_chunk_head(t->chunk, t->id, first_seq, &t->dec);
-  t->chunk_seq = first_seq;
-  t->chunk_count = 0;
-  s->buffered += t->chunk_len;
+  t->chunk_bytes = htd_packer_bytes(t->chunk);
+  s->buffered += t->chunk_bytes;
   return 0;
 }
 
@@ -221,34 +216,42 @@ static int on_events(htd_session_t *s, const ht_frame_t *f, char *why, size_t wh
     chunk_flush(s, t);
     record_lost(s, t->id, t->next_seq, r.hdr.first_seq - t->next_seq, "gap");
   }
-  const uint8_t *bytes = f->payload + HT_PROTO_EVENTS_HDR;
-  size_t nbytes = f->payload_len - HT_PROTO_EVENTS_HDR;
   if (r.hdr.count == 0)
     return 0;
-  if (chunk_reserve(s, t, r.hdr.first_seq, nbytes) != 0)
+  if (chunk_start(s, t, r.hdr.first_seq) != 0)
     return HT_ENOMEM;
+  /* Events are packed as they are decoded; a frame found bad halfway is
+   * taken back out: nothing of it is kept. */
+  htd_pack_mark_t mark = htd_packer_mark(t->chunk);
+  int first_in_chunk = htd_packer_count(t->chunk) == 0;
   ht_evstate_t st = t->dec;
   ht_event_t ev;
   uint64_t t0 = 0;
-  while ((rc = ht_proto_events_next(&r, &st, &ev)) == 1)
+  while ((rc = ht_proto_events_next(&r, &st, &ev)) == 1) {
     if (r.done == 1)
       t0 = ev.time_ns;
+    if (htd_pack_event(t->chunk, &ev) != 0) {
+      rc = HT_ENOMEM;
+      break;
+    }
+  }
   if (rc != 0) {
+    htd_packer_cut(t->chunk, &mark);
+    chunk_flush(s, t);
     snprintf(why, whylen, "stream %u, event %llu: %s", t->id,
              (unsigned long long)(r.hdr.first_seq + r.done), ht_strerror(rc));
-    return rc; /* nothing of a bad frame is kept */
+    return rc;
   }
-  if (t->chunk_count == 0)
+  if (first_in_chunk)
     t->t0 = t0;
-  memcpy(t->chunk + t->chunk_len, bytes, nbytes);
-  t->chunk_len += nbytes;
-  t->chunk_count += r.hdr.count;
   t->t1 = st.time_ns;
-  s->buffered += nbytes;
   t->dec = st;
   t->next_seq = r.hdr.first_seq + r.hdr.count;
   s->events += r.hdr.count;
-  if (t->chunk_len >= HTD_CHUNK_BYTES)
+  size_t bytes = htd_packer_bytes(t->chunk);
+  s->buffered += bytes - t->chunk_bytes;
+  t->chunk_bytes = bytes;
+  if (bytes >= HTD_CHUNK_BYTES)
     chunk_flush(s, t);
   return 0;
 }

@@ -15,7 +15,7 @@
 
 #include "ht_proto.h"
 
-#define HTQ_SCHEMA_VERSION 2
+#define HTQ_SCHEMA_VERSION 3
 #define HTQ_FAILED 1
 #define HTQ_USAGE 2
 

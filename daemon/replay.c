@@ -4,7 +4,7 @@
  * statement; the head event of every stream sits in a binary min-heap
  * keyed by (time, free-before-allocate, stream, seq), so the merge is
  * exact and costs O(log streams) per event. Chunks decode on their own
- * (their delta state starts at zero), see ingest.c.
+ * (chunk.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,10 +15,8 @@
 
 typedef struct {
   sqlite3_stmt *stmt;
-  ht_evreader_t rd;
-  ht_evstate_t st;
+  htd_chunk_reader_t chunk;
   ht_event_t ev;
-  uint8_t *owned; /* a decompressed chunk */
   int has_chunk;
 } cursor_t;
 
@@ -26,9 +24,10 @@ typedef struct {
 static int cursor_next(cursor_t *c) {
   for (;;) {
     if (c->has_chunk) {
-      int rc = ht_proto_events_next(&c->rd, &c->st, &c->ev);
+      int rc = htd_chunk_next(&c->chunk, &c->ev);
       if (rc != 0)
         return rc;
+      htd_chunk_close(&c->chunk);
       c->has_chunk = 0;
     }
     int rc = sqlite3_step(c->stmt);
@@ -38,8 +37,7 @@ static int cursor_next(cursor_t *c) {
       return -1;
     const void *blob = sqlite3_column_blob(c->stmt, 0);
     size_t len = (size_t)sqlite3_column_bytes(c->stmt, 0);
-    free(c->owned);
-    if (htd_chunk_open(blob, len, sqlite3_column_int(c->stmt, 1), &c->owned, &c->rd, &c->st) != 0)
+    if (htd_chunk_open(&c->chunk, blob, len, sqlite3_column_int(c->stmt, 1)) != 0)
       return HT_ETRUNCATED;
     c->has_chunk = 1;
   }
@@ -153,7 +151,7 @@ corrupt:
 out:
   for (size_t i = 0; cur && i < n; i++) {
     sqlite3_finalize(cur[i].stmt);
-    free(cur[i].owned);
+    htd_chunk_close(&cur[i].chunk);
   }
   free(ids);
   free(cur);

@@ -18,9 +18,11 @@
 #include <time.h>
 
 #include "chunk.h"
+#include "pack.h"
 #include "htd.h"
 #include "htd_schema_v1.h"
 #include "htd_schema_v2.h"
+#include "htd_schema_v3.h"
 
 #define HTD_COMMIT_INTERVAL_MS 50
 #define HTD_RETRY_MS 1000 /* a failing write (disk full) is tried again this often */
@@ -61,10 +63,8 @@ struct htd_store {
   int stopping;
   void (*notify)(void *);
   void *notify_arg;
-  htd_compressor_t *zctx; /* writer thread only */
-  uint8_t *zbuf;          /* compression scratch, writer thread only */
-  size_t failed;          /* writes given up (at a stop, while failing) */
-  size_t zbuf_cap;
+  htd_squeezer_t *squeezer; /* writer thread only */
+  size_t failed;            /* writes given up (at a stop, while failing) */
 };
 
 /* Copies what a client sent into a C string that is well-formed UTF-8:
@@ -134,6 +134,7 @@ static int exec(sqlite3 *db, const char *sql, char *msg, size_t msglen) {
 static const char *const migrations[] = {
     htd_schema_v1, /* 0 -> 1: sessions, sites, heaps, event chunks */
     htd_schema_v2, /* 1 -> 2: session summaries */
+    htd_schema_v3, /* 2 -> 3: packed event chunks */
 };
 #define HTD_SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 
@@ -208,27 +209,17 @@ static int run_job(htd_store_t *st, const htd_job_t *j) {
   return rc == SQLITE_DONE ? 0 : rc;
 }
 
-/* Chunks are compressed here, on the writer thread, off the event loop;
- * one that would not shrink is kept raw. */
-static void compress_chunk(htd_store_t *st, htd_job_t *j) {
-  j->f = HTD_CODEC_RAW;
-  size_t bound = htd_chunk_bound(j->blob_len);
-  if (bound > st->zbuf_cap) {
-    uint8_t *g = realloc(st->zbuf, bound);
-    if (!g)
-      return;
-    st->zbuf = g;
-    st->zbuf_cap = bound;
-  }
-  if (!st->zctx && !(st->zctx = htd_compressor_new()))
+/* Chunks come packed (ingest.c) and are compressed here, on the writer
+ * thread, off the event loop; one that would not shrink is kept as it is. */
+static void squeeze_chunk(htd_store_t *st, htd_job_t *j) {
+  j->f = HTD_CODEC_PACKED;
+  if (!st->squeezer && !(st->squeezer = htd_squeezer_new()))
     return;
-  size_t n = htd_chunk_compress(st->zctx, j->blob, j->blob_len, st->zbuf, st->zbuf_cap);
+  size_t n = htd_squeeze(st->squeezer, j->blob, j->blob_len);
   if (n == 0)
     return;
-  memcpy(j->blob, st->zbuf, n); /* n < blob_len: it fits in place */
   j->raw_len = j->blob_len;
   j->blob_len = n;
-  j->f = HTD_CODEC_ZSTD;
 }
 
 /* One attempt at storing the batch in one transaction. Returns 0, or -1
@@ -284,7 +275,7 @@ static htd_job_t *release_early(htd_store_t *st, htd_job_t *batch) {
 static void commit_batch(htd_store_t *st, htd_job_t *batch) {
   for (htd_job_t *j = batch; j; j = j->next)
     if (j->kind == HTD_JOB_CHUNK)
-      compress_chunk(st, j);
+      squeeze_chunk(st, j);
   int status = 0;
   for (int attempt = 0;; attempt++) {
     status = try_commit(st, batch, attempt > 0);
@@ -496,8 +487,7 @@ size_t htd_store_close(htd_store_t *st) {
   sqlite3_close(st->db);
   pthread_mutex_destroy(&st->lock);
   pthread_cond_destroy(&st->cond);
-  free(st->zbuf);
-  htd_compressor_free(st->zctx);
+  htd_squeezer_free(st->squeezer);
   size_t failed = st->failed;
   free(st);
   return failed;

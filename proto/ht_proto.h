@@ -164,8 +164,16 @@ uint8_t ht_get_u8(ht_cur_t *c);
 uint16_t ht_get_u16(ht_cur_t *c);
 uint32_t ht_get_u32(ht_cur_t *c);
 uint64_t ht_get_u64(ht_cur_t *c);
-uint64_t ht_get_varint(ht_cur_t *c);
+uint64_t ht__get_varint_slow(ht_cur_t *c);
 ht_str_t ht_get_str(ht_cur_t *c);
+
+/* Every event field is a varint and most take one byte: that case is
+ * inline, the rest (and every error) out of line. */
+static inline uint64_t ht_get_varint(ht_cur_t *c) {
+  if (c->off < c->len && c->p[c->off] < 0x80 && !c->err)
+    return c->p[c->off++];
+  return ht__get_varint_slow(c);
+}
 
 static inline uint64_t ht_zigzag(int64_t v) {
   return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);

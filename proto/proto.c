@@ -251,17 +251,12 @@ uint64_t ht_get_u64(ht_cur_t *c) {
   return at ? load_le(at, 8) : 0;
 }
 
-/* The daemon decodes every event: one-byte varints (most of them) take a
- * single compare; longer ones a bounded loop. */
-uint64_t ht_get_varint(ht_cur_t *c) {
+/* Varints of more than one byte (ht_proto.h has the one-byte case). */
+uint64_t ht__get_varint_slow(ht_cur_t *c) {
   if (c->err)
     return 0;
   const uint8_t *p = c->p + c->off;
   size_t left = c->len - c->off;
-  if (left > 0 && p[0] < 0x80) {
-    c->off++;
-    return p[0];
-  }
   uint64_t v = 0;
   size_t max = left < 10 ? left : 10;
   for (size_t i = 0; i < max; i++) {

@@ -1,4 +1,4 @@
--- heaptrace store, schema version 1 (migrate-2.sql brings it to 2).
+-- heaptrace store, schema version 1 (migrate-2.sql and migrate-3.sql bring it to 3).
 --
 -- Events are kept compactly: each row of event_chunks holds up to a few
 -- thousand consecutive events of one client thread (a stream), encoded as

@@ -23,7 +23,7 @@
  * the requests heapctl sends for each command (recorded from heapctl).
  */
 // fuzz-sources: daemon/query.c daemon/replay.c daemon/livemap.c daemon/heapmodel.c
-// fuzz-sources: daemon/model.c daemon/summary.c daemon/chunk.c
+// fuzz-sources: daemon/model.c daemon/summary.c daemon/chunk.c daemon/pack.c
 // fuzz-libs: -lsqlite3 -lcjson -lzstd
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -34,9 +34,11 @@
 
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
+#include <zstd.h>
 
 #include "chunk.h"
 #include "model.h"
+#include "pack.h"
 #include "query.h"
 #include "summary.h"
 
@@ -241,13 +243,30 @@ static void insert_session(sqlite3 *w, int64_t id, const char *end_reason, int w
   static uint8_t z[sizeof c.buf + 1024];
   const uint8_t *blob = c.buf;
   size_t blob_len = c.len;
-  if (codec == HTD_CODEC_ZSTD) {
-    CHECK(htd_chunk_bound(c.len) <= sizeof z);
-    htd_compressor_t *zc = htd_compressor_new();
-    CHECK(zc != NULL);
-    blob_len = htd_chunk_compress(zc, c.buf, c.len, z, sizeof z);
-    htd_compressor_free(zc);
-    CHECK(blob_len > 0);
+  if (codec == HTD_CODEC_ZSTD) { /* how schema 2 stored chunks */
+    CHECK(ZSTD_compressBound(c.len) <= sizeof z);
+    blob_len = ZSTD_compress(z, sizeof z, c.buf, c.len, 1);
+    CHECK(!ZSTD_isError(blob_len));
+    blob = z;
+  } else if (codec == HTD_CODEC_PACKED) { /* how the daemon stores them now */
+    htd_chunk_reader_t rd;
+    CHECK(htd_chunk_open(&rd, c.buf, c.len, HTD_CODEC_RAW) == 0);
+    htd_packer_t *pk = htd_packer_new(1, 0, &rd.st);
+    CHECK(pk != NULL);
+    ht_event_t ev;
+    while (htd_chunk_next(&rd, &ev) == 1)
+      CHECK(htd_pack_event(pk, &ev) == 0);
+    uint8_t *packed = htd_packer_finish(pk, &blob_len);
+    CHECK(packed != NULL);
+    htd_squeezer_t *q = htd_squeezer_new();
+    CHECK(q != NULL);
+    size_t squeezed = htd_squeeze(q, packed, blob_len);
+    blob_len = squeezed ? squeezed : blob_len;
+    htd_squeezer_free(q);
+    CHECK(blob_len <= sizeof z);
+    memcpy(z, packed, blob_len);
+    free(packed);
+    htd_packer_free(pk);
     blob = z;
   }
   sqlite3_stmt *s;
@@ -287,8 +306,9 @@ static void make_database(void) {
   exec_sql(w, "PRAGMA journal_mode = WAL");
   exec_sql(w, read_schema("schema.sql"));
   exec_sql(w, read_schema("migrate-2.sql"));
+  exec_sql(w, read_schema("migrate-3.sql"));
   insert_session(w, 1, "clean", 1, 1, HTD_CODEC_RAW);
-  insert_session(w, 2, "disconnected", 0, 1, HTD_CODEC_RAW);
+  insert_session(w, 2, "disconnected", 0, 1, HTD_CODEC_PACKED);
   insert_session(w, 3, "running", 1, 1, HTD_CODEC_ZSTD);
   insert_session(w, 4, "protocol-error", 0, 0, HTD_CODEC_RAW); /* its SITE records never came */
   write_summary(w, 1);
