@@ -727,8 +727,10 @@ int htd_unpack_next(htd_unpacker_t *u, ht_event_t *ev) {
   }
   ht_evstate_t *st = &u->st;
   uint8_t opb = ht_get_u8(&u->col[C_OP]);
-  memset(ev, 0, sizeof *ev);
   ev->op = opb & B_OP;
+  /* What only some ops have; every other field is set on every path. */
+  ev->failed_op = 0;
+  ev->old_ptr = ev->old_usable = ev->align = 0;
   if (ev->op < HT_OP_MALLOC || ev->op > HT_OP_MAX)
     return HT_EOP;
   ev->seq = u->first_seq + u->done;

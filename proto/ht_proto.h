@@ -167,11 +167,20 @@ uint64_t ht_get_u64(ht_cur_t *c);
 uint64_t ht__get_varint_slow(ht_cur_t *c);
 ht_str_t ht_get_str(ht_cur_t *c);
 
-/* Every event field is a varint and most take one byte: that case is
- * inline, the rest (and every error) out of line. */
+/* Every event field is a varint and most take one or two bytes: those
+ * are inline, the rest (and every error) out of line. */
 static inline uint64_t ht_get_varint(ht_cur_t *c) {
-  if (c->off < c->len && c->p[c->off] < 0x80 && !c->err)
-    return c->p[c->off++];
+  if (c->len - c->off >= 2 && !c->err) {
+    const uint8_t *p = c->p + c->off;
+    if (p[0] < 0x80) {
+      c->off += 1;
+      return p[0];
+    }
+    if (p[1] < 0x80) {
+      c->off += 2;
+      return (uint64_t)(p[0] & 0x7f) | (uint64_t)p[1] << 7;
+    }
+  }
   return ht__get_varint_slow(c);
 }
 

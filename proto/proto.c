@@ -405,7 +405,7 @@ void ht_proto_put_site(ht_wbuf_t *w, const ht_site_rec_t *s) {
 }
 
 /* A varint that must fit in 32 bits; a larger value is a limit error. */
-static uint32_t get_varint32(ht_cur_t *c) {
+static inline uint32_t get_varint32(ht_cur_t *c) {
   uint64_t v = ht_get_varint(c);
   if (!c->err && v > UINT32_MAX) {
     c->err = HT_ELIMIT;
@@ -539,10 +539,8 @@ int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev) {
   uint8_t opb = ht_get_u8(c);
   if (c->err)
     return c->err;
-  memset(ev, 0, sizeof *ev);
   ev->op = opb & HT_EV_OP_MASK;
-  if (ev->op == HT_OP_FAILED)
-    ev->failed_op = ht_get_u8(c);
+  ev->failed_op = ev->op == HT_OP_FAILED ? ht_get_u8(c) : 0;
   if (c->err)
     return c->err;
   if ((opb & HT_EV_RESERVED) || !valid_op(ev->op, ev->failed_op))
@@ -554,6 +552,8 @@ int ht_proto_events_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev) {
   ev->heap = opb & HT_EV_SAME_HEAP ? st->heap : get_varint32(c);
   ev->caps = opb & HT_EV_SAME_CAPS ? st->caps : get_varint32(c);
   ev->ptr = st->ptr + (uint64_t)ht_unzigzag(ht_get_varint(c));
+  /* Every field is set on every path: no memset of the whole event. */
+  ev->old_ptr = ev->old_usable = ev->align = 0;
   if (ht__has_old_ptr(ev->op, ev->failed_op)) {
     ev->old_ptr = ev->ptr + (uint64_t)ht_unzigzag(ht_get_varint(c));
     ev->old_usable = ht_get_varint(c);
