@@ -354,7 +354,13 @@ int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *
     if (rc == 0) {
       if (rec.undelivered)
         record_lost(s, 0, 0, rec.undelivered, "undelivered");
-      queue_end(s, ht_end_name(rec.reason), NULL, done, arg);
+      char detail[64] = "";
+      if (rec.reason == HT_END_KILLED) {
+        const char *abbrev = sigabbrev_np(rec.signal);
+        snprintf(detail, sizeof detail, "killed by signal %u (SIG%s)", rec.signal,
+                 abbrev ? abbrev : "?");
+      }
+      queue_end(s, ht_end_name(rec.reason), detail[0] ? detail : NULL, done, arg);
       return 1;
     }
     break;

@@ -444,7 +444,7 @@ static void transport_shutdown(void) {
     uint8_t buf[32];
     ht_wbuf_t w;
     ht_wbuf_init(&w, buf, sizeof buf);
-    ht_end_rec_t e = {HT_END_CLEAN, undelivered};
+    ht_end_rec_t e = {.reason = HT_END_CLEAN, .undelivered = undelivered};
     ht_proto_put_end(&w, &e);
     if (write_buf(buf, w.len) == 0)
       wait_for_commit(sock_fd);

@@ -75,7 +75,7 @@ const char *ht_op_name(int op);
   X(DISCONNECTED, 2, "disconnected")                                                               \
   X(PROTOCOL_ERROR, 3, "protocol-error")                                                           \
   X(DAEMON_STOPPED, 4, "daemon-stopped")                                                           \
-  X(ABNORMAL, 5, "abnormal")
+  X(KILLED, 5, "killed")
 
 typedef enum {
 #define HT__END_ENUM(name, code, str) HT_END_##name = (code),
@@ -246,7 +246,10 @@ typedef struct {
 typedef struct {
   uint8_t reason;       /* ht_end_t */
   uint64_t undelivered; /* events the client knows it did not deliver */
+  uint8_t signal;       /* HT_END_KILLED: the fatal signal, 1..HT_MAX_SIGNAL */
 } ht_end_rec_t;
+
+#define HT_MAX_SIGNAL 64
 
 /* One frame split off a byte stream. */
 typedef struct {

@@ -473,6 +473,8 @@ void ht_proto_put_end(ht_wbuf_t *w, const ht_end_rec_t *e) {
   size_t at = open_frame(w, HT_REC_END);
   ht_put_u8(w, e->reason);
   ht_put_varint(w, e->undelivered);
+  if (e->reason == HT_END_KILLED)
+    ht_put_u8(w, e->signal);
   close_frame(w, at);
 }
 
@@ -481,7 +483,10 @@ int ht_proto_decode_end(const uint8_t *p, size_t n, ht_end_rec_t *out) {
   ht_cur_init(&c, p, n);
   out->reason = ht_get_u8(&c);
   out->undelivered = ht_get_varint(&c);
-  if (!c.err && (out->reason == HT_END_RUNNING || out->reason > HT_END_ABNORMAL))
+  out->signal = out->reason == HT_END_KILLED ? ht_get_u8(&c) : 0;
+  if (!c.err && (out->reason == HT_END_RUNNING || out->reason > HT_END_KILLED))
+    return HT_ELIMIT;
+  if (!c.err && out->reason == HT_END_KILLED && (out->signal < 1 || out->signal > HT_MAX_SIGNAL))
     return HT_ELIMIT;
   return finish(&c);
 }

@@ -129,7 +129,7 @@ void raw_site(raw_client_t *c, uint32_t id, uint32_t line, const char *file, con
 
 void raw_end(raw_client_t *c) {
   uint8_t buf[32];
-  ht_end_rec_t rec = {HT_END_CLEAN, 0};
+  ht_end_rec_t rec = {.reason = HT_END_CLEAN};
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, sizeof buf);
   ht_proto_put_end(&w, &rec);

@@ -232,7 +232,7 @@ static void driver(int k, int round, const char *ack_path) {
         _exit(0);
       e2e_sleep_ms(rand() % KILL_FRAME_PAUSE_MS);
     }
-    ht_end_rec_t end = {HT_END_CLEAN, 0};
+    ht_end_rec_t end = {.reason = HT_END_CLEAN};
     ht_wbuf_init(&w, buf, sizeof buf);
     ht_proto_put_end(&w, &end);
     if (raw_send(&c, buf, w.len) != 0)

@@ -443,7 +443,7 @@ static void send_record_after_end(void) {
   uint8_t buf[64];
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, sizeof buf);
-  ht_end_rec_t end = {HT_END_CLEAN, 0};
+  ht_end_rec_t end = {.reason = HT_END_CLEAN};
   ht_proto_put_end(&w, &end);
   ht_site_rec_t late = {8, 1, ht_str("late.c"), ht_str("after_end"), ht_str("")};
   ht_proto_put_site(&w, &late);

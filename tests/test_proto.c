@@ -154,7 +154,7 @@ static ht_lost_rec_t sample_lost(void) {
 }
 
 static ht_end_rec_t sample_end(void) {
-  ht_end_rec_t e = {.reason = HT_END_ABNORMAL, .undelivered = UINT64_MAX};
+  ht_end_rec_t e = {.reason = HT_END_KILLED, .undelivered = UINT64_MAX, .signal = 11};
   return e;
 }
 
@@ -362,7 +362,7 @@ Test(roundtrip, lost_keeps_every_field) {
 }
 
 Test(roundtrip, end_keeps_every_reason_and_the_undelivered_count) {
-  for (uint8_t reason = HT_END_CLEAN; reason <= HT_END_ABNORMAL; reason++) {
+  for (uint8_t reason = HT_END_CLEAN; reason <= HT_END_KILLED; reason++) {
     ht_end_rec_t in = sample_end(), out;
     in.reason = reason;
     ht_wbuf_t w;
@@ -374,6 +374,7 @@ Test(roundtrip, end_keeps_every_reason_and_the_undelivered_count) {
               ht_end_name(reason));
     cr_assert(eq(u8, out.reason, reason));
     cr_assert(eq(u64, out.undelivered, in.undelivered));
+    cr_assert(eq(u8, out.signal, reason == HT_END_KILLED ? 11 : 0));
   }
 }
 
@@ -597,8 +598,12 @@ ParameterizedTestParameters(malformed, each_input_gets_its_own_error) {
       /* END: reason, undelivered */
       ROW("end with a trailing byte", HT_REC_END, HT_ETRAILING, HT_END_CLEAN, 0, 0xaa),
       ROW("end with reason 0", HT_REC_END, HT_ELIMIT, HT_END_RUNNING, 0),
-      ROW("end with a reason above the last", HT_REC_END, HT_ELIMIT, HT_END_ABNORMAL + 1, 0),
+      ROW("end with a reason above the last", HT_REC_END, HT_ELIMIT, HT_END_KILLED + 1, 0),
       ROW("end cut before its count", HT_REC_END, HT_ETRUNCATED, HT_END_CLEAN),
+      ROW("killed end cut before its signal", HT_REC_END, HT_ETRUNCATED, HT_END_KILLED, 0),
+      ROW("killed by signal 0", HT_REC_END, HT_ELIMIT, HT_END_KILLED, 0, 0),
+      ROW("killed by signal 65", HT_REC_END, HT_ELIMIT, HT_END_KILLED, 0, HT_MAX_SIGNAL + 1),
+      ROW("killed by signal 9 is accepted", HT_REC_END, HT_OK, HT_END_KILLED, 0, 9),
       /* EVENTS: header, then op byte and varints per event */
       ROW("one zero malloc is accepted", HT_REC_EVENTS, HT_OK,
           EV_HEAD(1), HT_OP_MALLOC, ZERO_FIELDS),

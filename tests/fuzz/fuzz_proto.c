@@ -131,13 +131,14 @@ static void fuzz_end(const uint8_t *p, size_t n) {
   ht_end_rec_t in, back;
   if (ht_proto_decode_end(p, n, &in) != 0)
     return;
-  CHECK(in.reason >= HT_END_CLEAN && in.reason <= HT_END_ABNORMAL);
+  CHECK(in.reason >= HT_END_CLEAN && in.reason <= HT_END_KILLED);
   ht_wbuf_t w;
   ht_wbuf_init(&w, rewire, sizeof rewire);
   ht_proto_put_end(&w, &in);
   ht_frame_t f = reframe(&w, HT_REC_END);
   CHECK(ht_proto_decode_end(f.payload, f.payload_len, &back) == 0);
-  CHECK(back.reason == in.reason && back.undelivered == in.undelivered);
+  CHECK(back.reason == in.reason && back.undelivered == in.undelivered &&
+        back.signal == in.signal);
 }
 
 /* Events are decoded, not written back: ht_proto_event_encode subtracts the

@@ -17,7 +17,7 @@ VERSION = 1
 
 REC_HELLO, REC_SITE, REC_HEAP, REC_EVENTS, REC_LOST, REC_END = 1, 2, 3, 4, 5, 6
 OP_MALLOC, OP_CALLOC, OP_REALLOC, OP_ALIGNED, OP_FREE, OP_FAILED = 1, 2, 3, 4, 5, 6
-END_CLEAN, END_ABNORMAL = 1, 5
+END_CLEAN, END_KILLED = 1, 5
 HELLO_F_DROP = 0x1
 CAPS_DEFAULT = 0x1006  # DEFAULT|8BIT|32BIT, the system heap
 CAP_DMA, CAP_INTERNAL = 0x8, 0x800
@@ -71,8 +71,9 @@ def lost(stream, first_seq, count, why=1):
     return frame(REC_LOST, varint(stream) + varint(first_seq) + varint(count) + bytes([why]))
 
 
-def end(reason, undelivered):
-    return frame(REC_END, bytes([reason]) + varint(undelivered))
+def end(reason, undelivered, signal=6):
+    killed = bytes([signal]) if reason == END_KILLED else b""
+    return frame(REC_END, bytes([reason]) + varint(undelivered) + killed)
 
 
 class Stream:
@@ -150,7 +151,7 @@ def seeds():
         "site": site(0xFFFFFFFF, 1234567, "src/parser.c", "parse_block", "struct node"),
         "heap": heap(3, [CAP_DMA, CAPS_DEFAULT, 0xFFFFFFFF], 0xFFFF800000000000, 1 << 40, "pool"),
         "lost": lost(0xFFFFFFFF, U64 - 100, 100),
-        "end": end(END_ABNORMAL, U64),
+        "end": end(END_KILLED, U64),
         "events": s.frame(every_op(s)),
         "events_empty": Stream(3).frame([]),
         "session": session,
