@@ -11,6 +11,7 @@
 #ifndef HT_CLIENT_H
 #define HT_CLIENT_H
 
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +53,21 @@ int ht__default_socket_path(char *out, size_t cap);
 
 /* Prints one line "heaptrace: ..." to stderr with write(2), no stdio. */
 void ht__warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- fatal signals (fatal.c) ---- */
+/* Installs the handler for each fatal signal the program left at its
+ * default action. */
+void ht__fatal_install(void);
+/* Blocks the process-directed fatal signals in the calling thread. */
+void ht__fatal_block_async(sigset_t *old);
+/* The flusher thread says which it is (it cannot wait for itself). */
+void ht__fatal_on_flusher(void);
+/* The signal a handler waits to see reported, or 0; the flusher reports
+ * it once the session has ended "killed". */
+int ht__fatal_pending(void);
+void ht__fatal_reported(void);
+/* A fork child starts with nothing pending. */
+void ht__fatal_forget(void);
 
 /* ---- per-thread stream (stream.c) ---- */
 #define HT_RING_BYTES (256u * 1024u) /* power of two, below HT_PROTO_MAX_FRAME */
@@ -129,6 +145,8 @@ ht_stream_t *ht__transport_take_streams(void);
 
 /* Nudges the flusher: a ring is filling up. */
 void ht__transport_kick(void);
+/* Whether the flusher thread runs (read from a signal handler). */
+int ht__transport_flusher_alive(void);
 
 /* Writes one whole record on the current connection; *epoch gets the
  * connection epoch it went to (0 if there is no connection). */

@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -61,6 +62,7 @@ static ht_stream_t *streams;
 static uint32_t next_stream_id;
 static pthread_t flusher;
 static int flusher_running;
+static _Atomic int flusher_alive; /* read by the fatal-signal handler */
 static _Atomic int flusher_stop;
 static _Atomic uint32_t wake_word;
 
@@ -395,22 +397,6 @@ static void maybe_reconnect(void) {
            cfg.socket_path);
 }
 
-static void *flusher_main(void *arg) {
-  (void)arg;
-  while (!atomic_load(&flusher_stop)) {
-    struct timespec ts = {0, HT_FLUSH_INTERVAL_MS * 1000000L};
-    syscall(SYS_futex, &wake_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
-    atomic_store(&wake_word, 0);
-    pthread_mutex_lock(&list_lock);
-    pthread_mutex_lock(&io_lock);
-    maybe_reconnect();
-    pthread_mutex_unlock(&io_lock);
-    pthread_mutex_unlock(&list_lock);
-    ship_all();
-  }
-  return NULL;
-}
-
 /* The daemon closes the connection once the session is committed; waiting
  * for that (bounded) means a process that exited has all its events stored.
  * A daemon that does not answer in time costs the exit HT_END_WAIT_MS. */
@@ -423,6 +409,62 @@ static void wait_for_commit(int fd) {
   }
 }
 
+/* Sends END (list_lock and io_lock held) and closes the connection; with
+ * wait, once the daemon has committed the session. */
+static void send_end(uint8_t reason, uint8_t signal, int wait) {
+  if (sock_fd < 0)
+    return;
+  uint64_t undelivered = orphan_undelivered;
+  for (ht_stream_t *s = streams; s; s = s->next)
+    undelivered += s->undelivered;
+  uint8_t buf[32];
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, sizeof buf);
+  ht_end_rec_t e = {.reason = reason, .undelivered = undelivered, .signal = signal};
+  ht_proto_put_end(&w, &e);
+  if (write_buf(buf, w.len) == 0 && wait)
+    wait_for_commit(sock_fd);
+  if (sock_fd >= 0)
+    close(sock_fd);
+  sock_fd = -1;
+}
+
+/* A fatal signal (fatal.c): everything recorded is shipped and the session
+ * ends "killed"; the process is about to die, so nothing waits for the
+ * daemon, which has the bytes once they are in the socket. */
+static void end_killed(int sig) {
+  ship_all();
+  atomic_store(&ht__tracing, 0);
+  pthread_mutex_lock(&list_lock);
+  pthread_mutex_lock(&io_lock);
+  send_end(HT_END_KILLED, (uint8_t)sig, 0);
+  pthread_mutex_unlock(&io_lock);
+  pthread_mutex_unlock(&list_lock);
+  ht__fatal_reported();
+}
+
+static void *flusher_main(void *arg) {
+  (void)arg;
+  ht__fatal_on_flusher();
+  while (!atomic_load(&flusher_stop)) {
+    struct timespec ts = {0, HT_FLUSH_INTERVAL_MS * 1000000L};
+    syscall(SYS_futex, &wake_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+    atomic_store(&wake_word, 0);
+    int sig = ht__fatal_pending();
+    if (sig) {
+      end_killed(sig);
+      break;
+    }
+    pthread_mutex_lock(&list_lock);
+    pthread_mutex_lock(&io_lock);
+    maybe_reconnect();
+    pthread_mutex_unlock(&io_lock);
+    pthread_mutex_unlock(&list_lock);
+    ship_all();
+  }
+  return NULL;
+}
+
 /* atexit: ship everything, close the session cleanly. */
 static void transport_shutdown(void) {
   if (!atomic_load(&ht__tracing))
@@ -432,26 +474,13 @@ static void transport_shutdown(void) {
     ht__transport_kick();
     pthread_join(flusher, NULL);
     flusher_running = 0;
+    atomic_store(&flusher_alive, 0);
   }
   ship_all();
   atomic_store(&ht__tracing, 0);
   pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
-  uint64_t undelivered = orphan_undelivered;
-  for (ht_stream_t *s = streams; s; s = s->next)
-    undelivered += s->undelivered;
-  if (sock_fd >= 0) {
-    uint8_t buf[32];
-    ht_wbuf_t w;
-    ht_wbuf_init(&w, buf, sizeof buf);
-    ht_end_rec_t e = {.reason = HT_END_CLEAN, .undelivered = undelivered};
-    ht_proto_put_end(&w, &e);
-    if (write_buf(buf, w.len) == 0)
-      wait_for_commit(sock_fd);
-    if (sock_fd >= 0)
-      close(sock_fd);
-    sock_fd = -1;
-  }
+  send_end(HT_END_CLEAN, 0, 1);
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
 }
@@ -476,7 +505,9 @@ static void atfork_child(void) {
   pthread_mutex_unlock(&list_lock);
   pthread_mutex_unlock(&init_lock);
   flusher_running = 0;
+  atomic_store(&flusher_alive, 0);
   atomic_store(&flusher_stop, 0);
+  ht__fatal_forget();
   if (sock_fd >= 0)
     close(sock_fd);
   sock_fd = -1;
@@ -517,8 +548,20 @@ static void init_locked(void) {
     atexit(transport_shutdown);
     exit_hooks_set = 1;
   }
-  if (pthread_create(&flusher, NULL, flusher_main, NULL) == 0)
+  /* The flusher takes no signal meant for the process: one that kills it
+   * must reach a thread that can wait for the flusher (fatal.c). */
+  sigset_t old;
+  ht__fatal_block_async(&old);
+  if (pthread_create(&flusher, NULL, flusher_main, NULL) == 0) {
     flusher_running = 1;
+    atomic_store(&flusher_alive, 1);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  ht__fatal_install();
+}
+
+int ht__transport_flusher_alive(void) {
+  return atomic_load(&flusher_alive);
 }
 
 void ht__transport_init(void) {

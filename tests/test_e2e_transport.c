@@ -109,6 +109,57 @@ Test(e2e_transport, a_fork_child_becomes_its_own_session_and_the_parent_is_intac
   e2e_result_free(&r);
 }
 
+/* The only session's end as heapctl sessions reports it. */
+static void expect_killed(int sig, const char *name) {
+  cJSON *ss = query("sessions", NULL, NULL);
+  const cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ss, "sessions"), 0);
+  cr_assert(s != NULL);
+  cr_assert(eq(str, (char *)cJSON_GetObjectItem(s, "end_reason")->valuestring, "killed"));
+  char detail[64];
+  snprintf(detail, sizeof detail, "killed by signal %d (%s)", sig, name);
+  cr_assert(eq(str, (char *)cJSON_GetObjectItem(s, "end_detail")->valuestring, detail));
+  cJSON_Delete(ss);
+}
+
+Test(e2e_transport, a_crash_ships_every_event_and_the_session_ends_killed_by_its_signal) {
+  char *argv[] = {(char *)e2e_bin("threads_client"), "4", "20000", "0", "0", "segv", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 128 + SIGSEGV), "the crash is the program's own: %s", r.err);
+  check_counts(1, r.out);
+  expect_killed(SIGSEGV, "SIGSEGV");
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, an_abort_ships_every_event_and_the_session_ends_killed_by_sigabrt) {
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "5000", "0", "0", "abort", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 128 + SIGABRT), "%s", r.err);
+  check_counts(1, r.out);
+  expect_killed(SIGABRT, "SIGABRT");
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, sigterm_mid_run_ends_the_session_killed_with_nothing_lost) {
+  /* 2 threads x 6000 rounds with a 250 ms pause every 1000: about 1.5 s. */
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "6000", "0", "250000", NULL};
+  pid_t pid = e2e_spawn(&env, argv, NULL);
+  e2e_sleep_ms(400);
+  kill(pid, SIGTERM);
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 128 + SIGTERM), "%s", r.err);
+  expect_killed(SIGTERM, "SIGTERM");
+  /* Whatever it had done is all there and consistent: no loss, every
+   * free matched, the running totals agree with the events. */
+  cJSON *j = query("stats", "-s", "1");
+  cr_assert(gt(dbl, e2e_num(j, "allocations"), 0));
+  cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));
+  cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+      cJSON_GetObjectItemCaseSensitive(j, "totals"), "agree")));
+  cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItemCaseSensitive(j, "session"), "lost"), 0));
+  cJSON_Delete(j);
+  e2e_result_free(&r);
+}
+
 Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lost) {
   /* 2 threads x 6000 rounds with a 250 ms pause every 1000: about 1.5 s. */
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "6000", "0", "250000", NULL};

@@ -10,7 +10,7 @@
 // fuzz-sources: libclient/config.c libclient/sites.c libclient/stream.c libclient/sysheap.c
 // fuzz-sources: libclient/transport.c libclient/tlsf.c libclient/registry.c libclient/poison.c
 // fuzz-sources: libclient/caps.c libclient/capsinfo.c libclient/account.c libclient/callbacks.c
-// fuzz-sources: libclient/typed.c libclient/state.c
+// fuzz-sources: libclient/typed.c libclient/state.c libclient/fatal.c
 // fuzz-libs: -lpthread
 #include <stdint.h>
 #include <stdlib.h>

@@ -8,7 +8,8 @@
  * threads (50 at a time) live just long enough for three malloc/free
  * pairs. PACE_US > 0 sleeps that long every 1000 rounds, so that a run
  * lasts while a test acts on the daemon. The process exits with EXIT
- * (default 0). It prints what it did, as the daemon should report it:
+ * (default 0), or dies of it when it is segv (a write through NULL) or
+ * abort. It prints what it did, as the daemon should report it:
  *   allocations=A frees=F reallocs=R live_blocks=B live_bytes=N events=E
  */
 #define _POSIX_C_SOURCE 200809L
@@ -25,6 +26,7 @@
 #define SHORT_BATCH 50
 
 static long ops, pace_us;
+static volatile int *volatile null_page; /* the compiler cannot see it is NULL */
 
 static void *worker(void *arg) {
   (void)arg;
@@ -64,7 +66,7 @@ int main(int argc, char **argv) {
   long threads = atol(argv[1]), nshort = argc > 3 ? atol(argv[3]) : 0;
   ops = atol(argv[2]);
   pace_us = argc > 4 ? atol(argv[4]) : 0;
-  int exit_code = argc > 5 ? atoi(argv[5]) : 0;
+  const char *end = argc > 5 ? argv[5] : "0";
   pthread_t *t = calloc((size_t)(threads > SHORT_BATCH ? threads : SHORT_BATCH), sizeof *t);
   for (long i = 0; i < threads; i++)
     pthread_create(&t[i], NULL, worker, NULL);
@@ -84,5 +86,10 @@ int main(int argc, char **argv) {
   unsigned long long reallocs = (unsigned long long)(threads * ((ops + 3) / 4));
   printf("allocations=%llu frees=%llu reallocs=%llu live_blocks=%ld live_bytes=%ld events=%llu\n",
          allocs, frees, reallocs, threads, threads * LEAK_BYTES, allocs + frees + reallocs);
-  return exit_code;
+  fflush(stdout);
+  if (!strcmp(end, "segv"))
+    *(volatile int *)null_page = 1;
+  if (!strcmp(end, "abort"))
+    abort();
+  return atoi(end);
 }
