@@ -8,15 +8,17 @@
  * threads (50 at a time) live just long enough for three malloc/free
  * pairs. PACE_US > 0 sleeps that long every 1000 rounds, so that a run
  * lasts while a test acts on the daemon. The process exits with EXIT
- * (default 0), or dies of it when it is segv (a write through NULL) or
- * abort. It prints what it did, as the daemon should report it:
+ * (default 0), or dies of it when it is segv (a write to a page that
+ * allows none) or abort. It prints what it did, as the daemon should report it:
  *   allocations=A frees=F reallocs=R live_blocks=B live_bytes=N events=E
  */
 #define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <heaptrace/heaptrace.h>
@@ -26,7 +28,6 @@
 #define SHORT_BATCH 50
 
 static long ops, pace_us;
-static volatile int *volatile null_page; /* the compiler cannot see it is NULL */
 
 static void *worker(void *arg) {
   (void)arg;
@@ -87,8 +88,10 @@ int main(int argc, char **argv) {
   printf("allocations=%llu frees=%llu reallocs=%llu live_blocks=%ld live_bytes=%ld events=%llu\n",
          allocs, frees, reallocs, threads, threads * LEAK_BYTES, allocs + frees + reallocs);
   fflush(stdout);
-  if (!strcmp(end, "segv"))
-    *(volatile int *)null_page = 1;
+  if (!strcmp(end, "segv")) {
+    volatile int *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *page = 1;
+  }
   if (!strcmp(end, "abort"))
     abort();
   return atoi(end);
