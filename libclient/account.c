@@ -265,7 +265,9 @@ void ht__trace(ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks) {
     return;
   /* The event and the SITE record it may need go to one connection. */
   ht__stream_begin(s);
-  ev->time_ns = ht__now_ns();
+  /* An allocation's time is ordered after the allocator's work, so that it
+   * is later than the free (in any thread) that gave the block back. */
+  ev->time_ns = ev->op == HT_OP_FREE ? ht__now_ns() : ht__now_ns_ordered();
   uint32_t idx = ht__call_site(c);
   ev->site = idx ? ht__wire_site(s, idx) : ht__site_id(s, c->file, c->line, c->func, c->type);
   s->cur_bytes += dbytes;

@@ -172,7 +172,99 @@ static inline void ht__stream_begin(ht_stream_t *s) {
     ht__stream_restart(s, epoch);
 }
 
-/* ---- clock ---- */
-uint64_t ht__now_ns(void);
+/* ---- clock (clock.c): CLOCK_MONOTONIC nanoseconds for events ---- */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HT_CLOCK_TSC 1
+#include <x86intrin.h>
+#else
+#define HT_CLOCK_TSC 0
+#endif
+
+__extension__ typedef unsigned __int128 ht_u128;
+
+/* The TSC-to-nanoseconds mapping: the segment in force and the one before
+ * it, under a sequence number (odd while the flusher writes). Every field
+ * is atomic, read with acquire loads (plain moves on x86). */
+typedef struct {
+  _Alignas(64) _Atomic uint32_t seq;
+  _Atomic int on; /* 0: use clock_gettime() */
+  _Atomic uint64_t tsc0, ns0, mult;
+  _Atomic uint64_t prev_tsc0, prev_ns0, prev_mult;
+} ht_clock_t;
+
+extern ht_clock_t ht__clock HT_HIDDEN;
+
+/* clock_gettime(CLOCK_MONOTONIC) in nanoseconds. */
+uint64_t ht__clock_real_ns(void);
+
+/* Checks whether the TSC may be used (use_tsc < 0: it is the kernel's
+ * clocksource; 0: never; 1: always, for tests) and takes the first sample;
+ * readers use clock_gettime() until the first anchor. */
+void ht__clock_init(int use_tsc);
+
+/* Re-anchors the mapping to clock_gettime() when HT_CLOCK_ANCHOR_NS have
+ * passed (or at once with force). The flusher calls it on every wake.
+ * Returns 1 when a new segment was published. */
+int ht__clock_anchor(int force);
+
+/* Takes (1) or releases (0) the anchor lock: fork handlers. */
+void ht__clock_hold(int hold);
+
+/* f(t) on segment {tsc0, ns0, mult}; also before tsc0, where a reader may
+ * be when the segment was published ahead of time. */
+static inline uint64_t ht__clock_eval(uint64_t t, uint64_t tsc0, uint64_t ns0, uint64_t mult) {
+  if (HT_LIKELY(t >= tsc0))
+    return ns0 + (uint64_t)(((ht_u128)(t - tsc0) * mult) >> 32);
+  return ns0 - (uint64_t)(((ht_u128)(tsc0 - t) * mult) >> 32);
+}
+
+#if HT_CLOCK_TSC
+static inline uint64_t ht__tsc(void) {
+  return __rdtsc();
+}
+/* Not before the instructions ahead of it have executed (the kernel's
+ * rdtsc_ordered): an allocation's time is taken after the allocator
+ * handed the block out. */
+static inline uint64_t ht__tsc_ordered(void) {
+  _mm_lfence();
+  return __rdtsc();
+}
+#define HT__CLOCK_LOAD(f) atomic_load_explicit(&ht__clock.f, memory_order_acquire)
+
+/* The event clock; `ordered` (a constant) picks the counter read. A reader
+ * retries only when the flusher published while it read. */
+static inline __attribute__((always_inline)) uint64_t ht__clock_now(const int ordered) {
+  for (;;) {
+    uint32_t seq = HT__CLOCK_LOAD(seq);
+    if (HT_UNLIKELY(!HT__CLOCK_LOAD(on)))
+      return ht__clock_real_ns();
+    uint64_t t = ordered ? ht__tsc_ordered() : ht__tsc();
+    uint64_t tsc0 = HT__CLOCK_LOAD(tsc0), v;
+    if (HT_LIKELY(t >= tsc0))
+      v = ht__clock_eval(t, tsc0, HT__CLOCK_LOAD(ns0), HT__CLOCK_LOAD(mult));
+    else /* published ahead of time: f is still the previous segment here */
+      v = ht__clock_eval(t, HT__CLOCK_LOAD(prev_tsc0), HT__CLOCK_LOAD(prev_ns0),
+                         HT__CLOCK_LOAD(prev_mult));
+    if (HT_LIKELY((seq & 1) == 0 && HT__CLOCK_LOAD(seq) == seq))
+      return v;
+  }
+}
+
+/* Event time of a free: any moment before the block goes back will do. */
+static inline uint64_t ht__now_ns(void) {
+  return ht__clock_now(0);
+}
+/* Event time of an allocation: after the allocator's work. */
+static inline uint64_t ht__now_ns_ordered(void) {
+  return ht__clock_now(1);
+}
+#else
+static inline uint64_t ht__now_ns(void) {
+  return ht__clock_real_ns();
+}
+static inline uint64_t ht__now_ns_ordered(void) {
+  return ht__clock_real_ns();
+}
+#endif
 
 #endif /* HT_CLIENT_H */

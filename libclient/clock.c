@@ -1,0 +1,215 @@
+/* clock.c - event times: CLOCK_MONOTONIC nanoseconds from the TSC.
+ *
+ * Every event carries a CLOCK_MONOTONIC time, and a vDSO clock_gettime()
+ * is a large share of what tracing one allocation costs. Where the kernel
+ * itself keeps time with the TSC (x86-64, clocksource "tsc": it has found
+ * the counter invariant and synchronised across CPUs), the client reads
+ * the counter and maps it to nanoseconds with a piecewise-linear function
+ * f, one segment {tsc0, ns0, mult}: f(t) = ns0 + (t - tsc0) * mult / 2^32.
+ *
+ * The daemon merges streams by time, so f must be one increasing function
+ * that every thread evaluates alike: then time never goes backwards in a
+ * thread, and an allocation that happens after a free in another thread
+ * gets a later time. The flusher re-anchors f every HT_CLOCK_ANCHOR_NS
+ * (ht__clock_anchor) to follow clock_gettime: the new segment starts where
+ * the old one ends (continuous) with a slope that closes the gap to the
+ * real clock over the next HT_CLOCK_HORIZON_NS. It starts a little in the
+ * future, and the published parameters keep the previous segment, so a
+ * reader that sees the new parameters with a counter value from before
+ * the switch evaluates the old segment: f does not depend on which
+ * parameters a reader happened to see. The parameters are published
+ * through a seqlock: readers retry in the rare case a write overlapped.
+ *
+ * Until the first anchor has measured the counter's rate over a real
+ * interval, and everywhere the TSC is not the kernel's clock, readers call
+ * clock_gettime(). Nothing here allocates.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+#define HT_CLOCK_ANCHOR_NS (50u * 1000000u)      /* re-anchor at most this often */
+#define HT_CLOCK_HORIZON_NS (200u * 1000000u)    /* a gap to the real clock closes over this */
+#define HT_CLOCK_MARGIN_NS (1000000u)            /* a new segment starts this far ahead */
+#define HT_CLOCK_BUMP_NS 2000u                   /* the first segment starts this far ahead */
+#define HT_CLOCK_REBASE_NS (10ull * 1000000000u) /* the rate is measured over 10..20 s */
+#define HT_CLOCK_MAX_JUMP_NS (10u * 1000000u)    /* behind by more: step forward at once */
+
+ht_clock_t ht__clock;
+
+static pthread_mutex_t anchor_lock = PTHREAD_MUTEX_INITIALIZER;
+
+uint64_t ht__clock_real_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+#if HT_CLOCK_TSC
+
+/* Writer state, under anchor_lock. */
+static struct {
+  int usable;           /* the TSC is the kernel's clocksource */
+  uint64_t base_tsc[2]; /* rate baselines: [0] older, [1] newer */
+  uint64_t base_ns[2];
+  uint64_t last_anchor_ns;  /* real time of the last anchor */
+  uint64_t tsc0, ns0, mult; /* the segment in force, as published */
+} w;
+
+/* One (counter, real time) pair: clock_gettime() bracketed by two counter
+ * reads, the narrowest of a few tries, so that a preemption in between
+ * does not skew it. */
+static void sample(uint64_t *tsc, uint64_t *ns) {
+  uint64_t best = UINT64_MAX;
+  for (int i = 0; i < 5; i++) {
+    uint64_t a = ht__tsc_ordered();
+    uint64_t r = ht__clock_real_ns();
+    uint64_t b = ht__tsc_ordered();
+    if (b - a < best) {
+      best = b - a;
+      *tsc = a + (b - a) / 2;
+      *ns = r;
+    }
+  }
+}
+
+/* Reads the kernel's clocksource into buf without allocating. */
+static int tsc_is_kernel_clock(void) {
+  char buf[32];
+  int fd = open("/sys/devices/system/clocksource/clocksource0/current_clocksource",
+                O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  return n == 4 && memcmp(buf, "tsc\n", 4) == 0;
+}
+
+/* mult such that `ticks` counter ticks are `ns` nanoseconds. */
+static uint64_t mult_of(uint64_t ns, uint64_t ticks) {
+  return ticks ? (uint64_t)(((ht_u128)ns << 32) / ticks) : 0;
+}
+
+/* Publishes segment {tsc0, ns0, mult}, keeping the one in force as the
+ * previous segment. seq_cst stores: the odd sequence number is visible
+ * before any field changes (readers load with acquire). */
+static void publish(uint64_t tsc0, uint64_t ns0, uint64_t mult, int first) {
+  ht_clock_t *c = &ht__clock;
+  uint32_t seq = atomic_load_explicit(&c->seq, memory_order_relaxed);
+  atomic_store(&c->seq, seq + 1);
+  atomic_store(&c->prev_tsc0, first ? tsc0 : w.tsc0);
+  atomic_store(&c->prev_ns0, first ? ns0 : w.ns0);
+  atomic_store(&c->prev_mult, first ? mult : w.mult);
+  atomic_store(&c->tsc0, tsc0);
+  atomic_store(&c->ns0, ns0);
+  atomic_store(&c->mult, mult);
+  atomic_store(&c->on, 1);
+  atomic_store(&c->seq, seq + 2);
+  w.tsc0 = tsc0;
+  w.ns0 = ns0;
+  w.mult = mult;
+}
+
+/* A new segment from the sample (tsc, ns), rate `rate` (a mult). Returns
+ * 0 when the segment in force has not been in force for a margin yet: a
+ * reader that sees the new parameters must be past the previous segment's
+ * start, since only that one is kept. anchor_lock held. */
+static int reanchor(uint64_t tsc, uint64_t ns, uint64_t rate) {
+  uint64_t ahead = (uint64_t)(((ht_u128)HT_CLOCK_MARGIN_NS << 32) / rate);
+  uint64_t horizon = (uint64_t)(((ht_u128)HT_CLOCK_HORIZON_NS << 32) / rate);
+  uint64_t a = tsc + ahead;                  /* where the new segment starts */
+  uint64_t real_a = ns + HT_CLOCK_MARGIN_NS; /* the real clock there */
+  if (!atomic_load_explicit(&ht__clock.on, memory_order_relaxed)) {
+    /* From clock_gettime to f: start a hair ahead, so that no reader who
+     * just had clock_gettime's answer gets a smaller one from f. */
+    publish(a, real_a + HT_CLOCK_BUMP_NS, rate, 1);
+    return 1;
+  }
+  if (tsc < w.tsc0 + ahead)
+    return 0;
+  uint64_t fa = ht__clock_eval(a, w.tsc0, w.ns0, w.mult); /* continuity */
+  if (real_a > fa + HT_CLOCK_MAX_JUMP_NS) {
+    /* Far behind (the machine was suspended, say): a step forward keeps
+     * time increasing, and closing the gap by slewing would take long. */
+    publish(a, real_a, rate, 0);
+    return 1;
+  }
+  /* The slope that meets the real clock at a + horizon, within 1/64 of the
+   * measured rate: f stays increasing whatever the gap. */
+  uint64_t goal = real_a + HT_CLOCK_HORIZON_NS;
+  uint64_t mult = goal > fa ? mult_of(goal - fa, horizon) : 0;
+  uint64_t lo = rate - rate / 64, hi = rate + rate / 64;
+  mult = mult < lo ? lo : mult > hi ? hi : mult;
+  publish(a, fa, mult, 0);
+  return 1;
+}
+
+void ht__clock_init(int use_tsc) {
+  pthread_mutex_lock(&anchor_lock);
+  memset(&w, 0, sizeof w);
+  w.usable = use_tsc > 0 || (use_tsc < 0 && tsc_is_kernel_clock());
+  if (w.usable) {
+    sample(&w.base_tsc[0], &w.base_ns[0]);
+    w.base_tsc[1] = w.base_tsc[0];
+    w.base_ns[1] = w.base_ns[0];
+    w.last_anchor_ns = w.base_ns[0];
+  }
+  pthread_mutex_unlock(&anchor_lock);
+}
+
+int ht__clock_anchor(int force) {
+  if (pthread_mutex_trylock(&anchor_lock) != 0)
+    return 0; /* someone else is at it */
+  int done = 0;
+  if (w.usable) {
+    uint64_t tsc, ns;
+    sample(&tsc, &ns);
+    if (force || ns - w.last_anchor_ns >= HT_CLOCK_ANCHOR_NS) {
+      if (ns - w.base_ns[1] >= HT_CLOCK_REBASE_NS) {
+        w.base_tsc[0] = w.base_tsc[1];
+        w.base_ns[0] = w.base_ns[1];
+        w.base_tsc[1] = tsc;
+        w.base_ns[1] = ns;
+      }
+      uint64_t rate = mult_of(ns - w.base_ns[0], tsc - w.base_tsc[0]);
+      /* The first rate needs an interval long enough to be exact to a
+       * few parts per million; until then readers use clock_gettime. */
+      if (rate && (ns - w.base_ns[0] >= HT_CLOCK_ANCHOR_NS / 2 || force) &&
+          reanchor(tsc, ns, rate)) {
+        w.last_anchor_ns = ns;
+        done = 1;
+      }
+    }
+  }
+  pthread_mutex_unlock(&anchor_lock);
+  return done;
+}
+
+void ht__clock_hold(int hold) {
+  if (hold)
+    pthread_mutex_lock(&anchor_lock);
+  else
+    pthread_mutex_unlock(&anchor_lock);
+}
+
+#else /* no TSC: clock_gettime() always */
+
+void ht__clock_init(int use_tsc) {
+  (void)use_tsc;
+}
+
+int ht__clock_anchor(int force) {
+  (void)force;
+  return 0;
+}
+
+void ht__clock_hold(int hold) {
+  (void)hold;
+}
+
+#endif
