@@ -94,10 +94,41 @@ typedef struct ht_stream {
 
 /* The calling thread's stream, created on first use; NULL when tracing is
  * off or memory for a ring cannot be mapped. */
-ht_stream_t *ht__stream_get(void);
+extern __thread ht_stream_t *ht__tls_stream HT_HIDDEN;
+ht_stream_t *ht__stream_get_slow(void);
+static inline ht_stream_t *ht__stream_get(void) {
+  ht_stream_t *s = ht__tls_stream;
+  return HT_LIKELY(s != NULL) ? s : ht__stream_get_slow();
+}
 
-/* Encodes ev into the thread's stream; waits for room (block mode) or
- * counts a drop (drop mode). */
+/* Where the next event is encoded: room for HT_PROTO_MAX_EVENT_BYTES at
+ * the ring's head, after waiting for it (block mode); NULL when the event
+ * is dropped (drop mode, counted). */
+uint8_t *ht__stream_room_slow(ht_stream_t *s);
+static inline uint8_t *ht__stream_room(ht_stream_t *s) {
+  if (HT_UNLIKELY(HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES))
+    return ht__stream_room_slow(s);
+  return s->ring + (s->head & (HT_RING_BYTES - 1));
+}
+
+/* Commits the n bytes just encoded at the room: one release store of
+ * (head, seq) for the shipping side. The slow path copies what spilled
+ * past the ring's end to its start, and wakes the flusher past half full
+ * (without a syscall per event: kick is a no-op while a wake-up is
+ * pending). */
+void ht__stream_publish_slow(ht_stream_t *s, size_t n);
+static inline void ht__stream_publish(ht_stream_t *s, size_t n) {
+  size_t pos = (size_t)(s->head & (HT_RING_BYTES - 1));
+  if (HT_UNLIKELY(pos + n > HT_RING_BYTES || s->head + n - s->tail_cache > HT_RING_BYTES / 2)) {
+    ht__stream_publish_slow(s, n);
+    return;
+  }
+  s->head += n;
+  s->seq++;
+  atomic_store_explicit(&s->commit, (s->head & 0xffffffffu) | (s->seq << 32), memory_order_release);
+}
+
+/* Encodes ev into the thread's stream (room, encode, publish). */
 void ht__stream_append(ht_stream_t *s, ht_event_t *ev);
 
 /* After fork, in the child: forget every stream (they hold the parent's
