@@ -230,7 +230,8 @@ uint64_t ht__clock_real_ns(void);
 
 /* Checks whether the TSC may be used (use_tsc < 0: it is the kernel's
  * clocksource; 0: never; 1: always, for tests) and takes the first sample;
- * readers use clock_gettime() until the first anchor. */
+ * readers use clock_gettime() until the first anchor. A no-op once a
+ * mapping is in force. */
 void ht__clock_init(int use_tsc);
 
 /* Re-anchors the mapping to clock_gettime() when HT_CLOCK_ANCHOR_NS have

@@ -151,6 +151,12 @@ static int reanchor(uint64_t tsc, uint64_t ns, uint64_t rate) {
 
 void ht__clock_init(int use_tsc) {
   pthread_mutex_lock(&anchor_lock);
+  if (atomic_load_explicit(&ht__clock.on, memory_order_relaxed)) {
+    /* Once published, the mapping stays: dropping back to clock_gettime()
+     * or to a fresh mapping could hand out an earlier time. */
+    pthread_mutex_unlock(&anchor_lock);
+    return;
+  }
   memset(&w, 0, sizeof w);
   w.usable = use_tsc > 0 || (use_tsc < 0 && tsc_is_kernel_clock());
   if (w.usable) {
