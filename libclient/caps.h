@@ -138,8 +138,20 @@ void ht__type_account(uint16_t idx, int64_t dbytes, int64_t dblocks, uint64_t gr
  * glibc blocks have no header). */
 extern _Atomic long ht__typed_live;
 int ht__typed_put(const void *p, uint32_t site, uint16_t type);
-uint16_t ht__typed_take(const void *p);
-uint16_t ht__typed_peek(const void *p);
+uint16_t ht__typed_take_slow(const void *p);
+uint16_t ht__typed_peek_slow(const void *p);
+/* The type of a glibc block (take: and forget it). Untyped programs never
+ * leave the first load: no call on every free and realloc. */
+static inline uint16_t ht__typed_take(const void *p) {
+  if (HT_LIKELY(atomic_load_explicit(&ht__typed_live, memory_order_relaxed) == 0))
+    return 0;
+  return ht__typed_take_slow(p);
+}
+static inline uint16_t ht__typed_peek(const void *p) {
+  if (HT_LIKELY(atomic_load_explicit(&ht__typed_live, memory_order_relaxed) == 0))
+    return 0;
+  return ht__typed_peek_slow(p);
+}
 
 /* Copies the statistics of up to cap types into out; returns how many. */
 uint32_t ht__type_snapshot(ht_type_stats_t *out, uint32_t cap);
@@ -383,7 +395,10 @@ void ht__fail(ht_call_t *c, uint32_t op, const void *old_ptr, size_t size, uint3
 /* ---- caps heap operations (caps.c) used by sysheap.c and typed.c ---- */
 
 /* 1 when ht_caps_malloc_extmem_enable() routes plain allocations. */
-int ht__extmem_on(void);
+extern _Atomic size_t ht__extmem_limit HT_HIDDEN;
+static inline int ht__extmem_on(void) {
+  return atomic_load_explicit(&ht__extmem_limit, memory_order_relaxed) != HT_CAPS_EXTMEM_DISABLED;
+}
 
 /* Plain allocation through the extmem routing (op MALLOC/CALLOC). */
 void *ht__default_alloc(ht_call_t *c, uint32_t op, size_t size, int zero);
