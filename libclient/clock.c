@@ -78,7 +78,8 @@ static void sample(uint64_t *tsc, uint64_t *ns) {
   }
 }
 
-/* Reads the kernel's clocksource into buf without allocating. */
+/* 1 when the kernel keeps time with the TSC. open/read, not stdio: this
+ * runs inside the first traced allocation and must not allocate. */
 static int tsc_is_kernel_clock(void) {
   char buf[32];
   int fd = open("/sys/devices/system/clocksource/clocksource0/current_clocksource",
