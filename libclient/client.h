@@ -220,6 +220,7 @@ typedef struct {
   _Alignas(64) _Atomic uint32_t seq;
   _Atomic int on; /* 0: use clock_gettime() */
   _Atomic uint64_t tsc0, ns0, mult;
+  _Atomic uint64_t span; /* counter ticks the segment is trusted for */
   _Atomic uint64_t prev_tsc0, prev_ns0, prev_mult;
 } ht_clock_t;
 
@@ -242,8 +243,8 @@ int ht__clock_anchor(int force);
 /* Takes (1) or releases (0) the anchor lock: fork handlers. */
 void ht__clock_hold(int hold);
 
-/* f(t) on segment {tsc0, ns0, mult}; also before tsc0, where a reader may
- * be when the segment was published ahead of time. */
+/* f(t) on segment {tsc0, ns0, mult}; also before tsc0, where readers of a
+ * first segment are while it is published ahead of time. */
 static inline uint64_t ht__clock_eval(uint64_t t, uint64_t tsc0, uint64_t ns0, uint64_t mult) {
   if (HT_LIKELY(t >= tsc0))
     return ns0 + (uint64_t)(((ht_u128)(t - tsc0) * mult) >> 32);
@@ -263,20 +264,23 @@ static inline uint64_t ht__tsc_ordered(void) {
 }
 #define HT__CLOCK_LOAD(f) atomic_load_explicit(&ht__clock.f, memory_order_acquire)
 
-/* The event clock; `ordered` (a constant) picks the counter read. A reader
- * retries only when the flusher published while it read. */
+/* The reader's rare cases (clock.c): no mapping yet, a counter value
+ * before the segment (published ahead of time) or far past it (not
+ * re-anchored: a suspend?). Reads the counter again, ordered. */
+uint64_t ht__clock_now_slow(void);
+
+/* The event clock; `ordered` (a constant) picks the counter read. Without
+ * a mapping span is 0, so one compare sends every case but the common one
+ * out of line. A reader retries only when the flusher published while it
+ * read. */
 static inline __attribute__((always_inline)) uint64_t ht__clock_now(const int ordered) {
   for (;;) {
     uint32_t seq = HT__CLOCK_LOAD(seq);
-    if (HT_UNLIKELY(!HT__CLOCK_LOAD(on)))
-      return ht__clock_real_ns();
     uint64_t t = ordered ? ht__tsc_ordered() : ht__tsc();
-    uint64_t tsc0 = HT__CLOCK_LOAD(tsc0), v;
-    if (HT_LIKELY(t >= tsc0))
-      v = ht__clock_eval(t, tsc0, HT__CLOCK_LOAD(ns0), HT__CLOCK_LOAD(mult));
-    else /* published ahead of time: f is still the previous segment here */
-      v = ht__clock_eval(t, HT__CLOCK_LOAD(prev_tsc0), HT__CLOCK_LOAD(prev_ns0),
-                         HT__CLOCK_LOAD(prev_mult));
+    uint64_t d = t - HT__CLOCK_LOAD(tsc0);
+    if (HT_UNLIKELY(d >= HT__CLOCK_LOAD(span)))
+      return ht__clock_now_slow();
+    uint64_t v = HT__CLOCK_LOAD(ns0) + (uint64_t)(((ht_u128)d * HT__CLOCK_LOAD(mult)) >> 32);
     if (HT_LIKELY((seq & 1) == 0 && HT__CLOCK_LOAD(seq) == seq))
       return v;
   }
