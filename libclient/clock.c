@@ -24,7 +24,9 @@
  * flusher has not re-anchored: the machine was suspended, or is starved)
  * calls clock_gettime(), as readers do until the first anchor has measured
  * the counter's rate over a real interval, and everywhere the TSC is not
- * the kernel's clock. Nothing here allocates.
+ * the kernel's clock. f stays within a few microseconds of clock_gettime,
+ * so such a switch can step back by at most that much; it does not happen
+ * while the flusher runs. Nothing here allocates.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
