@@ -21,7 +21,7 @@
 
 #include "caps.h"
 
-static _Atomic size_t extmem_limit = HT_CAPS_EXTMEM_DISABLED;
+_Atomic size_t ht__extmem_limit = HT_CAPS_EXTMEM_DISABLED;
 
 /* A block that a realloc moves to another place. */
 typedef struct {
@@ -267,17 +267,13 @@ void ht__heap_free_block(ht_call_t *c, ht_heap_t *h, void *ptr) {
  * Plain allocations routed by ht_caps_malloc_extmem_enable()
  * ==================================================================== */
 
-int ht__extmem_on(void) {
-  return atomic_load_explicit(&extmem_limit, memory_order_relaxed) != HT_CAPS_EXTMEM_DISABLED;
-}
-
 void ht_caps_malloc_extmem_enable(size_t limit) {
-  atomic_store_explicit(&extmem_limit, limit, memory_order_relaxed);
+  atomic_store_explicit(&ht__extmem_limit, limit, memory_order_relaxed);
 }
 
 /* The caps a plain request of size tries first. */
 static uint32_t default_caps(size_t size) {
-  size_t limit = atomic_load_explicit(&extmem_limit, memory_order_relaxed);
+  size_t limit = atomic_load_explicit(&ht__extmem_limit, memory_order_relaxed);
   return size < limit ? HT_CAP_DEFAULT | HT_CAP_INTERNAL : HT_CAP_DEFAULT | HT_CAP_SPIRAM;
 }
 

@@ -138,8 +138,20 @@ void ht__type_account(uint16_t idx, int64_t dbytes, int64_t dblocks, uint64_t gr
  * glibc blocks have no header). */
 extern _Atomic long ht__typed_live;
 int ht__typed_put(const void *p, uint32_t site, uint16_t type);
-uint16_t ht__typed_take(const void *p);
-uint16_t ht__typed_peek(const void *p);
+uint16_t ht__typed_take_slow(const void *p);
+uint16_t ht__typed_peek_slow(const void *p);
+/* The type of a glibc block (take: and forget it). Untyped programs never
+ * leave the first load: no call on every free and realloc. */
+static inline uint16_t ht__typed_take(const void *p) {
+  if (HT_LIKELY(atomic_load_explicit(&ht__typed_live, memory_order_relaxed) == 0))
+    return 0;
+  return ht__typed_take_slow(p);
+}
+static inline uint16_t ht__typed_peek(const void *p) {
+  if (HT_LIKELY(atomic_load_explicit(&ht__typed_live, memory_order_relaxed) == 0))
+    return 0;
+  return ht__typed_peek_slow(p);
+}
 
 /* Copies the statistics of up to cap types into out; returns how many. */
 uint32_t ht__type_snapshot(ht_type_stats_t *out, uint32_t cap);
@@ -265,23 +277,29 @@ static inline unsigned ht__site_slot(const char *file, int line, const char *fun
   return (unsigned)((k ^ (k >> 13)) & (HT_TLS_CACHE - 1));
 }
 
-/* Counts an allocating call at its site: the thread's cache answers the
- * site index without a lock almost always. */
-static inline void ht__site_count(ht_tls_t *t, ht_call_t *c, uint64_t grown) {
+/* c's accounting site, from the thread's cache (no lock) almost always. */
+static inline uint32_t ht__call_site_cached(ht_tls_t *t, ht_call_t *c) {
   ht_tls_sites_t *ts = t->sites;
-  if (HT_UNLIKELY(ts == NULL))
-    return;
-  if (c->site == HT_SITE_UNSET) {
+  if (HT_LIKELY(c->site != HT_SITE_UNSET))
+    return c->site;
+  if (HT_LIKELY(ts != NULL)) {
     unsigned slot = ht__site_slot(c->file, c->line, c->func, c->type);
     if (HT_LIKELY(ts->cache[slot].idx != 0 && ts->cache[slot].file == c->file &&
                   ts->cache[slot].line == c->line && ts->cache[slot].func == c->func &&
                   ts->cache[slot].type == c->type))
-      c->site = ts->cache[slot].idx;
-    else
-      ht__call_site(c);
+      return c->site = ts->cache[slot].idx;
   }
-  HT_BUMP(ts->calls[c->site], 1);
-  HT_BUMP(ts->bytes[c->site], grown);
+  return ht__call_site(c);
+}
+
+/* Counts an allocating call at its site. */
+static inline void ht__site_count(ht_tls_t *t, ht_call_t *c, uint64_t grown) {
+  ht_tls_sites_t *ts = t->sites;
+  if (HT_UNLIKELY(ts == NULL))
+    return;
+  uint32_t idx = ht__call_site_cached(t, c);
+  HT_BUMP(ts->calls[idx], 1);
+  HT_BUMP(ts->bytes[idx], grown);
 }
 
 /* Accounts one successful transaction: thread counters, per-site (calls
@@ -332,32 +350,18 @@ static inline int ht__tracing_on(void) {
 /* Appends a filled event when tracing (used for failures). */
 void ht__trace(ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks);
 
+/* Appends the event of a successful transaction when tracing: time, site
+ * and the stream's running totals are filled in, and the common ops are
+ * encoded straight from x. */
+void ht__trace_txn(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks);
+
 /* Records one successful transaction: the accounting, then (tracing) its
  * one event. A caps heap calls it with its lock held. */
 static inline __attribute__((always_inline)) void
 ht__commit(ht_call_t *c, const ht_txn_t *x, uint16_t type, int64_t dbytes, int64_t dblocks) {
   ht__account(c, x->op, type, dbytes, dblocks);
-  if (HT_UNLIKELY(ht__tracing_on())) {
-    /* Built here, inlined, field by field: the transaction's fields stay
-     * scalars (no struct round trip, no store-forwarding stall) and no
-     * `= {0}` rep stos; a field added to the event later starts at 0.
-     * ht__trace fills time, site and running totals; the stream fills
-     * seq and stream. */
-    ht_event_t ev;
-#define HT__EV_ZERO(type_, name) ev.name = 0;
-    HT_EVENT_FIELDS(HT__EV_ZERO)
-#undef HT__EV_ZERO
-    ev.op = x->op;
-    ev.heap = x->heap;
-    ev.caps = x->caps;
-    ev.ptr = (uintptr_t)x->ptr;
-    ev.old_ptr = (uintptr_t)x->old_ptr;
-    ev.size = x->size;
-    ev.usable = x->usable;
-    ev.old_usable = x->old_usable;
-    ev.align = x->align;
-    ht__trace(c, &ev, dbytes, dblocks);
-  }
+  if (HT_UNLIKELY(ht__tracing_on()))
+    ht__trace_txn(c, x, dbytes, dblocks);
 }
 
 /* Counts one failure in the thread's counters. */
@@ -391,7 +395,10 @@ void ht__fail(ht_call_t *c, uint32_t op, const void *old_ptr, size_t size, uint3
 /* ---- caps heap operations (caps.c) used by sysheap.c and typed.c ---- */
 
 /* 1 when ht_caps_malloc_extmem_enable() routes plain allocations. */
-int ht__extmem_on(void);
+extern _Atomic size_t ht__extmem_limit HT_HIDDEN;
+static inline int ht__extmem_on(void) {
+  return atomic_load_explicit(&ht__extmem_limit, memory_order_relaxed) != HT_CAPS_EXTMEM_DISABLED;
+}
 
 /* Plain allocation through the extmem routing (op MALLOC/CALLOC). */
 void *ht__default_alloc(ht_call_t *c, uint32_t op, size_t size, int zero);

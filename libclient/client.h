@@ -110,10 +110,41 @@ typedef struct ht_stream {
 
 /* The calling thread's stream, created on first use; NULL when tracing is
  * off or memory for a ring cannot be mapped. */
-ht_stream_t *ht__stream_get(void);
+extern __thread ht_stream_t *ht__tls_stream HT_HIDDEN;
+ht_stream_t *ht__stream_get_slow(void);
+static inline ht_stream_t *ht__stream_get(void) {
+  ht_stream_t *s = ht__tls_stream;
+  return HT_LIKELY(s != NULL) ? s : ht__stream_get_slow();
+}
 
-/* Encodes ev into the thread's stream; waits for room (block mode) or
- * counts a drop (drop mode). */
+/* Where the next event is encoded: room for HT_PROTO_MAX_EVENT_BYTES at
+ * the ring's head, after waiting for it (block mode); NULL when the event
+ * is dropped (drop mode, counted). */
+uint8_t *ht__stream_room_slow(ht_stream_t *s);
+static inline uint8_t *ht__stream_room(ht_stream_t *s) {
+  if (HT_UNLIKELY(HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES))
+    return ht__stream_room_slow(s);
+  return s->ring + (s->head & (HT_RING_BYTES - 1));
+}
+
+/* Commits the n bytes just encoded at the room: one release store of
+ * (head, seq) for the shipping side. The slow path copies what spilled
+ * past the ring's end to its start, and wakes the flusher past half full
+ * (without a syscall per event: kick is a no-op while a wake-up is
+ * pending). */
+void ht__stream_publish_slow(ht_stream_t *s, size_t n);
+static inline void ht__stream_publish(ht_stream_t *s, size_t n) {
+  size_t pos = (size_t)(s->head & (HT_RING_BYTES - 1));
+  if (HT_UNLIKELY(pos + n > HT_RING_BYTES || s->head + n - s->tail_cache > HT_RING_BYTES / 2)) {
+    ht__stream_publish_slow(s, n);
+    return;
+  }
+  s->head += n;
+  s->seq++;
+  atomic_store_explicit(&s->commit, (s->head & 0xffffffffu) | (s->seq << 32), memory_order_release);
+}
+
+/* Encodes ev into the thread's stream (room, encode, publish). */
 void ht__stream_append(ht_stream_t *s, ht_event_t *ev);
 
 /* After fork, in the child: forget every stream (they hold the parent's
@@ -190,7 +221,104 @@ static inline void ht__stream_begin(ht_stream_t *s) {
     ht__stream_restart(s, epoch);
 }
 
-/* ---- clock ---- */
-uint64_t ht__now_ns(void);
+/* ---- clock (clock.c): CLOCK_MONOTONIC nanoseconds for events ---- */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HT_CLOCK_TSC 1
+#include <x86intrin.h>
+#else
+#define HT_CLOCK_TSC 0
+#endif
+
+__extension__ typedef unsigned __int128 ht_u128;
+
+/* The TSC-to-nanoseconds mapping: the segment in force and the one before
+ * it, under a sequence number (odd while the flusher writes). Every field
+ * is atomic, read with acquire loads (plain moves on x86). */
+typedef struct {
+  _Alignas(64) _Atomic uint32_t seq;
+  _Atomic int on; /* 0: use clock_gettime() */
+  _Atomic uint64_t tsc0, ns0, mult;
+  _Atomic uint64_t span; /* counter ticks the segment is trusted for */
+  _Atomic uint64_t prev_tsc0, prev_ns0, prev_mult;
+} ht_clock_t;
+
+extern ht_clock_t ht__clock HT_HIDDEN;
+
+/* clock_gettime(CLOCK_MONOTONIC) in nanoseconds. */
+uint64_t ht__clock_real_ns(void);
+
+/* Checks whether the TSC may be used (use_tsc < 0: it is the kernel's
+ * clocksource; 0: never; 1: always, for tests) and takes the first sample;
+ * readers use clock_gettime() until the first anchor. A no-op once a
+ * mapping is in force. */
+void ht__clock_init(int use_tsc);
+
+/* Re-anchors the mapping to clock_gettime() when HT_CLOCK_ANCHOR_NS have
+ * passed (or at once with force). The flusher calls it on every wake.
+ * Returns 1 when a new segment was published. */
+int ht__clock_anchor(int force);
+
+/* Takes (1) or releases (0) the anchor lock: fork handlers. */
+void ht__clock_hold(int hold);
+
+/* f(t) on segment {tsc0, ns0, mult}; also before tsc0, where readers of a
+ * first segment are while it is published ahead of time. */
+static inline uint64_t ht__clock_eval(uint64_t t, uint64_t tsc0, uint64_t ns0, uint64_t mult) {
+  if (HT_LIKELY(t >= tsc0))
+    return ns0 + (uint64_t)(((ht_u128)(t - tsc0) * mult) >> 32);
+  return ns0 - (uint64_t)(((ht_u128)(tsc0 - t) * mult) >> 32);
+}
+
+#if HT_CLOCK_TSC
+static inline uint64_t ht__tsc(void) {
+  return __rdtsc();
+}
+/* Not before the instructions ahead of it have executed (the kernel's
+ * rdtsc_ordered): an allocation's time is taken after the allocator
+ * handed the block out. */
+static inline uint64_t ht__tsc_ordered(void) {
+  _mm_lfence();
+  return __rdtsc();
+}
+#define HT__CLOCK_LOAD(f) atomic_load_explicit(&ht__clock.f, memory_order_acquire)
+
+/* The reader's rare cases (clock.c): no mapping yet, a counter value
+ * before the segment (published ahead of time) or far past it (not
+ * re-anchored: a suspend?). Reads the counter again, ordered. */
+uint64_t ht__clock_now_slow(void);
+
+/* The event clock; `ordered` (a constant) picks the counter read. Without
+ * a mapping span is 0, so one compare sends every case but the common one
+ * out of line. A reader retries only when the flusher published while it
+ * read. */
+static inline __attribute__((always_inline)) uint64_t ht__clock_now(const int ordered) {
+  for (;;) {
+    uint32_t seq = HT__CLOCK_LOAD(seq);
+    uint64_t t = ordered ? ht__tsc_ordered() : ht__tsc();
+    uint64_t d = t - HT__CLOCK_LOAD(tsc0);
+    if (HT_UNLIKELY(d >= HT__CLOCK_LOAD(span)))
+      return ht__clock_now_slow();
+    uint64_t v = HT__CLOCK_LOAD(ns0) + (uint64_t)(((ht_u128)d * HT__CLOCK_LOAD(mult)) >> 32);
+    if (HT_LIKELY((seq & 1) == 0 && HT__CLOCK_LOAD(seq) == seq))
+      return v;
+  }
+}
+
+/* Event time of a free: any moment before the block goes back will do. */
+static inline uint64_t ht__now_ns(void) {
+  return ht__clock_now(0);
+}
+/* Event time of an allocation: after the allocator's work. */
+static inline uint64_t ht__now_ns_ordered(void) {
+  return ht__clock_now(1);
+}
+#else
+static inline uint64_t ht__now_ns(void) {
+  return ht__clock_real_ns();
+}
+static inline uint64_t ht__now_ns_ordered(void) {
+  return ht__clock_real_ns();
+}
+#endif
 
 #endif /* HT_CLIENT_H */

@@ -28,7 +28,7 @@
 #include "client.h"
 #include "ht_event.h"
 
-static __thread ht_stream_t *tls_stream;
+__thread ht_stream_t *ht__tls_stream;
 static __thread int tls_dead; /* the thread's stream was handed over */
 static pthread_key_t stream_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
@@ -36,7 +36,7 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 /* Runs when a thread exits: the flusher ships what is left and unmaps. */
 static void stream_orphan(void *arg) {
   ht_stream_t *s = arg;
-  tls_stream = NULL;
+  ht__tls_stream = NULL;
   tls_dead = 1;
   atomic_store_explicit(&s->orphaned, 1, memory_order_release);
   ht__transport_kick();
@@ -69,12 +69,10 @@ void ht__stream_forget_all(void) {
     ht__stream_unmap(s);
     s = next;
   }
-  tls_stream = NULL;
+  ht__tls_stream = NULL;
 }
 
-ht_stream_t *ht__stream_get(void) {
-  if (HT_LIKELY(tls_stream != NULL))
-    return tls_stream;
+ht_stream_t *ht__stream_get_slow(void) {
   ht__transport_init();
   if (!atomic_load_explicit(&ht__tracing, memory_order_relaxed))
     return NULL;
@@ -89,7 +87,7 @@ ht_stream_t *ht__stream_get(void) {
   pthread_setspecific(stream_key, s);
   ht__transport_adopt(s);
   s->epoch_seen = atomic_load_explicit(&s->epoch, memory_order_relaxed);
-  tls_stream = s;
+  ht__tls_stream = s;
   return s;
 }
 
@@ -128,28 +126,31 @@ static int wait_for_room(ht_stream_t *s, int drop) {
   }
 }
 
-void ht__stream_append(ht_stream_t *s, ht_event_t *ev) {
-  if (HT_UNLIKELY(HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES)) {
-    s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
-    if (HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES &&
-        !wait_for_room(s, ht__mode == HT_MODE_DROP)) {
-      atomic_fetch_add_explicit(&s->lost, 1, memory_order_relaxed);
-      return;
-    }
+uint8_t *ht__stream_room_slow(ht_stream_t *s) {
+  s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
+  if (HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES &&
+      !wait_for_room(s, ht__mode == HT_MODE_DROP)) {
+    atomic_fetch_add_explicit(&s->lost, 1, memory_order_relaxed);
+    return NULL;
   }
+  return s->ring + (s->head & (HT_RING_BYTES - 1));
+}
+
+void ht__stream_publish_slow(ht_stream_t *s, size_t n) {
   size_t pos = (size_t)(s->head & (HT_RING_BYTES - 1));
-  size_t n = ht_event_encode(s->ring + pos, &s->enc, ev);
-  if (HT_UNLIKELY(pos + n > HT_RING_BYTES))
+  if (pos + n > HT_RING_BYTES)
     memcpy(s->ring, s->ring + HT_RING_BYTES, pos + n - HT_RING_BYTES);
   s->head += n;
   s->seq++;
   uint64_t word = (s->head & 0xffffffffu) | (s->seq << 32);
   atomic_store_explicit(&s->commit, word, memory_order_release);
-  /* Past half full: make sure the flusher is awake, without a syscall per
-   * event (kick is a no-op while a wake-up is already pending). */
-  if (HT_UNLIKELY(s->head - s->tail_cache > HT_RING_BYTES / 2)) {
-    s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
-    if (s->head - s->tail_cache > HT_RING_BYTES / 2)
-      ht__transport_kick();
-  }
+  s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
+  if (s->head - s->tail_cache > HT_RING_BYTES / 2)
+    ht__transport_kick();
+}
+
+void ht__stream_append(ht_stream_t *s, ht_event_t *ev) {
+  uint8_t *out = ht__stream_room(s);
+  if (out)
+    ht__stream_publish(s, ht_event_encode(out, &s->enc, ev));
 }

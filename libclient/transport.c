@@ -66,12 +66,6 @@ static _Atomic int flusher_alive; /* read by the fatal-signal handler */
 static _Atomic int flusher_stop;
 static _Atomic uint32_t wake_word;
 
-uint64_t ht__now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t realtime_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -92,7 +86,7 @@ static void lose_connection(int err) {
   close(sock_fd);
   sock_fd = -1;
   retry_ms = HT_RETRY_FIRST_MS;
-  retry_at_ns = ht__now_ns() + retry_ms * 1000000u;
+  retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
 }
 
 /* Writes every byte of iov, retrying short writes. */
@@ -314,7 +308,7 @@ static int send_hello(void) {
   h.pid = (uint32_t)getpid();
   h.ppid = (uint32_t)getppid();
   h.start_realtime_ns = realtime_ns();
-  h.start_mono_ns = ht__now_ns();
+  h.start_mono_ns = ht__clock_real_ns();
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   exe[n > 0 ? n : 0] = '\0';
   h.exe = ht_str(exe);
@@ -383,12 +377,12 @@ static int connect_daemon(void) {
 /* The flusher's retry: a new session once the daemon is back. Streams
  * learn the new epoch from their epoch word. list_lock and io_lock held. */
 static void maybe_reconnect(void) {
-  if (sock_fd >= 0 || !ever_connected || ht__now_ns() < retry_at_ns)
+  if (sock_fd >= 0 || !ever_connected || ht__clock_real_ns() < retry_at_ns)
     return;
   hello_flags |= HT_HELLO_F_RECONNECT;
   if (connect_daemon() != 0) {
     retry_ms = retry_ms * 2 > HT_RETRY_MAX_MS ? HT_RETRY_MAX_MS : retry_ms * 2;
-    retry_at_ns = ht__now_ns() + retry_ms * 1000000u;
+    retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
     return;
   }
   for (ht_stream_t *s = streams; s; s = s->next)
@@ -455,6 +449,7 @@ static void *flusher_main(void *arg) {
       end_killed(sig);
       break;
     }
+    ht__clock_anchor(0);
     pthread_mutex_lock(&list_lock);
     pthread_mutex_lock(&io_lock);
     maybe_reconnect();
@@ -492,15 +487,18 @@ static void atfork_prepare(void) {
   pthread_mutex_lock(&init_lock);
   pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
+  ht__clock_hold(1); /* no clock update half-published in the child */
 }
 
 static void atfork_parent(void) {
+  ht__clock_hold(0);
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
   pthread_mutex_unlock(&init_lock);
 }
 
 static void atfork_child(void) {
+  ht__clock_hold(0);
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
   pthread_mutex_unlock(&init_lock);
@@ -531,6 +529,8 @@ static void init_locked(void) {
   }
   if (cfg.disabled)
     return;
+  if (!ever_connected && !(hello_flags & HT_HELLO_F_FORKED))
+    ht__clock_init(-1); /* a fork child keeps the parent's mapping */
   pthread_mutex_lock(&io_lock);
   int rc = connect_daemon();
   pthread_mutex_unlock(&io_lock);

@@ -239,7 +239,7 @@ static uint16_t lookup(const void *p, int take) {
   return type;
 }
 
-uint16_t ht__typed_take(const void *p) {
+uint16_t ht__typed_take_slow(const void *p) {
   return lookup(p, 1);
 }
 
@@ -255,7 +255,7 @@ void ht__types_hold(int hold) {
   }
 }
 
-uint16_t ht__typed_peek(const void *p) {
+uint16_t ht__typed_peek_slow(const void *p) {
   return lookup(p, 0);
 }
 

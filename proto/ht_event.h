@@ -1,11 +1,20 @@
 /* ht_event.h - the event encoder and its byte primitives, inline: it runs
  * once per allocation in the client, so it is written for that (varints of
- * one or two bytes take a branch-light path). The decoder is in proto.c; the layout is specified
- * in PROTOCOL.md, "Event encoding". */
+ * up to four bytes take a straight path, and the client's common events
+ * have encoders of their own, below). The decoder is in proto.c; the
+ * layout is specified in PROTOCOL.md, "Event encoding". */
 #ifndef HT_EVENT_H
 #define HT_EVENT_H
 
+#include <string.h>
+
 #include "ht_proto.h"
+
+#if defined(__GNUC__)
+#define HT_UNLIKELY_EV(x) __builtin_expect(!!(x), 0)
+#else
+#define HT_UNLIKELY_EV(x) (x)
+#endif
 
 static inline void ht__store_le(uint8_t *at, uint64_t v, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -21,6 +30,18 @@ static inline size_t ht__varint_put(uint8_t *out, uint64_t v) {
     out[0] = (uint8_t)(v | 0x80);
     out[1] = (uint8_t)(v >> 7);
     return 2;
+  }
+  /* Pointer and time deltas are often 3 or 4 bytes: no loop for those. */
+  if (v < 0x10000000) {
+    out[0] = (uint8_t)(v | 0x80);
+    out[1] = (uint8_t)((v >> 7) | 0x80);
+    if (v < 0x200000) {
+      out[2] = (uint8_t)(v >> 14);
+      return 3;
+    }
+    out[2] = (uint8_t)((v >> 14) | 0x80);
+    out[3] = (uint8_t)(v >> 21);
+    return 4;
   }
   size_t n = 0;
   while (v >= 0x80) {
@@ -122,6 +143,125 @@ static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_ev
   }
   ht__evstate_advance(st, ev);
   return n;
+}
+
+/* ======================================================================
+ * The client's hot path: the event of a successful malloc, free or realloc
+ * encoded straight from its values, without filling an ht_event_t. Each
+ * writes the same bytes as ht_event_encode would for the same event (and
+ * advances the state alike); tests/test_encode.c holds them to that.
+ * cur_bytes, cur_blocks, total_bytes are the stream's running totals
+ * after the event. out has HT_PROTO_MAX_EVENT_BYTES free.
+ * ==================================================================== */
+
+/* A varint of a value that varies in length from one event to the next
+ * (time and pointer deltas): up to four bytes without a branch on the
+ * length, which a branch predictor would miss about once an event. It may
+ * write up to three bytes past the varint (the event's next field, or the
+ * ring's slack, covers them). */
+static inline __attribute__((always_inline)) size_t ht__varint_put_var(uint8_t *out, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (HT_UNLIKELY_EV(v >= 0x10000000))
+    return ht__varint_put(out, v);
+  uint32_t x = (uint32_t)v;
+  size_t n = 1 + (size_t)(x >= 0x80) + (size_t)(x >= 0x4000) + (size_t)(x >= 0x200000);
+  uint32_t bytes =
+      (x & 0x7fu) | ((x & 0x3f80u) << 1) | ((x & 0x1fc000u) << 2) | ((x & 0xfe00000u) << 3);
+  bytes |= 0x808080u & (uint32_t)((1ull << (8 * (n - 1))) - 1);
+  memcpy(out, &bytes, 4);
+  return n;
+#else
+  return ht__varint_put(out, v);
+#endif
+}
+
+/* The op byte, time, site, heap, caps and pointer: every event's head. */
+static inline __attribute__((always_inline)) size_t
+ht__event_put_head(uint8_t *out, const ht_evstate_t *st, uint32_t op, int implied, uint64_t time_ns,
+                   uint32_t site, uint32_t heap, uint32_t caps, uint64_t ptr) {
+  uint8_t opb = (uint8_t)op;
+  opb |= site == st->site ? HT_EV_SAME_SITE : 0;
+  opb |= heap == st->heap ? HT_EV_SAME_HEAP : 0;
+  opb |= caps == st->caps ? HT_EV_SAME_CAPS : 0;
+  opb |= implied ? HT_EV_TOTALS_IMPLIED : 0;
+  out[0] = opb;
+  size_t n = 1 + ht__varint_put_var(out + 1, ht_zigzag((int64_t)(time_ns - st->time_ns)));
+  if (site != st->site)
+    n += ht__varint_put(out + n, site);
+  if (HT_UNLIKELY_EV(heap != st->heap))
+    n += ht__varint_put(out + n, heap);
+  if (HT_UNLIKELY_EV(caps != st->caps))
+    n += ht__varint_put(out + n, caps);
+  return n + ht__varint_put_var(out + n, ht_zigzag((int64_t)(ptr - st->ptr)));
+}
+
+/* The running totals when the op does not imply them, then the new state. */
+static inline __attribute__((always_inline)) size_t
+ht__event_put_tail(uint8_t *out, ht_evstate_t *st, int implied, uint64_t time_ns, uint32_t site,
+                   uint32_t heap, uint32_t caps, uint64_t ptr, int64_t cur_bytes,
+                   int64_t cur_blocks, uint64_t total_bytes) {
+  size_t n = 0;
+  if (HT_UNLIKELY_EV(!implied)) {
+    n += ht__varint_put(out + n,
+                        ht_zigzag((int64_t)((uint64_t)cur_bytes - (uint64_t)st->cur_bytes)));
+    n += ht__varint_put(out + n,
+                        ht_zigzag((int64_t)((uint64_t)cur_blocks - (uint64_t)st->cur_blocks)));
+    n += ht__varint_put(out + n, total_bytes - st->total_bytes);
+  }
+  st->time_ns = time_ns;
+  st->ptr = ptr;
+  st->cur_bytes = cur_bytes;
+  st->cur_blocks = cur_blocks;
+  st->total_bytes = total_bytes;
+  st->site = site;
+  st->heap = heap;
+  st->caps = caps;
+  return n;
+}
+
+/* HT_OP_MALLOC or HT_OP_CALLOC (op): a new block of usable bytes. */
+static inline __attribute__((always_inline)) size_t
+ht_event_encode_alloc(uint8_t *out, ht_evstate_t *st, uint32_t op, uint64_t time_ns, uint32_t site,
+                      uint32_t heap, uint32_t caps, uint64_t ptr, uint64_t size, uint64_t usable,
+                      int64_t cur_bytes, int64_t cur_blocks, uint64_t total_bytes) {
+  int implied = (int64_t)((uint64_t)st->cur_bytes + usable) == cur_bytes &&
+                st->cur_blocks + 1 == cur_blocks && st->total_bytes + usable == total_bytes;
+  size_t n = ht__event_put_head(out, st, op, implied, time_ns, site, heap, caps, ptr);
+  n += ht__varint_put(out + n, size);
+  n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
+  return n + ht__event_put_tail(out + n, st, implied, time_ns, site, heap, caps, ptr, cur_bytes,
+                                cur_blocks, total_bytes);
+}
+
+/* HT_OP_FREE: the block at ptr with `size` usable bytes goes back. */
+static inline __attribute__((always_inline)) size_t
+ht_event_encode_free(uint8_t *out, ht_evstate_t *st, uint64_t time_ns, uint32_t site, uint32_t heap,
+                     uint32_t caps, uint64_t ptr, uint64_t size, int64_t cur_bytes,
+                     int64_t cur_blocks, uint64_t total_bytes) {
+  int implied = (int64_t)((uint64_t)st->cur_bytes - size) == cur_bytes &&
+                st->cur_blocks - 1 == cur_blocks && st->total_bytes == total_bytes;
+  size_t n = ht__event_put_head(out, st, HT_OP_FREE, implied, time_ns, site, heap, caps, ptr);
+  n += ht__varint_put(out + n, size);
+  return n + ht__event_put_tail(out + n, st, implied, time_ns, site, heap, caps, ptr, cur_bytes,
+                                cur_blocks, total_bytes);
+}
+
+/* HT_OP_REALLOC: old_ptr (old_usable bytes) became ptr (usable bytes). */
+static inline __attribute__((always_inline)) size_t
+ht_event_encode_realloc(uint8_t *out, ht_evstate_t *st, uint64_t time_ns, uint32_t site,
+                        uint32_t heap, uint32_t caps, uint64_t ptr, uint64_t old_ptr, uint64_t size,
+                        uint64_t usable, uint64_t old_usable, int64_t cur_bytes, int64_t cur_blocks,
+                        uint64_t total_bytes) {
+  uint64_t grown = usable > old_usable ? usable - old_usable : 0;
+  int implied = (int64_t)((uint64_t)st->cur_bytes + usable - old_usable) == cur_bytes &&
+                st->cur_blocks == cur_blocks && st->total_bytes + grown == total_bytes;
+  size_t n = ht__event_put_head(out, st, HT_OP_REALLOC, implied, time_ns, site, heap, caps, ptr);
+  n += ht__varint_put(out + n, ht_zigzag((int64_t)(old_ptr - ptr)));
+  n += ht__varint_put(out + n, old_usable);
+  n += ht__varint_put(out + n, size);
+  n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
+  return n + ht__event_put_tail(out + n, st, implied, time_ns, site, heap, caps, ptr, cur_bytes,
+                                cur_blocks, total_bytes);
 }
 
 #endif

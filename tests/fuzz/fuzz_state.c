@@ -7,7 +7,8 @@
  * parser, not only the checksum, meets the fuzzed bytes. Either way the
  * answer is 0, -1 or -2, and nothing reads outside the input.
  */
-// fuzz-sources: libclient/config.c libclient/sites.c libclient/stream.c libclient/sysheap.c
+// fuzz-sources: libclient/clock.c libclient/config.c libclient/sites.c libclient/stream.c
+// fuzz-sources: libclient/sysheap.c
 // fuzz-sources: libclient/transport.c libclient/tlsf.c libclient/registry.c libclient/poison.c
 // fuzz-sources: libclient/caps.c libclient/capsinfo.c libclient/account.c libclient/callbacks.c
 // fuzz-sources: libclient/typed.c libclient/state.c libclient/fatal.c
