@@ -72,7 +72,7 @@ static inline void ht__implied_totals(const ht_evstate_t *st, const ht_event_t *
   case HT_OP_CALLOC:
   case HT_OP_ALIGNED:
     *bytes = (int64_t)((uint64_t)*bytes + ev->usable);
-    *blocks += 1;
+    *blocks = (int64_t)((uint64_t)*blocks + 1); /* a hostile state may be at the limit */
     *total += ev->usable;
     break;
   case HT_OP_REALLOC:
@@ -81,7 +81,7 @@ static inline void ht__implied_totals(const ht_evstate_t *st, const ht_event_t *
     break;
   case HT_OP_FREE:
     *bytes = (int64_t)((uint64_t)*bytes - ev->size);
-    *blocks -= 1;
+    *blocks = (int64_t)((uint64_t)*blocks - 1);
     break;
   }
 }
