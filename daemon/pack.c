@@ -241,21 +241,25 @@ static int col_reserve(col_t *c, size_t n) {
   return 0;
 }
 
-static void put_u8(htd_packer_t *p, int col, uint8_t v) {
+/* The most one event adds to a column (a failed op's seven varints and
+ * the totals' three in C_MISC): room for it is made once per event, so
+ * the writes below need no check. */
+#define EVENT_MAX 128
+
+static int reserve_event(htd_packer_t *p) {
+  for (int i = 0; i < HTD_PACK_COLUMNS; i++)
+    if (p->col[i].cap - p->col[i].len < EVENT_MAX && col_reserve(&p->col[i], EVENT_MAX) != 0)
+      return -1;
+  return 0;
+}
+
+static inline void put_u8(htd_packer_t *p, int col, uint8_t v) {
   col_t *c = &p->col[col];
-  if (col_reserve(c, 1) != 0) {
-    p->oom = 1;
-    return;
-  }
   c->p[c->len++] = v;
 }
 
-static void put_varint(htd_packer_t *p, int col, uint64_t v) {
+static inline void put_varint(htd_packer_t *p, int col, uint64_t v) {
   col_t *c = &p->col[col];
-  if (col_reserve(c, 10) != 0) {
-    p->oom = 1;
-    return;
-  }
   c->len += ht__varint_put(c->p + c->len, v);
 }
 
@@ -364,8 +368,10 @@ static uint8_t pack_realloc(htd_packer_t *p, const ht_event_t *ev) {
 }
 
 int htd_pack_event(htd_packer_t *p, const ht_event_t *ev) {
-  if (p->oom)
+  if (p->oom || reserve_event(p) != 0) {
+    p->oom = 1;
     return HT_ENOMEM;
+  }
   ht_evstate_t *st = &p->st;
   uint8_t opb = (uint8_t)ev->op;
   /* Time: its low byte alone, as most differences are under 256 ns. */
@@ -402,7 +408,7 @@ int htd_pack_event(htd_packer_t *p, const ht_event_t *ev) {
   put_u8(p, C_OP, opb);
   ht__evstate_advance(st, ev);
   p->count++;
-  return p->oom ? HT_ENOMEM : 0;
+  return 0;
 }
 
 htd_pack_mark_t htd_packer_mark(const htd_packer_t *p) {
