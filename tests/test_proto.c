@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ht_event.h"
 #include "ht_proto.h"
 
 #define TIB (UINT64_C(1) << 40)
@@ -376,6 +377,25 @@ Test(roundtrip, end_keeps_every_reason_and_the_undelivered_count) {
     cr_assert(eq(u64, out.undelivered, in.undelivered));
     cr_assert(eq(u8, out.signal, reason == HT_END_KILLED ? 11 : 0));
   }
+}
+
+/* A hostile stream can bring the state to the limits: the implied totals
+ * wrap there as the encoder's do (UBSan in the sanitizer build checks that
+ * nothing overflows a signed type). Found by fuzz_proto. */
+Test(roundtrip, implied_totals_wrap_at_the_limits) {
+  ht_evstate_t st = {.cur_blocks = INT64_MAX, .cur_bytes = INT64_MAX, .total_bytes = UINT64_MAX};
+  ht_event_t ev = {.op = HT_OP_MALLOC, .size = 1, .usable = 16};
+  int64_t bytes, blocks;
+  uint64_t total;
+  ht__implied_totals(&st, &ev, &bytes, &blocks, &total);
+  cr_assert(eq(i64, blocks, INT64_MIN));
+  cr_assert(eq(i64, bytes, INT64_MIN + 15));
+  cr_assert(eq(u64, total, 15));
+  st.cur_blocks = INT64_MIN;
+  ev.op = HT_OP_FREE;
+  ev.size = 16;
+  ht__implied_totals(&st, &ev, &bytes, &blocks, &total);
+  cr_assert(eq(i64, blocks, INT64_MAX));
 }
 
 Test(roundtrip, varints_of_every_width_read_back_equal) {
