@@ -31,7 +31,7 @@ enum { C_OP, C_TIME, C_TIME_HIGH, C_SITE, C_SIZE, C_SLACK, C_PTR, C_IDX, C_MISC 
 #define LIVE_MAX 64    /* blocks allocated in the chunk and still live */
 #define FREE_BITS 8 /* per usable size (hashed): the last blocks freed */
 #define FREE_SLOTS (1u << FREE_BITS)
-#define FREE_DEPTH 8
+#define FREE_DEPTH 8 /* a power of two */
 #define SITE_SLOTS 512 /* per call site (hashed): its last size */
 
 typedef struct {
@@ -41,8 +41,8 @@ typedef struct {
 
 typedef struct {
   uint64_t usable;
-  uint64_t ptr[FREE_DEPTH]; /* oldest first */
-  uint32_t n;
+  uint64_t ptr[FREE_DEPTH]; /* a ring: the newest at top - 1 */
+  uint32_t top, n;
 } freelist_t;
 
 typedef struct {
@@ -51,9 +51,14 @@ typedef struct {
   uint64_t size, usable;
 } sitepred_t;
 
+#define FILTER_SLOTS 1024 /* live blocks per hash of the address */
+
 typedef struct {
   block_t live[LIVE_MAX]; /* oldest first */
   uint32_t nlive;
+  /* How many live blocks hash to each slot: most addresses that are not
+   * live (frees of older blocks) are told so without a scan. */
+  uint8_t filter[FILTER_SLOTS];
   uint64_t last_ptr; /* the last address written out but a new block's */
   uint64_t top;      /* highest end of a new block written out: bump allocators go on there */
   uint32_t alloc_site, free_site; /* of the last allocation, of the last free */
@@ -68,8 +73,14 @@ static void model_init(model_t *m, const ht_evstate_t *st) {
   m->alloc_site = m->free_site = st->site;
 }
 
+static uint8_t *filter_slot(model_t *m, uint64_t ptr) {
+  return &m->filter[((ptr >> 4) * 0x9E3779B97F4A7C15ull) >> 54];
+}
+
 /* The place of ptr among the live blocks, newest 0, or -1. */
-static int live_find(const model_t *m, uint64_t ptr) {
+static int live_find(model_t *m, uint64_t ptr) {
+  if (*filter_slot(m, ptr) == 0)
+    return -1;
   for (uint32_t i = m->nlive; i-- > 0;)
     if (m->live[i].ptr == ptr)
       return (int)(m->nlive - 1 - i);
@@ -81,15 +92,19 @@ static block_t live_take(model_t *m, uint32_t place) {
   block_t b = m->live[i];
   memmove(&m->live[i], &m->live[i + 1], (m->nlive - 1 - i) * sizeof *m->live);
   m->nlive--;
+  (*filter_slot(m, b.ptr))--;
   return b;
 }
 
 static void live_add(model_t *m, uint64_t ptr, uint64_t usable, uint32_t site) {
   if (m->nlive == LIVE_MAX) { /* forget the older half at once */
+    for (uint32_t i = 0; i < LIVE_MAX / 2; i++)
+      (*filter_slot(m, m->live[i].ptr))--;
     memmove(m->live, m->live + LIVE_MAX / 2, LIVE_MAX / 2 * sizeof *m->live);
     m->nlive = LIVE_MAX / 2;
   }
   m->live[m->nlive++] = (block_t){ptr, usable, site};
+  (*filter_slot(m, ptr))++;
 }
 
 /* After a free or a realloc, the block is not live any more. */
@@ -103,22 +118,31 @@ static freelist_t *freelist(model_t *m, uint64_t usable) {
   return &m->freed[(usable * 0x9E3779B97F4A7C15ull) >> (64 - FREE_BITS)];
 }
 
+/* The slot of the block at place j of f (0 the newest). */
+static uint32_t freed_slot(const freelist_t *f, uint32_t j) {
+  return (f->top - 1 - j) & (FREE_DEPTH - 1);
+}
+
 static void freed_push(model_t *m, uint64_t usable, uint64_t ptr) {
   freelist_t *f = freelist(m, usable);
   if (f->usable != usable) {
     f->usable = usable;
     f->n = 0;
   }
-  if (f->n == FREE_DEPTH) {
-    memmove(f->ptr, f->ptr + 1, (FREE_DEPTH - 1) * sizeof *f->ptr);
-    f->n--;
-  }
-  f->ptr[f->n++] = ptr;
+  f->ptr[f->top] = ptr; /* over the oldest when full */
+  f->top = (f->top + 1) & (FREE_DEPTH - 1);
+  if (f->n < FREE_DEPTH)
+    f->n++;
 }
 
-static void freed_remove(freelist_t *f, uint32_t i) {
-  memmove(&f->ptr[i], &f->ptr[i + 1], (f->n - 1 - i) * sizeof *f->ptr);
+/* Takes the block at place j out: the newer ones move down a place. */
+static uint64_t freed_take(freelist_t *f, uint32_t j) {
+  uint64_t ptr = f->ptr[freed_slot(f, j)];
+  for (; j > 0; j--)
+    f->ptr[freed_slot(f, j)] = f->ptr[freed_slot(f, j - 1)];
+  f->top = (f->top - 1) & (FREE_DEPTH - 1);
   f->n--;
+  return ptr;
 }
 
 /* Encoder: the place of ptr in the list of usable, newest 0 (and takes it
@@ -127,10 +151,10 @@ static int freed_find(model_t *m, uint64_t usable, uint64_t ptr) {
   freelist_t *f = freelist(m, usable);
   if (f->usable != usable)
     return -1;
-  for (uint32_t i = f->n; i-- > 0;)
-    if (f->ptr[i] == ptr) {
-      freed_remove(f, i);
-      return (int)(f->n - i);
+  for (uint32_t j = 0; j < f->n; j++)
+    if (f->ptr[freed_slot(f, j)] == ptr) {
+      freed_take(f, j);
+      return (int)j;
     }
   return -1;
 }
@@ -140,9 +164,7 @@ static int freed_at(model_t *m, uint64_t usable, uint64_t j, uint64_t *ptr) {
   freelist_t *f = freelist(m, usable);
   if (f->usable != usable || j >= f->n)
     return HT_EINVAL;
-  uint32_t i = f->n - 1 - (uint32_t)j;
-  *ptr = f->ptr[i];
-  freed_remove(f, i);
+  *ptr = freed_take(f, (uint32_t)j);
   return 0;
 }
 
@@ -303,7 +325,8 @@ static uint8_t pack_block(htd_packer_t *p, uint64_t ptr, uint64_t usable, int si
   }
   put_ptr(p, ptr);
   put_varint(p, size_col, usable);
-  live_forget(m, ptr);
+  if (k >= 0) /* as live_forget(ptr) does on the other side */
+    live_take(m, (uint32_t)k);
   return 0;
 }
 
