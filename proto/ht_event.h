@@ -99,6 +99,32 @@ static inline void ht__evstate_advance(ht_evstate_t *st, const ht_event_t *ev) {
   st->caps = ev->caps;
 }
 
+/* The running totals when the op does not imply them, then the new state. */
+static inline __attribute__((always_inline)) size_t
+ht__event_put_tail(uint8_t *out, ht_evstate_t *st, int implied, uint64_t time_ns, uint32_t site,
+                   uint32_t heap, uint32_t caps, uint64_t ptr, int64_t cur_bytes,
+                   int64_t cur_blocks, uint64_t total_bytes) {
+  size_t n = 0;
+  if (HT_UNLIKELY_EV(!implied)) {
+    /* Unsigned differences: wrap-around is defined, and the decoder adds
+     * them back the same way. */
+    n += ht__varint_put(out + n,
+                        ht_zigzag((int64_t)((uint64_t)cur_bytes - (uint64_t)st->cur_bytes)));
+    n += ht__varint_put(out + n,
+                        ht_zigzag((int64_t)((uint64_t)cur_blocks - (uint64_t)st->cur_blocks)));
+    n += ht__varint_put(out + n, total_bytes - st->total_bytes);
+  }
+  st->time_ns = time_ns;
+  st->ptr = ptr;
+  st->cur_bytes = cur_bytes;
+  st->cur_blocks = cur_blocks;
+  st->total_bytes = total_bytes;
+  st->site = site;
+  st->heap = heap;
+  st->caps = caps;
+  return n;
+}
+
 /* Encodes one event at out (HT_PROTO_MAX_EVENT_BYTES free) against the
  * stream's state, which it advances. Returns the bytes written. */
 static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_event_t *ev) {
@@ -132,17 +158,8 @@ static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_ev
   n += ht__varint_put(out + n, ev->size);
   if (ev->op != HT_OP_FREE)
     n += ht__varint_put(out + n, ht_zigzag((int64_t)(ev->usable - ev->size)));
-  if (!implied) {
-    /* Unsigned differences: wrap-around is defined, and the decoder adds
-     * them back the same way. */
-    n += ht__varint_put(out + n,
-                        ht_zigzag((int64_t)((uint64_t)ev->cur_bytes - (uint64_t)st->cur_bytes)));
-    n += ht__varint_put(out + n,
-                        ht_zigzag((int64_t)((uint64_t)ev->cur_blocks - (uint64_t)st->cur_blocks)));
-    n += ht__varint_put(out + n, ev->total_bytes - st->total_bytes);
-  }
-  ht__evstate_advance(st, ev);
-  return n;
+  return n + ht__event_put_tail(out + n, st, implied, ev->time_ns, ev->site, ev->heap, ev->caps,
+                               ev->ptr, ev->cur_bytes, ev->cur_blocks, ev->total_bytes);
 }
 
 /* ======================================================================
@@ -195,29 +212,6 @@ ht__event_put_head(uint8_t *out, const ht_evstate_t *st, uint32_t op, int implie
   return n + ht__varint_put_var(out + n, ht_zigzag((int64_t)(ptr - st->ptr)));
 }
 
-/* The running totals when the op does not imply them, then the new state. */
-static inline __attribute__((always_inline)) size_t
-ht__event_put_tail(uint8_t *out, ht_evstate_t *st, int implied, uint64_t time_ns, uint32_t site,
-                   uint32_t heap, uint32_t caps, uint64_t ptr, int64_t cur_bytes,
-                   int64_t cur_blocks, uint64_t total_bytes) {
-  size_t n = 0;
-  if (HT_UNLIKELY_EV(!implied)) {
-    n += ht__varint_put(out + n,
-                        ht_zigzag((int64_t)((uint64_t)cur_bytes - (uint64_t)st->cur_bytes)));
-    n += ht__varint_put(out + n,
-                        ht_zigzag((int64_t)((uint64_t)cur_blocks - (uint64_t)st->cur_blocks)));
-    n += ht__varint_put(out + n, total_bytes - st->total_bytes);
-  }
-  st->time_ns = time_ns;
-  st->ptr = ptr;
-  st->cur_bytes = cur_bytes;
-  st->cur_blocks = cur_blocks;
-  st->total_bytes = total_bytes;
-  st->site = site;
-  st->heap = heap;
-  st->caps = caps;
-  return n;
-}
 
 /* HT_OP_MALLOC or HT_OP_CALLOC (op): a new block of usable bytes. */
 static inline __attribute__((always_inline)) size_t
