@@ -41,7 +41,7 @@ void htd_chunk_get_state(ht_cur_t *c, ht_evstate_t *st);
 typedef struct {
   ht_evreader_t rd; /* codecs 0-2 */
   ht_evstate_t st;
-  uint8_t *owned; /* a decompressed chunk */
+  uint8_t *owned;              /* a decompressed chunk */
   struct htd_unpacker *packed; /* codec 3 */
 } htd_chunk_reader_t;
 

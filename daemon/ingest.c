@@ -32,8 +32,8 @@
 typedef struct {
   uint32_t id;
   int used;
-  uint64_t next_seq; /* expected first_seq of the next EVENTS frame */
-  ht_evstate_t dec;  /* wire delta state */
+  uint64_t next_seq;   /* expected first_seq of the next EVENTS frame */
+  ht_evstate_t dec;    /* wire delta state */
   htd_packer_t *chunk; /* the chunk being packed, or NULL */
   size_t chunk_bytes;  /* what it counts for in the session's buffer */
   uint64_t t0, t1;     /* time of its first and last event */
@@ -142,8 +142,8 @@ static void chunk_flush(htd_session_t *s, stream_t *t) {
     j->blob_len = len;
     htd_store_submit(s->st, j);
   } else if (count) {
-    htd_log(HTD_LOG_ERROR, "session %lld: out of memory, %llu events not stored",
-            (long long)s->id, (unsigned long long)count);
+    htd_log(HTD_LOG_ERROR, "session %lld: out of memory, %llu events not stored", (long long)s->id,
+            (unsigned long long)count);
     free(blob);
   }
   htd_packer_free(t->chunk);

@@ -28,10 +28,10 @@ enum { C_OP, C_TIME, C_TIME_HIGH, C_SITE, C_SIZE, C_SLACK, C_PTR, C_IDX, C_MISC 
  * The model: what both sides predict from
  * ==================================================================== */
 
-#define LIVE_MAX 64    /* blocks allocated in the chunk and still live */
+#define LIVE_MAX 64 /* blocks allocated in the chunk and still live */
 #define FREE_BITS 8 /* per usable size (hashed): the last blocks freed */
 #define FREE_SLOTS (1u << FREE_BITS)
-#define FREE_DEPTH 8 /* a power of two */
+#define FREE_DEPTH 8   /* a power of two */
 #define SITE_SLOTS 512 /* per call site (hashed): its last size */
 
 typedef struct {
@@ -543,9 +543,8 @@ size_t htd_squeeze(htd_squeezer_t *q, uint8_t *blob, size_t len) {
   const uint8_t *in = blob + c.off;
   size_t at = 0, stored[HTD_PACK_COLUMNS];
   for (int i = 0; i < HTD_PACK_COLUMNS; i++) {
-    size_t z = raw[i] ? ZSTD_compressCCtx(q->z, q->buf + at, q->cap - at, in, raw[i],
-                                          PACK_ZSTD_LEVEL)
-                      : 0;
+    size_t z =
+        raw[i] ? ZSTD_compressCCtx(q->z, q->buf + at, q->cap - at, in, raw[i], PACK_ZSTD_LEVEL) : 0;
     if (ZSTD_isError(z) || z >= raw[i]) {
       memcpy(q->buf + at, in, raw[i]);
       z = raw[i];

@@ -238,8 +238,8 @@ static int try_commit(htd_store_t *st, htd_job_t *batch, int quiet) {
   return 0;
 fail:
   if (!quiet)
-    htd_log(HTD_LOG_ERROR, "store: cannot %s %s: %s; retrying every %d ms while clients wait",
-            what, st->path, sqlite3_errmsg(st->db), HTD_RETRY_MS);
+    htd_log(HTD_LOG_ERROR, "store: cannot %s %s: %s; retrying every %d ms while clients wait", what,
+            st->path, sqlite3_errmsg(st->db), HTD_RETRY_MS);
   sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
   return -1;
 }

@@ -29,7 +29,7 @@
 
 #define HT_FATAL_WAIT_MS 2000
 
-static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL,  SIGFPE, SIGABRT,
+static const int fatal_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT,
                                     SIGTERM, SIGINT, SIGHUP, SIGQUIT};
 #define N_FATAL (sizeof fatal_signals / sizeof *fatal_signals)
 

@@ -53,7 +53,7 @@ static uint16_t hello_flags; /* HT_HELLO_F_RECONNECT / _FORKED for the next HELL
 static int ever_connected;
 static uint64_t retry_at_ns, retry_ms;
 static uint64_t orphan_undelivered; /* of streams unmapped before reporting it */
-static _Atomic int init_state; /* 0 not yet, 1 done (tracing or not) */
+static _Atomic int init_state;      /* 0 not yet, 1 done (tracing or not) */
 static int exit_hooks_set;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;

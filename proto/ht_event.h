@@ -159,7 +159,7 @@ static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_ev
   if (ev->op != HT_OP_FREE)
     n += ht__varint_put(out + n, ht_zigzag((int64_t)(ev->usable - ev->size)));
   return n + ht__event_put_tail(out + n, st, implied, ev->time_ns, ev->site, ev->heap, ev->caps,
-                               ev->ptr, ev->cur_bytes, ev->cur_blocks, ev->total_bytes);
+                                ev->ptr, ev->cur_bytes, ev->cur_blocks, ev->total_bytes);
 }
 
 /* ======================================================================
@@ -211,7 +211,6 @@ ht__event_put_head(uint8_t *out, const ht_evstate_t *st, uint32_t op, int implie
     n += ht__varint_put(out + n, caps);
   return n + ht__varint_put_var(out + n, ht_zigzag((int64_t)(ptr - st->ptr)));
 }
-
 
 /* HT_OP_MALLOC or HT_OP_CALLOC (op): a new block of usable bytes. */
 static inline __attribute__((always_inline)) size_t

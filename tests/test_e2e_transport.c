@@ -157,8 +157,8 @@ Test(e2e_transport, sigterm_mid_run_ends_the_session_killed_with_nothing_lost) {
   cJSON *j = query("stats", "-s", "1");
   cr_assert(gt(dbl, e2e_num(j, "allocations"), 0));
   cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));
-  cr_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
-      cJSON_GetObjectItemCaseSensitive(j, "totals"), "agree")));
+  cr_assert(cJSON_IsTrue(
+      cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "totals"), "agree")));
   cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItemCaseSensitive(j, "session"), "lost"), 0));
   cJSON_Delete(j);
   e2e_result_free(&r);

@@ -172,8 +172,7 @@ static void expect_events(const uint8_t *blob, size_t len, int codec, const stre
     cr_assert(eq(u64, ev.time_ns, s->ev[i].time_ns), "event %zu: time", i);
     cr_assert(eq(u64, ev.ptr, s->ev[i].ptr), "event %zu: ptr", i);
     cr_assert(eq(u32, ev.site, s->ev[i].site), "event %zu: site", i);
-    cr_assert(eq(int, memcmp(&ev, &s->ev[i], sizeof ev), 0), "event %zu (op %u) differs", i,
-              ev.op);
+    cr_assert(eq(int, memcmp(&ev, &s->ev[i], sizeof ev), 0), "event %zu (op %u) differs", i, ev.op);
     i++;
   }
   cr_assert(eq(int, rc, 0), "reading ended with %s", ht_strerror(rc));
