@@ -28,7 +28,7 @@ const char *e2e_bin(const char *name) {
   return p;
 }
 
-static char *slurp(const char *path);
+static char *slurp(const char *path, size_t *len);
 
 void e2e_sleep_ms(int ms) {
   struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -48,7 +48,32 @@ const char *e2e_str(const cJSON *o, const char *k) {
 }
 
 char *e2e_read_file(const char *path) {
-  return slurp(path);
+  return slurp(path, NULL);
+}
+
+char *e2e_read_bytes(const char *path, size_t *len) {
+  cr_assert(access(path, R_OK) == 0, "cannot read %s: %s", path, strerror(errno));
+  return slurp(path, len);
+}
+
+cJSON *e2e_heapctl_json(e2e_t *e, int offline, const char *cmd, const char *opt, const char *val) {
+  e2e_result_t (*run)(e2e_t *, const char *, ...) = offline ? e2e_heapctl_db : e2e_heapctl;
+  e2e_result_t r = opt ? run(e, cmd, opt, val, "--json", NULL) : run(e, cmd, "--json", NULL);
+  cr_assert(r.status == 0, "heapctl %s: %s", cmd, r.err);
+  cJSON *j = e2e_json(&r);
+  e2e_result_free(&r);
+  return j;
+}
+
+const cJSON *e2e_session_of_pid(const cJSON *all, long long pid) {
+  const cJSON *s, *found = NULL;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if ((long long)e2e_num(s, "pid") == pid) {
+      cr_assert(found == NULL, "two sessions with pid %lld", pid);
+      found = s;
+    }
+  }
+  return found;
 }
 
 int e2e_log_lines(e2e_t *e, const char *needle) {
@@ -225,7 +250,7 @@ static e2e_result_t run_argv(char *const argv[], char *const env[]) {
   return r;
 }
 
-static char *slurp(const char *path) {
+static char *slurp(const char *path, size_t *lenp) {
   FILE *f = fopen(path, "r");
   size_t cap = 4096, len = 0;
   char *buf = malloc(cap);
@@ -240,6 +265,8 @@ static char *slurp(const char *path) {
   if (f)
     fclose(f);
   buf[len] = '\0';
+  if (lenp)
+    *lenp = len;
   return buf;
 }
 
@@ -272,8 +299,8 @@ e2e_result_t e2e_wait(e2e_t *e, pid_t pid) {
   char out[200], err[200];
   snprintf(out, sizeof out, "%s/out.%d", e->dir, (int)pid);
   snprintf(err, sizeof err, "%s/err.%d", e->dir, (int)pid);
-  e2e_result_t r = {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out),
-                    slurp(err)};
+  e2e_result_t r = {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+                    slurp(out, NULL), slurp(err, NULL)};
   return r;
 }
 

@@ -80,6 +80,14 @@ int e2e_long_run(void);
 
 /* A whole file, NUL-terminated ("" when there is none yet); caller frees. */
 char *e2e_read_file(const char *path);
+/* A whole file that must exist, which may hold NULs: its length in *len. */
+char *e2e_read_bytes(const char *path, size_t *len);
+/* heapctl CMD [OPT VAL] --json through the daemon (offline 0) or on its
+ * database (offline 1), parsed; asserts success. */
+cJSON *e2e_heapctl_json(e2e_t *e, int offline, const char *cmd, const char *opt, const char *val);
+/* The session of pid in a `sessions` result, or NULL; asserts there is at
+ * most one. */
+const cJSON *e2e_session_of_pid(const cJSON *all, long long pid);
 /* Lines of the daemon's log containing needle. */
 int e2e_log_lines(e2e_t *e, const char *needle);
 /* VmHWM (peak resident set) of pid in kB. */

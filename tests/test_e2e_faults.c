@@ -75,34 +75,10 @@ static int log_lines_with(const char *a, const char *b) {
   return n;
 }
 
-/* heapctl [--db] ARGS --json, parsed; asserts success. */
-static cJSON *heapctl_json(int offline, const char *a, const char *b, const char *c) {
-  e2e_result_t r;
-  if (offline)
-    r = b ? e2e_heapctl_db(&env, a, b, c, "--json", NULL) : e2e_heapctl_db(&env, a, "--json", NULL);
-  else
-    r = b ? e2e_heapctl(&env, a, b, c, "--json", NULL) : e2e_heapctl(&env, a, "--json", NULL);
-  cr_assert(eq(int, r.status, 0), "heapctl %s: %s", a, r.err);
-  cJSON *j = e2e_json(&r);
-  e2e_result_free(&r);
-  return j;
-}
-
-static const cJSON *session_of_pid(const cJSON *all, long long pid) {
-  const cJSON *s, *found = NULL;
-  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if ((long long)e2e_num(s, "pid") == pid) {
-      cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %lld", pid);
-      found = s;
-    }
-  }
-  return found;
-}
-
 static cJSON *stats_of(int offline, int id) {
   char sid[16];
   snprintf(sid, sizeof sid, "%d", id);
-  return heapctl_json(offline, "stats", "-s", sid);
+  return e2e_heapctl_json(&env, offline, "stats", "-s", sid);
 }
 
 /* What the sqlite3 command line prints for sql (owned). */
@@ -139,8 +115,8 @@ static uint64_t now_ns(void) {
 /* The session of pid once it is no longer running (live query). */
 static cJSON *wait_session_ended(long long pid, const cJSON **out) {
   for (int waited = 0;; waited += 20) {
-    cJSON *all = heapctl_json(0, "sessions", NULL, NULL);
-    const cJSON *s = session_of_pid(all, pid);
+    cJSON *all = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+    const cJSON *s = e2e_session_of_pid(all, pid);
     if (s && strcmp(e2e_str(s, "end_reason"), "running") != 0) {
       *out = s;
       return all;
@@ -154,8 +130,8 @@ static cJSON *wait_session_ended(long long pid, const cJSON **out) {
 
 /* A well-behaved session, stored exact (live or offline). */
 static void assert_good_session(uint32_t pid, int offline) {
-  cJSON *all = heapctl_json(offline, "sessions", NULL, NULL);
-  const cJSON *s = session_of_pid(all, pid);
+  cJSON *all = e2e_heapctl_json(&env, offline, "sessions", NULL, NULL);
+  const cJSON *s = e2e_session_of_pid(all, pid);
   cr_assert(ne(ptr, (void *)s, NULL), "no session for pid %u", pid);
   cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
   cr_assert(eq(dbl, e2e_num(s, "events"), RAW_SESSION_EVENTS));
@@ -592,7 +568,7 @@ Test(e2e_faults, full_disk_is_reported_and_ingest_resumes_when_space_returns,
   /* Alive, its socket answering, what it had stored readable. */
   int status;
   cr_assert(eq(int, waitpid(env.daemon, &status, WNOHANG), 0), "heaptraced died; see %s", env.log);
-  cJSON *st = heapctl_json(0, "status", NULL, NULL);
+  cJSON *st = e2e_heapctl_json(&env, 0, "status", NULL, NULL);
   cJSON_Delete(st);
   assert_good_session(GOOD_PID, 0);
 
@@ -625,8 +601,8 @@ Test(e2e_faults, a_session_is_not_acknowledged_while_the_disk_is_full_and_is_sto
   free_the_disk();
   cr_assert(eq(int, raw_wait_closed(&full, WAIT_MS), 1), "no close once space returned");
   raw_close(&full);
-  cJSON *all = heapctl_json(0, "sessions", NULL, NULL);
-  const cJSON *s = session_of_pid(all, FULL_PID);
+  cJSON *all = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = e2e_session_of_pid(all, FULL_PID);
   cr_assert(ne(ptr, (void *)s, NULL), "the session sent while the disk was full is missing");
   cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
   cr_assert(eq(dbl, e2e_num(s, "events"), FULL_EVENTS));
@@ -664,7 +640,7 @@ Test(e2e_faults, socket_directory_removed_leaves_connected_clients_whole_and_new
   char *argv[] = {(char *)e2e_bin("load_client"), "run", "2", "1500", "100000000", NULL};
   pid_t busy = e2e_spawn(&env, argv, NULL);
   for (int waited = 0;; waited += 10) { /* the busy client is connected */
-    cJSON *st = heapctl_json(0, "status", NULL, NULL);
+    cJSON *st = e2e_heapctl_json(&env, 0, "status", NULL, NULL);
     double n = e2e_num(st, "sessions_connected");
     cJSON_Delete(st);
     if (n == 2)
@@ -690,8 +666,8 @@ Test(e2e_faults, socket_directory_removed_leaves_connected_clients_whole_and_new
   e2e_stop_daemon(&env); /* exit 0, though its socket is gone */
 
   assert_good_session(GOOD_PID, 1);
-  cJSON *all = heapctl_json(1, "sessions", NULL, NULL);
-  const cJSON *s = session_of_pid(all, busy);
+  cJSON *all = e2e_heapctl_json(&env, 1, "sessions", NULL, NULL);
+  const cJSON *s = e2e_session_of_pid(all, busy);
   cr_assert(ne(ptr, (void *)s, NULL));
   cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
   cr_assert(eq(dbl, e2e_num(s, "events"), (double)e2e_field(r.out, "events")), "%s", r.out);
@@ -716,8 +692,8 @@ Test(e2e_faults, second_daemon_after_the_socket_directory_is_removed_leaves_the_
   raw_session_t g;
   raw_session_begin(&g, env.socket, GOOD_PID, "good");
   for (int waited = 0;; waited += 10) {
-    cJSON *all = heapctl_json(0, "sessions", NULL, NULL);
-    const cJSON *s = session_of_pid(all, GOOD_PID);
+    cJSON *all = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+    const cJSON *s = e2e_session_of_pid(all, GOOD_PID);
     int ok = s && e2e_num(s, "events") == 6;
     cJSON_Delete(all);
     if (ok)
@@ -746,9 +722,9 @@ Test(e2e_faults, second_daemon_after_the_socket_directory_is_removed_leaves_the_
       e2e_sleep_ms(10);
   }
   /* What the first daemon's live session looks like now. */
-  cJSON *all = heapctl_json(1, "sessions", NULL, NULL);
+  cJSON *all = e2e_heapctl_json(&env, 1, "sessions", NULL, NULL);
   char reason[32];
-  snprintf(reason, sizeof reason, "%s", e2e_str(session_of_pid(all, GOOD_PID), "end_reason"));
+  snprintf(reason, sizeof reason, "%s", e2e_str(e2e_session_of_pid(all, GOOD_PID), "end_reason"));
   cJSON_Delete(all);
   if (!exited) {
     kill(second, SIGKILL);

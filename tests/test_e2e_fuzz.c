@@ -64,44 +64,6 @@ TestSuite(e2e_fuzz, .init = setup, .fini = teardown, .timeout = 300);
  * Helpers
  * ==================================================================== */
 
-static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  cr_assert(ne(ptr, (void *)f, NULL), "cannot open %s: %s", path, strerror(errno));
-  size_t cap = 4096, n = 0, got;
-  char *buf = malloc(cap);
-  while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-    n += got;
-    if (cap - n < 1024)
-      buf = realloc(buf, cap *= 2);
-  }
-  fclose(f);
-  buf[n] = '\0';
-  if (len)
-    *len = n;
-  return buf;
-}
-
-/* heapctl ARGS --json, parsed; asserts success. */
-static cJSON *heapctl_json(const char *a, const char *b, const char *c) {
-  e2e_result_t r =
-      b ? e2e_heapctl(&env, a, b, c, "--json", NULL) : e2e_heapctl(&env, a, "--json", NULL);
-  cr_assert(eq(int, r.status, 0), "heapctl %s: %s", a, r.err);
-  cJSON *j = e2e_json(&r);
-  e2e_result_free(&r);
-  return j;
-}
-
-static const cJSON *session_of_pid(const cJSON *all, long long pid) {
-  const cJSON *s, *found = NULL;
-  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if ((long long)e2e_num(s, "pid") == pid) {
-      cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %lld", pid);
-      found = s;
-    }
-  }
-  return found;
-}
-
 static void assert_integrity(void) {
   char *argv[] = {"/usr/bin/sqlite3", env.db, "PRAGMA integrity_check", NULL};
   e2e_result_t r = e2e_run(&env, argv, NULL);
@@ -112,7 +74,7 @@ static void assert_integrity(void) {
 
 /* Lines of the daemon's log containing both a and b. */
 static int log_lines_with(const char *a, const char *b) {
-  char *log = read_file(env.log, NULL);
+  char *log = e2e_read_file(env.log);
   int n = 0;
   for (char *line = log, *eol; *line; line = eol + 1) {
     eol = strchr(line, '\n');
@@ -149,7 +111,7 @@ static char *record(const char *name, char *const prog[]) {
 static void assert_counts(int id, const char *out) {
   char sid[16];
   snprintf(sid, sizeof sid, "%d", id);
-  cJSON *j = heapctl_json("stats", "-s", sid);
+  cJSON *j = e2e_heapctl_json(&env, 0, "stats", "-s", sid);
   cr_assert(eq(dbl, e2e_num(j, "events"), (double)e2e_field(out, "events")), "%s", out);
   cr_assert(eq(dbl, e2e_num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
   cr_assert(eq(dbl, e2e_num(j, "frees"), (double)e2e_field(out, "frees")));
@@ -169,7 +131,7 @@ static void assert_counts(int id, const char *out) {
 /* Waits until no ingest connection is open any more. */
 static void wait_all_disconnected(void) {
   for (int waited = 0;; waited += 50) {
-    cJSON *st = heapctl_json("status", NULL, NULL);
+    cJSON *st = e2e_heapctl_json(&env, 0, "status", NULL, NULL);
     double open = e2e_num(st, "sessions_connected");
     cJSON_Delete(st);
     if (open == 0)
@@ -230,8 +192,8 @@ Test(e2e_fuzz, mutated_real_streams_from_many_connections_leave_a_good_client_ex
   cr_assert(eq(int, g.status, 0), "threads_client: %s", g.err);
   cr_assert(eq(int, e2e_count_lines(g.err, "heaptrace:"), 0), "the good client warned:\n%s", g.err);
   wait_all_disconnected();
-  cJSON *all = heapctl_json("sessions", NULL, NULL);
-  const cJSON *gs = session_of_pid(all, good);
+  cJSON *all = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *gs = e2e_session_of_pid(all, good);
   cr_assert(ne(ptr, (void *)gs, NULL), "no session for the good client (pid %d)", (int)good);
   assert_counts((int)e2e_num(gs, "id"), g.out);
   int nsessions = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(all, "sessions"));
@@ -283,7 +245,7 @@ Test(e2e_fuzz, a_recorded_stream_sent_again_is_stored_exactly_as_the_program_did
   char path[160];
   snprintf(path, sizeof path, "%s/threads.stream", env.dir);
   size_t len;
-  char *bytes = read_file(path, &len);
+  char *bytes = e2e_read_bytes(path, &len);
   raw_client_t c;
   raw_connect(&c, env.socket);
   cr_assert(eq(int, raw_send(&c, bytes, len), 0));
@@ -319,7 +281,7 @@ Test(e2e_fuzz, absurd_sequence_gap_leaves_the_session_list_valid) {
   e2e_result_t r = e2e_heapctl(&env, "sessions", "--json", NULL);
   cr_assert(eq(int, r.status, 0), "heapctl sessions: %s", r.err);
   cJSON *all = e2e_json(&r);
-  const cJSON *ses = session_of_pid(all, FUZZ_PID_BASE);
+  const cJSON *ses = e2e_session_of_pid(all, FUZZ_PID_BASE);
   cr_assert(ne(ptr, (void *)ses, NULL));
   cr_assert(eq(str, (char *)cJSON_GetObjectItem(ses, "end_reason")->valuestring, "protocol-error"));
   cr_assert(eq(dbl, e2e_num(ses, "events"), 0));
@@ -355,12 +317,12 @@ Test(e2e_fuzz, session_whose_events_name_sites_never_sent_is_summarised_and_answ
     cr_assert(lt(int, waited, WAIT_MS), "no summary within %d ms", WAIT_MS);
     e2e_sleep_ms(20);
   }
-  cJSON *st = heapctl_json("stats", "-s", "1");
+  cJSON *st = e2e_heapctl_json(&env, 0, "stats", "-s", "1");
   cr_assert(eq(dbl, e2e_num(st, "allocations"), 2));
   cr_assert(eq(dbl, e2e_num(st, "frees"), 1));
   cr_assert(eq(dbl, e2e_num(st, "current_bytes"), 20));
   cJSON_Delete(st);
-  cJSON *ev = heapctl_json("events", "-s", "1");
+  cJSON *ev = e2e_heapctl_json(&env, 0, "events", "-s", "1");
   cr_assert(eq(int, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(ev, "events")), 3));
   cJSON_Delete(ev);
   e2e_stop_daemon(&env);
@@ -374,7 +336,7 @@ Test(e2e_fuzz, caps_heap_sessions_ending_together_are_summarised_side_by_side) {
   char path[160];
   snprintf(path, sizeof path, "%s/esp32.stream", env.dir);
   size_t len;
-  char *bytes = read_file(path, &len);
+  char *bytes = e2e_read_bytes(path, &len);
   enum { SESSIONS = 8 };
   raw_client_t c[SESSIONS];
   for (int i = 0; i < SESSIONS; i++) {

@@ -76,19 +76,6 @@ static cJSON *sessions(void) {
   return j;
 }
 
-/* The session that said HELLO with pid, or NULL; asserts there is at most
- * one. all is the result of sessions(). */
-static const cJSON *session_of(const cJSON *all, uint32_t pid) {
-  const cJSON *found = NULL, *s;
-  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if (e2e_num(s, "pid") == pid) {
-      cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %u", pid);
-      found = s;
-    }
-  }
-  return found;
-}
-
 /* heapctl stats -s id --json, parsed. */
 static cJSON *stats(int id) {
   char ids[16];
@@ -107,7 +94,7 @@ static cJSON *stats(int id) {
 /* 3: the bystander ended clean with every event stored and counted. */
 static void assert_bystander_exact(void) {
   cJSON *all = sessions();
-  const cJSON *s = session_of(all, BYSTANDER_PID);
+  const cJSON *s = e2e_session_of_pid(all, BYSTANDER_PID);
   cr_assert(ne(ptr, (void *)s, NULL), "no bystander session");
   int id = (int)e2e_num(s, "id");
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
@@ -168,7 +155,7 @@ static void assert_daemon_stops_cleanly(void) {
 /* 1 + 2: the hostile session is marked with detail and the log says so. */
 static void assert_marked(const char *detail) {
   cJSON *all = sessions();
-  const cJSON *s = session_of(all, HOSTILE_PID);
+  const cJSON *s = e2e_session_of_pid(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL), "the hostile connection has no session");
   cr_assert(eq(str, str(s, "end_reason"), "protocol-error"));
   cr_assert(eq(str, str(s, "end_detail"), (char *)detail));
@@ -187,7 +174,7 @@ static void assert_refused_without_session(const char *detail) {
            (int)getpid(), detail);
   assert_log_lines(line, 1);
   cJSON *all = sessions();
-  cr_assert(eq(ptr, (void *)session_of(all, HOSTILE_PID), NULL));
+  cr_assert(eq(ptr, (void *)e2e_session_of_pid(all, HOSTILE_PID), NULL));
   cr_assert(eq(int, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(all, "sessions")), 1),
             "only the bystander has a session");
   cJSON_Delete(all);
@@ -196,7 +183,7 @@ static void assert_refused_without_session(const char *detail) {
 /* The hostile session's stored events are what the sessions list counts. */
 static void assert_hostile_events(double want) {
   cJSON *all = sessions();
-  const cJSON *s = session_of(all, HOSTILE_PID);
+  const cJSON *s = e2e_session_of_pid(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
   cr_assert(eq(dbl, e2e_num(s, "events"), want));
   cJSON *st = stats((int)e2e_num(s, "id"));
@@ -373,7 +360,7 @@ static void send_truncated_frame_and_leave(void) {
 Test(e2e_hostile, truncated_frame_then_disconnect_keeps_the_complete_frames) {
   beside_bystander(send_truncated_frame_and_leave);
   cJSON *all = sessions();
-  const cJSON *s = session_of(all, HOSTILE_PID);
+  const cJSON *s = e2e_session_of_pid(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
   int id = (int)e2e_num(s, "id");
   cr_assert(eq(str, str(s, "end_reason"), "disconnected"));
@@ -457,7 +444,7 @@ static void send_record_after_end(void) {
 Test(e2e_hostile, record_after_end_is_logged_as_out_of_order) {
   beside_bystander(send_record_after_end);
   cJSON *all = sessions();
-  const cJSON *s = session_of(all, HOSTILE_PID);
+  const cJSON *s = e2e_session_of_pid(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
   char line[256];
   snprintf(line, sizeof line,
@@ -549,7 +536,7 @@ static void send_sequence_gap(void) {
 Test(e2e_hostile, sequence_gap_is_recorded_as_lost_and_the_session_ends_clean) {
   beside_bystander(send_sequence_gap);
   cJSON *all = sessions();
-  const cJSON *s = session_of(all, HOSTILE_PID);
+  const cJSON *s = e2e_session_of_pid(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
   int id = (int)e2e_num(s, "id");
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
@@ -580,7 +567,7 @@ static void send_free_of_unknown_pointer(void) {
 Test(e2e_hostile, free_of_a_pointer_never_allocated_is_counted_not_fatal) {
   beside_bystander(send_free_of_unknown_pointer);
   cJSON *all = sessions();
-  const cJSON *s = session_of(all, HOSTILE_PID);
+  const cJSON *s = e2e_session_of_pid(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
   int id = (int)e2e_num(s, "id");
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
@@ -642,7 +629,7 @@ Test(e2e_hostile, flood_of_site_records_is_stored_in_bounded_memory) {
   long kb = e2e_peak_rss_kb(env.daemon);
   cr_assert(lt(long, kb, FLOOD_RSS_LIMIT_KB), "heaptraced peaked at %ld kB", kb);
   cJSON *all = sessions();
-  const cJSON *s = session_of(all, HOSTILE_PID);
+  const cJSON *s = e2e_session_of_pid(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL));
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
   char sql[128];

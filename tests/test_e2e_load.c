@@ -59,18 +59,9 @@ TestSuite(e2e_load, .init = setup, .fini = teardown, .timeout = 300);
  * Helpers
  * ==================================================================== */
 
-static cJSON *heapctl_json(const char *a, const char *b, const char *c) {
-  e2e_result_t r =
-      b ? e2e_heapctl(&env, a, b, c, "--json", NULL) : e2e_heapctl(&env, a, "--json", NULL);
-  cr_assert(eq(int, r.status, 0), "heapctl %s: %s", a, r.err);
-  cJSON *j = e2e_json(&r);
-  e2e_result_free(&r);
-  return j;
-}
-
 static void wait_all_disconnected(void) {
   for (int waited = 0;; waited += 50) {
-    cJSON *st = heapctl_json("status", NULL, NULL);
+    cJSON *st = e2e_heapctl_json(&env, 0, "status", NULL, NULL);
     double open = e2e_num(st, "sessions_connected");
     cJSON_Delete(st);
     if (open == 0)
@@ -78,17 +69,6 @@ static void wait_all_disconnected(void) {
     cr_assert(lt(int, waited, WAIT_MS), "%.0f sessions still connected after %d ms", open, WAIT_MS);
     e2e_sleep_ms(50);
   }
-}
-
-static const cJSON *session_of_pid(const cJSON *all, long long pid) {
-  const cJSON *s, *found = NULL;
-  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if ((long long)e2e_num(s, "pid") == pid) {
-      cr_assert(eq(ptr, (void *)found, NULL), "two sessions with pid %lld", pid);
-      found = s;
-    }
-  }
-  return found;
 }
 
 /* The exit time the client printed (exit_ms=T), in ms. */
@@ -107,7 +87,7 @@ static int cmp_double(const void *a, const void *b) {
 static void assert_stats_exact(int id, const char *out) {
   char sid[16];
   snprintf(sid, sizeof sid, "%d", id);
-  cJSON *j = heapctl_json("stats", "-s", sid);
+  cJSON *j = e2e_heapctl_json(&env, 0, "stats", "-s", sid);
   cr_assert(eq(dbl, e2e_num(j, "events"), (double)e2e_field(out, "events")), "%s", out);
   cr_assert(eq(dbl, e2e_num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
   cr_assert(eq(dbl, e2e_num(j, "frees"), (double)e2e_field(out, "frees")), "%s", out);
@@ -160,12 +140,12 @@ Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_da
 
   /* Every event accounted for, client by client. */
   wait_all_disconnected();
-  cJSON *all = heapctl_json("sessions", NULL, NULL);
+  cJSON *all = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   cr_assert(
       eq(int, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(all, "sessions")), CLIENTS));
   double slowest_end_ms = 0;
   for (int i = 0; i < CLIENTS; i++) {
-    const cJSON *s = session_of_pid(all, pids[i]);
+    const cJSON *s = e2e_session_of_pid(all, pids[i]);
     cr_assert(ne(ptr, (void *)s, NULL), "no session for client %d (pid %d)", i, (int)pids[i]);
     cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"), "client %d", i);
     cr_assert(eq(dbl, e2e_num(s, "lost"), 0), "client %d", i);

@@ -23,16 +23,6 @@ static void teardown(void) {
 
 TestSuite(e2e_transport, .init = setup, .fini = teardown, .timeout = 120);
 
-/* The JSON result of heapctl CMD [-s ID] --json (asserting success). */
-static cJSON *query(const char *a, const char *b, const char *c) {
-  e2e_result_t r =
-      b ? e2e_heapctl(&env, a, b, c, "--json", NULL) : e2e_heapctl(&env, a, "--json", NULL);
-  cr_assert(eq(int, r.status, 0), "heapctl %s: %s", a, r.err);
-  cJSON *j = e2e_json(&r);
-  e2e_result_free(&r);
-  return j;
-}
-
 static const cJSON *session_of_pid(const cJSON *sessions, long long pid, int nth) {
   const cJSON *s;
   cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(sessions, "sessions")) {
@@ -46,7 +36,7 @@ static const cJSON *session_of_pid(const cJSON *sessions, long long pid, int nth
 static void check_counts(int id, const char *out) {
   char sid[16];
   snprintf(sid, sizeof sid, "%d", id);
-  cJSON *j = query("stats", "-s", sid);
+  cJSON *j = e2e_heapctl_json(&env, 0, "stats", "-s", sid);
   cr_assert(eq(dbl, e2e_num(j, "allocations"), (double)e2e_field(out, "allocations")), "%s", out);
   cr_assert(eq(dbl, e2e_num(j, "frees"), (double)e2e_field(out, "frees")));
   cr_assert(eq(dbl, e2e_num(j, "reallocs"), (double)e2e_field(out, "reallocs")));
@@ -86,7 +76,7 @@ Test(e2e_transport, a_fork_child_becomes_its_own_session_and_the_parent_is_intac
   e2e_result_t r = e2e_run(&env, argv, envv);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   long long parent = e2e_field(r.out, "parent"), child = e2e_field(r.out, "child");
-  cJSON *ss = query("sessions", NULL, NULL);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   const cJSON *ps = session_of_pid(ss, parent, 0), *cs = session_of_pid(ss, child, 0);
   cr_assert(ps && cs, "sessions of parent %lld and child %lld", parent, child);
   cr_assert(eq(dbl, e2e_num(cs, "ppid"), (double)parent));
@@ -98,10 +88,10 @@ Test(e2e_transport, a_fork_child_becomes_its_own_session_and_the_parent_is_intac
   cr_assert(eq(dbl, e2e_num(cs, "events"), 2 * 1000 + 1));
   char id[16];
   snprintf(id, sizeof id, "%.0f", e2e_num(ps, "id"));
-  cJSON *pl = query("leaks", "-s", id);
+  cJSON *pl = e2e_heapctl_json(&env, 0, "leaks", "-s", id);
   cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItem(pl, "total"), "bytes"), 111 + 333));
   snprintf(id, sizeof id, "%.0f", e2e_num(cs, "id"));
-  cJSON *cl = query("leaks", "-s", id);
+  cJSON *cl = e2e_heapctl_json(&env, 0, "leaks", "-s", id);
   cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItem(cl, "total"), "bytes"), 222));
   cJSON_Delete(pl);
   cJSON_Delete(cl);
@@ -111,7 +101,7 @@ Test(e2e_transport, a_fork_child_becomes_its_own_session_and_the_parent_is_intac
 
 /* The only session's end as heapctl sessions reports it. */
 static void expect_killed(int sig, const char *name) {
-  cJSON *ss = query("sessions", NULL, NULL);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   const cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ss, "sessions"), 0);
   cr_assert(s != NULL);
   cr_assert(eq(str, (char *)cJSON_GetObjectItem(s, "end_reason")->valuestring, "killed"));
@@ -154,7 +144,7 @@ Test(e2e_transport, sigterm_mid_run_ends_the_session_killed_with_nothing_lost) {
   expect_killed(SIGTERM, "SIGTERM");
   /* Whatever it had done is all there and consistent: no loss, every
    * free matched, the running totals agree with the events. */
-  cJSON *j = query("stats", "-s", "1");
+  cJSON *j = e2e_heapctl_json(&env, 0, "stats", "-s", "1");
   cr_assert(gt(dbl, e2e_num(j, "allocations"), 0));
   cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));
   cr_assert(cJSON_IsTrue(
@@ -176,7 +166,7 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "lost the connection"), 1), "%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "reconnected"), 1), "%s", r.err);
-  cJSON *ss = query("sessions", NULL, NULL);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   const cJSON *first = session_of_pid(ss, pid, 0), *second = session_of_pid(ss, pid, 1);
   cr_assert(first && second, "two sessions for pid %d", (int)pid);
   cr_assert(
@@ -192,7 +182,7 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
   /* The new session was told the call sites again: its leaks name them. */
   char id[16];
   snprintf(id, sizeof id, "%.0f", e2e_num(second, "id"));
-  cJSON *l = query("leaks", "-s", id);
+  cJSON *l = e2e_heapctl_json(&env, 0, "leaks", "-s", id);
   const cJSON *g = cJSON_GetArrayItem(cJSON_GetObjectItem(l, "groups"), 0);
   cr_assert(g != NULL);
   cr_assert(
@@ -223,7 +213,7 @@ Test(e2e_transport, drop_mode_drops_and_counts_while_the_daemon_is_stalled) {
   e2e_signal_daemon(&env, SIGCONT);
   e2e_result_t r = e2e_wait(&env, pid);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
-  cJSON *ss = query("sessions", NULL, NULL);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   const cJSON *s = session_of_pid(ss, pid, 0);
   cr_assert(s != NULL);
   cr_assert(gt(dbl, e2e_num(s, "lost"), 0), "nothing was dropped: the stall was too short");
