@@ -29,12 +29,25 @@ typedef struct {
 /* Makes the scratch directory and starts heaptraced on it; returns when
  * the socket accepts connections. */
 void e2e_start(e2e_t *e);
+
 /* Starts heaptraced again on the same socket and database. */
 void e2e_restart_daemon(e2e_t *e);
 /* SIGTERM, waits, asserts a clean exit. */
 void e2e_stop_daemon(e2e_t *e);
 /* Stops the daemon if running and removes the scratch directory. */
 void e2e_stop(e2e_t *e);
+
+/* A suite whose every test gets its own daemon, socket and database in a
+ * static `env`: E2E_SUITE(e2e_name, timeout_seconds); */
+#define E2E_SUITE(name, seconds)                                                                   \
+  static e2e_t env;                                                                                \
+  static void e2e_suite_setup(void) {                                                              \
+    e2e_start(&env);                                                                               \
+  }                                                                                                \
+  static void e2e_suite_teardown(void) {                                                           \
+    e2e_stop(&env);                                                                                \
+  }                                                                                                \
+  TestSuite(name, .init = e2e_suite_setup, .fini = e2e_suite_teardown, .timeout = (seconds))
 
 /* Runs argv (argv[0] a path) with HEAPTRACE_SOCKET set to the daemon's
  * socket plus the NULL-terminated "NAME=value" list env (may be NULL). */

@@ -31,16 +31,7 @@
 #define KILL_AFTER_EVENTS 100000
 #define WAIT_MS 10000
 
-static e2e_t env;
-
-static void setup(void) {
-  e2e_start(&env);
-}
-static void teardown(void) {
-  e2e_stop(&env);
-}
-
-TestSuite(e2e_daemon, .init = setup, .fini = teardown, .timeout = 60);
+E2E_SUITE(e2e_daemon, 60);
 
 /* ======================================================================
  * Helpers

@@ -50,16 +50,7 @@
 #define FULL_FS_KB 2048
 #define WAIT_MS 20000
 
-static e2e_t env;
-
-static void setup(void) {
-  e2e_start(&env);
-}
-static void teardown(void) {
-  e2e_stop(&env);
-}
-
-TestSuite(e2e_faults, .init = setup, .fini = teardown, .timeout = 600);
+E2E_SUITE(e2e_faults, 600);
 
 /* ======================================================================
  * Helpers

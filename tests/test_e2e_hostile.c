@@ -38,16 +38,7 @@
 #define FLOOD_RSS_LIMIT_KB (200 * 1024L)
 #endif
 
-static e2e_t env;
-
-static void setup(void) {
-  e2e_start(&env);
-}
-static void teardown(void) {
-  e2e_stop(&env);
-}
-
-TestSuite(e2e_hostile, .init = setup, .fini = teardown, .timeout = 30);
+E2E_SUITE(e2e_hostile, 30);
 
 /* ======================================================================
  * Reading results

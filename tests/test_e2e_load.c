@@ -44,16 +44,7 @@
 #define RSS_LIMIT_KB (256 * 1024L)
 #endif
 
-static e2e_t env;
-
-static void setup(void) {
-  e2e_start(&env);
-}
-static void teardown(void) {
-  e2e_stop(&env);
-}
-
-TestSuite(e2e_load, .init = setup, .fini = teardown, .timeout = 300);
+E2E_SUITE(e2e_load, 300);
 
 /* ======================================================================
  * Helpers

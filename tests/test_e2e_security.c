@@ -50,16 +50,7 @@
 #define EVIL_HEAP_START 0x3ffb0000ull
 #define EVIL_HEAP_SIZE 0x10000ull
 
-static e2e_t env;
-
-static void setup(void) {
-  e2e_start(&env);
-}
-static void teardown(void) {
-  e2e_stop(&env);
-}
-
-TestSuite(e2e_security, .init = setup, .fini = teardown, .timeout = 300);
+E2E_SUITE(e2e_security, 300);
 
 /* ======================================================================
  * Helpers

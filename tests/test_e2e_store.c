@@ -12,16 +12,7 @@
 #include "e2e.h"
 #include "ht_proto.h"
 
-static e2e_t env;
-
-static void setup(void) {
-  e2e_start(&env);
-}
-static void teardown(void) {
-  e2e_stop(&env);
-}
-
-TestSuite(e2e_store, .init = setup, .fini = teardown, .timeout = 60);
+E2E_SUITE(e2e_store, 60);
 
 static void exec_sql(sqlite3 *db, const char *sql) {
   char *err = NULL;

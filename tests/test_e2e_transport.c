@@ -12,16 +12,7 @@
 
 #include "e2e.h"
 
-static e2e_t env;
-
-static void setup(void) {
-  e2e_start(&env);
-}
-static void teardown(void) {
-  e2e_stop(&env);
-}
-
-TestSuite(e2e_transport, .init = setup, .fini = teardown, .timeout = 120);
+E2E_SUITE(e2e_transport, 120);
 
 static const cJSON *session_of_pid(const cJSON *sessions, long long pid, int nth) {
   const cJSON *s;
