@@ -28,8 +28,10 @@
 #define HTD_CHUNK_HEAD_MAX (HT_PROTO_EVENTS_HDR + 8 * 10)
 #define HTD_CHUNK_MAX_RAW (8u << 20) /* decompressed size accepted from the store */
 
-/* Writes the header (count 0) and the state; returns bytes written
- * (at most HTD_CHUNK_HEAD_MAX). */
+/* Codec 1, as older daemons stored chunks: the store writes codec 3 now,
+ * and these stay so that tests can make the chunks older daemons left.
+ * Writes the header (count 0) and the state; returns bytes written (at
+ * most HTD_CHUNK_HEAD_MAX). */
 size_t htd_chunk_head(uint8_t *out, uint32_t stream, uint64_t first_seq, const ht_evstate_t *st);
 /* Sets the count field of a chunk whose head was written by htd_chunk_head. */
 void htd_chunk_set_count(uint8_t *chunk, uint32_t count);

@@ -66,9 +66,9 @@ typedef struct {
   sitepred_t sites[SITE_SLOTS];
 } model_t;
 
-/* The model at the start of a chunk: what its state says, and no block. */
+/* The model at the start of a chunk: what its state says, and no block.
+ * m is zeroed already: packers and unpackers are calloc'ed. */
 static void model_init(model_t *m, const ht_evstate_t *st) {
-  memset(m, 0, sizeof *m);
   m->last_ptr = m->top = st->ptr;
   m->alloc_site = m->free_site = st->site;
 }
