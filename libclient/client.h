@@ -54,6 +54,11 @@ int ht__default_socket_path(char *out, size_t cap);
 /* Prints one line "heaptrace: ..." to stderr with write(2), no stdio. */
 void ht__warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* ---- the state blob (state.c) ---- */
+/* CRC-32 (IEEE) of a state blob of len bytes with its crc field (bytes
+ * 16..19) taken as 0: what its header holds there. */
+uint32_t ht__state_crc(const uint8_t *blob, size_t len);
+
 /* ---- fatal signals (fatal.c) ---- */
 /* Installs the handler for each fatal signal the program left at its
  * default action. */

@@ -53,8 +53,7 @@ static uint32_t crc_update(uint32_t c, const uint8_t *p, size_t n) {
   return c;
 }
 
-/* CRC-32 (IEEE) of a blob of len bytes with its crc field (16..19) as 0. */
-static uint32_t blob_crc(const uint8_t *b, size_t len) {
+uint32_t ht__state_crc(const uint8_t *b, size_t len) {
   static const uint8_t zero[4];
   uint32_t c = crc_update(0xffffffffu, b, 16);
   c = crc_update(c, zero, sizeof zero);
@@ -198,7 +197,7 @@ void *ht_get_state(void) {
     put_u32(&w, 0); /* crc, below */
     put_u32(&w, 0); /* reserved */
     write_body(&w, g);
-    put_u32(&(wr_t){blob, 16}, blob_crc(blob, len));
+    put_u32(&(wr_t){blob, 16}, ht__state_crc(blob, len));
   }
   munmap(g, sizeof *g);
   return blob;
@@ -335,7 +334,7 @@ static long check_header(const uint8_t *b, size_t size) {
   uint32_t len = le32(b + 8);
   if (len != ~le32(b + 12) || len < STATE_MIN || len > STATE_MAX || len > size)
     return -1;
-  if (le32(b + 16) != blob_crc(b, len) || le32(b + 20) != 0)
+  if (le32(b + 16) != ht__state_crc(b, len) || le32(b + 20) != 0)
     return -1;
   uint16_t version = (uint16_t)(b[4] | b[5] << 8);
   if (version > HT_STATE_VERSION)

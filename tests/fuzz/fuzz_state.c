@@ -19,6 +19,8 @@
 
 #include <heaptrace/heaptrace.h>
 
+#include "client.h"
+
 #define HEADER 24
 #define MAX_INPUT (256u * 1024u) /* the fuzzer's inputs stay far below STATE_MAX */
 
@@ -27,15 +29,6 @@
     if (!(cond))                                                                                   \
       abort();                                                                                     \
   } while (0)
-
-static uint32_t crc_update(uint32_t c, const uint8_t *p, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    c ^= p[i];
-    for (int k = 0; k < 8; k++)
-      c = (c >> 1) ^ (0xedb88320u & -(c & 1u));
-  }
-  return c;
-}
 
 static void put32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++)
@@ -47,10 +40,8 @@ static void seal(uint8_t *b, uint32_t len) {
   memcpy(b, "HTST", 4);
   put32(b + 8, len);
   put32(b + 12, ~len);
-  put32(b + 16, 0);
   put32(b + 20, 0);
-  uint32_t c = crc_update(0xffffffffu, b, len);
-  put32(b + 16, ~c);
+  put32(b + 16, ht__state_crc(b, len));
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
