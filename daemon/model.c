@@ -241,16 +241,21 @@ static void push_sample(htq_heap_t *h) {
     h->nsamples /= 2;
     h->sample_ns *= 2;
   }
+  if (htq_heap_add_sample(h, &h->pending) == 0)
+    h->has_pending = 0;
+}
+
+int htq_heap_add_sample(htq_heap_t *h, const htq_sample_t *p) {
   if (h->nsamples == h->samples_cap) {
     size_t cap = h->samples_cap ? h->samples_cap * 2 : 256;
     htq_sample_t *g = realloc(h->samples, cap * sizeof *g);
     if (!g)
-      return;
+      return -1;
     h->samples = g;
     h->samples_cap = cap;
   }
-  h->samples[h->nsamples++] = h->pending;
-  h->has_pending = 0;
+  h->samples[h->nsamples++] = *p;
+  return 0;
 }
 
 /* Every change of a heap within an event: the extremes of the interval

@@ -118,5 +118,7 @@ void htq_model_free(htq_model_t *m);
 
 htq_site_t *htq_model_site(htq_model_t *m, uint32_t id);
 htq_heap_t *htq_model_heap(htq_model_t *m, uint32_t id);
+/* Appends a point to h's time series. Returns 0, or -1 out of memory. */
+int htq_heap_add_sample(htq_heap_t *h, const htq_sample_t *p);
 
 #endif

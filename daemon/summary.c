@@ -279,16 +279,10 @@ static void load_samples(sqlite3 *db, int64_t ses, htq_heap_t *h) {
     return;
   sqlite3_bind_int64(s, 2, h->id);
   while (sqlite3_step(s) == SQLITE_ROW) {
-    if (h->nsamples == h->samples_cap) {
-      size_t cap = h->samples_cap ? h->samples_cap * 2 : 256;
-      htq_sample_t *g = realloc(h->samples, cap * sizeof *g);
-      if (!g)
-        break;
-      h->samples = g;
-      h->samples_cap = cap;
-    }
-    h->samples[h->nsamples++] = (htq_sample_t){
-        (uint64_t)I(0), I(1), I(2), (uint64_t)I(3), (uint64_t)I(4), (uint64_t)I(5), (uint64_t)I(6)};
+    htq_sample_t p = {(uint64_t)I(0), I(1),           I(2),          (uint64_t)I(3),
+                      (uint64_t)I(4), (uint64_t)I(5), (uint64_t)I(6)};
+    if (htq_heap_add_sample(h, &p) != 0)
+      break;
   }
   sqlite3_finalize(s);
 }
