@@ -107,15 +107,39 @@ void e2e_restart_daemon_small_quarantine(e2e_t *e) {
   e2e_restart_daemon(e);
 }
 
-long long e2e_sql_number(e2e_t *e, const char *sql) {
+char *e2e_sql_text(e2e_t *e, const char *sql) {
   char *argv[] = {"/usr/bin/sqlite3", e->db, (char *)sql, NULL};
   e2e_result_t r = e2e_run(e, argv, NULL);
   cr_assert(r.status == 0, "sqlite3 '%s': %s", sql, r.err);
+  free(r.err);
+  return r.out;
+}
+
+long long e2e_sql_number(e2e_t *e, const char *sql) {
+  char *out = e2e_sql_text(e, sql);
   char *end;
-  long long v = strtoll(r.out, &end, 10);
-  cr_assert(end != r.out && *end == '\n', "sqlite3 '%s' printed '%s'", sql, r.out);
-  e2e_result_free(&r);
+  long long v = strtoll(out, &end, 10);
+  cr_assert(end != out && *end == '\n', "sqlite3 '%s' printed '%s'", sql, out);
+  free(out);
   return v;
+}
+
+void e2e_assert_integrity(e2e_t *e) {
+  char *out = e2e_sql_text(e, "PRAGMA integrity_check");
+  cr_assert(strcmp(out, "ok\n") == 0, "integrity_check: %s", out);
+  free(out);
+}
+
+void e2e_wait_disconnected(e2e_t *e, int limit_ms) {
+  for (int waited = 0;; waited += 50) {
+    cJSON *st = e2e_heapctl_json(e, 0, "status", NULL, NULL);
+    double open = e2e_num(st, "sessions_connected");
+    cJSON_Delete(st);
+    if (open == 0)
+      return;
+    cr_assert(waited < limit_ms, "%.0f sessions still connected after %d ms", open, limit_ms);
+    e2e_sleep_ms(50);
+  }
 }
 
 int e2e_long_run(void) {

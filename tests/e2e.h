@@ -111,9 +111,16 @@ long e2e_peak_rss_kb(pid_t pid);
  * ASAN_OPTIONS. */
 void e2e_restart_daemon_small_quarantine(e2e_t *e);
 
-/* The one number `sqlite3 DB SQL` prints for the daemon's database
- * (asserts it prints exactly a number). */
+/* What `sqlite3 DB SQL` prints for the daemon's database (asserts it
+ * succeeds); caller frees. */
+char *e2e_sql_text(e2e_t *e, const char *sql);
+/* The one number it prints (asserts it prints exactly a number). */
 long long e2e_sql_number(e2e_t *e, const char *sql);
+/* Asserts that the database passes PRAGMA integrity_check. */
+void e2e_assert_integrity(e2e_t *e);
+/* Waits until no ingest connection is open any more (status), asserting
+ * it happens within limit_ms. */
+void e2e_wait_disconnected(e2e_t *e, int limit_ms);
 
 /* Number of lines in s containing needle. */
 int e2e_count_lines(const char *s, const char *needle);

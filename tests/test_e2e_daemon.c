@@ -408,11 +408,7 @@ static int kill_daemon_during_ingest(void) {
 Test(e2e_daemon, kill_9_during_ingest_leaves_an_intact_database_and_a_daemon_stopped_session) {
   int id = kill_daemon_during_ingest();
 
-  char *argv[] = {"/usr/bin/sqlite3", env.db, "PRAGMA integrity_check", NULL};
-  e2e_result_t r = e2e_run(&env, argv, NULL);
-  cr_assert(eq(int, r.status, 0), "sqlite3: %s", r.err);
-  cr_assert(eq(str, r.out, "ok\n"));
-  e2e_result_free(&r);
+  e2e_assert_integrity(&env);
 
   cJSON *all = sessions(0);
   const cJSON *killed = session_id(all, id);
@@ -436,7 +432,7 @@ Test(e2e_daemon, kill_9_during_ingest_leaves_an_intact_database_and_a_daemon_sto
 
   /* A new traced program after the restart is stored whole. */
   char *client[] = {(char *)e2e_bin("ht_stream_client"), "1000", NULL};
-  r = e2e_run(&env, client, NULL);
+  e2e_result_t r = e2e_run(&env, client, NULL);
   cr_assert(eq(int, r.status, 0), "ht_stream_client: %s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 0), "client warned: %s", r.err);
   e2e_result_free(&r);

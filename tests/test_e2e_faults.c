@@ -72,26 +72,12 @@ static cJSON *stats_of(int offline, int id) {
   return e2e_heapctl_json(&env, offline, "stats", "-s", sid);
 }
 
-/* What the sqlite3 command line prints for sql (owned). */
-static char *sql_text(const char *sql) {
-  char *argv[] = {"/usr/bin/sqlite3", env.db, (char *)sql, NULL};
-  e2e_result_t r = e2e_run(&env, argv, NULL);
-  cr_assert(eq(int, r.status, 0), "sqlite3 '%s': %s", sql, r.err);
-  free(r.err);
-  return r.out;
-}
-
-static void assert_integrity(void) {
-  char *out = sql_text("PRAGMA integrity_check");
-  cr_assert(eq(str, out, "ok\n"));
-  free(out);
-}
-
 /* Every session's event count is what its stored chunks hold. */
 static void assert_counts_agree_with_chunks(void) {
-  char *out = sql_text("SELECT id, pid, end_reason, events, (SELECT COALESCE(SUM(count), 0) "
-                       "FROM event_chunks WHERE session = s.id) AS stored FROM sessions s "
-                       "WHERE events != stored");
+  char *out =
+      e2e_sql_text(&env, "SELECT id, pid, end_reason, events, (SELECT COALESCE(SUM(count), 0) "
+                         "FROM event_chunks WHERE session = s.id) AS stored FROM sessions s "
+                         "WHERE events != stored");
   cr_assert(eq(str, out, ""),
             "sessions whose event count is not what is stored "
             "(id|pid|end|events|stored):\n%s",
@@ -246,7 +232,7 @@ static void check_round(int round, const uint32_t *acked, int nacked, round_resu
            "FROM event_chunks WHERE session = s.id) FROM sessions s WHERE pid BETWEEN %u AND "
            "%u ORDER BY pid",
            lo, hi);
-  char *out = sql_text(sql);
+  char *out = e2e_sql_text(&env, sql);
   int found = 0;
   for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
     unsigned pid;
@@ -330,7 +316,7 @@ Test(e2e_faults, daemon_killed_9_at_random_points_keeps_every_acknowledged_sessi
       reap(drivers[k]);
     int n = read_acks(ack_path, kill_ns, acked, KILL_DRIVERS * KILL_SESSIONS_MAX);
     e2e_restart_daemon(&env);
-    assert_integrity();
+    e2e_assert_integrity(&env);
     check_round(round, acked, n, &res);
   }
   check_all_acked(res.acked);
@@ -572,7 +558,7 @@ Test(e2e_faults, full_disk_is_reported_and_ingest_resumes_when_space_returns,
   assert_good_session(GOOD_PID + 10, 0);
   assert_good_session(GOOD_PID, 0);
   e2e_stop_daemon(&env);
-  assert_integrity();
+  e2e_assert_integrity(&env);
   assert_counts_agree_with_chunks();
 }
 

@@ -55,14 +55,6 @@ E2E_SUITE(e2e_fuzz, 300);
  * Helpers
  * ==================================================================== */
 
-static void assert_integrity(void) {
-  char *argv[] = {"/usr/bin/sqlite3", env.db, "PRAGMA integrity_check", NULL};
-  e2e_result_t r = e2e_run(&env, argv, NULL);
-  cr_assert(eq(int, r.status, 0), "sqlite3: %s", r.err);
-  cr_assert(eq(str, r.out, "ok\n"));
-  e2e_result_free(&r);
-}
-
 /* Lines of the daemon's log containing both a and b. */
 static int log_lines_with(const char *a, const char *b) {
   char *log = e2e_read_file(env.log);
@@ -119,19 +111,6 @@ static void assert_counts(int id, const char *out) {
   cJSON_Delete(j);
 }
 
-/* Waits until no ingest connection is open any more. */
-static void wait_all_disconnected(void) {
-  for (int waited = 0;; waited += 50) {
-    cJSON *st = e2e_heapctl_json(&env, 0, "status", NULL, NULL);
-    double open = e2e_num(st, "sessions_connected");
-    cJSON_Delete(st);
-    if (open == 0)
-      return;
-    cr_assert(lt(int, waited, WAIT_MS), "%.0f sessions still connected after %d ms", open, WAIT_MS);
-    e2e_sleep_ms(50);
-  }
-}
-
 /* ======================================================================
  * The live fuzzer
  * ==================================================================== */
@@ -182,7 +161,7 @@ Test(e2e_fuzz, mutated_real_streams_from_many_connections_leave_a_good_client_ex
   e2e_result_t g = e2e_wait(&env, good);
   cr_assert(eq(int, g.status, 0), "threads_client: %s", g.err);
   cr_assert(eq(int, e2e_count_lines(g.err, "heaptrace:"), 0), "the good client warned:\n%s", g.err);
-  wait_all_disconnected();
+  e2e_wait_disconnected(&env, WAIT_MS);
   cJSON *all = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   const cJSON *gs = e2e_session_of_pid(all, good);
   cr_assert(ne(ptr, (void *)gs, NULL), "no session for the good client (pid %d)", (int)good);
@@ -198,7 +177,7 @@ Test(e2e_fuzz, mutated_real_streams_from_many_connections_leave_a_good_client_ex
   cr_assert(lt(long, kb, RSS_LIMIT_KB), "heaptraced peaked at %ld kB", kb);
 
   /* 3: the database is intact and agrees with itself and with the log. */
-  assert_integrity();
+  e2e_assert_integrity(&env);
   cr_assert(eq(long,
                (long)e2e_sql_number(&env, "SELECT COUNT(*) FROM sessions WHERE end_reason = "
                                           "'running'"),

@@ -50,18 +50,6 @@ E2E_SUITE(e2e_load, 300);
  * Helpers
  * ==================================================================== */
 
-static void wait_all_disconnected(void) {
-  for (int waited = 0;; waited += 50) {
-    cJSON *st = e2e_heapctl_json(&env, 0, "status", NULL, NULL);
-    double open = e2e_num(st, "sessions_connected");
-    cJSON_Delete(st);
-    if (open == 0)
-      return;
-    cr_assert(lt(int, waited, WAIT_MS), "%.0f sessions still connected after %d ms", open, WAIT_MS);
-    e2e_sleep_ms(50);
-  }
-}
-
 /* The exit time the client printed (exit_ms=T), in ms. */
 static double exit_ms(const char *out) {
   const char *at = strstr(out, "exit_ms=");
@@ -130,7 +118,7 @@ Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_da
   long kb = e2e_peak_rss_kb(env.daemon);
 
   /* Every event accounted for, client by client. */
-  wait_all_disconnected();
+  e2e_wait_disconnected(&env, WAIT_MS);
   cJSON *all = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   cr_assert(
       eq(int, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(all, "sessions")), CLIENTS));

@@ -73,14 +73,6 @@ static const cJSON *session_of_pid(const cJSON *all, long long pid) {
   return NULL;
 }
 
-static char *sql_text(const char *sql) {
-  char *argv[] = {"/usr/bin/sqlite3", env.db, (char *)sql, NULL};
-  e2e_result_t r = e2e_run(&env, argv, NULL);
-  cr_assert(eq(int, r.status, 0), "sqlite3 '%s': %s", sql, r.err);
-  free(r.err);
-  return r.out;
-}
-
 static void assert_daemon_alive(const char *after) {
   int status;
   cr_assert(eq(int, waitpid(env.daemon, &status, WNOHANG), 0),
@@ -263,7 +255,7 @@ static long long data_version(sqlite3 *db) {
 }
 
 static void take_snapshot(snapshot_t *snap, sqlite3 *db) {
-  snap->dump = sql_text(".dump");
+  snap->dump = e2e_sql_text(&env, ".dump");
   snap->data_version = data_version(db);
   char wal[128];
   snprintf(wal, sizeof wal, "%s-wal", env.db);
