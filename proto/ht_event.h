@@ -88,15 +88,22 @@ static inline void ht__implied_totals(const ht_evstate_t *st, const ht_event_t *
 
 /* The stream's delta state after ev: what the next event is encoded and
  * decoded against. */
+static inline void ht__evstate_set(ht_evstate_t *st, uint64_t time_ns, uint64_t ptr,
+                                   int64_t cur_bytes, int64_t cur_blocks, uint64_t total_bytes,
+                                   uint32_t site, uint32_t heap, uint32_t caps) {
+  *st = (ht_evstate_t){.time_ns = time_ns,
+                       .ptr = ptr,
+                       .cur_bytes = cur_bytes,
+                       .cur_blocks = cur_blocks,
+                       .total_bytes = total_bytes,
+                       .site = site,
+                       .heap = heap,
+                       .caps = caps};
+}
+
 static inline void ht__evstate_advance(ht_evstate_t *st, const ht_event_t *ev) {
-  st->time_ns = ev->time_ns;
-  st->ptr = ev->ptr;
-  st->cur_bytes = ev->cur_bytes;
-  st->cur_blocks = ev->cur_blocks;
-  st->total_bytes = ev->total_bytes;
-  st->site = ev->site;
-  st->heap = ev->heap;
-  st->caps = ev->caps;
+  ht__evstate_set(st, ev->time_ns, ev->ptr, ev->cur_bytes, ev->cur_blocks, ev->total_bytes,
+                  ev->site, ev->heap, ev->caps);
 }
 
 /* The running totals when the op does not imply them, then the new state. */
@@ -114,14 +121,7 @@ ht__event_put_tail(uint8_t *out, ht_evstate_t *st, int implied, uint64_t time_ns
                         ht_zigzag((int64_t)((uint64_t)cur_blocks - (uint64_t)st->cur_blocks)));
     n += ht__varint_put(out + n, total_bytes - st->total_bytes);
   }
-  st->time_ns = time_ns;
-  st->ptr = ptr;
-  st->cur_bytes = cur_bytes;
-  st->cur_blocks = cur_blocks;
-  st->total_bytes = total_bytes;
-  st->site = site;
-  st->heap = heap;
-  st->caps = caps;
+  ht__evstate_set(st, time_ns, ptr, cur_bytes, cur_blocks, total_bytes, site, heap, caps);
   return n;
 }
 
