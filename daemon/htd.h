@@ -4,9 +4,10 @@
  * checks the peer; a connection whose first frame is HELLO becomes an
  * ingest session (ingest.c), one whose first frame is a control request
  * is answered by the query service (query.c, on the libuv thread pool).
- * Ingest decodes events, re-encodes them into self-contained chunks and
- * hands jobs to the store's writer thread (store.c), which batches them
- * into SQLite transactions off the event loop.
+ * The loop hands a session's frames to the ingest worker (worker.c), a
+ * thread at idle priority, which decodes the events, packs them into
+ * self-contained chunks (ingest.c, pack.c) and hands jobs to the store's
+ * writer thread (store.c), which batches them into SQLite transactions.
  */
 #ifndef HTD_H
 #define HTD_H

@@ -68,6 +68,9 @@ htd_session_t *htd_session_new(htd_store_t *st, int64_t id) {
 int64_t htd_session_id(const htd_session_t *s) {
   return s->id;
 }
+int htd_session_ended(const htd_session_t *s) {
+  return s->ended;
+}
 uint64_t htd_session_events(const htd_session_t *s) {
   return s->events;
 }

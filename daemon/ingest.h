@@ -32,6 +32,8 @@ void htd_session_flush(htd_session_t *s);
 void htd_session_progress(htd_session_t *s);
 
 int64_t htd_session_id(const htd_session_t *s);
+/* 1 once the session's end is queued (END, htd_session_end). */
+int htd_session_ended(const htd_session_t *s);
 uint64_t htd_session_events(const htd_session_t *s);
 void htd_session_free(htd_session_t *s);
 

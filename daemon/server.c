@@ -3,13 +3,15 @@
  *
  * Every accepted connection is checked with SO_PEERCRED (same uid or root)
  * before a byte is read. Its first frame decides what it is: HELLO makes it
- * an ingest session (ingest.c), CTL_REQUEST a control connection whose
- * JSON request is answered on the libuv thread pool (query.c) once the
- * store has committed everything received before it. A malformed frame
- * closes that one connection and marks its session; nothing else is
+ * an ingest session, CTL_REQUEST a control connection whose JSON request is
+ * answered on the libuv thread pool (query.c) once the store has committed
+ * everything received before it. The loop only reads and splits frames: an
+ * ingest session's frames go, a batch per read, to the ingest worker
+ * (worker.c), which decodes and packs them at idle priority. A malformed
+ * frame closes that one connection and marks its session; nothing else is
  * touched. A timer flushes partly filled chunks and applies backpressure:
- * when the writer falls behind, ingest connections stop being read, so
- * clients wait (lossless) instead of the daemon's memory growing.
+ * when the worker or the writer falls behind, ingest connections stop being
+ * read, so clients wait (lossless) instead of the daemon's memory growing.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,13 +35,19 @@
 #include "ingest.h"
 #include "query.h"
 #include "summary.h"
+#include "worker.h"
 
 #define HTD_CONN_BUFFER (HT_PROTO_FRAME_PREFIX + HT_PROTO_MAX_FRAME + 64 * 1024)
 #define HTD_TICK_MS 100
-/* The writer is the daemon's bottleneck (bench/ingest): a deep backlog
- * only costs memory, so clients are paused early. */
-#define HTD_BACKLOG_HIGH (32u << 20) /* stop reading clients above this */
+/* Clients are paused when the writer falls this far behind (a deep store
+ * backlog only costs memory), or when the ingest worker, which runs at
+ * idle priority, has this many bytes of frames waiting: enough to absorb
+ * the events of a burst that keeps every core busy, bounded so that a
+ * sustained one makes clients wait (lossless) instead. */
+#define HTD_BACKLOG_HIGH (32u << 20) /* store: stop reading clients above this */
 #define HTD_BACKLOG_LOW (8u << 20)   /* and resume below this */
+#define HTD_DEFER_HIGH (64u << 20)   /* worker: the same */
+#define HTD_DEFER_LOW (16u << 20)
 #define HTD_MAX_CONNS 4096
 
 typedef enum { CONN_NEW, CONN_INGEST, CONN_CONTROL } conn_kind_t;
@@ -54,7 +62,8 @@ typedef struct conn {
   int pending; /* store jobs whose done-callback names this connection */
   int zombie;  /* closed while jobs were pending: freed by the last one */
   pid_t pid;
-  htd_session_t *session;
+  htd_wsess_t *ws; /* ingest: the session, the worker's */
+  int64_t session_id;
   /* control */
   uv_work_t work;
   char *request;
@@ -69,8 +78,9 @@ typedef struct {
   uv_pipe_t listener;
   uv_signal_t sigterm, sigint;
   uv_timer_t tick;
-  uv_async_t store_async;
+  uv_async_t store_async, worker_async;
   htd_store_t *store;
+  htd_worker_t *worker;
   conn_t *conns;
   size_t nconns;
   int64_t next_session;
@@ -165,7 +175,8 @@ static void summary_after_commit(void *arg, int status) {
 }
 
 /* Schedules the summary once everything queued so far (the session's end
- * among it) is committed. */
+ * among it) is committed. Called by the ingest worker (its `ended` hook)
+ * right after it queued a session's end; thread-safe. */
 static void summary_when_committed(int64_t session) {
   htd_job_t *j = htd_job_new(HTD_JOB_BARRIER, 0);
   if (!j)
@@ -180,7 +191,8 @@ static void summary_when_committed(int64_t session) {
  * ==================================================================== */
 
 static void conn_free(conn_t *c) {
-  htd_session_free(c->session);
+  if (c->ws)
+    htd_worker_release(srv.worker, c->ws);
   free(c->buf);
   free(c->request);
   free(c->reply);
@@ -220,16 +232,24 @@ static void conn_close(conn_t *c) {
   uv_close((uv_handle_t *)&c->pipe, conn_closed);
 }
 
+static void log_protocol_error(const conn_t *c, const char *detail) {
+  htd_log(HTD_LOG_WARN, "session %lld (pid %d): protocol error: %s; connection closed",
+          (long long)c->session_id, (int)c->pid, detail);
+}
+
 /* A frame was bad: log why, mark the session, close this connection. */
 static void conn_reject(conn_t *c, int err, const char *why) {
   char detail[512];
-  snprintf(detail, sizeof detail, "%s (%s)", why && why[0] ? why : ht_strerror(err),
-           ht_err_name(err));
-  if (c->session) {
-    htd_log(HTD_LOG_WARN, "session %lld (pid %d): protocol error: %s; connection closed",
-            (long long)htd_session_id(c->session), (int)c->pid, detail);
-    htd_session_end(c->session, HT_END_PROTOCOL_ERROR, detail);
-    summary_when_committed(htd_session_id(c->session));
+  htd_reject_detail(detail, sizeof detail, err, why);
+  if (c->ws) {
+    /* Logged when the worker gets to it: a frame before may have broken
+     * the protocol first, and then that one is the session's mark. */
+    if (htd_worker_reject(srv.worker, c->ws, c, err, why) == 0) {
+      c->pending++;
+    } else {
+      log_protocol_error(c, detail);
+      htd_worker_end(srv.worker, c->ws, HT_END_PROTOCOL_ERROR, detail);
+    }
   } else {
     htd_log(HTD_LOG_WARN, "connection from pid %d: protocol error: %s; connection closed",
             (int)c->pid, detail);
@@ -249,51 +269,76 @@ static void session_done(void *arg, int status) {
 
 static void control_start(conn_t *c, const ht_frame_t *f);
 
-static int ingest_frame(conn_t *c, const ht_frame_t *f) {
+/* The connection's first frame: a control request, or HELLO, which makes
+ * it an ingest session handed to the worker. Returns 0 for a session, 1
+ * for a control request now in flight, -1 when the connection was
+ * rejected. */
+static int first_frame(conn_t *c, const ht_frame_t *f) {
   char why[256];
-  if (c->kind == CONN_NEW) {
-    if (f->type == HT_REC_CTL_REQUEST) {
-      c->kind = CONN_CONTROL;
-      control_start(c, f);
-      return 1;
-    }
-    c->session = htd_session_new(srv.store, srv.next_session + 1);
-    if (!c->session) {
-      conn_reject(c, HT_ENOMEM, "out of memory");
-      return -1;
-    }
-    int rc = htd_session_hello(c->session, f, why, sizeof why);
-    if (rc != 0) {
-      /* No session row exists yet: nothing to mark. */
-      htd_session_free(c->session);
-      c->session = NULL;
-      conn_reject(c, rc, why);
-      return -1;
-    }
-    srv.next_session++; /* ids are given to sessions that exist */
-    c->kind = CONN_INGEST;
-    return 0;
+  if (f->type == HT_REC_CTL_REQUEST) {
+    c->kind = CONN_CONTROL;
+    control_start(c, f);
+    return 1;
   }
-  if (c->kind != CONN_INGEST) {
-    conn_reject(c, HT_EORDER, "more than one control request on a connection");
+  htd_session_t *s = htd_session_new(srv.store, srv.next_session + 1);
+  if (!s) {
+    conn_reject(c, HT_ENOMEM, "out of memory");
     return -1;
   }
-  uint64_t before = htd_session_events(c->session);
-  int rc = htd_session_frame(c->session, f, session_done, c, why, sizeof why);
-  if (rc == 1)
-    c->pending++;
-  srv.events += htd_session_events(c->session) - before;
-  if (rc < 0) {
+  int rc = htd_session_hello(s, f, why, sizeof why);
+  if (rc != 0) {
+    /* No session row exists yet: nothing to mark. */
+    htd_session_free(s);
     conn_reject(c, rc, why);
     return -1;
   }
-  if (rc == 1) {
-    uv_read_stop((uv_stream_t *)&c->pipe);
-    c->reading = 0;
-    summary_when_committed(htd_session_id(c->session));
-    return 1;
+  srv.next_session++; /* ids are given to sessions that exist */
+  c->session_id = htd_session_id(s);
+  c->ws = htd_worker_adopt(srv.worker, s);
+  if (!c->ws) {
+    htd_session_end(s, HT_END_PROTOCOL_ERROR, "out of memory (HT_ENOMEM)");
+    summary_when_committed(c->session_id);
+    htd_session_free(s);
+    conn_reject(c, HT_ENOMEM, "out of memory");
+    return -1;
   }
+  c->kind = CONN_INGEST;
   return 0;
+}
+
+/* Stops reading every ingest connection while the worker or the writer is
+ * too far behind, and reads again once both have caught up. */
+static void check_backlog(void);
+
+/* Hands the complete frames buf[from, to) to the worker. had_end: the last
+ * is END, whose done-callback (session_done) also holds the connection.
+ * Returns 0, or -1 when the connection was rejected. */
+static int send_frames(conn_t *c, size_t from, size_t to, int had_end) {
+  if (to == from)
+    return 0;
+  if (htd_worker_frames(srv.worker, c->ws, c, c->buf + from, to - from, had_end) != 0) {
+    conn_reject(c, HT_ENOMEM, "out of memory");
+    return -1;
+  }
+  c->pending += had_end ? 2 : 1;
+  check_backlog();
+  return 0;
+}
+
+/* A batch the worker processed, or a rejection it confirmed: a frame that
+ * broke the protocol closes the connection (the worker has ended the
+ * session). */
+static void on_result(const htd_worker_result_t *r) {
+  conn_t *c = r->conn;
+  if (r->rc < 0) {
+    char detail[512];
+    htd_reject_detail(detail, sizeof detail, r->rc, r->why);
+    log_protocol_error(c, detail);
+    conn_close(c);
+  }
+  if (r->had_end && r->rc != 1) /* END was not queued: its callback will not come */
+    c->pending--;
+  conn_release(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -314,42 +359,65 @@ static void report_after_end(conn_t *c, size_t off) {
                          ? ht_record_name(c->buf[off + HT_PROTO_FRAME_PREFIX])
                          : "partial";
   htd_log(HTD_LOG_WARN, "session %lld (pid %d): protocol error: %s record after END (%s); ignored",
-          (long long)htd_session_id(c->session), (int)c->pid, what, ht_err_name(HT_EORDER));
+          (long long)c->session_id, (int)c->pid, what, ht_err_name(HT_EORDER));
+}
+
+/* The events an EVENTS frame says it holds (the worker decodes them). */
+static uint64_t events_in(const ht_frame_t *f) {
+  ht_evreader_t r;
+  if (f->type != HT_REC_EVENTS || ht_proto_events_begin(&r, f->payload, f->payload_len) != 0)
+    return 0;
+  return r.hdr.count;
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = stream->data;
   (void)buf;
   if (nread < 0) {
-    if (c->session) {
+    if (c->ws) {
       if (nread != UV_EOF)
-        htd_log(HTD_LOG_WARN, "session %lld: read error: %s", (long long)htd_session_id(c->session),
+        htd_log(HTD_LOG_WARN, "session %lld: read error: %s", (long long)c->session_id,
                 uv_strerror((int)nread));
       htd_log(HTD_LOG_INFO, "session %lld: client disconnected without END",
-              (long long)htd_session_id(c->session));
-      htd_session_end(c->session, HT_END_DISCONNECTED, NULL);
-      summary_when_committed(htd_session_id(c->session));
+              (long long)c->session_id);
+      htd_worker_end(srv.worker, c->ws, HT_END_DISCONNECTED, NULL);
     }
     conn_close(c);
     return;
   }
   c->len += (size_t)nread;
-  size_t off = 0;
-  while (!c->closing) {
+  /* The loop only splits frames; an ingest connection's go to the worker
+   * in one batch per read. */
+  size_t off = 0, from = 0;
+  int had_end = 0;
+  while (!had_end) {
     ht_frame_t f;
     int rc = ht_proto_frame(c->buf + off, c->len - off, &f);
     if (rc == HT_EAGAIN)
       break;
     if (rc != 0) {
+      if (c->kind == CONN_INGEST && send_frames(c, from, off, 0) != 0)
+        return;
       conn_reject(c, rc, "frame length outside 1..HT_PROTO_MAX_FRAME");
       return;
     }
     off += f.total;
-    rc = ingest_frame(c, &f);
-    if (rc == 1 && c->kind == CONN_INGEST)
-      report_after_end(c, off);
-    if (rc != 0)
-      return; /* rejected, ended, or a control request now in flight */
+    if (c->kind == CONN_INGEST) {
+      had_end = f.type == HT_REC_END;
+      srv.events += events_in(&f);
+      continue;
+    }
+    if (first_frame(c, &f) != 0)
+      return; /* rejected, or a control request now in flight */
+    from = off;
+  }
+  if (send_frames(c, from, off, had_end) != 0)
+    return;
+  if (had_end) {
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    c->reading = 0;
+    report_after_end(c, off);
+    return;
   }
   memmove(c->buf, c->buf + off, c->len - off);
   c->len -= off;
@@ -500,7 +568,8 @@ static cJSON *status_reply(void) {
   cJSON_AddNumberToObject(r, "sessions_connected", (double)ingest);
   cJSON_AddNumberToObject(r, "events_received", (double)srv.events);
   cJSON_AddNumberToObject(r, "events_per_s", srv.events_per_s);
-  cJSON_AddNumberToObject(r, "queue_bytes", (double)htd_store_backlog(srv.store));
+  cJSON_AddNumberToObject(r, "queue_bytes",
+                          (double)(htd_store_backlog(srv.store) + htd_worker_backlog(srv.worker)));
   cJSON_AddBoolToObject(r, "paused", srv.paused);
   struct stat sb;
   cJSON_AddNumberToObject(r, "db_bytes", stat(srv.opt->db_path, &sb) == 0 ? (double)sb.st_size : 0);
@@ -530,9 +599,6 @@ static void control_start(conn_t *c, const ht_frame_t *f) {
     control_after(&c->work, 0);
     return;
   }
-  for (conn_t *o = srv.conns; o; o = o->next)
-    if (o->session)
-      htd_session_flush(o->session);
   htd_job_t *j = htd_job_new(HTD_JOB_BARRIER, 0);
   if (!j) {
     conn_close(c);
@@ -542,7 +608,7 @@ static void control_start(conn_t *c, const ht_frame_t *f) {
   j->done_arg = c;
   j->f = HTD_BARRIER_QUERY;
   c->pending++;
-  htd_store_submit(srv.store, j);
+  htd_worker_barrier(srv.worker, j); /* after every session's frames so far */
 }
 
 /* ======================================================================
@@ -561,25 +627,25 @@ static void set_reading(int on) {
   }
 }
 
-static void on_tick(uv_timer_t *t) {
-  (void)t;
-  for (conn_t *c = srv.conns; c; c = c->next) {
-    if (c->session && !c->closing) {
-      htd_session_flush(c->session);
-      htd_session_progress(c->session);
-    }
-  }
-  srv.events_per_s = (double)(srv.events - srv.last_events) * 1000.0 / HTD_TICK_MS;
-  srv.last_events = srv.events;
-  size_t backlog = htd_store_backlog(srv.store);
-  if (!srv.paused && backlog > HTD_BACKLOG_HIGH) {
+static void check_backlog(void) {
+  size_t store = htd_store_backlog(srv.store), defer = htd_worker_backlog(srv.worker);
+  if (!srv.paused && (store > HTD_BACKLOG_HIGH || defer > HTD_DEFER_HIGH)) {
     srv.paused = 1;
-    htd_log(HTD_LOG_INFO, "writer behind by %zu MiB: clients wait", backlog >> 20);
+    htd_log(HTD_LOG_INFO, "behind by %zu MiB to decode and %zu MiB to write: clients wait",
+            defer >> 20, store >> 20);
     set_reading(0);
-  } else if (srv.paused && backlog < HTD_BACKLOG_LOW) {
+  } else if (srv.paused && store < HTD_BACKLOG_LOW && defer < HTD_DEFER_LOW) {
     srv.paused = 0;
     set_reading(1);
   }
+}
+
+static void on_tick(uv_timer_t *t) {
+  (void)t;
+  htd_worker_tick(srv.worker); /* flush partly filled chunks, report progress */
+  srv.events_per_s = (double)(srv.events - srv.last_events) * 1000.0 / HTD_TICK_MS;
+  srv.last_events = srv.events;
+  check_backlog();
 }
 
 static void on_store_async(uv_async_t *a) {
@@ -590,6 +656,16 @@ static void on_store_async(uv_async_t *a) {
 static void store_notify(void *arg) {
   (void)arg;
   uv_async_send(&srv.store_async);
+}
+
+static void on_worker_async(uv_async_t *a) {
+  (void)a;
+  htd_worker_dispatch(srv.worker, on_result);
+}
+
+static void worker_notify(void *arg) {
+  (void)arg;
+  uv_async_send(&srv.worker_async);
 }
 
 static void close_any(uv_handle_t *h, void *arg) {
@@ -609,10 +685,10 @@ static void on_signal(uv_signal_t *sig, int signum) {
   srv.stopping = 1;
   htd_log(HTD_LOG_INFO, "signal %d: stopping", signum);
   for (conn_t *c = srv.conns; c; c = c->next) {
-    if (!c->session || c->closing)
+    if (!c->ws || c->closing)
       continue;
     /* Frames already received are processed before the session ends. */
-    htd_session_end(c->session, HT_END_DAEMON_STOPPED, "heaptraced stopped");
+    htd_worker_end(srv.worker, c->ws, HT_END_DAEMON_STOPPED, "heaptraced stopped");
   }
   uv_walk(srv.loop, close_any, NULL);
 }
@@ -761,8 +837,18 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     return 1;
   }
   srv.next_session = htd_store_last_session(srv.store);
-  if (listen_on(opt->socket_path) != 0) {
+  uv_async_init(srv.loop, &srv.worker_async, on_worker_async);
+  htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, session_done, 1};
+  srv.worker = htd_worker_start(srv.store, &hooks, msg, sizeof msg);
+  if (!srv.worker) {
+    fprintf(stderr, "heaptraced: %s\n", msg);
     htd_store_close(srv.store);
+    return 1;
+  }
+  if (listen_on(opt->socket_path) != 0) {
+    htd_worker_stop(srv.worker, on_result);
+    htd_store_close(srv.store);
+    htd_worker_free(srv.worker);
     return 1;
   }
   uv_signal_init(srv.loop, &srv.sigterm);
@@ -783,7 +869,12 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   summary_start(0); /* sessions a previous daemon ended without one */
   uv_run(srv.loop, UV_RUN_DEFAULT);
   unlink(opt->socket_path);
+  /* What the worker still holds is decoded and queued before the store
+   * commits its last and closes; the store's last done-callbacks free the
+   * connections that waited for them, and their sessions. */
+  htd_worker_stop(srv.worker, on_result);
   size_t lost = htd_store_close(srv.store);
+  htd_worker_free(srv.worker);
   close(db_lock);
   uv_loop_close(srv.loop);
   if (lost) {

@@ -9,9 +9,11 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +29,9 @@
 #include "raw_client.h"
 
 #define GOOD_PID 710001u
-#define STREAM_ROUNDS_FOREVER "5000000" /* far more than a test waits for */
+/* Far more than a test waits for (more events than the daemon buffers while
+ * its worker catches up): such a client is stopped with SIGUSR1. */
+#define STREAM_ROUNDS_FOREVER "1000000000"
 #define KILL_AFTER_EVENTS 100000
 #define WAIT_MS 10000
 
@@ -353,6 +357,41 @@ Test(e2e_daemon, database_and_its_journal_files_are_private_to_the_owner) {
  * Stopping and dying
  * ==================================================================== */
 
+/* The scheduling policy of the daemon's thread named comm, -1 if none is. */
+static int thread_policy(const char *comm) {
+  char path[96];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)env.daemon);
+  DIR *d = opendir(path);
+  cr_assert(ne(ptr, (void *)d, NULL), "cannot list %s", path);
+  int policy = -1;
+  for (struct dirent *e; policy < 0 && (e = readdir(d));) {
+    if (e->d_name[0] == '.')
+      continue;
+    char file[400], *text;
+    snprintf(file, sizeof file, "%s/%s/comm", path, e->d_name);
+    text = e2e_read_file(file);
+    int match = text && strncmp(text, comm, strlen(comm)) == 0 && text[strlen(comm)] == '\n';
+    free(text);
+    if (!match)
+      continue;
+    snprintf(file, sizeof file, "%s/%s/stat", path, e->d_name);
+    text = e2e_read_file(file);
+    /* Field 41 is the policy; fields 3.. follow the ") " after comm. */
+    const char *p = strrchr(text, ')');
+    for (int field = 2; p && field < 41; field++)
+      p = strchr(p + 1, ' ');
+    policy = p ? atoi(p + 1) : -1;
+    free(text);
+  }
+  closedir(d);
+  return policy;
+}
+
+/* The decoding and packing run where they cost a traced program nothing. */
+Test(e2e_daemon, the_ingest_worker_runs_at_idle_priority) {
+  cr_assert(eq(int, thread_policy("htd-ingest"), SCHED_IDLE));
+}
+
 Test(e2e_daemon, sigterm_with_a_client_connected_marks_it_daemon_stopped_and_exits_0) {
   raw_session_t g;
   raw_session_begin(&g, env.socket, GOOD_PID, "good");
@@ -391,6 +430,7 @@ static int kill_daemon_during_ingest(void) {
   waitpid(env.daemon, NULL, 0);
   env.daemon = 0;
   /* The client notices, warns once, and goes on untraced to a clean exit. */
+  kill(client, SIGUSR1);
   cr_assert(eq(int, wait_exit(client, 30000), 0));
   char *err = e2e_read_file(err_path);
   cr_assert(eq(int, e2e_count_lines(err, "heaptrace: lost the connection to heaptraced at"), 1),
@@ -537,6 +577,7 @@ Test(e2e_daemon, a_database_left_by_a_killed_daemon_answers_offline) {
   kill(env.daemon, SIGKILL);
   waitpid(env.daemon, NULL, 0);
   env.daemon = 0;
+  kill(client, SIGUSR1);
   cr_assert(eq(int, wait_exit(client, 30000), 0));
   cJSON *all = sessions(1);
   cr_assert(eq(int, session_count(all), 1));

@@ -492,6 +492,31 @@ Test(e2e_hostile, event_with_unknown_op_ends_the_session_naming_the_event) {
   assert_daemon_stops_cleanly();
 }
 
+/* A frame only the worker finds bad, then at once one whose length the
+ * event loop refuses: the first in the stream marks the session, and the
+ * log holds that one alone. */
+static void send_unknown_op_then_zero_length(void) {
+  raw_client_t c;
+  raw_stream_t s;
+  hostile_start(&c);
+  raw_stream_init(&s, 1, raw_now_ns());
+  send_mallocs(&c, &s, 2);
+  ht_event_t bad = {.op = 7, .time_ns = s.time_ns + 1000, .site = HOSTILE_SITE, .size = 8};
+  raw_stream_append(&s, &bad);
+  raw_send_events(&c, &s);
+  static const uint8_t zero[4] = {0, 0, 0, 0};
+  raw_send(&c, zero, sizeof zero); /* may find the connection closed already */
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, the_first_of_two_protocol_errors_marks_the_session_and_alone_is_logged) {
+  beside_bystander(send_unknown_op_then_zero_length);
+  assert_marked("stream 1, event 2: unknown event operation (HT_EOP)");
+  assert_log_lines("protocol error: frame length outside", 0);
+  assert_hostile_events(2);
+  assert_daemon_stops_cleanly();
+}
+
 static void send_sequence_backwards(void) {
   raw_client_t c;
   raw_stream_t s;

@@ -1,0 +1,400 @@
+/* worker.c - the ingest worker thread (worker.h).
+ *
+ * One inbox, in the order the loop sent: batches of frames, session ends,
+ * ticks, barriers and releases. A processed batch moves to the outbox,
+ * which the loop drains (htd_worker_dispatch). The messages a session must
+ * be able to send whatever the memory - its end and its release - are
+ * allocated with it, so that no session is left unended for want of a few
+ * bytes. The list of sessions, which ticks and barriers walk, has its own
+ * lock: the loop adds to it, the worker removes from it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker.h"
+
+#define WHY_MAX 256
+
+typedef enum { MSG_FRAMES, MSG_REJECT, MSG_END, MSG_TICK, MSG_BARRIER, MSG_RELEASE } msg_kind_t;
+
+typedef struct msg {
+  struct msg *next;
+  msg_kind_t kind;
+  htd_wsess_t *ws;
+  /* FRAMES: the bytes follow the message. */
+  void *conn;
+  size_t len;
+  int had_end;
+  /* END */
+  ht_end_t reason;
+  char *detail;
+  /* BARRIER */
+  htd_job_t *job;
+  /* FRAMES, once processed; REJECT, as sent */
+  int rc;
+  char why[WHY_MAX];
+} msg_t;
+
+struct htd_wsess {
+  htd_session_t *s;
+  htd_wsess_t *prev, *next; /* the worker's list, under list_lock */
+  int broken;               /* worker: a frame broke the protocol; ignore the rest */
+  msg_t *end, *release;     /* loop: sent at most once each, then the worker's */
+};
+
+struct htd_worker {
+  htd_store_t *st;
+  htd_worker_hooks_t hooks;
+  pthread_t thread;
+  pthread_mutex_t lock; /* inbox, outbox, backlog, stopping, tick_queued */
+  pthread_cond_t cond;
+  msg_t *inbox, **inbox_tail;
+  msg_t *outbox, **outbox_tail;
+  size_t backlog;
+  int stopping, tick_queued;
+  int stopped; /* the thread is gone: messages run on the caller's thread */
+  msg_t tick;
+  pthread_mutex_t list_lock;
+  htd_wsess_t *sessions;
+};
+
+void htd_reject_detail(char *out, size_t cap, int err, const char *why) {
+  snprintf(out, cap, "%s (%s)", why && why[0] ? why : ht_strerror(err), ht_err_name(err));
+}
+
+/* ======================================================================
+ * The worker's side
+ * ==================================================================== */
+
+/* Ends ws's session, when it has not ended, and tells the server. */
+static void end_session(htd_worker_t *w, htd_wsess_t *ws, ht_end_t reason, const char *detail) {
+  if (htd_session_ended(ws->s))
+    return;
+  htd_session_end(ws->s, reason, detail);
+  w->hooks.ended(htd_session_id(ws->s));
+}
+
+/* m's frame broke the protocol (m->rc, m->why): the session ends marked
+ * and the rest of its frames are ignored. */
+static void broke(htd_worker_t *w, htd_wsess_t *ws, const msg_t *m) {
+  char detail[WHY_MAX + 32];
+  htd_reject_detail(detail, sizeof detail, m->rc, m->why);
+  ws->broken = 1;
+  end_session(w, ws, HT_END_PROTOCOL_ERROR, detail);
+}
+
+static void run_frames(htd_worker_t *w, msg_t *m) {
+  htd_wsess_t *ws = m->ws;
+  const uint8_t *p = (const uint8_t *)(m + 1);
+  for (size_t off = 0; off < m->len && !ws->broken;) {
+    ht_frame_t f;
+    int rc = ht_proto_frame(p + off, m->len - off, &f);
+    if (rc == 0) {
+      off += f.total;
+      rc = htd_session_frame(ws->s, &f, w->hooks.end_done, m->conn, m->why, sizeof m->why);
+    } else {
+      snprintf(m->why, sizeof m->why, "a batch cut inside a frame");
+    }
+    if (rc == 1) {
+      m->rc = 1;
+      w->hooks.ended(htd_session_id(ws->s));
+      break;
+    }
+    if (rc < 0) {
+      m->rc = rc;
+      broke(w, ws, m);
+    }
+  }
+}
+
+/* The loop found a protocol error of its own (a frame's length): it holds
+ * unless a frame before it already broke the protocol. */
+static void run_reject(htd_worker_t *w, msg_t *m) {
+  if (m->ws->broken || htd_session_ended(m->ws->s))
+    m->rc = 0; /* that one is in the log and the session already */
+  else
+    broke(w, m->ws, m);
+}
+
+/* Runs f on every session; the list may not change meanwhile. */
+static void each_session(htd_worker_t *w, void (*f)(htd_session_t *s)) {
+  pthread_mutex_lock(&w->list_lock);
+  for (htd_wsess_t *ws = w->sessions; ws; ws = ws->next)
+    f(ws->s);
+  pthread_mutex_unlock(&w->list_lock);
+}
+
+static void tick_one(htd_session_t *s) {
+  htd_session_flush(s);
+  htd_session_progress(s);
+}
+
+static void release(htd_worker_t *w, htd_wsess_t *ws) {
+  pthread_mutex_lock(&w->list_lock);
+  if (ws->prev)
+    ws->prev->next = ws->next;
+  else
+    w->sessions = ws->next;
+  if (ws->next)
+    ws->next->prev = ws->prev;
+  pthread_mutex_unlock(&w->list_lock);
+  htd_session_free(ws->s);
+  free(ws->end); /* NULL once sent */
+  free(ws->release);
+  free(ws);
+}
+
+/* Moves a processed batch to the outbox; wakes the loop when it was empty. */
+static void to_outbox(htd_worker_t *w, msg_t *m) {
+  pthread_mutex_lock(&w->lock);
+  w->backlog -= m->len;
+  int wake = w->outbox == NULL && !w->stopped;
+  m->next = NULL;
+  *w->outbox_tail = m;
+  w->outbox_tail = &m->next;
+  pthread_mutex_unlock(&w->lock);
+  if (wake)
+    w->hooks.notify(w->hooks.notify_arg);
+}
+
+/* Handles m; returns 1 when m goes to the outbox, 0 when it is done with. */
+static int run(htd_worker_t *w, msg_t *m) {
+  switch (m->kind) {
+  case MSG_FRAMES:
+    run_frames(w, m);
+    return 1;
+  case MSG_REJECT:
+    run_reject(w, m);
+    return 1;
+  case MSG_END:
+    end_session(w, m->ws, m->reason, m->detail);
+    free(m->detail);
+    free(m);
+    return 0;
+  case MSG_TICK:
+    pthread_mutex_lock(&w->lock);
+    w->tick_queued = 0; /* a tick after this point is needed again */
+    pthread_mutex_unlock(&w->lock);
+    each_session(w, tick_one);
+    return 0;
+  case MSG_BARRIER:
+    each_session(w, htd_session_flush);
+    htd_store_submit(w->st, m->job);
+    free(m);
+    return 0;
+  case MSG_RELEASE:
+    release(w, m->ws);
+    free(m);
+    return 0;
+  }
+  return 0;
+}
+
+/* Queues m for the thread; once it has stopped, runs m at once. */
+static void push(htd_worker_t *w, msg_t *m, size_t bytes) {
+  m->next = NULL;
+  pthread_mutex_lock(&w->lock);
+  if (w->stopped) {
+    pthread_mutex_unlock(&w->lock);
+    if (run(w, m))
+      to_outbox(w, m);
+    return;
+  }
+  *w->inbox_tail = m;
+  w->inbox_tail = &m->next;
+  w->backlog += bytes;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+}
+
+static void idle_priority(void) {
+  struct sched_param p = {0};
+  int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
+  if (rc != 0)
+    htd_log(HTD_LOG_DEBUG, "ingest worker: no idle priority: %s", strerror(rc));
+}
+
+static void *worker_main(void *arg) {
+  htd_worker_t *w = arg;
+  pthread_setname_np(pthread_self(), "htd-ingest"); /* what top -H and the tests see */
+  if (w->hooks.idle)
+    idle_priority();
+  pthread_mutex_lock(&w->lock);
+  for (;;) {
+    while (!w->inbox && !w->stopping)
+      pthread_cond_wait(&w->cond, &w->lock);
+    if (!w->inbox)
+      break;
+    msg_t *m = w->inbox;
+    w->inbox = m->next;
+    if (!w->inbox)
+      w->inbox_tail = &w->inbox;
+    pthread_mutex_unlock(&w->lock);
+    if (run(w, m))
+      to_outbox(w, m);
+    pthread_mutex_lock(&w->lock);
+  }
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
+
+/* ======================================================================
+ * The loop's side
+ * ==================================================================== */
+
+htd_worker_t *htd_worker_start(htd_store_t *st, const htd_worker_hooks_t *hooks, char *msg,
+                               size_t msglen) {
+  htd_worker_t *w = calloc(1, sizeof *w);
+  if (!w) {
+    snprintf(msg, msglen, "out of memory");
+    return NULL;
+  }
+  w->st = st;
+  w->hooks = *hooks;
+  w->inbox_tail = &w->inbox;
+  w->outbox_tail = &w->outbox;
+  w->tick.kind = MSG_TICK;
+  pthread_mutex_init(&w->lock, NULL);
+  pthread_mutex_init(&w->list_lock, NULL);
+  pthread_cond_init(&w->cond, NULL);
+  int rc = pthread_create(&w->thread, NULL, worker_main, w);
+  if (rc != 0) {
+    snprintf(msg, msglen, "cannot start the ingest worker: %s", strerror(rc));
+    pthread_mutex_destroy(&w->lock);
+    pthread_mutex_destroy(&w->list_lock);
+    pthread_cond_destroy(&w->cond);
+    free(w);
+    return NULL;
+  }
+  return w;
+}
+
+htd_wsess_t *htd_worker_adopt(htd_worker_t *w, htd_session_t *s) {
+  htd_wsess_t *ws = calloc(1, sizeof *ws);
+  msg_t *end = calloc(1, sizeof *end), *rel = calloc(1, sizeof *rel);
+  if (!ws || !end || !rel) {
+    free(ws);
+    free(end);
+    free(rel);
+    return NULL;
+  }
+  *end = (msg_t){.kind = MSG_END, .ws = ws};
+  *rel = (msg_t){.kind = MSG_RELEASE, .ws = ws};
+  ws->s = s;
+  ws->end = end;
+  ws->release = rel;
+  pthread_mutex_lock(&w->list_lock);
+  ws->next = w->sessions;
+  if (w->sessions)
+    w->sessions->prev = ws;
+  w->sessions = ws;
+  pthread_mutex_unlock(&w->list_lock);
+  return ws;
+}
+
+int htd_worker_frames(htd_worker_t *w, htd_wsess_t *ws, void *conn, const uint8_t *bytes,
+                      size_t len, int had_end) {
+  msg_t *m = malloc(sizeof *m + len);
+  if (!m)
+    return HT_ENOMEM;
+  *m = (msg_t){.kind = MSG_FRAMES, .ws = ws, .conn = conn, .len = len, .had_end = had_end};
+  memcpy(m + 1, bytes, len);
+  push(w, m, len);
+  return 0;
+}
+
+int htd_worker_reject(htd_worker_t *w, htd_wsess_t *ws, void *conn, int err, const char *why) {
+  msg_t *m = calloc(1, sizeof *m);
+  if (!m)
+    return HT_ENOMEM;
+  *m = (msg_t){.kind = MSG_REJECT, .ws = ws, .conn = conn, .rc = err};
+  snprintf(m->why, sizeof m->why, "%s", why ? why : "");
+  push(w, m, 0);
+  return 0;
+}
+
+void htd_worker_end(htd_worker_t *w, htd_wsess_t *ws, ht_end_t reason, const char *detail) {
+  msg_t *m = ws->end;
+  if (!m)
+    return; /* sent once already: the session is ended by then */
+  ws->end = NULL;
+  m->reason = reason;
+  m->detail = detail ? strdup(detail) : NULL;
+  push(w, m, 0);
+}
+
+void htd_worker_tick(htd_worker_t *w) {
+  pthread_mutex_lock(&w->lock);
+  int queued = w->tick_queued;
+  w->tick_queued = 1;
+  pthread_mutex_unlock(&w->lock);
+  if (!queued)
+    push(w, &w->tick, 0);
+}
+
+void htd_worker_barrier(htd_worker_t *w, htd_job_t *job) {
+  msg_t *m = calloc(1, sizeof *m);
+  if (!m) { /* out of memory: the query reads what is committed */
+    htd_store_submit(w->st, job);
+    return;
+  }
+  m->kind = MSG_BARRIER;
+  m->job = job;
+  push(w, m, 0);
+}
+
+void htd_worker_release(htd_worker_t *w, htd_wsess_t *ws) {
+  msg_t *m = ws->release;
+  ws->release = NULL;
+  push(w, m, 0);
+}
+
+void htd_worker_dispatch(htd_worker_t *w, void (*fn)(const htd_worker_result_t *r)) {
+  pthread_mutex_lock(&w->lock);
+  msg_t *list = w->outbox;
+  w->outbox = NULL;
+  w->outbox_tail = &w->outbox;
+  pthread_mutex_unlock(&w->lock);
+  while (list) {
+    msg_t *next = list->next;
+    htd_worker_result_t r = {list->conn, list->rc, list->had_end, list->why};
+    fn(&r);
+    free(list);
+    list = next;
+  }
+}
+
+size_t htd_worker_backlog(htd_worker_t *w) {
+  pthread_mutex_lock(&w->lock);
+  size_t b = w->backlog;
+  pthread_mutex_unlock(&w->lock);
+  return b;
+}
+
+void htd_worker_stop(htd_worker_t *w, void (*fn)(const htd_worker_result_t *r)) {
+  pthread_mutex_lock(&w->lock);
+  w->stopping = 1;
+  pthread_cond_signal(&w->cond);
+  pthread_mutex_unlock(&w->lock);
+  pthread_join(w->thread, NULL);
+  pthread_mutex_lock(&w->lock);
+  w->stopped = 1;
+  pthread_mutex_unlock(&w->lock);
+  htd_worker_dispatch(w, fn);
+}
+
+void htd_worker_free(htd_worker_t *w) {
+  if (!w)
+    return;
+  while (w->sessions)
+    release(w, w->sessions); /* connections never freed */
+  pthread_mutex_destroy(&w->lock);
+  pthread_mutex_destroy(&w->list_lock);
+  pthread_cond_destroy(&w->cond);
+  free(w);
+}
