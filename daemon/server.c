@@ -7,7 +7,8 @@
  * answered on the libuv thread pool (query.c) once the store has committed
  * everything received before it. The loop only reads and splits frames: an
  * ingest session's frames go, a batch per read, to the ingest worker
- * (worker.c), which decodes and packs them at idle priority. A malformed
+ * (worker.c), which decodes and packs them, at idle priority unless someone
+ * waits. A malformed
  * frame closes that one connection and marks its session; nothing else is
  * touched. A timer flushes partly filled chunks and applies backpressure:
  * when the worker or the writer falls behind, ingest connections stop being
@@ -39,15 +40,17 @@
 
 #define HTD_CONN_BUFFER (HT_PROTO_FRAME_PREFIX + HT_PROTO_MAX_FRAME + 64 * 1024)
 #define HTD_TICK_MS 100
-/* Clients are paused when the writer falls this far behind (a deep store
- * backlog only costs memory), or when the ingest worker, which runs at
- * idle priority, has this many bytes of frames waiting: enough to absorb
- * the events of a burst that keeps every core busy, bounded so that a
- * sustained one makes clients wait (lossless) instead. */
-#define HTD_BACKLOG_HIGH (32u << 20) /* store: stop reading clients above this */
-#define HTD_BACKLOG_LOW (8u << 20)   /* and resume below this */
-#define HTD_DEFER_HIGH (64u << 20)   /* worker: the same */
-#define HTD_DEFER_LOW (16u << 20)
+/* What the daemon holds for clients is bounded: frames the ingest worker
+ * (at idle priority) has not decoded, plus jobs the writer has not
+ * committed. Together they may reach HTD_BACKLOG_HIGH - room for the
+ * events of a burst that keeps every core busy - and the writer's part
+ * HTD_STORE_HIGH (its queue only costs memory); past either, clients wait
+ * (lossless) until both are below their low marks. From half of the high
+ * mark on, the worker also runs at normal priority. */
+#define HTD_BACKLOG_HIGH (64u << 20)
+#define HTD_BACKLOG_LOW (16u << 20)
+#define HTD_STORE_HIGH (32u << 20)
+#define HTD_STORE_LOW (8u << 20)
 #define HTD_MAX_CONNS 4096
 
 typedef enum { CONN_NEW, CONN_INGEST, CONN_CONTROL } conn_kind_t;
@@ -629,12 +632,12 @@ static void set_reading(int on) {
 
 static void check_backlog(void) {
   size_t store = htd_store_backlog(srv.store), defer = htd_worker_backlog(srv.worker);
-  if (!srv.paused && (store > HTD_BACKLOG_HIGH || defer > HTD_DEFER_HIGH)) {
+  if (!srv.paused && (store > HTD_STORE_HIGH || store + defer > HTD_BACKLOG_HIGH)) {
     srv.paused = 1;
     htd_log(HTD_LOG_INFO, "behind by %zu MiB to decode and %zu MiB to write: clients wait",
             defer >> 20, store >> 20);
     set_reading(0);
-  } else if (srv.paused && store < HTD_BACKLOG_LOW && defer < HTD_DEFER_LOW) {
+  } else if (srv.paused && store < HTD_STORE_LOW && store + defer < HTD_BACKLOG_LOW) {
     srv.paused = 0;
     set_reading(1);
   }
@@ -838,7 +841,8 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   }
   srv.next_session = htd_store_last_session(srv.store);
   uv_async_init(srv.loop, &srv.worker_async, on_worker_async);
-  htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, session_done, 1};
+  htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, session_done,
+                              HTD_BACKLOG_HIGH / 2};
   srv.worker = htd_worker_start(srv.store, &hooks, msg, sizeof msg);
   if (!srv.worker) {
     fprintf(stderr, "heaptraced: %s\n", msg);

@@ -1,12 +1,21 @@
-/* worker.c - the ingest worker thread (worker.h).
+/* worker.c - the ingest worker (worker.h).
  *
  * One inbox, in the order the loop sent: batches of frames, session ends,
- * ticks, barriers and releases. A processed batch moves to the outbox,
- * which the loop drains (htd_worker_dispatch). The messages a session must
- * be able to send whatever the memory - its end and its release - are
- * allocated with it, so that no session is left unended for want of a few
- * bytes. The list of sessions, which ticks and barriers walk, has its own
- * lock: the loop adds to it, the worker removes from it.
+ * ticks, barriers and releases. Two threads take turns at it, one step (a
+ * frame, or a message of another kind) at a time and never two at once, so
+ * the order holds. A thread at SCHED_IDLE does the work nobody waits for.
+ * A thread at normal priority takes over while the inbox holds something
+ * someone waits for - a client's END (its exit waits until the session is
+ * committed) or a query's barrier - or more than the soft limit, so that
+ * programs keeping every core busy neither starve those waits nor leave a
+ * long burst for the end. A processed batch moves to the outbox, which
+ * the loop drains (htd_worker_dispatch).
+ *
+ * The messages a session must be able to send whatever the memory - its
+ * end and its release - are allocated with it, so that no session is left
+ * unended for want of a few bytes. The list of sessions, which ticks and
+ * barriers walk, has its own lock: the loop adds to it, the worker removes
+ * from it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,9 +35,10 @@ typedef struct msg {
   struct msg *next;
   msg_kind_t kind;
   htd_wsess_t *ws;
-  /* FRAMES: the bytes follow the message. */
+  int urgent; /* someone waits for it: the normal-priority thread runs it */
+  /* FRAMES: the bytes follow the message; off is how far they are done. */
   void *conn;
-  size_t len;
+  size_t len, off;
   int had_end;
   /* END */
   ht_end_t reason;
@@ -50,14 +60,16 @@ struct htd_wsess {
 struct htd_worker {
   htd_store_t *st;
   htd_worker_hooks_t hooks;
-  pthread_t thread;
-  pthread_mutex_t lock; /* inbox, outbox, backlog, stopping, tick_queued */
+  pthread_t idle, fg;
+  pthread_mutex_t lock; /* everything below but the session list */
   pthread_cond_t cond;
-  msg_t *inbox, **inbox_tail;
+  msg_t *inbox, **inbox_tail; /* the first message stays in while a thread works on it */
   msg_t *outbox, **outbox_tail;
   size_t backlog;
+  int busy;   /* a thread is in a step of the first message */
+  int urgent; /* messages in the inbox that someone waits for */
   int stopping, tick_queued;
-  int stopped; /* the thread is gone: messages run on the caller's thread */
+  int stopped; /* the threads are gone: messages run on the caller's thread */
   msg_t tick;
   pthread_mutex_t list_lock;
   htd_wsess_t *sessions;
@@ -88,28 +100,31 @@ static void broke(htd_worker_t *w, htd_wsess_t *ws, const msg_t *m) {
   end_session(w, ws, HT_END_PROTOCOL_ERROR, detail);
 }
 
-static void run_frames(htd_worker_t *w, msg_t *m) {
+/* Processes the next frame of batch m. Returns 1 when m is finished: its
+ * last frame done, END taken, or the protocol broken. */
+static int frame_step(htd_worker_t *w, msg_t *m) {
   htd_wsess_t *ws = m->ws;
-  const uint8_t *p = (const uint8_t *)(m + 1);
-  for (size_t off = 0; off < m->len && !ws->broken;) {
-    ht_frame_t f;
-    int rc = ht_proto_frame(p + off, m->len - off, &f);
-    if (rc == 0) {
-      off += f.total;
-      rc = htd_session_frame(ws->s, &f, w->hooks.end_done, m->conn, m->why, sizeof m->why);
-    } else {
-      snprintf(m->why, sizeof m->why, "a batch cut inside a frame");
-    }
-    if (rc == 1) {
-      m->rc = 1;
-      w->hooks.ended(htd_session_id(ws->s));
-      break;
-    }
-    if (rc < 0) {
-      m->rc = rc;
-      broke(w, ws, m);
-    }
+  if (ws->broken || m->off >= m->len)
+    return 1;
+  ht_frame_t f;
+  int rc = ht_proto_frame((const uint8_t *)(m + 1) + m->off, m->len - m->off, &f);
+  if (rc == 0) {
+    m->off += f.total;
+    rc = htd_session_frame(ws->s, &f, w->hooks.end_done, m->conn, m->why, sizeof m->why);
+  } else {
+    snprintf(m->why, sizeof m->why, "a batch cut inside a frame");
   }
+  if (rc == 1) {
+    m->rc = 1;
+    w->hooks.ended(htd_session_id(ws->s));
+    return 1;
+  }
+  if (rc < 0) {
+    m->rc = rc;
+    broke(w, ws, m);
+    return 1;
+  }
+  return m->off >= m->len;
 }
 
 /* The loop found a protocol error of its own (a frame's length): it holds
@@ -149,10 +164,48 @@ static void release(htd_worker_t *w, htd_wsess_t *ws) {
   free(ws);
 }
 
-/* Moves a processed batch to the outbox; wakes the loop when it was empty. */
-static void to_outbox(htd_worker_t *w, msg_t *m) {
+/* Runs one step of m, the inbox's first message, which this thread holds
+ * (busy): one frame of a batch, or all of another kind. Returns 1 when m is
+ * finished. */
+static int step(htd_worker_t *w, msg_t *m) {
+  switch (m->kind) {
+  case MSG_FRAMES:
+    return frame_step(w, m);
+  case MSG_REJECT:
+    run_reject(w, m);
+    return 1;
+  case MSG_END:
+    end_session(w, m->ws, m->reason, m->detail);
+    return 1;
+  case MSG_TICK:
+    each_session(w, tick_one);
+    return 1;
+  case MSG_BARRIER:
+    each_session(w, htd_session_flush);
+    htd_store_submit(w->st, m->job);
+    return 1;
+  case MSG_RELEASE:
+    release(w, m->ws);
+    return 1;
+  }
+  return 1;
+}
+
+/* A finished message, out of the inbox: a batch or a rejection goes to the
+ * outbox (the loop is woken when it was empty), the rest is freed. */
+static void finish(htd_worker_t *w, msg_t *m) {
+  if (m->kind == MSG_TICK) { /* the worker's own: it may be queued again */
+    pthread_mutex_lock(&w->lock);
+    w->tick_queued = 0;
+    pthread_mutex_unlock(&w->lock);
+    return;
+  }
+  if (m->kind != MSG_FRAMES && m->kind != MSG_REJECT) {
+    free(m->detail);
+    free(m);
+    return;
+  }
   pthread_mutex_lock(&w->lock);
-  w->backlog -= m->len;
   int wake = w->outbox == NULL && !w->stopped;
   m->next = NULL;
   *w->outbox_tail = m;
@@ -162,84 +215,82 @@ static void to_outbox(htd_worker_t *w, msg_t *m) {
     w->hooks.notify(w->hooks.notify_arg);
 }
 
-/* Handles m; returns 1 when m goes to the outbox, 0 when it is done with. */
-static int run(htd_worker_t *w, msg_t *m) {
-  switch (m->kind) {
-  case MSG_FRAMES:
-    run_frames(w, m);
-    return 1;
-  case MSG_REJECT:
-    run_reject(w, m);
-    return 1;
-  case MSG_END:
-    end_session(w, m->ws, m->reason, m->detail);
-    free(m->detail);
-    free(m);
-    return 0;
-  case MSG_TICK:
-    pthread_mutex_lock(&w->lock);
-    w->tick_queued = 0; /* a tick after this point is needed again */
-    pthread_mutex_unlock(&w->lock);
-    each_session(w, tick_one);
-    return 0;
-  case MSG_BARRIER:
-    each_session(w, htd_session_flush);
-    htd_store_submit(w->st, m->job);
-    free(m);
-    return 0;
-  case MSG_RELEASE:
-    release(w, m->ws);
-    free(m);
-    return 0;
-  }
-  return 0;
-}
-
-/* Queues m for the thread; once it has stopped, runs m at once. */
-static void push(htd_worker_t *w, msg_t *m, size_t bytes) {
+/* Queues m; once the threads have stopped, runs it at once. urgent: someone
+ * waits for it (a client at exit, a query), so the normal-priority thread
+ * takes over until it is done. */
+static void push(htd_worker_t *w, msg_t *m, int urgent) {
   m->next = NULL;
+  m->urgent = urgent;
   pthread_mutex_lock(&w->lock);
   if (w->stopped) {
     pthread_mutex_unlock(&w->lock);
-    if (run(w, m))
-      to_outbox(w, m);
+    while (!step(w, m)) {
+    }
+    finish(w, m);
     return;
   }
   *w->inbox_tail = m;
   w->inbox_tail = &m->next;
-  w->backlog += bytes;
-  pthread_cond_signal(&w->cond);
+  w->backlog += m->len;
+  w->urgent += urgent;
+  pthread_cond_broadcast(&w->cond);
   pthread_mutex_unlock(&w->lock);
 }
 
-static void idle_priority(void) {
+/* Whether the thread (fg: the normal-priority one) may take the next step.
+ * Called with lock. */
+static int may_step(const htd_worker_t *w, int fg) {
+  if (!w->inbox || w->busy)
+    return 0;
+  int wanted = w->urgent > 0 || w->stopping || w->backlog > w->hooks.soft_limit;
+  return fg == wanted;
+}
+
+/* Either thread: steps through the inbox while it may. A step is short (one
+ * frame), so that when urgent work comes in while the idle thread, starved
+ * by busy cores, holds a batch, the normal-priority thread waits for one
+ * frame at most. */
+static void serve(htd_worker_t *w, int fg) {
+  pthread_mutex_lock(&w->lock);
+  for (;;) {
+    while (!may_step(w, fg) && !(w->stopping && !w->inbox && !w->busy))
+      pthread_cond_wait(&w->cond, &w->lock);
+    if (!may_step(w, fg))
+      break; /* stopping, and everything is done */
+    msg_t *m = w->inbox;
+    w->busy = 1;
+    pthread_mutex_unlock(&w->lock);
+    int done = step(w, m);
+    pthread_mutex_lock(&w->lock);
+    w->busy = 0;
+    if (done) {
+      w->inbox = m->next;
+      if (!w->inbox)
+        w->inbox_tail = &w->inbox;
+      w->backlog -= m->len;
+      w->urgent -= m->urgent;
+      pthread_mutex_unlock(&w->lock);
+      finish(w, m);
+      pthread_mutex_lock(&w->lock);
+    }
+    pthread_cond_broadcast(&w->cond);
+  }
+  pthread_mutex_unlock(&w->lock);
+}
+
+static void *idle_main(void *arg) {
+  pthread_setname_np(pthread_self(), "htd-ingest"); /* what top -H and the tests see */
   struct sched_param p = {0};
   int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
   if (rc != 0)
     htd_log(HTD_LOG_DEBUG, "ingest worker: no idle priority: %s", strerror(rc));
+  serve(arg, 0);
+  return NULL;
 }
 
-static void *worker_main(void *arg) {
-  htd_worker_t *w = arg;
-  pthread_setname_np(pthread_self(), "htd-ingest"); /* what top -H and the tests see */
-  if (w->hooks.idle)
-    idle_priority();
-  pthread_mutex_lock(&w->lock);
-  for (;;) {
-    while (!w->inbox && !w->stopping)
-      pthread_cond_wait(&w->cond, &w->lock);
-    if (!w->inbox)
-      break;
-    msg_t *m = w->inbox;
-    w->inbox = m->next;
-    if (!w->inbox)
-      w->inbox_tail = &w->inbox;
-    pthread_mutex_unlock(&w->lock);
-    if (run(w, m))
-      to_outbox(w, m);
-    pthread_mutex_lock(&w->lock);
-  }
-  pthread_mutex_unlock(&w->lock);
+static void *fg_main(void *arg) {
+  pthread_setname_np(pthread_self(), "htd-ingest-fg");
+  serve(arg, 1);
   return NULL;
 }
 
@@ -262,7 +313,14 @@ htd_worker_t *htd_worker_start(htd_store_t *st, const htd_worker_hooks_t *hooks,
   pthread_mutex_init(&w->lock, NULL);
   pthread_mutex_init(&w->list_lock, NULL);
   pthread_cond_init(&w->cond, NULL);
-  int rc = pthread_create(&w->thread, NULL, worker_main, w);
+  int rc = pthread_create(&w->idle, NULL, idle_main, w);
+  if (rc == 0 && (rc = pthread_create(&w->fg, NULL, fg_main, w)) != 0) {
+    pthread_mutex_lock(&w->lock);
+    w->stopping = 1;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->idle, NULL);
+  }
   if (rc != 0) {
     snprintf(msg, msglen, "cannot start the ingest worker: %s", strerror(rc));
     pthread_mutex_destroy(&w->lock);
@@ -304,7 +362,7 @@ int htd_worker_frames(htd_worker_t *w, htd_wsess_t *ws, void *conn, const uint8_
     return HT_ENOMEM;
   *m = (msg_t){.kind = MSG_FRAMES, .ws = ws, .conn = conn, .len = len, .had_end = had_end};
   memcpy(m + 1, bytes, len);
-  push(w, m, len);
+  push(w, m, had_end);
   return 0;
 }
 
@@ -345,7 +403,7 @@ void htd_worker_barrier(htd_worker_t *w, htd_job_t *job) {
   }
   m->kind = MSG_BARRIER;
   m->job = job;
-  push(w, m, 0);
+  push(w, m, 1);
 }
 
 void htd_worker_release(htd_worker_t *w, htd_wsess_t *ws) {
@@ -378,10 +436,11 @@ size_t htd_worker_backlog(htd_worker_t *w) {
 
 void htd_worker_stop(htd_worker_t *w, void (*fn)(const htd_worker_result_t *r)) {
   pthread_mutex_lock(&w->lock);
-  w->stopping = 1;
-  pthread_cond_signal(&w->cond);
+  w->stopping = 1; /* the normal-priority thread does the rest */
+  pthread_cond_broadcast(&w->cond);
   pthread_mutex_unlock(&w->lock);
-  pthread_join(w->thread, NULL);
+  pthread_join(w->idle, NULL);
+  pthread_join(w->fg, NULL);
   pthread_mutex_lock(&w->lock);
   w->stopped = 1;
   pthread_mutex_unlock(&w->lock);

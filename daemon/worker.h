@@ -1,17 +1,20 @@
-/* worker.h - the ingest worker: the thread that decodes and packs what
- * clients send, at idle priority, so that the daemon's heavy work is done
- * on cores the traced programs leave idle.
+/* worker.h - the ingest worker: decodes and packs what clients send,
+ * mostly at idle priority, so that the daemon's heavy work is done on
+ * cores the traced programs leave idle.
  *
  * The event loop reads the sockets, splits the bytes into frames and hands
  * each connection's complete frames over in batches; from the handshake on,
  * the session (ingest.c) belongs to the worker. Messages are processed in
  * the order they were sent, so a session's frames, its end, a tick's flush
  * and a query's barrier reach the store in the order the loop saw them.
- * Each batch comes back to the loop as a result (htd_worker_dispatch):
- * whether it broke the protocol. While the
- * worker is behind, batches wait in memory; the loop stops reading clients
- * when htd_worker_backlog() passes its limit, so clients wait (lossless)
- * instead of the daemon's memory growing.
+ * What someone waits for - a batch with a client's END, a query's barrier -
+ * is processed at normal priority, with everything queued before it, and
+ * so is a backlog past its soft limit. Each
+ * batch comes back to the loop as a result (htd_worker_dispatch): whether
+ * it broke the protocol. While the worker is behind, batches wait in
+ * memory; the loop stops reading clients when htd_worker_backlog() passes
+ * its limit, so clients wait (lossless) instead of the daemon's memory
+ * growing.
  */
 #ifndef HTD_WORKER_H
 #define HTD_WORKER_H
@@ -34,7 +37,9 @@ typedef struct {
   void (*ended)(int64_t session);
   /* The done-callback of a session's END job, with the batch's conn. */
   void (*end_done)(void *conn, int status);
-  int idle; /* run at SCHED_IDLE priority */
+  /* Past this many bytes of frames waiting, the normal-priority thread
+   * works too: a long burst is not left for the end. */
+  size_t soft_limit;
 } htd_worker_hooks_t;
 
 /* What came of one batch, on the loop thread. rc is 0; 1 when the batch
@@ -48,7 +53,7 @@ typedef struct {
   const char *why;
 } htd_worker_result_t;
 
-/* Starts the thread. Returns NULL with msg filled. */
+/* Starts the threads. Returns NULL with msg filled. */
 htd_worker_t *htd_worker_start(htd_store_t *st, const htd_worker_hooks_t *hooks, char *msg,
                                size_t msglen);
 

@@ -108,7 +108,8 @@ void e2e_restart_daemon_small_quarantine(e2e_t *e) {
 }
 
 char *e2e_sql_text(e2e_t *e, const char *sql) {
-  char *argv[] = {"/usr/bin/sqlite3", e->db, (char *)sql, NULL};
+  /* The daemon may be writing: wait for its lock rather than fail. */
+  char *argv[] = {"/usr/bin/sqlite3", "-cmd", ".timeout 10000", e->db, (char *)sql, NULL};
   e2e_result_t r = e2e_run(e, argv, NULL);
   cr_assert(r.status == 0, "sqlite3 '%s': %s", sql, r.err);
   free(r.err);
