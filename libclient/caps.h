@@ -438,9 +438,6 @@ void *ht__sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps);
 void *ht__sys_take_over(ht_call_t *c, const void *old, size_t copy, size_t old_usable,
                         uint16_t type, size_t size, uint32_t caps);
 
-/* malloc_usable_size() of a glibc block. */
-size_t ht__sys_usable(void *p);
-
 /* ---- poisoning (poison.c) ---- */
 
 /* Writes the header and both canaries of a block whose user bytes start at

@@ -11,7 +11,6 @@
  * headers); the integrity check, which does not, reports it instead.
  */
 #define _GNU_SOURCE
-#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -112,7 +111,7 @@ size_t ht_caps_get_allocated_size(void *ptr) {
   if (!ptr)
     return 0;
   if (!ht__nheaps() || !ht__heap_of(ptr))
-    return malloc_usable_size(ptr);
+    return ht__sys_usable(ptr);
   if (ht__blk_verify(ptr) & HT_BLK_BAD_HEADER)
     return 0;
   return ht__blk(ptr)->size;

@@ -226,6 +226,26 @@ static inline void ht__stream_begin(ht_stream_t *s) {
     ht__stream_restart(s, epoch);
 }
 
+/* ---- usable sizes of glibc blocks (sysheap.c) ---- */
+/* malloc_usable_size() of a glibc block the program holds: read from its
+ * chunk header once ht__sys_usable_setup() has turned that on. */
+size_t ht__sys_usable(void *p);
+
+/* Turns on usable sizes from glibc's chunk headers (fast = 1) when glibc
+ * allocates and ht__sys_usable_agrees() with the chunk header's formula;
+ * else, and with fast = 0 (tests), malloc_usable_size() is called. Once at
+ * start-up, before the process is traced; also safe later, as the two
+ * agree. */
+void ht__sys_usable_setup(int fast);
+
+/* 1 when usable sizes come from chunk headers. */
+int ht__sys_usable_fast(void);
+
+/* 1 when usable(p) equals malloc_usable_size(p) for blocks of every kind
+ * glibc makes (malloc, calloc, posix_memalign, realloc; heap and mmap'd),
+ * each allocated and freed here. 0 where the fast path does not exist. */
+int ht__sys_usable_agrees(size_t (*usable)(const void *));
+
 /* ---- clock (clock.c): CLOCK_MONOTONIC nanoseconds for events ---- */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HT_CLOCK_TSC 1

@@ -21,9 +21,145 @@
 
 #include "caps.h"
 
-size_t ht__sys_usable(void *p) {
+/* ======================================================================
+ * Usable size
+ *
+ * malloc_usable_size() costs a call through the PLT and, for a heap chunk,
+ * a load of the next chunk's header (its in-use bit): a second cache miss
+ * on every malloc, free and realloc. For a block the program holds, glibc's
+ * answer is a function of the block's own size word, so it is read here
+ * from the chunk header - once a check at start-up has shown that glibc
+ * allocates and that the formula gives malloc_usable_size()'s answers.
+ * Anything else (another malloc interposed, memory tagging, another libc)
+ * keeps calling malloc_usable_size().
+ * ==================================================================== */
+
+#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__aarch64__))
+#define HT_CHUNK_USABLE 1
+#else
+#define HT_CHUNK_USABLE 0
+#endif
+
+/* 1: usable sizes come from the chunk header. Set once at start-up;
+ * atomic only so that a thread already allocating may read it. */
+static _Atomic int chunk_usable_on;
+
+#if HT_CHUNK_USABLE
+/* glibc's musable() (malloc.c, as of 2.36) for a block in use: the size
+ * word before the block holds the chunk size with 3 flag bits below it,
+ * IS_MMAPPED (2) among them. A heap chunk's user bytes run on into the
+ * next chunk's prev_size word (chunk size - 2 words + 1); an mmap'd chunk
+ * has no next chunk (chunk size - 2 words). With memory tagging on
+ * (aarch64) glibc takes a word more off heap chunks: the start-up check
+ * sees that and keeps the fallback. */
+static inline size_t chunk_usable(const void *p) {
+  const size_t *word = (const size_t *)p - 1;
+  /* The word is glibc's, outside the block as C sees it: hide where the
+   * pointer came from, so that the compiler does not judge the read. */
+  __asm__("" : "+r"(word));
+  size_t head = *word;
+  size_t chunk = head & ~(size_t)7;
+  return head & 2 ? chunk - 2 * sizeof(size_t) : chunk - sizeof(size_t);
+}
+#endif
+
+/* Usable bytes of a glibc block the program holds: every caller's. */
+static inline size_t usable_of(void *p) {
+#if HT_CHUNK_USABLE
+  if (HT_LIKELY(atomic_load_explicit(&chunk_usable_on, memory_order_relaxed)))
+    return chunk_usable(p);
+#endif
   return malloc_usable_size(p);
 }
+
+size_t ht__sys_usable(void *p) {
+  return usable_of(p);
+}
+
+int ht__sys_usable_fast(void) {
+  return atomic_load_explicit(&chunk_usable_on, memory_order_relaxed);
+}
+
+#if HT_CHUNK_USABLE
+/* glibc's allocator serves the process: nothing interposed malloc (a
+ * preloaded jemalloc or tcmalloc, a sanitizer, libc_malloc_debug.so),
+ * whose blocks have no glibc chunk header to read. The volatiles keep the
+ * compiler from deciding that two named functions differ. A program built
+ * without PIE sees PLT addresses here, which differ: it keeps the
+ * fallback. */
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+
+static int glibc_allocates(void) {
+  void *(*volatile m)(size_t) = malloc;
+  void *(*volatile c)(size_t, size_t) = calloc;
+  void *(*volatile r)(void *, size_t) = realloc;
+  void (*volatile f)(void *) = free;
+  return m == __libc_malloc && c == __libc_calloc && r == __libc_realloc && f == __libc_free;
+}
+
+/* Above glibc's largest dynamic mmap threshold (32 MiB on 64-bit): always
+ * mmap'd, and its free leaves the threshold - the program's tuning - as it
+ * was. Never touched, so it costs no memory. */
+#define PROBE_BIG ((size_t)33 << 20)
+
+/* 1 when usable(p) is malloc_usable_size(p); frees p. A tagged pointer
+ * (aarch64 MTE) fails before its header is read: the read would fault.
+ * NULL (out of memory) fails too: nothing was shown. */
+static int agrees(void *p, size_t (*usable)(const void *)) {
+  int ok = p && (uintptr_t)p >> 56 == 0 && usable(p) == malloc_usable_size(p);
+  free(p);
+  return ok;
+}
+
+/* A block from posix_memalign, NULL on failure. */
+static void *aligned(size_t align, size_t size) {
+  void *p;
+  return posix_memalign(&p, align, size) == 0 ? p : NULL;
+}
+
+/* A block of `from` bytes realloc'ed to `to`, NULL on failure. */
+static void *resized(size_t from, size_t to) {
+  void *p = malloc(from), *np = p ? realloc(p, to) : NULL;
+  if (!np)
+    free(p);
+  return np;
+}
+
+int ht__sys_usable_agrees(size_t (*usable)(const void *)) {
+  /* Every kind of chunk the entry points see: small and large heap
+   * chunks, mmap'd ones, and those that calloc, posix_memalign and
+   * realloc (grown, shrunk in place, moved to mmap) leave. */
+  static const size_t sizes[] = {0, 1, 24, 25, 1000, 70000, PROBE_BIG};
+  int ok = 1;
+  for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+    ok &= agrees(malloc(sizes[i]), usable);
+    ok &= agrees(calloc(1, sizes[i]), usable);
+    ok &= agrees(aligned(64, sizes[i]), usable);
+    ok &= agrees(aligned(4096, sizes[i]), usable);
+  }
+  ok &= agrees(resized(100, 5000), usable);
+  ok &= agrees(resized(5000, 40), usable);
+  ok &= agrees(resized(100, PROBE_BIG), usable);
+  return ok;
+}
+
+void ht__sys_usable_setup(int fast) {
+  int on = fast && glibc_allocates() && ht__sys_usable_agrees(chunk_usable);
+  atomic_store_explicit(&chunk_usable_on, on, memory_order_relaxed);
+}
+#else
+int ht__sys_usable_agrees(size_t (*usable)(const void *)) {
+  (void)usable;
+  return 0;
+}
+
+void ht__sys_usable_setup(int fast) {
+  (void)fast;
+}
+#endif
 
 /* An allocated glibc block enters the typed set if c is typed. Returns the
  * type the block is accounted under (0 when the set is full). */
@@ -45,7 +181,7 @@ void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int ze
   }
   if (!p)
     return NULL;
-  size_t usable = malloc_usable_size(p);
+  size_t usable = usable_of(p);
   uint16_t type = adopt_type(c, p, c->type_idx);
   ht_txn_t x = {op, 0, caps, p, NULL, size, usable, 0, align};
   ht__commit(c, &x, type, (int64_t)usable, 1);
@@ -53,7 +189,7 @@ void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int ze
 }
 
 void ht__sys_free(ht_call_t *c, void *ptr, uint32_t caps) {
-  size_t usable = malloc_usable_size(ptr);
+  size_t usable = usable_of(ptr);
   uint16_t type = ht__typed_take(ptr);
   ht_txn_t x = {HT_OP_FREE, 0, caps, ptr, NULL, usable, usable, 0, 0};
   ht__commit(c, &x, type, -(int64_t)usable, -1);
@@ -61,7 +197,7 @@ void ht__sys_free(ht_call_t *c, void *ptr, uint32_t caps) {
 }
 
 void *ht__sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps) {
-  size_t old_usable = malloc_usable_size(ptr);
+  size_t old_usable = usable_of(ptr);
   /* Out of the typed set first: once libc has the old address back,
    * another thread may enter it again. */
   uint16_t type = ht__typed_take(ptr);
@@ -83,7 +219,7 @@ void *ht__sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps) {
   uint16_t kept = adopt_type(c, np, type);
   if (type && !kept) /* the set is full: the old block leaves the type's numbers */
     ht__type_account(type, -(int64_t)old_usable, -1, 0);
-  size_t usable = malloc_usable_size(np);
+  size_t usable = usable_of(np);
   ht_txn_t x = {HT_OP_REALLOC, 0, caps, np, ptr, size, usable, old_usable, 0};
   ht__commit(c, &x, kept, (int64_t)usable - (int64_t)old_usable, 0);
   if (np != ptr && size > old_usable)
@@ -100,7 +236,7 @@ void *ht__sys_take_over(ht_call_t *c, const void *old, size_t copy, size_t old_u
   uint16_t kept = adopt_type(c, np, type);
   if (type && !kept)
     ht__type_account(type, -(int64_t)old_usable, -1, 0);
-  size_t usable = malloc_usable_size(np);
+  size_t usable = usable_of(np);
   ht_txn_t x = {HT_OP_REALLOC, 0, caps, np, old, size, usable, old_usable, 0};
   ht__commit(c, &x, kept, (int64_t)usable - (int64_t)old_usable, 0);
   return np;

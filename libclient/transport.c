@@ -526,6 +526,8 @@ static void init_locked(void) {
     ht__config_load(&cfg);
     ht__mode = cfg.mode;
     cfg_loaded = 1;
+    /* Once per process, traced or not: the accounting needs usable sizes. */
+    ht__sys_usable_setup(1);
   }
   if (cfg.disabled)
     return;

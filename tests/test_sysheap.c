@@ -1,0 +1,162 @@
+/* test_sysheap.c - usable sizes of glibc blocks (libclient/sysheap.c).
+ *
+ * The client reads a glibc block's usable size from its chunk header
+ * instead of calling malloc_usable_size(), once a start-up check has shown
+ * that glibc allocates and that the two agree. These suites prove that the
+ * two agree on blocks of every kind, that the fast path is on where it
+ * should be, that the check refuses a formula wrong for any one kind of
+ * block, and that with the check failed malloc_usable_size() answers.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <heaptrace/heaptrace.h>
+
+#include "client.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1 /* the sanitizer's malloc, not glibc's */
+#else
+#define SANITIZED 0
+#endif
+
+/* Where the fast path exists, and where the start-up check must turn it on. */
+#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__aarch64__))
+#define GLIBC_CHUNKS 1
+#else
+#define GLIBC_CHUNKS 0
+#endif
+#define FAST_EXPECTED (GLIBC_CHUNKS && !SANITIZED)
+
+static void setup(void) {
+  setenv("HEAPTRACE_DISABLE", "1", 1);
+}
+
+TestSuite(sysheap_usable, .init = setup, .timeout = 60);
+
+/* The first call of the process runs the start-up check. */
+static void start_client(void) {
+  ht_free(ht_malloc(1));
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint64_t next_rand(void) {
+  rng ^= rng >> 12;
+  rng ^= rng << 25;
+  rng ^= rng >> 27;
+  return rng * 0x2545f4914f6cdd1dull;
+}
+
+/* A size from 0 to 2^max_log2 bytes, spread over the powers of two. */
+static size_t random_size(unsigned max_log2) {
+  unsigned bits = (unsigned)(next_rand() % (max_log2 + 1));
+  return (size_t)(next_rand() & (((uint64_t)1 << bits) - 1));
+}
+
+/* A block of a random kind: malloc, calloc, posix_memalign, realloc'ed. */
+static void *random_block(void) {
+  size_t size = random_size(19); /* up to 512 KiB: past the mmap threshold */
+  void *p = NULL;
+  switch (next_rand() % 4) {
+  case 0:
+    return malloc(size);
+  case 1:
+    return calloc(1, size);
+  case 2:
+    return posix_memalign(&p, (size_t)16 << (next_rand() % 9), size) == 0 ? p : NULL;
+  default: /* realloc to 0 would free it */
+    p = malloc(random_size(19));
+    void *np = p ? realloc(p, size + 1) : NULL;
+    if (!np)
+      free(p);
+    return np;
+  }
+}
+
+#define LIVE 256 /* blocks held at once, so that neighbours are in use */
+
+Test(sysheap_usable, agrees_with_malloc_usable_size_on_thousands_of_random_blocks) {
+  start_client();
+  cr_assert(eq(int, ht__sys_usable_fast(), FAST_EXPECTED));
+  void *live[LIVE] = {0};
+  for (int i = 0; i < 20000; i++) {
+    unsigned k = (unsigned)(next_rand() % LIVE);
+    free(live[k]);
+    live[k] = random_block();
+    cr_assert(ne(ptr, live[k], NULL));
+    cr_assert(eq(sz, ht__sys_usable(live[k]), malloc_usable_size(live[k])), "block %d", i);
+  }
+  for (unsigned k = 0; k < LIVE; k++)
+    free(live[k]);
+}
+
+Test(sysheap_usable, the_traced_entry_points_account_malloc_usable_size) {
+  start_client();
+  ht_totals_t before, after;
+  ht_get_totals(&before);
+  void *p = ht_malloc(777), *q = ht_calloc(3, 70000);
+  ht_get_totals(&after);
+  cr_assert(eq(i64, after.cur_bytes - before.cur_bytes,
+               (int64_t)(malloc_usable_size(p) + malloc_usable_size(q))));
+  ht_free(p);
+  ht_free(q);
+  ht_get_totals(&after);
+  cr_assert(eq(i64, after.cur_bytes, before.cur_bytes));
+}
+
+/* ---- the start-up check refuses what is wrong for any kind of block ---- */
+
+static size_t libc_usable(const void *p) {
+  return malloc_usable_size((void *)p);
+}
+
+static size_t wrong_for_mmapped(const void *p) {
+  size_t u = libc_usable(p);
+  return u >= ((size_t)32 << 20) ? u + 16 : u; /* only mmap'd blocks are this big */
+}
+
+static size_t wrong_for_page_aligned(const void *p) {
+  return libc_usable(p) + ((uintptr_t)p % 4096 == 0 ? 8 : 0);
+}
+
+static size_t wrong_for_small(const void *p) {
+  size_t u = libc_usable(p);
+  return u < 32 ? u + 8 : u;
+}
+
+Test(sysheap_usable, the_check_passes_malloc_usable_size_itself) {
+  cr_assert(eq(int, ht__sys_usable_agrees(libc_usable), GLIBC_CHUNKS));
+}
+
+Test(sysheap_usable, the_check_refuses_a_formula_wrong_for_one_kind_of_block) {
+  cr_assert(eq(int, ht__sys_usable_agrees(wrong_for_mmapped), 0));
+  cr_assert(eq(int, ht__sys_usable_agrees(wrong_for_page_aligned), 0));
+  cr_assert(eq(int, ht__sys_usable_agrees(wrong_for_small), 0));
+}
+
+/* ---- with the check failed, malloc_usable_size() answers ---- */
+
+#if FAST_EXPECTED
+/* A chunk no allocator made: header {prev_size, size 32 | PREV_INUSE},
+ * then the next chunk's header with PREV_INUSE clear. The chunk header
+ * says 24 usable bytes; malloc_usable_size() looks at the next chunk, sees
+ * this one free, and says 0: which of the two answered shows. */
+static _Alignas(16) size_t fake[8] = {0, 32 | 1, 0, 0, 0, 32, 0, 0};
+
+Test(sysheap_usable, a_failed_check_leaves_malloc_usable_size_in_charge) {
+  start_client();
+  void *p = &fake[2];
+  cr_assert(eq(int, ht__sys_usable_fast(), 1));
+  cr_assert(eq(sz, ht__sys_usable(p), 24)); /* the chunk header */
+  ht__sys_usable_setup(0);
+  cr_assert(eq(int, ht__sys_usable_fast(), 0));
+  cr_assert(eq(sz, ht__sys_usable(p), 0)); /* malloc_usable_size() */
+  ht__sys_usable_setup(1);
+  cr_assert(eq(int, ht__sys_usable_fast(), 1));
+}
+#endif
