@@ -278,10 +278,16 @@ uint64_t ht__clock_real_ns(void);
  * mapping is in force. */
 void ht__clock_init(int use_tsc);
 
-/* Re-anchors the mapping to clock_gettime() when HT_CLOCK_ANCHOR_NS have
- * passed (or at once with force). The flusher calls it on every wake.
- * Returns 1 when a new segment was published. */
+/* Re-anchors the mapping to clock_gettime() when an anchor is due (see
+ * ht__clock_anchor_due_ns), or at once with force. The flusher calls it on
+ * every wake. Returns 1 when a new segment was published. */
 int ht__clock_anchor(int force);
+
+/* Nanoseconds until ht__clock_anchor(0) will re-anchor: 0 when it is due
+ * now, UINT64_MAX when the TSC is not used. Within milliseconds of
+ * ht__clock_init, every HT_CLOCK_ANCHOR_NS (50 ms) later on; the flusher
+ * sleeps no longer than this. */
+uint64_t ht__clock_anchor_due_ns(void);
 
 /* Takes (1) or releases (0) the anchor lock: fork handlers. */
 void ht__clock_hold(int hold);

@@ -10,8 +10,9 @@
  * The daemon merges streams by time, so f must be one increasing function
  * that every thread evaluates alike: then time never goes backwards in a
  * thread, and an allocation that happens after a free in another thread
- * gets a later time. The flusher re-anchors f every HT_CLOCK_ANCHOR_NS
- * (ht__clock_anchor) to follow clock_gettime: the new segment starts where
+ * gets a later time. The flusher re-anchors f (ht__clock_anchor) to follow
+ * clock_gettime, every HT_CLOCK_ANCHOR_NS once the counter's rate is
+ * known over that long, sooner before: the new segment starts where
  * the old one ends (continuous) with a slope that closes the gap to the
  * real clock over the next HT_CLOCK_HORIZON_NS. It starts a little in the
  * future, and the published parameters keep the previous segment, so a
@@ -20,13 +21,26 @@
  * parameters a reader happened to see. The parameters are published
  * through a seqlock: readers retry in the rare case a write overlapped.
  *
- * A segment is trusted for HT_CLOCK_SPAN_NS: a reader past it (the
- * flusher has not re-anchored: the machine was suspended, or is starved)
- * calls clock_gettime(), as readers do until the first anchor has measured
- * the counter's rate over a real interval, and everywhere the TSC is not
- * the kernel's clock. f stays within a few microseconds of clock_gettime,
- * so such a switch can step back by at most that much; it does not happen
- * while the flusher runs. Nothing here allocates.
+ * The rate is measured from a (counter, clock_gettime) sample taken at
+ * start-up (moved every HT_CLOCK_REBASE_NS) to the anchor's sample. The
+ * first rate is used as soon as it is exact to HT_CLOCK_RATE_PPM - the
+ * samples' own uncertainty against the interval, a couple of milliseconds
+ * on an idle machine (HT_CLOCK_FIRST_NS at the earliest) - so that a busy
+ * program is on the counter within milliseconds of its first event; until
+ * then readers call clock_gettime(). Each later anchor is due after as
+ * long as the rate in force was measured over (2, 4, 8 ... ms, then every
+ * HT_CLOCK_ANCHOR_NS), so the rate is refined over ever longer intervals
+ * while the drift a young rate allows stays at a few sample errors.
+ *
+ * A segment is trusted for HT_CLOCK_SPAN_NS, and at most HT_CLOCK_TRUST
+ * times the interval its rate was measured over: the rate's error then
+ * adds at most that many sample errors (tens of nanoseconds each). A
+ * reader past it (the flusher has not re-anchored: the machine was
+ * suspended, or is starved) calls clock_gettime(), as readers do before
+ * the first anchor and everywhere the TSC is not the kernel's clock. f
+ * stays within a few microseconds of clock_gettime, so such a switch can
+ * step back by at most that much; it does not happen while the flusher
+ * runs. Nothing here allocates.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -37,7 +51,10 @@
 
 #include "client.h"
 
-#define HT_CLOCK_ANCHOR_NS (50u * 1000000u)      /* re-anchor at most this often */
+#define HT_CLOCK_ANCHOR_NS (50u * 1000000u)      /* re-anchor this often, once the rate is known */
+#define HT_CLOCK_FIRST_NS (2u * 1000000u)        /* the first rate is measured over this at least */
+#define HT_CLOCK_RATE_PPM 30u                    /* ... and is this exact (samples vs. interval) */
+#define HT_CLOCK_TRUST 16u                       /* a segment's span: times its rate's interval */
 #define HT_CLOCK_HORIZON_NS (200u * 1000000u)    /* a gap to the real clock closes over this */
 #define HT_CLOCK_MARGIN_NS (1000000u)            /* a new segment starts this far ahead */
 #define HT_CLOCK_BUMP_NS 2000u                   /* the first segment starts this far ahead */
@@ -62,9 +79,11 @@ static struct {
   int usable;           /* the TSC is the kernel's clocksource */
   uint64_t base_tsc[2]; /* rate baselines: [0] older, [1] newer */
   uint64_t base_ns[2];
+  uint64_t base_err[2];     /* their uncertainty, counter ticks */
   uint64_t last_anchor_ns;  /* real time of the last anchor */
   uint64_t tsc0, ns0, mult; /* the segment in force, as published */
   uint64_t rate;            /* the counter's measured rate, as a mult */
+  uint64_t rate_ns;         /* the interval it was measured over, 0 while unknown */
 } w;
 
 uint64_t ht__clock_now_slow(void) {
@@ -88,8 +107,8 @@ uint64_t ht__clock_now_slow(void) {
 
 /* One (counter, real time) pair: clock_gettime() bracketed by two counter
  * reads, the narrowest of a few tries, so that a preemption in between
- * does not skew it. */
-static void sample(uint64_t *tsc, uint64_t *ns) {
+ * does not skew it. Returns its uncertainty: half the bracket, in ticks. */
+static uint64_t sample(uint64_t *tsc, uint64_t *ns) {
   uint64_t best = UINT64_MAX;
   for (int i = 0; i < 5; i++) {
     uint64_t a = ht__tsc_ordered();
@@ -101,6 +120,7 @@ static void sample(uint64_t *tsc, uint64_t *ns) {
       *ns = r;
     }
   }
+  return best / 2 + 1;
 }
 
 /* 1 when the kernel keeps time with the TSC. open/read, not stdio: this
@@ -121,9 +141,17 @@ static uint64_t mult_of(uint64_t ns, uint64_t ticks) {
   return ticks ? (uint64_t)(((ht_u128)ns << 32) / ticks) : 0;
 }
 
-/* Publishes segment {tsc0, ns0, mult}, trusted for HT_CLOCK_SPAN_NS,
- * keeping the one in force as the previous segment; a first segment is
- * its own previous one (readers before its start extrapolate it back).
+/* How long a segment with the rate in force is trusted: the rate's error
+ * grows with the time it is applied for, in proportion to the interval
+ * it was measured over. */
+static uint64_t trust_ns(void) {
+  uint64_t ns = (uint64_t)HT_CLOCK_TRUST * w.rate_ns;
+  return ns < HT_CLOCK_SPAN_NS ? ns : HT_CLOCK_SPAN_NS;
+}
+
+/* Publishes segment {tsc0, ns0, mult}, trusted for trust_ns(), keeping
+ * the one in force as the previous segment; a first segment is its own
+ * previous one (readers before its start extrapolate it back).
  * seq_cst stores: the odd sequence number is visible before any field
  * changes (readers load with acquire). */
 static void publish(uint64_t tsc0, uint64_t ns0, uint64_t mult, int first) {
@@ -136,7 +164,7 @@ static void publish(uint64_t tsc0, uint64_t ns0, uint64_t mult, int first) {
   atomic_store(&c->tsc0, tsc0);
   atomic_store(&c->ns0, ns0);
   atomic_store(&c->mult, mult);
-  atomic_store(&c->span, (uint64_t)(((ht_u128)HT_CLOCK_SPAN_NS << 32) / w.rate));
+  atomic_store(&c->span, (uint64_t)(((ht_u128)trust_ns() << 32) / w.rate));
   atomic_store(&c->on, 1);
   atomic_store(&c->seq, seq + 2);
   w.tsc0 = tsc0;
@@ -201,7 +229,7 @@ void ht__clock_init(int use_tsc) {
   memset(&w, 0, sizeof w);
   w.usable = use_tsc > 0 || (use_tsc < 0 && tsc_is_kernel_clock());
   if (w.usable) {
-    sample(&w.base_tsc[0], &w.base_ns[0]);
+    w.base_err[0] = w.base_err[1] = sample(&w.base_tsc[0], &w.base_ns[0]);
     w.base_tsc[1] = w.base_tsc[0];
     w.base_ns[1] = w.base_ns[0];
     w.last_anchor_ns = w.base_ns[0];
@@ -209,29 +237,58 @@ void ht__clock_init(int use_tsc) {
   pthread_mutex_unlock(&anchor_lock);
 }
 
-/* The counter's rate (a mult) from the baselines to the sample (tsc, ns),
- * 0 while unknown. The baselines move every HT_CLOCK_REBASE_NS, so that
- * the rate follows what NTP does to CLOCK_MONOTONIC. anchor_lock held. */
-static uint64_t measure_rate(uint64_t tsc, uint64_t ns) {
+/* Both baselines become the sample (tsc, ns) of uncertainty err. */
+static void rebase_at(uint64_t tsc, uint64_t ns, uint64_t err) {
+  w.base_tsc[0] = w.base_tsc[1] = tsc;
+  w.base_ns[0] = w.base_ns[1] = ns;
+  w.base_err[0] = w.base_err[1] = err;
+}
+
+/* 1 when a rate measured over `ticks` from samples of uncertainty err
+ * (both ends) is exact to HT_CLOCK_RATE_PPM, over HT_CLOCK_FIRST_NS at
+ * least. A preempted sample or a noisy machine only delays it. */
+static int rate_is_exact(uint64_t ticks, uint64_t ns, uint64_t err) {
+  return ns >= HT_CLOCK_FIRST_NS && (ht_u128)err * 1000000u <= (ht_u128)ticks * HT_CLOCK_RATE_PPM;
+}
+
+/* Updates w.rate (a mult) and w.rate_ns from the baselines to the sample
+ * (tsc, ns) of uncertainty err, once the rate is exact enough; the rate
+ * known before holds meanwhile. The baselines move every
+ * HT_CLOCK_REBASE_NS, so that the rate follows what NTP does to
+ * CLOCK_MONOTONIC. anchor_lock held. */
+static void measure_rate(uint64_t tsc, uint64_t ns, uint64_t err) {
   if (ns - w.base_ns[1] >= HT_CLOCK_REBASE_NS) {
     w.base_tsc[0] = w.base_tsc[1];
     w.base_ns[0] = w.base_ns[1];
+    w.base_err[0] = w.base_err[1];
     w.base_tsc[1] = tsc;
     w.base_ns[1] = ns;
+    w.base_err[1] = err;
   }
-  uint64_t rate = tsc > w.base_tsc[0] ? mult_of(ns - w.base_ns[0], tsc - w.base_tsc[0]) : 0;
+  if (tsc <= w.base_tsc[0])
+    return;
+  uint64_t ticks = tsc - w.base_tsc[0], span = ns - w.base_ns[0];
+  if (!rate_is_exact(ticks, span, err + w.base_err[0]))
+    return; /* too short to tell anything, even a jump */
+  uint64_t rate = mult_of(span, ticks);
   uint64_t off = rate > w.rate ? rate - w.rate : w.rate - rate;
   if (w.rate && off > w.rate / 1024) {
     /* The counter's rate is constant: a jump means the counter and the
-     * clock parted (a suspend). Measure afresh from here; meanwhile the
-     * rate known before holds. */
-    w.base_tsc[0] = w.base_tsc[1] = tsc;
-    w.base_ns[0] = w.base_ns[1] = ns;
-    return w.rate;
+     * clock parted (a suspend). Measure afresh from here. */
+    rebase_at(tsc, ns, err);
+    return;
   }
-  /* The first rate needs an interval long enough to be exact to a few
-   * parts per million; until then readers use clock_gettime. */
-  return ns - w.base_ns[0] >= HT_CLOCK_ANCHOR_NS / 2 ? rate : w.rate;
+  w.rate = rate;
+  w.rate_ns = span;
+}
+
+/* How long after the last anchor the next one is due: the first as soon
+ * as a rate can be exact, then after as long as the rate in force was
+ * measured over (each anchor doubles that interval), at most
+ * HT_CLOCK_ANCHOR_NS. */
+static uint64_t anchor_gap_ns(void) {
+  uint64_t gap = w.rate_ns < HT_CLOCK_FIRST_NS ? HT_CLOCK_FIRST_NS : w.rate_ns;
+  return gap < HT_CLOCK_ANCHOR_NS ? gap : HT_CLOCK_ANCHOR_NS;
 }
 
 int ht__clock_anchor(int force) {
@@ -240,14 +297,15 @@ int ht__clock_anchor(int force) {
   int done = 0;
   if (w.usable) {
     uint64_t tsc, ns;
-    sample(&tsc, &ns);
-    if (force || ns - w.last_anchor_ns >= HT_CLOCK_ANCHOR_NS) {
-      uint64_t rate = measure_rate(tsc, ns);
-      if (force && !rate && tsc > w.base_tsc[0]) /* tests: any interval will do */
-        rate = mult_of(ns - w.base_ns[0], tsc - w.base_tsc[0]);
-      if (rate) {
-        w.rate = rate;
-        done = reanchor(tsc, ns, rate);
+    uint64_t err = sample(&tsc, &ns);
+    if (force || ns - w.last_anchor_ns >= anchor_gap_ns()) {
+      measure_rate(tsc, ns, err);
+      if (force && !w.rate && tsc > w.base_tsc[0]) { /* tests: any interval will do */
+        w.rate = mult_of(ns - w.base_ns[0], tsc - w.base_tsc[0]);
+        w.rate_ns = ns - w.base_ns[0];
+      }
+      if (w.rate) {
+        done = reanchor(tsc, ns, w.rate);
         if (done)
           w.last_anchor_ns = ns;
       }
@@ -255,6 +313,17 @@ int ht__clock_anchor(int force) {
   }
   pthread_mutex_unlock(&anchor_lock);
   return done;
+}
+
+uint64_t ht__clock_anchor_due_ns(void) {
+  pthread_mutex_lock(&anchor_lock);
+  uint64_t wait = UINT64_MAX;
+  if (w.usable) {
+    uint64_t due = w.last_anchor_ns + anchor_gap_ns(), now = ht__clock_real_ns();
+    wait = due > now ? due - now : 0;
+  }
+  pthread_mutex_unlock(&anchor_lock);
+  return wait;
 }
 
 void ht__clock_hold(int hold) {
@@ -273,6 +342,10 @@ void ht__clock_init(int use_tsc) {
 int ht__clock_anchor(int force) {
   (void)force;
   return 0;
+}
+
+uint64_t ht__clock_anchor_due_ns(void) {
+  return UINT64_MAX;
 }
 
 void ht__clock_hold(int hold) {

@@ -2,9 +2,10 @@
  *
  * The first traced call connects (ht__transport_init), sends the HELLO
  * handshake and starts the flusher. The flusher wakes every
- * HT_FLUSH_INTERVAL_MS, or sooner when a ring passes half full, and ships
- * the committed bytes of every stream as EVENTS frames with one sendmsg
- * per stream, straight from the rings (no copy). At exit everything is
+ * HT_FLUSH_INTERVAL_MS, or sooner when a ring passes half full or the
+ * event clock wants an anchor (clock.c: within milliseconds at first),
+ * and ships the committed bytes of every stream as EVENTS frames with one
+ * sendmsg per stream, straight from the rings (no copy). At exit everything is
  * shipped, an END record closes the session, and the process waits
  * (bounded) until the daemon has committed it.
  *
@@ -38,6 +39,7 @@
 #include "client.h"
 
 #define HT_FLUSH_INTERVAL_MS 50
+#define HT_ANCHOR_RETRY_MS 1 /* the shortest sleep the clock may ask for */
 #define HT_RETRY_FIRST_MS 100
 #define HT_RETRY_MAX_MS 5000
 #define HT_END_WAIT_MS 5000
@@ -437,11 +439,22 @@ static void end_killed(int sig) {
   ht__fatal_reported();
 }
 
+/* The flusher's sleep: HT_FLUSH_INTERVAL_MS, or less when the clock wants
+ * an anchor sooner - the first ones come within milliseconds of start-up,
+ * and until then every event pays for clock_gettime(). An anchor that was
+ * due but could not be made is retried after HT_ANCHOR_RETRY_MS. */
+static struct timespec flusher_sleep(void) {
+  uint64_t ns = HT_FLUSH_INTERVAL_MS * 1000000ull, due = ht__clock_anchor_due_ns();
+  if (due < ns)
+    ns = due > HT_ANCHOR_RETRY_MS * 1000000ull ? due : HT_ANCHOR_RETRY_MS * 1000000ull;
+  return (struct timespec){(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+}
+
 static void *flusher_main(void *arg) {
   (void)arg;
   ht__fatal_on_flusher();
   while (!atomic_load(&flusher_stop)) {
-    struct timespec ts = {0, HT_FLUSH_INTERVAL_MS * 1000000L};
+    struct timespec ts = flusher_sleep();
     syscall(SYS_futex, &wake_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
     atomic_store(&wake_word, 0);
     int sig = ht__fatal_pending();

@@ -59,9 +59,56 @@ Test(clock, tracks_clock_gettime_across_re_anchors) {
   }
 }
 
+/* ---- the first anchors: on the counter within milliseconds ---- */
+
+#define MS 1000000u
+
+/* Sleeps as the flusher does (transport.c): until the next anchor is due,
+ * 1 ms at least, 50 ms at most. */
+static void sleep_until_due(void) {
+  uint64_t due = ht__clock_anchor_due_ns();
+  due = due < 1 * MS ? 1 * MS : due > 50 * MS ? 50 * MS : due;
+  struct timespec ts = {0, (long)due};
+  nanosleep(&ts, NULL);
+}
+
+Test(clock, is_on_the_tsc_within_20_ms_of_init_when_anchored_when_due) {
+  ht__clock_init(1);
+  uint64_t t0 = real_ns();
+  if (HT_CLOCK_TSC)
+    cr_assert(le(u64, ht__clock_anchor_due_ns(), 5 * MS)); /* the flusher wakes for it */
+  while (!atomic_load(&ht__clock.on) && real_ns() - t0 < 20 * MS) {
+    sleep_until_due();
+    ht__clock_anchor(0);
+  }
+  cr_assert(eq(int, atomic_load(&ht__clock.on), HT_CLOCK_TSC), "after %llu us",
+            (unsigned long long)(real_ns() - t0) / 1000);
+  cr_assert(le(u64, worst_gap(20000), BOUND_NS));
+}
+
+Test(clock, refines_a_young_rate_at_doubling_intervals_within_the_bound) {
+  ht__clock_init(1);
+  uint64_t t0 = real_ns();
+  int anchors = 0;
+  while (real_ns() - t0 < 150 * MS) {
+    sleep_until_due();
+    anchors += ht__clock_anchor(0);
+    uint64_t gap = worst_gap(2000);
+    cr_assert(le(u64, gap, BOUND_NS), "%llu ns from clock_gettime after %d anchors",
+              (unsigned long long)gap, anchors);
+  }
+  if (HT_CLOCK_TSC) {
+    /* 2, 4, 8, 16, 32 ms, then every 50 ms: more than one per 50 ms at
+     * first, and spaced out once the rate is known over that long. */
+    cr_assert(ge(int, anchors, 6));
+    cr_assert(le(int, anchors, 12));
+  }
+}
+
 Test(clock, falls_back_to_clock_gettime_when_the_tsc_is_not_used) {
   ht__clock_init(0);
   cr_assert(eq(int, ht__clock_anchor(1), 0));
+  cr_assert(eq(u64, ht__clock_anchor_due_ns(), UINT64_MAX)); /* the flusher need not wake */
   cr_assert(eq(u64, worst_gap(1000), 0));
 }
 
