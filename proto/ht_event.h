@@ -177,16 +177,27 @@ static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_ev
  * write up to three bytes past the varint (the event's next field, or the
  * ring's slack, covers them). */
 static inline __attribute__((always_inline)) size_t ht__varint_put_var(uint8_t *out, uint64_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+  /* By the value's top bit (one bit scan): the varint's length, and the
+   * continuation bits of all its bytes but the last. */
+  static const struct {
+    uint32_t more;
+    uint8_t len;
+  } by_top[28] = {{0, 1},        {0, 1},        {0, 1},        {0, 1},        {0, 1},
+                  {0, 1},        {0, 1},        {0x80, 2},     {0x80, 2},     {0x80, 2},
+                  {0x80, 2},     {0x80, 2},     {0x80, 2},     {0x80, 2},     {0x8080, 3},
+                  {0x8080, 3},   {0x8080, 3},   {0x8080, 3},   {0x8080, 3},   {0x8080, 3},
+                  {0x8080, 3},   {0x808080, 4}, {0x808080, 4}, {0x808080, 4}, {0x808080, 4},
+                  {0x808080, 4}, {0x808080, 4}, {0x808080, 4}};
   if (HT_UNLIKELY_EV(v >= 0x10000000))
     return ht__varint_put(out, v);
   uint32_t x = (uint32_t)v;
-  size_t n = 1 + (size_t)(x >= 0x80) + (size_t)(x >= 0x4000) + (size_t)(x >= 0x200000);
+  unsigned top = 31u ^ (unsigned)__builtin_clz(x | 1u);
   uint32_t bytes =
       (x & 0x7fu) | ((x & 0x3f80u) << 1) | ((x & 0x1fc000u) << 2) | ((x & 0xfe00000u) << 3);
-  bytes |= 0x808080u & (uint32_t)((1ull << (8 * (n - 1))) - 1);
+  bytes |= by_top[top].more;
   memcpy(out, &bytes, 4);
-  return n;
+  return by_top[top].len;
 #else
   return ht__varint_put(out, v);
 #endif
