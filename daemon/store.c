@@ -346,6 +346,7 @@ static void commit_batch(htd_store_t *st, htd_job_t *batch) {
 
 static void *writer_main(void *arg) {
   htd_store_t *st = arg;
+  pthread_setname_np(pthread_self(), "htd-writer"); /* what top -H and bench/ingest see */
   pthread_mutex_lock(&st->lock);
   for (;;) {
     while (!st->queue && !st->stopping) {
