@@ -218,6 +218,13 @@ static int reanchor(uint64_t tsc, uint64_t ns, uint64_t rate) {
   return 1;
 }
 
+/* Both baselines become the sample (tsc, ns) of uncertainty err. */
+static void rebase_at(uint64_t tsc, uint64_t ns, uint64_t err) {
+  w.base_tsc[0] = w.base_tsc[1] = tsc;
+  w.base_ns[0] = w.base_ns[1] = ns;
+  w.base_err[0] = w.base_err[1] = err;
+}
+
 void ht__clock_init(int use_tsc) {
   pthread_mutex_lock(&anchor_lock);
   if (atomic_load_explicit(&ht__clock.on, memory_order_relaxed)) {
@@ -229,19 +236,11 @@ void ht__clock_init(int use_tsc) {
   memset(&w, 0, sizeof w);
   w.usable = use_tsc > 0 || (use_tsc < 0 && tsc_is_kernel_clock());
   if (w.usable) {
-    w.base_err[0] = w.base_err[1] = sample(&w.base_tsc[0], &w.base_ns[0]);
-    w.base_tsc[1] = w.base_tsc[0];
-    w.base_ns[1] = w.base_ns[0];
-    w.last_anchor_ns = w.base_ns[0];
+    uint64_t tsc, ns, err = sample(&tsc, &ns);
+    rebase_at(tsc, ns, err);
+    w.last_anchor_ns = ns;
   }
   pthread_mutex_unlock(&anchor_lock);
-}
-
-/* Both baselines become the sample (tsc, ns) of uncertainty err. */
-static void rebase_at(uint64_t tsc, uint64_t ns, uint64_t err) {
-  w.base_tsc[0] = w.base_tsc[1] = tsc;
-  w.base_ns[0] = w.base_ns[1] = ns;
-  w.base_err[0] = w.base_err[1] = err;
 }
 
 /* 1 when a rate measured over `ticks` from samples of uncertainty err
