@@ -8,9 +8,8 @@
  * everything received before it. The loop only reads and splits frames: an
  * ingest session's frames go, a batch per read, to the ingest worker
  * (worker.c), which decodes and packs them, at idle priority unless someone
- * waits. A malformed
- * frame closes that one connection and marks its session; nothing else is
- * touched. A timer flushes partly filled chunks and applies backpressure:
+ * waits. A malformed frame closes that one connection and marks its
+ * session; nothing else is touched. A timer flushes partly filled chunks and applies backpressure:
  * when the worker or the writer falls behind, ingest connections stop being
  * read, so clients wait (lossless) instead of the daemon's memory growing.
  */
