@@ -463,6 +463,16 @@ Test(e2e_daemon, sigterm_with_a_client_connected_marks_it_daemon_stopped_and_exi
   cJSON_Delete(all);
 }
 
+/* SIGKILLs the daemon. Its socket file goes first: while the kernel tears
+ * a killed daemon down, its listening socket may still take a client's
+ * reconnection for a moment, and the tests want the daemon plainly gone. */
+static void kill_daemon(void) {
+  unlink(env.socket);
+  kill(env.daemon, SIGKILL);
+  waitpid(env.daemon, NULL, 0);
+  env.daemon = 0;
+}
+
 /* Starts ht_stream_client streaming, SIGKILLs the daemon once it has taken
  * KILL_AFTER_EVENTS events, lets the client finish untraced and starts the
  * daemon again on the same database. Returns the killed session's id. */
@@ -473,9 +483,7 @@ static int kill_daemon_during_ingest(void) {
   wait_events_received(KILL_AFTER_EVENTS);
   cr_assert(eq(int, waitpid(client, NULL, WNOHANG), 0),
             "the client finished before the daemon could be killed mid-ingest");
-  kill(env.daemon, SIGKILL);
-  waitpid(env.daemon, NULL, 0);
-  env.daemon = 0;
+  kill_daemon();
   /* The client notices, warns once, and goes on untraced to a clean exit. */
   kill(client, SIGUSR1);
   cr_assert(eq(int, wait_exit(client, 30000), 0));
@@ -621,9 +629,7 @@ Test(e2e_daemon, a_database_left_by_a_killed_daemon_answers_offline) {
   snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
   pid_t client = spawn_stream_client(STREAM_ROUNDS_FOREVER, err_path);
   wait_events_received(KILL_AFTER_EVENTS);
-  kill(env.daemon, SIGKILL);
-  waitpid(env.daemon, NULL, 0);
-  env.daemon = 0;
+  kill_daemon();
   kill(client, SIGUSR1);
   cr_assert(eq(int, wait_exit(client, 30000), 0));
   cJSON *all = sessions(1);
