@@ -66,7 +66,7 @@ typedef struct htd_job {
 
 /* Opens (creating or migrating) the database and starts the writer thread.
  * notify is called from the writer thread when done-callbacks are ready;
- * it must only wake the loop (uv_async_send). Returns NULL with msg filled. */
+ * it must only wake the loop (htd_wake_send). Returns NULL with msg filled. */
 htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *notify_arg, char *msg,
                             size_t msglen);
 /* Queues a job; the store takes ownership. */

@@ -35,6 +35,7 @@
 #include "ingest.h"
 #include "query.h"
 #include "summary.h"
+#include "wake.h"
 #include "worker.h"
 
 #define HTD_CONN_BUFFER (HT_PROTO_FRAME_PREFIX + HT_PROTO_MAX_FRAME + 64 * 1024)
@@ -80,7 +81,7 @@ typedef struct {
   uv_pipe_t listener;
   uv_signal_t sigterm, sigint;
   uv_timer_t tick;
-  uv_async_t store_async, worker_async;
+  htd_wake_t store_wake, worker_wake;
   htd_store_t *store;
   htd_worker_t *worker;
   conn_t *conns;
@@ -650,24 +651,24 @@ static void on_tick(uv_timer_t *t) {
   check_backlog();
 }
 
-static void on_store_async(uv_async_t *a) {
-  (void)a;
+static void on_store_wake(void *arg) {
+  (void)arg;
   htd_store_dispatch(srv.store);
 }
 
 static void store_notify(void *arg) {
   (void)arg;
-  uv_async_send(&srv.store_async);
+  htd_wake_send(&srv.store_wake);
 }
 
-static void on_worker_async(uv_async_t *a) {
-  (void)a;
+static void on_worker_wake(void *arg) {
+  (void)arg;
   htd_worker_dispatch(srv.worker, on_result);
 }
 
 static void worker_notify(void *arg) {
   (void)arg;
-  uv_async_send(&srv.worker_async);
+  htd_wake_send(&srv.worker_wake);
 }
 
 static void close_any(uv_handle_t *h, void *arg) {
@@ -830,7 +831,16 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   umask(um);
   if (db_lock < 0)
     return 1;
-  uv_async_init(srv.loop, &srv.store_async, on_store_async);
+  int rc = htd_wake_init(srv.loop, &srv.store_wake, on_store_wake, NULL);
+  if (rc == 0 && (rc = htd_wake_init(srv.loop, &srv.worker_wake, on_worker_wake, NULL)) != 0) {
+    uv_close((uv_handle_t *)&srv.store_wake.poll, NULL);
+    htd_wake_free(&srv.store_wake);
+  }
+  if (rc != 0) {
+    fprintf(stderr, "heaptraced: cannot create the loop's wake-up eventfd: %s\n", uv_strerror(rc));
+    close(db_lock);
+    return 1;
+  }
   mode_t old = umask(0077); /* database, WAL and log: owner only */
   srv.store = htd_store_open(opt->db_path, store_notify, NULL, msg, sizeof msg);
   umask(old);
@@ -839,7 +849,6 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     return 1;
   }
   srv.next_session = htd_store_last_session(srv.store);
-  uv_async_init(srv.loop, &srv.worker_async, on_worker_async);
   htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, session_done,
                               HTD_BACKLOG_HIGH / 2};
   srv.worker = htd_worker_start(srv.store, &hooks, msg, sizeof msg);
@@ -880,6 +889,8 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   htd_worker_free(srv.worker);
   close(db_lock);
   uv_loop_close(srv.loop);
+  htd_wake_free(&srv.store_wake); /* the threads that sent are gone */
+  htd_wake_free(&srv.worker_wake);
   if (lost) {
     htd_log(HTD_LOG_ERROR, "stopped; %zu writes could not be stored (see above)", lost);
     return 1;

@@ -29,7 +29,7 @@ typedef struct htd_wsess htd_wsess_t;
 
 typedef struct {
   /* Called from the worker thread when results are ready: wake the loop
-   * (uv_async_send), nothing more. */
+   * (htd_wake_send), nothing more. */
   void (*notify)(void *arg);
   void *notify_arg;
   /* Called from the worker thread right after a session's end was queued
