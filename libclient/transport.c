@@ -66,6 +66,8 @@ static pthread_t flusher;
 static int flusher_running;
 static _Atomic int flusher_alive; /* read by the fatal-signal handler */
 static _Atomic int flusher_stop;
+/* 1 once the flusher runs its own code: its thread start is behind it. */
+static _Atomic uint32_t flusher_started;
 static _Atomic uint32_t wake_word;
 
 static uint64_t realtime_ns(void) {
@@ -453,6 +455,8 @@ static struct timespec flusher_sleep(void) {
 static void *flusher_main(void *arg) {
   (void)arg;
   ht__fatal_on_flusher();
+  atomic_store(&flusher_started, 1);
+  syscall(SYS_futex, &flusher_started, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
   while (!atomic_load(&flusher_stop)) {
     struct timespec ts = flusher_sleep();
     syscall(SYS_futex, &wake_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
@@ -567,9 +571,16 @@ static void init_locked(void) {
    * must reach a thread that can wait for the flusher (fatal.c). */
   sigset_t old;
   ht__fatal_block_async(&old);
+  atomic_store(&flusher_started, 0);
   if (pthread_create(&flusher, NULL, flusher_main, NULL) == 0) {
     flusher_running = 1;
     atomic_store(&flusher_alive, 1);
+    /* Not before the thread's start is over: a fork must not find it
+     * there. Under ASan that start allocates (GCC 12's libasan keeps no
+     * allocator lock across fork), and a fork child whose parent's
+     * flusher held such a lock hung on its first allocation. */
+    while (atomic_load(&flusher_started) == 0)
+      syscall(SYS_futex, &flusher_started, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   ht__fatal_install();
