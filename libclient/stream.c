@@ -32,6 +32,7 @@ __thread ht_stream_t *ht__tls_stream;
 static __thread int tls_dead; /* the thread's stream was handed over */
 static pthread_key_t stream_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static _Atomic size_t maps_live; /* streams mapped and not yet unmapped */
 
 /* Runs when a thread exits: the flusher ships what is left and unmaps. */
 static void stream_orphan(void *arg) {
@@ -55,11 +56,17 @@ static ht_stream_t *stream_create(void) {
     return NULL;
   ht_stream_t *s = mem; /* mmap memory is zeroed: every counter starts at 0 */
   s->ring = (uint8_t *)mem + sizeof(ht_stream_t);
+  atomic_fetch_add_explicit(&maps_live, 1, memory_order_relaxed);
   return s;
 }
 
 void ht__stream_unmap(ht_stream_t *s) {
   munmap(s, STREAM_MAP_BYTES);
+  atomic_fetch_sub_explicit(&maps_live, 1, memory_order_relaxed);
+}
+
+size_t ht_trace_buffers(void) {
+  return atomic_load_explicit(&maps_live, memory_order_relaxed);
 }
 
 void ht__stream_forget_all(void) {

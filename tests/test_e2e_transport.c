@@ -51,11 +51,13 @@ Test(e2e_transport, eight_threads_allocating_concurrently_lose_no_event) {
   e2e_result_free(&r);
 }
 
-Test(e2e_transport, a_thousand_short_lived_threads_are_all_accounted_for) {
+Test(e2e_transport, a_thousand_short_lived_threads_are_all_accounted_for_and_leave_no_buffer) {
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "1000", "1000", NULL};
   e2e_result_t r = e2e_run(&env, argv, NULL);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   check_counts(1, r.out);
+  /* 1002 threads traced; each buffer went back once its events were out. */
+  cr_assert(eq(int, (int)e2e_field(r.out, "buffers"), 0), "%s", r.out);
   e2e_result_free(&r);
 }
 

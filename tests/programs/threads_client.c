@@ -9,8 +9,10 @@
  * pairs. PACE_US > 0 sleeps that long every 1000 rounds, so that a run
  * lasts while a test acts on the daemon. The process exits with EXIT
  * (default 0), or dies of it when it is segv (a write to a page that
- * allows none) or abort. It prints what it did, as the daemon should report it:
- *   allocations=A frees=F reallocs=R live_blocks=B live_bytes=N events=E
+ * allows none) or abort. It prints what it did, as the daemon should report it,
+ * and how many event buffers are still mapped once every thread has exited
+ * and ht_flush() has run:
+ *   allocations=A frees=F reallocs=R live_blocks=B live_bytes=N events=E buffers=K
  */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
@@ -82,11 +84,16 @@ int main(int argc, char **argv) {
     done += n;
   }
   free(t);
+  /* Every thread has exited: once their events are shipped, no buffer is
+   * left mapped. */
+  ht_flush();
+  size_t buffers = ht_trace_buffers();
   unsigned long long allocs = (unsigned long long)(threads * (ops + 1) + nshort * SHORT_PAIRS);
   unsigned long long frees = (unsigned long long)(threads * ops + nshort * SHORT_PAIRS);
   unsigned long long reallocs = (unsigned long long)(threads * ((ops + 3) / 4));
-  printf("allocations=%llu frees=%llu reallocs=%llu live_blocks=%ld live_bytes=%ld events=%llu\n",
-         allocs, frees, reallocs, threads, threads * LEAK_BYTES, allocs + frees + reallocs);
+  printf("allocations=%llu frees=%llu reallocs=%llu live_blocks=%ld live_bytes=%ld events=%llu "
+         "buffers=%zu\n",
+         allocs, frees, reallocs, threads, threads * LEAK_BYTES, allocs + frees + reallocs, buffers);
   fflush(stdout);
   if (!strcmp(end, "segv")) {
     volatile int *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -113,6 +113,11 @@ HT_EXTERN int ht_flush(void);
 /* Returns 1 when events are being streamed to a daemon, else 0. */
 HT_EXTERN int ht_tracing_enabled(void);
 
+/* The per-thread event buffers mapped now: one for each thread that has
+ * traced, until the events of a thread that exited are shipped and its
+ * buffer is unmapped (by the background thread, or at once by ht_flush). */
+HT_EXTERN size_t ht_trace_buffers(void);
+
 /* ========================================================================
  * Capability heaps (ESP-IDF heap_caps_*, one to one under the ht_ prefix)
  *
