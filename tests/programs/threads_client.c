@@ -93,7 +93,8 @@ int main(int argc, char **argv) {
   unsigned long long reallocs = (unsigned long long)(threads * ((ops + 3) / 4));
   printf("allocations=%llu frees=%llu reallocs=%llu live_blocks=%ld live_bytes=%ld events=%llu "
          "buffers=%zu\n",
-         allocs, frees, reallocs, threads, threads * LEAK_BYTES, allocs + frees + reallocs, buffers);
+         allocs, frees, reallocs, threads, threads * LEAK_BYTES, allocs + frees + reallocs,
+         buffers);
   fflush(stdout);
   if (!strcmp(end, "segv")) {
     volatile int *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
