@@ -467,7 +467,6 @@ Test(e2e_daemon, sigterm_with_a_client_connected_marks_it_daemon_stopped_and_exi
  * a killed daemon down, its listening socket may still take a client's
  * reconnection for a moment, and the tests want the daemon plainly gone. */
 static void kill_daemon(void) {
-  unlink(env.socket);
   kill(env.daemon, SIGKILL);
   waitpid(env.daemon, NULL, 0);
   env.daemon = 0;
@@ -554,6 +553,40 @@ Test(e2e_daemon, session_killed_with_the_daemon_lists_the_events_it_stored) {
             "'heapctl sessions' lists %.0f events, stats replays %.0f", listed,
             e2e_num(st, "events"));
   cJSON_Delete(st);
+}
+
+/* A daemon killed with -9 keeps its listening socket until its last thread
+ * has exited (up to seconds for a thread at idle priority on a busy
+ * machine). A client that connected then went on in a session nobody
+ * would read, and lost it again: a second warning. dying_listener holds
+ * that moment for as long as the test needs. */
+Test(e2e_daemon, a_killed_daemon_that_is_still_exiting_is_not_reconnected_to) {
+  char err_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  pid_t client = spawn_stream_client(STREAM_ROUNDS_FOREVER, err_path);
+  wait_events_received(KILL_AFTER_EVENTS);
+  kill_daemon();
+  unlink(env.socket);
+  char *argv[] = {(char *)e2e_bin("dying_listener"), env.socket, NULL};
+  pid_t dying = e2e_spawn(&env, argv, NULL);
+  struct stat sb;
+  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < WAIT_MS; waited += 10)
+    e2e_sleep_ms(10);
+  /* The client retries 100, 200 and 400 ms after the loss. */
+  e2e_sleep_ms(1000);
+  char *err = e2e_read_file(err_path); /* before the listener really goes */
+  kill(dying, SIGKILL);
+  e2e_result_t d = e2e_wait(&env, dying);
+  kill(client, SIGUSR1);
+  int status = wait_exit(client, 30000);
+  cr_assert(eq(int, status, 0));
+  cr_assert(eq(str, d.out, "ready\n"), "dying_listener: %s", d.err);
+  e2e_result_free(&d);
+  cr_assert(eq(int, e2e_count_lines(err, "heaptrace: lost the connection"), 1), "%s", err);
+  cr_assert(eq(int, e2e_count_lines(err, "heaptrace: reconnected"), 0), "%s", err);
+  free(err);
+  unlink(env.socket);
+  e2e_restart_daemon(&env);
 }
 
 /* ======================================================================
