@@ -33,6 +33,7 @@
 
 #include "htd.h"
 #include "ingest.h"
+#include "peer.h"
 #include "query.h"
 #include "summary.h"
 #include "wake.h"
@@ -40,6 +41,8 @@
 
 #define HTD_CONN_BUFFER (HT_PROTO_FRAME_PREFIX + HT_PROTO_MAX_FRAME + 64 * 1024)
 #define HTD_TICK_MS 100
+/* How long a start waits for a predecessor killed with -9 to finish exiting. */
+#define HTD_EXITING_WAIT_MS 10000
 /* What the daemon holds for clients is bounded: frames the ingest worker
  * (at idle priority) has not decoded, plus jobs the writer has not
  * committed. Together they may reach HTD_BACKLOG_HIGH - room for the
@@ -702,6 +705,24 @@ static void on_signal(uv_signal_t *sig, int signum) {
 
 /* Refuses a live socket (another daemon) and anything that is not a
  * socket; removes a stale socket. */
+/* Whether something listens on path: 1 (its pid in *pid, 0 if unknown) or
+ * 0 (errno tells why not). */
+static int probe_socket(const char *path, int *pid) {
+  *pid = 0;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return 0;
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+  int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+  int err = errno;
+  if (live)
+    *pid = ht_peer_pid(fd);
+  close(fd);
+  errno = err;
+  return live;
+}
+
 static int claim_socket_path(const char *path) {
   struct stat sb;
   if (lstat(path, &sb) == 0 && !S_ISSOCK(sb.st_mode)) {
@@ -710,19 +731,29 @@ static int claim_socket_path(const char *path) {
             path);
     return -1;
   }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -1;
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-  int live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+  int pid;
+  int live = probe_socket(path, &pid);
+  /* A daemon killed with -9 holds the socket (and the database's lock)
+   * until its last thread has exited (proto/peer.h): wait for that. */
+  if (live && ht_pid_exiting(pid)) {
+    htd_log(HTD_LOG_INFO, "heaptraced %d on %s was killed and is still exiting; waiting for it",
+            pid, path);
+    for (int waited = 0; live && ht_pid_exiting(pid) && waited < HTD_EXITING_WAIT_MS;
+         waited += 20) {
+      uv_sleep(20);
+      live = probe_socket(path, &pid);
+    }
+  }
   int err = errno;
-  close(fd);
   if (live) {
-    fprintf(stderr,
-            "heaptraced: another heaptraced is already listening on %s; stop it first "
-            "(or choose another --socket)\n",
-            path);
+    if (ht_pid_exiting(pid))
+      fprintf(stderr, "heaptraced: heaptraced %d on %s was killed but has not exited in %d s\n",
+              pid, path, HTD_EXITING_WAIT_MS / 1000);
+    else
+      fprintf(stderr,
+              "heaptraced: another heaptraced is already listening on %s; stop it first "
+              "(or choose another --socket)\n",
+              path);
     return -1;
   }
   if (err == ECONNREFUSED) {

@@ -25,7 +25,6 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -38,6 +37,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "peer.h"
 
 #define HT_FLUSH_INTERVAL_MS 50
 #define HT_ANCHOR_RETRY_MS 1 /* the shortest sleep the clock may ask for */
@@ -354,34 +354,6 @@ static int announce_heaps(void) {
 
 /* Connects and shakes hands; a new epoch begins. io_lock held. Returns 0
  * or a negative errno. */
-/* 1 when the process listening at fd's other end is exiting: its main
- * thread is gone (a zombie leader) or the process is. A daemon killed with
- * SIGKILL keeps its listening socket until its last thread has exited, and
- * under load a thread at idle priority took up to 2 s to: a connection
- * made then is taken in by a process that will never read it, and is lost
- * again a moment later (a second warning). Such a daemon counts as gone.
- * Without the peer's pid or its /proc entry (another pid namespace, a
- * hidden /proc) the peer counts as alive. */
-static int peer_exiting(int fd) {
-  struct ucred cr;
-  socklen_t len = sizeof cr;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 || cr.pid <= 0)
-    return 0;
-  char path[40], stat[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)cr.pid);
-  int pf = open(path, O_RDONLY | O_CLOEXEC);
-  if (pf < 0)
-    return errno == ENOENT;
-  ssize_t n = read(pf, stat, sizeof stat - 1);
-  close(pf);
-  if (n <= 0)
-    return 0;
-  stat[n] = '\0';
-  /* "pid (comm) S ...": the state follows the last ')', comm may hold any. */
-  const char *end = strrchr(stat, ')');
-  return end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X');
-}
-
 static int connect_daemon(void) {
   if (!cfg.socket_path[0])
     return -ENAMETOOLONG;
@@ -395,7 +367,9 @@ static int connect_daemon(void) {
     close(fd);
     return -err;
   }
-  if (peer_exiting(fd)) {
+  /* A daemon killed with -9 that is still exiting (peer.h) would take the
+   * connection and lose it a moment later: a second warning. */
+  if (ht_pid_exiting(ht_peer_pid(fd))) {
     close(fd);
     return -ECONNREFUSED;
   }

@@ -286,6 +286,39 @@ Test(e2e_daemon, stale_socket_file_is_removed_at_start) {
   assert_good_session_works(GOOD_PID);
 }
 
+/* A start right after kill -9 of the previous daemon, which still holds
+ * the socket while its last thread exits: the new one waits for it. */
+Test(e2e_daemon, a_start_waits_for_a_killed_predecessor_that_is_still_exiting) {
+  e2e_stop_daemon(&env);
+  char *argv[] = {(char *)e2e_bin("dying_listener"), env.socket, NULL};
+  pid_t dying = e2e_spawn(&env, argv, NULL);
+  struct stat sb;
+  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < WAIT_MS; waited += 10)
+    e2e_sleep_ms(10);
+  pid_t killer = fork();
+  cr_assert(ge(int, killer, 0));
+  if (killer == 0) { /* the predecessor's last thread goes in 500 ms */
+    e2e_sleep_ms(500);
+    kill(dying, SIGKILL);
+    _exit(0);
+  }
+  e2e_restart_daemon(&env); /* returns at once: the predecessor takes connections */
+  waitpid(killer, NULL, 0);
+  e2e_result_t d = e2e_wait(&env, dying);
+  /* The first start's line, then this one's once it took the socket over. */
+  for (int waited = 0; e2e_log_lines(&env, "listening on") < 2 && waited < WAIT_MS; waited += 10)
+    e2e_sleep_ms(10);
+  cr_assert(eq(str, d.out, "ready\n"), "dying_listener: %s", d.err);
+  e2e_result_free(&d);
+  char line[300];
+  snprintf(line, sizeof line, "heaptraced %d on %s was killed and is still exiting; waiting for it",
+           (int)dying, env.socket);
+  cr_assert(eq(int, e2e_log_lines(&env, line), 1));
+  snprintf(line, sizeof line, "removing stale socket %s", env.socket);
+  cr_assert(eq(int, e2e_log_lines(&env, line), 1));
+  assert_good_session_works(GOOD_PID);
+}
+
 Test(e2e_daemon, regular_file_at_the_socket_path_is_refused_and_kept) {
   e2e_stop_daemon(&env);
   FILE *f = fopen(env.socket, "w");
