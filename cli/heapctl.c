@@ -24,6 +24,7 @@
 
 #include "hctl.h"
 #include "ht_proto.h"
+#include "peer.h"
 #include "query.h"
 
 #define EXIT_USAGE 2
@@ -335,6 +336,14 @@ static cJSON *ask_daemon(const char *path, const cJSON *req) {
                      "cannot reach heaptraced at %s (%s); start it with 'heaptraced', or read "
                      "a database offline with 'heapctl --db FILE'",
                      path, strerror(err));
+  }
+  int pid = ht_peer_pid(fd);
+  if (ht_pid_exiting(pid)) { /* it would never answer (proto/peer.h) */
+    close(fd);
+    return htq_error(EXIT_USAGE,
+                     "heaptraced at %s (pid %d) was killed and is still exiting; start a new "
+                     "one, or read a database offline with 'heapctl --db FILE'",
+                     path, pid);
   }
   char *text = cJSON_PrintUnformatted(req);
   size_t n = text ? strlen(text) : 0;

@@ -622,6 +622,29 @@ Test(e2e_daemon, a_killed_daemon_that_is_still_exiting_is_not_reconnected_to) {
   e2e_restart_daemon(&env);
 }
 
+Test(e2e_daemon, heapctl_names_a_killed_daemon_that_is_still_exiting) {
+  e2e_stop_daemon(&env);
+  char *argv[] = {(char *)e2e_bin("dying_listener"), env.socket, NULL};
+  pid_t dying = e2e_spawn(&env, argv, NULL);
+  struct stat sb;
+  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < WAIT_MS; waited += 10)
+    e2e_sleep_ms(10);
+  e2e_result_t r = e2e_heapctl(&env, "stats", NULL);
+  kill(dying, SIGKILL);
+  e2e_result_t d = e2e_wait(&env, dying);
+  e2e_result_free(&d);
+  char msg[300];
+  snprintf(msg, sizeof msg,
+           "heaptraced at %s (pid %d) was killed and is still exiting; start a new one, or read "
+           "a database offline with 'heapctl --db FILE'",
+           env.socket, (int)dying);
+  cr_assert(eq(int, r.status, 2), "heapctl: %d\n%s", r.status, r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, msg), 1), "heapctl said:\n%s", r.err);
+  e2e_result_free(&r);
+  unlink(env.socket);
+  e2e_restart_daemon(&env);
+}
+
 /* ======================================================================
  * Another user
  * ==================================================================== */
