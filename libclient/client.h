@@ -84,6 +84,7 @@ typedef struct ht_stream {
   uint64_t head; /* bytes ever written */
   uint64_t seq;  /* next sequence number in this session */
   uint64_t tail_cache;
+  uint64_t publish_limit; /* head past which a publish takes the slow path */
   uint32_t epoch_seen; /* connection epoch the encoder state belongs to */
   ht_evstate_t enc;
   int64_t cur_bytes, cur_blocks;
@@ -133,14 +134,15 @@ static inline uint8_t *ht__stream_room(ht_stream_t *s) {
 }
 
 /* Commits the n bytes just encoded at the room: one release store of
- * (head, seq) for the shipping side. The slow path copies what spilled
- * past the ring's end to its start, and wakes the flusher past half full
- * (without a syscall per event: kick is a no-op while a wake-up is
- * pending). */
+ * (head, seq) for the shipping side. The slow path, taken when the head
+ * passes publish_limit, copies what spilled past the ring's end to its
+ * start, and wakes the flusher past half full; while the ring stays past
+ * half it looks again every HT_KICK_AGAIN_BYTES, not at every event (the
+ * shipping side's counter is another core's cache line). */
+#define HT_KICK_AGAIN_BYTES (16u * 1024u)
 void ht__stream_publish_slow(ht_stream_t *s, size_t n);
 static inline void ht__stream_publish(ht_stream_t *s, size_t n) {
-  size_t pos = (size_t)(s->head & (HT_RING_BYTES - 1));
-  if (HT_UNLIKELY(pos + n > HT_RING_BYTES || s->head + n - s->tail_cache > HT_RING_BYTES / 2)) {
+  if (HT_UNLIKELY(s->head + n > s->publish_limit)) {
     ht__stream_publish_slow(s, n);
     return;
   }

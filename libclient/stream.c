@@ -152,8 +152,14 @@ void ht__stream_publish_slow(ht_stream_t *s, size_t n) {
   uint64_t word = (s->head & 0xffffffffu) | (s->seq << 32);
   atomic_store_explicit(&s->commit, word, memory_order_release);
   s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
-  if (s->head - s->tail_cache > HT_RING_BYTES / 2)
+  uint64_t check_at = s->tail_cache + HT_RING_BYTES / 2;
+  if (s->head > check_at) {
     ht__transport_kick();
+    check_at = s->head + HT_KICK_AGAIN_BYTES;
+  }
+  /* The ring's end, where the next event may spill. */
+  uint64_t wrap_at = s->head - (s->head & (HT_RING_BYTES - 1)) + HT_RING_BYTES;
+  s->publish_limit = check_at < wrap_at ? check_at : wrap_at;
 }
 
 void ht__stream_append(ht_stream_t *s, ht_event_t *ev) {
