@@ -85,7 +85,7 @@ typedef struct ht_stream {
   uint64_t seq;  /* next sequence number in this session */
   uint64_t tail_cache;
   uint64_t publish_limit; /* head past which a publish takes the slow path */
-  uint32_t epoch_seen; /* connection epoch the encoder state belongs to */
+  uint32_t epoch_seen;    /* connection epoch the encoder state belongs to */
   ht_evstate_t enc;
   int64_t cur_bytes, cur_blocks;
   uint64_t total_bytes;
