@@ -202,6 +202,17 @@ static pid_t spawn_stream_client(const char *rounds, const char *err_path) {
   return pid;
 }
 
+/* Starts tests/programs/dying_listener on the socket path (which must be
+ * free): a killed daemon's last moments, until it is killed in turn. */
+static pid_t spawn_dying_listener(void) {
+  char *argv[] = {(char *)e2e_bin("dying_listener"), env.socket, NULL};
+  pid_t pid = e2e_spawn(&env, argv, NULL);
+  struct stat sb;
+  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < WAIT_MS; waited += 10)
+    e2e_sleep_ms(10);
+  return pid;
+}
+
 static int wait_exit(pid_t pid, int timeout_ms) {
   int status;
   for (int waited = 0; waited <= timeout_ms; waited += 10) {
@@ -290,11 +301,7 @@ Test(e2e_daemon, stale_socket_file_is_removed_at_start) {
  * the socket while its last thread exits: the new one waits for it. */
 Test(e2e_daemon, a_start_waits_for_a_killed_predecessor_that_is_still_exiting) {
   e2e_stop_daemon(&env);
-  char *argv[] = {(char *)e2e_bin("dying_listener"), env.socket, NULL};
-  pid_t dying = e2e_spawn(&env, argv, NULL);
-  struct stat sb;
-  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < WAIT_MS; waited += 10)
-    e2e_sleep_ms(10);
+  pid_t dying = spawn_dying_listener();
   pid_t killer = fork();
   cr_assert(ge(int, killer, 0));
   if (killer == 0) { /* the predecessor's last thread goes in 500 ms */
@@ -600,11 +607,7 @@ Test(e2e_daemon, a_killed_daemon_that_is_still_exiting_is_not_reconnected_to) {
   wait_events_received(KILL_AFTER_EVENTS);
   kill_daemon();
   unlink(env.socket);
-  char *argv[] = {(char *)e2e_bin("dying_listener"), env.socket, NULL};
-  pid_t dying = e2e_spawn(&env, argv, NULL);
-  struct stat sb;
-  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < WAIT_MS; waited += 10)
-    e2e_sleep_ms(10);
+  pid_t dying = spawn_dying_listener();
   /* The client retries 100, 200 and 400 ms after the loss. */
   e2e_sleep_ms(1000);
   char *err = e2e_read_file(err_path); /* before the listener really goes */
@@ -624,11 +627,7 @@ Test(e2e_daemon, a_killed_daemon_that_is_still_exiting_is_not_reconnected_to) {
 
 Test(e2e_daemon, heapctl_names_a_killed_daemon_that_is_still_exiting) {
   e2e_stop_daemon(&env);
-  char *argv[] = {(char *)e2e_bin("dying_listener"), env.socket, NULL};
-  pid_t dying = e2e_spawn(&env, argv, NULL);
-  struct stat sb;
-  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < WAIT_MS; waited += 10)
-    e2e_sleep_ms(10);
+  pid_t dying = spawn_dying_listener();
   e2e_result_t r = e2e_heapctl(&env, "stats", NULL);
   kill(dying, SIGKILL);
   e2e_result_t d = e2e_wait(&env, dying);
