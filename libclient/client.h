@@ -263,7 +263,8 @@ __extension__ typedef unsigned __int128 ht_u128;
  * is atomic, read with acquire loads (plain moves on x86). */
 typedef struct {
   _Alignas(64) _Atomic uint32_t seq;
-  _Atomic int on; /* 0: use clock_gettime() */
+  _Atomic int on;     /* 0: use clock_gettime() */
+  _Atomic int rdtscp; /* ordered reads with rdtscp (set before `on`) */
   _Atomic uint64_t tsc0, ns0, mult;
   _Atomic uint64_t span; /* counter ticks the segment is trusted for */
   _Atomic uint64_t prev_tsc0, prev_ns0, prev_mult;
@@ -306,14 +307,19 @@ static inline uint64_t ht__clock_eval(uint64_t t, uint64_t tsc0, uint64_t ns0, u
 static inline uint64_t ht__tsc(void) {
   return __rdtsc();
 }
-/* Not before the instructions ahead of it have executed (the kernel's
- * rdtsc_ordered): an allocation's time is taken after the allocator
- * handed the block out. */
+#define HT__CLOCK_LOAD(f) atomic_load_explicit(&ht__clock.f, memory_order_acquire)
+/* Not before the instructions ahead of it have executed and their loads
+ * are visible (the kernel's rdtsc_ordered, which prefers rdtscp too): an
+ * allocation's time is taken after the allocator handed the block out.
+ * rdtscp, unlike lfence, lets the instructions after it go on. */
 static inline uint64_t ht__tsc_ordered(void) {
+  if (HT_LIKELY(HT__CLOCK_LOAD(rdtscp))) {
+    unsigned aux;
+    return __rdtscp(&aux);
+  }
   _mm_lfence();
   return __rdtsc();
 }
-#define HT__CLOCK_LOAD(f) atomic_load_explicit(&ht__clock.f, memory_order_acquire)
 
 /* The reader's rare cases (clock.c): no mapping yet, a counter value
  * before the segment (published ahead of time) or far past it (not

@@ -51,6 +51,10 @@
 
 #include "client.h"
 
+#if HT_CLOCK_TSC
+#include <cpuid.h>
+#endif
+
 #define HT_CLOCK_ANCHOR_NS (50u * 1000000u)      /* re-anchor this often, once the rate is known */
 #define HT_CLOCK_FIRST_NS (2u * 1000000u)        /* the first rate is measured over this at least */
 #define HT_CLOCK_RATE_PPM 30u                    /* ... and is this exact (samples vs. interval) */
@@ -225,6 +229,13 @@ static void rebase_at(uint64_t tsc, uint64_t ns, uint64_t err) {
   w.base_err[0] = w.base_err[1] = err;
 }
 
+/* 1 when the CPU has rdtscp (CPUID 0x80000001, EDX bit 27); a hypervisor
+ * may hide it. */
+static int has_rdtscp(void) {
+  unsigned a, b, c, d;
+  return __get_cpuid(0x80000001, &a, &b, &c, &d) && (d >> 27 & 1);
+}
+
 void ht__clock_init(int use_tsc) {
   pthread_mutex_lock(&anchor_lock);
   if (atomic_load_explicit(&ht__clock.on, memory_order_relaxed)) {
@@ -235,6 +246,7 @@ void ht__clock_init(int use_tsc) {
   }
   memset(&w, 0, sizeof w);
   w.usable = use_tsc > 0 || (use_tsc < 0 && tsc_is_kernel_clock());
+  atomic_store_explicit(&ht__clock.rdtscp, has_rdtscp(), memory_order_release);
   if (w.usable) {
     uint64_t tsc, ns, err = sample(&tsc, &ns);
     rebase_at(tsc, ns, err);

@@ -12,6 +12,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -138,8 +140,11 @@ static void *reader(void *arg) {
   return NULL;
 }
 
-Test(clock, never_goes_backwards_across_threads_while_re_anchored) {
+/* rdtscp: 1 to keep what init chose, 0 to force the lfence; rdtsc pair. */
+static void check_never_backwards(int rdtscp) {
   ht__clock_init(1);
+  if (!rdtscp)
+    atomic_store(&ht__clock.rdtscp, 0);
   atomic_store(&latest, 0);
   atomic_store(&stop, 0);
   atomic_store(&backwards, 0);
@@ -158,4 +163,38 @@ Test(clock, never_goes_backwards_across_threads_while_re_anchored) {
     pthread_join(th[i], NULL);
   cr_assert(eq(int, atomic_load(&backwards), 0));
   cr_assert(le(u64, worst_gap(1000), BOUND_NS));
+}
+
+Test(clock, never_goes_backwards_across_threads_while_re_anchored) {
+  check_never_backwards(1);
+}
+
+Test(clock, never_goes_backwards_across_threads_with_lfence_ordered_reads) {
+  check_never_backwards(0);
+}
+
+/* 1 when the kernel lists flag among the CPU's ("flags : ... rdtscp ..."). */
+static int cpu_has_flag(const char *flag) {
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  if (!f)
+    return -1;
+  char line[8192];
+  int has = 0;
+  size_t n = strlen(flag);
+  while (!has && fgets(line, sizeof line, f)) {
+    if (strncmp(line, "flags", 5) != 0)
+      continue;
+    for (char *p = strstr(line, flag); p && !has; p = strstr(p + 1, flag))
+      has = (p[-1] == ' ' || p[-1] == '\t') && (p[n] == ' ' || p[n] == '\n');
+  }
+  fclose(f);
+  return has;
+}
+
+Test(clock, ordered_reads_use_rdtscp_where_the_cpu_has_it) {
+  ht__clock_init(1);
+  int has = HT_CLOCK_TSC ? cpu_has_flag("rdtscp") : 0;
+  if (has < 0)
+    cr_skip_test("no /proc/cpuinfo");
+  cr_assert(eq(int, atomic_load(&ht__clock.rdtscp), has));
 }
