@@ -703,8 +703,6 @@ static void on_signal(uv_signal_t *sig, int signum) {
  * Listening socket
  * ==================================================================== */
 
-/* Refuses a live socket (another daemon) and anything that is not a
- * socket; removes a stale socket. */
 /* Whether something listens on path: 1 (its pid in *pid, 0 if unknown) or
  * 0 (errno tells why not). */
 static int probe_socket(const char *path, int *pid) {
@@ -723,6 +721,8 @@ static int probe_socket(const char *path, int *pid) {
   return live;
 }
 
+/* Refuses a live socket (another daemon) and anything that is not a
+ * socket; removes a stale socket. */
 static int claim_socket_path(const char *path) {
   struct stat sb;
   if (lstat(path, &sb) == 0 && !S_ISSOCK(sb.st_mode)) {
