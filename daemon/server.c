@@ -825,10 +825,26 @@ static int lock_database(const char *db) {
     fprintf(stderr, "heaptraced: cannot open %s: %s\n", path, strerror(errno));
     return -1;
   }
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  int locked = flock(fd, LOCK_EX | LOCK_NB) == 0;
+  if (!locked) {
     ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
     holder[n > 0 ? n : 0] = '\0';
     holder[strcspn(holder, "\n")] = '\0';
+  }
+  /* A holder killed with -9 keeps the lock until its last thread has
+   * exited (proto/peer.h): wait for that, as for its socket. */
+  int holder_pid = atoi(holder);
+  if (!locked && ht_pid_exiting(holder_pid)) {
+    htd_log(HTD_LOG_INFO,
+            "database %s is held by heaptraced %d, which was killed and is still exiting; "
+            "waiting for it",
+            db, holder_pid);
+    for (int waited = 0; !locked && waited < HTD_EXITING_WAIT_MS; waited += 20) {
+      uv_sleep(20);
+      locked = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    }
+  }
+  if (!locked) {
     fprintf(stderr,
             "heaptraced: database %s is in use by another heaptraced (pid %s); stop it first "
             "or choose another --db\n",

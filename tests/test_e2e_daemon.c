@@ -202,13 +202,14 @@ static pid_t spawn_stream_client(const char *rounds, const char *err_path) {
   return pid;
 }
 
-/* Starts tests/programs/dying_listener on the socket path (which must be
- * free): a killed daemon's last moments, until it is killed in turn. */
-static pid_t spawn_dying_listener(void) {
-  char *argv[] = {(char *)e2e_bin("dying_listener"), env.socket, NULL};
+/* Starts tests/programs/dying_listener on socket (a free path), holding
+ * lock unless NULL: a killed daemon's last moments, until it is killed in
+ * turn. */
+static pid_t spawn_dying_listener(const char *socket, const char *lock) {
+  char *argv[] = {(char *)e2e_bin("dying_listener"), (char *)socket, (char *)lock, NULL};
   pid_t pid = e2e_spawn(&env, argv, NULL);
   struct stat sb;
-  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < WAIT_MS; waited += 10)
+  for (int waited = 0; stat(socket, &sb) != 0 && waited < WAIT_MS; waited += 10)
     e2e_sleep_ms(10);
   return pid;
 }
@@ -301,7 +302,7 @@ Test(e2e_daemon, stale_socket_file_is_removed_at_start) {
  * the socket while its last thread exits: the new one waits for it. */
 Test(e2e_daemon, a_start_waits_for_a_killed_predecessor_that_is_still_exiting) {
   e2e_stop_daemon(&env);
-  pid_t dying = spawn_dying_listener();
+  pid_t dying = spawn_dying_listener(env.socket, NULL);
   pid_t killer = fork();
   cr_assert(ge(int, killer, 0));
   if (killer == 0) { /* the predecessor's last thread goes in 500 ms */
@@ -607,7 +608,7 @@ Test(e2e_daemon, a_killed_daemon_that_is_still_exiting_is_not_reconnected_to) {
   wait_events_received(KILL_AFTER_EVENTS);
   kill_daemon();
   unlink(env.socket);
-  pid_t dying = spawn_dying_listener();
+  pid_t dying = spawn_dying_listener(env.socket, NULL);
   /* The client retries 100, 200 and 400 ms after the loss. */
   e2e_sleep_ms(1000);
   char *err = e2e_read_file(err_path); /* before the listener really goes */
@@ -625,9 +626,38 @@ Test(e2e_daemon, a_killed_daemon_that_is_still_exiting_is_not_reconnected_to) {
   e2e_restart_daemon(&env);
 }
 
+/* The same for the database's lock, held by a predecessor on another
+ * socket. */
+Test(e2e_daemon, a_start_waits_for_the_database_lock_of_a_killed_predecessor) {
+  e2e_stop_daemon(&env);
+  char other[200], lock[200];
+  snprintf(other, sizeof other, "%s/other.sock", env.dir);
+  snprintf(lock, sizeof lock, "%s.lock", env.db);
+  pid_t dying = spawn_dying_listener(other, lock);
+  pid_t killer = fork();
+  cr_assert(ge(int, killer, 0));
+  if (killer == 0) {
+    e2e_sleep_ms(500);
+    kill(dying, SIGKILL);
+    _exit(0);
+  }
+  e2e_restart_daemon(&env); /* returns once it listens: after the lock */
+  waitpid(killer, NULL, 0);
+  e2e_result_t d = e2e_wait(&env, dying);
+  cr_assert(eq(str, d.out, "ready\n"), "dying_listener: %s", d.err);
+  e2e_result_free(&d);
+  char line[400];
+  snprintf(line, sizeof line,
+           "database %s is held by heaptraced %d, which was killed and is still exiting; "
+           "waiting for it",
+           env.db, (int)dying);
+  cr_assert(eq(int, e2e_log_lines(&env, line), 1));
+  assert_good_session_works(GOOD_PID);
+}
+
 Test(e2e_daemon, heapctl_names_a_killed_daemon_that_is_still_exiting) {
   e2e_stop_daemon(&env);
-  pid_t dying = spawn_dying_listener();
+  pid_t dying = spawn_dying_listener(env.socket, NULL);
   e2e_result_t r = e2e_heapctl(&env, "stats", NULL);
   kill(dying, SIGKILL);
   e2e_result_t d = e2e_wait(&env, dying);
