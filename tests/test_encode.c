@@ -13,25 +13,17 @@
 #include <string.h>
 
 #include "ht_event.h"
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static uint64_t next(void) {
-  rng ^= rng >> 12;
-  rng ^= rng << 25;
-  rng ^= rng >> 27;
-  return rng * 0x2545f4914f6cdd1dull;
-}
+#include "test_rand.h"
 
 /* A value of a random width: every varint length gets its turn. */
 static uint64_t any_width(void) {
-  unsigned bits = (unsigned)(next() % 65);
-  return bits == 64 ? next() : next() & ((1ull << bits) - 1);
+  unsigned bits = (unsigned)(test_rand() % 65);
+  return bits == 64 ? test_rand() : test_rand() & ((1ull << bits) - 1);
 }
 
 /* Mostly small steps, like a real stream; sometimes anything. */
 static uint64_t near(uint64_t prev) {
-  return next() % 4 ? prev + (next() % 5000) - 1000 : any_width();
+  return test_rand() % 4 ? prev + (test_rand() % 5000) - 1000 : any_width();
 }
 
 /* One random event of op against st, with totals the op implies
@@ -41,15 +33,17 @@ static ht_event_t random_event(const ht_evstate_t *st, uint32_t op) {
   memset(&ev, 0, sizeof ev);
   ev.op = op;
   ev.time_ns = near(st->time_ns);
-  ev.site = next() % 3 ? st->site : (uint32_t)any_width();
-  ev.heap = next() % 8 ? st->heap : (uint32_t)(next() % 4);
-  ev.caps = next() % 8 ? st->caps : (uint32_t)any_width();
+  ev.site = test_rand() % 3 ? st->site : (uint32_t)any_width();
+  ev.heap = test_rand() % 8 ? st->heap : (uint32_t)(test_rand() % 4);
+  ev.caps = test_rand() % 8 ? st->caps : (uint32_t)any_width();
   ev.ptr = near(st->ptr);
-  ev.size = next() % 4 ? next() % 4096 : any_width();
-  ev.usable = op == HT_OP_FREE ? ev.size : next() % 4 ? ev.size + next() % 24 : any_width();
+  ev.size = test_rand() % 4 ? test_rand() % 4096 : any_width();
+  ev.usable = op == HT_OP_FREE  ? ev.size
+              : test_rand() % 4 ? ev.size + test_rand() % 24
+                                : any_width();
   if (op == HT_OP_REALLOC) {
     ev.old_ptr = near(ev.ptr);
-    ev.old_usable = next() % 4 ? next() % 4096 : any_width();
+    ev.old_usable = test_rand() % 4 ? test_rand() % 4096 : any_width();
   }
   int64_t ib, ik;
   uint64_t it;
@@ -57,12 +51,12 @@ static ht_event_t random_event(const ht_evstate_t *st, uint32_t op) {
   ev.cur_bytes = ib;
   ev.cur_blocks = ik;
   ev.total_bytes = it;
-  switch (next() % 8) { /* a restarted stream, a foreign heap: not implied */
+  switch (test_rand() % 8) { /* a restarted stream, a foreign heap: not implied */
   case 0:
     ev.cur_bytes = (int64_t)any_width();
     break;
   case 1:
-    ev.cur_blocks += (int64_t)(next() % 3) - 1;
+    ev.cur_blocks += (int64_t)(test_rand() % 3) - 1;
     break;
   case 2:
     ev.total_bytes = any_width();
@@ -95,7 +89,7 @@ Test(encode, op_encoders_write_the_bytes_of_the_general_encoder) {
     memset(&a, 0, sizeof a);
     memset(&b, 0, sizeof b);
     for (int i = 0; i < 500; i++) {
-      ht_event_t ev = random_event(&a, ops[next() % 4]);
+      ht_event_t ev = random_event(&a, ops[test_rand() % 4]);
       uint8_t want[HT_PROTO_MAX_EVENT_BYTES], got[HT_PROTO_MAX_EVENT_BYTES];
       size_t nw = ht_event_encode(want, &a, &ev);
       size_t ng = encode_fast(got, &b, &ev);

@@ -17,6 +17,7 @@
 #include <heaptrace/heaptrace.h>
 
 #include "client.h"
+#include "test_rand.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SANITIZED 1 /* the sanitizer's malloc, not glibc's */
@@ -43,32 +44,23 @@ static void start_client(void) {
   ht_free(ht_malloc(1));
 }
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static uint64_t next_rand(void) {
-  rng ^= rng >> 12;
-  rng ^= rng << 25;
-  rng ^= rng >> 27;
-  return rng * 0x2545f4914f6cdd1dull;
-}
-
 /* A size from 0 to 2^max_log2 bytes, spread over the powers of two. */
 static size_t random_size(unsigned max_log2) {
-  unsigned bits = (unsigned)(next_rand() % (max_log2 + 1));
-  return (size_t)(next_rand() & (((uint64_t)1 << bits) - 1));
+  unsigned bits = (unsigned)(test_rand() % (max_log2 + 1));
+  return (size_t)(test_rand() & (((uint64_t)1 << bits) - 1));
 }
 
 /* A block of a random kind: malloc, calloc, posix_memalign, realloc'ed. */
 static void *random_block(void) {
   size_t size = random_size(19); /* up to 512 KiB: past the mmap threshold */
   void *p = NULL;
-  switch (next_rand() % 4) {
+  switch (test_rand() % 4) {
   case 0:
     return malloc(size);
   case 1:
     return calloc(1, size);
   case 2:
-    return posix_memalign(&p, (size_t)16 << (next_rand() % 9), size) == 0 ? p : NULL;
+    return posix_memalign(&p, (size_t)16 << (test_rand() % 9), size) == 0 ? p : NULL;
   default: /* realloc to 0 would free it */
     p = malloc(random_size(19));
     void *np = p ? realloc(p, size + 1) : NULL;
@@ -85,7 +77,7 @@ Test(sysheap_usable, agrees_with_malloc_usable_size_on_thousands_of_random_block
   cr_assert(eq(int, ht__sys_usable_fast(), FAST_EXPECTED));
   void *live[LIVE] = {0};
   for (int i = 0; i < 20000; i++) {
-    unsigned k = (unsigned)(next_rand() % LIVE);
+    unsigned k = (unsigned)(test_rand() % LIVE);
     free(live[k]);
     live[k] = random_block();
     cr_assert(ne(ptr, live[k], NULL));
