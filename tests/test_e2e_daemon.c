@@ -513,17 +513,25 @@ static void kill_daemon(void) {
   env.daemon = 0;
 }
 
-/* Starts ht_stream_client streaming, SIGKILLs the daemon once it has taken
- * KILL_AFTER_EVENTS events, lets the client finish untraced and starts the
- * daemon again on the same database. Returns the killed session's id. */
-static int kill_daemon_during_ingest(void) {
-  char err_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+/* Starts ht_stream_client streaming (its stderr into err_path, which holds
+ * len bytes) and SIGKILLs the daemon once it has taken KILL_AFTER_EVENTS
+ * events, the client still running. Returns the client's pid. */
+static pid_t kill_daemon_under_a_client(char *err_path, size_t len) {
+  snprintf(err_path, len, "%s/client.err", env.dir);
   pid_t client = spawn_stream_client(STREAM_ROUNDS_FOREVER, err_path);
   wait_events_received(KILL_AFTER_EVENTS);
   cr_assert(eq(int, waitpid(client, NULL, WNOHANG), 0),
             "the client finished before the daemon could be killed mid-ingest");
   kill_daemon();
+  return client;
+}
+
+/* kill_daemon_under_a_client, then lets the client finish untraced and
+ * starts the daemon again on the same database. Returns the killed
+ * session's id. */
+static int kill_daemon_during_ingest(void) {
+  char err_path[160];
+  pid_t client = kill_daemon_under_a_client(err_path, sizeof err_path);
   /* The client notices, warns once, and goes on untraced to a clean exit. */
   kill(client, SIGUSR1);
   cr_assert(eq(int, wait_exit(client, 30000), 0));
@@ -603,10 +611,7 @@ Test(e2e_daemon, session_killed_with_the_daemon_lists_the_events_it_stored) {
  * that moment for as long as the test needs. */
 Test(e2e_daemon, a_killed_daemon_that_is_still_exiting_is_not_reconnected_to) {
   char err_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  pid_t client = spawn_stream_client(STREAM_ROUNDS_FOREVER, err_path);
-  wait_events_received(KILL_AFTER_EVENTS);
-  kill_daemon();
+  pid_t client = kill_daemon_under_a_client(err_path, sizeof err_path);
   unlink(env.socket);
   pid_t dying = spawn_dying_listener(env.socket, NULL);
   /* The client retries 100, 200 and 400 ms after the loss. */
@@ -744,10 +749,7 @@ Test(e2e_daemon, second_user_is_refused_by_peer_credentials_when_the_socket_is_r
  * session's committed events are analysed where they lie. */
 Test(e2e_daemon, a_database_left_by_a_killed_daemon_answers_offline) {
   char err_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  pid_t client = spawn_stream_client(STREAM_ROUNDS_FOREVER, err_path);
-  wait_events_received(KILL_AFTER_EVENTS);
-  kill_daemon();
+  pid_t client = kill_daemon_under_a_client(err_path, sizeof err_path);
   kill(client, SIGUSR1);
   cr_assert(eq(int, wait_exit(client, 30000), 0));
   cJSON *all = sessions(1);
