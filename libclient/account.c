@@ -260,19 +260,6 @@ void ht__call_set_type(ht_call_t *c, uint16_t type_idx) {
  * Events
  * ==================================================================== */
 
-/* The wire id of c's site on s's connection (SITE record sent if needed). */
-static inline uint32_t wire_site(ht_stream_t *s, ht_call_t *c) {
-  uint32_t idx = ht__call_site_cached(&ht__tls, c);
-  return idx ? ht__wire_site(s, idx) : ht__site_id(s, c->file, c->line, c->func, c->type);
-}
-
-/* Adds a transaction's deltas to the stream's running totals. */
-static inline void stream_totals(ht_stream_t *s, int64_t dbytes, int64_t dblocks) {
-  s->cur_bytes += dbytes;
-  s->cur_blocks += dblocks;
-  s->total_bytes += dbytes > 0 ? (uint64_t)dbytes : 0;
-}
-
 void ht__trace(ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks) {
   ht_stream_t *s = ht__stream_get();
   if (!s || !atomic_load_explicit(&ht__tracing, memory_order_relaxed))
@@ -282,24 +269,37 @@ void ht__trace(ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks) {
   /* An allocation's time is ordered after the allocator's work, so that it
    * is later than the free (in any thread) that gave the block back. */
   ev->time_ns = ev->op == HT_OP_FREE ? ht__now_ns() : ht__now_ns_ordered();
-  ev->site = wire_site(s, c);
-  stream_totals(s, dbytes, dblocks);
+  ev->site = ht__wire_site_of(s, c);
+  ht__stream_totals(s, dbytes, dblocks);
   ev->cur_bytes = s->cur_bytes;
   ev->cur_blocks = s->cur_blocks;
   ev->total_bytes = s->total_bytes;
   ht__stream_append(s, ev);
 }
 
-/* The hot path of ht__trace for a successful transaction: the event is
- * encoded straight from the transaction by the encoder of its op, in the
- * ring, with no ht_event_t in between. Ops without an encoder of their own
- * (aligned allocations) take ht__trace. */
+void ht__trace_free(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
+  ht__trace_op(c, x, dbytes, dblocks, HT_OP_FREE);
+}
+
+void ht__trace_realloc(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
+  ht__trace_op(c, x, dbytes, dblocks, HT_OP_REALLOC);
+}
+
 void ht__trace_txn(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
-  uint32_t op = x->op;
-  if (HT_UNLIKELY(op != HT_OP_MALLOC && op != HT_OP_FREE && op != HT_OP_REALLOC &&
-                  op != HT_OP_CALLOC)) {
+  switch (x->op) {
+  case HT_OP_MALLOC:
+  case HT_OP_CALLOC:
+    ht__trace_op(c, x, dbytes, dblocks, HT_OP_MALLOC);
+    return;
+  case HT_OP_FREE:
+    ht__trace_free(c, x, dbytes, dblocks);
+    return;
+  case HT_OP_REALLOC:
+    ht__trace_realloc(c, x, dbytes, dblocks);
+    return;
+  default: { /* aligned allocations: no encoder of their own */
     ht_event_t ev = {0};
-    ev.op = op;
+    ev.op = x->op;
     ev.heap = x->heap;
     ev.caps = x->caps;
     ev.ptr = (uintptr_t)x->ptr;
@@ -309,31 +309,8 @@ void ht__trace_txn(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblo
     ev.old_usable = x->old_usable;
     ev.align = x->align;
     ht__trace(c, &ev, dbytes, dblocks);
-    return;
   }
-  ht_stream_t *s = ht__stream_get();
-  if (HT_UNLIKELY(!s || !atomic_load_explicit(&ht__tracing, memory_order_relaxed)))
-    return;
-  ht__stream_begin(s); /* as in ht__trace: event and SITE on one connection */
-  uint64_t t = op == HT_OP_FREE ? ht__now_ns() : ht__now_ns_ordered();
-  uint32_t site = wire_site(s, c);
-  stream_totals(s, dbytes, dblocks);
-  uint8_t *out = ht__stream_room(s);
-  if (HT_UNLIKELY(!out))
-    return;
-  size_t n;
-  uint64_t ptr = (uintptr_t)x->ptr;
-  if (op == HT_OP_FREE)
-    n = ht_event_encode_free(out, &s->enc, t, site, x->heap, x->caps, ptr, x->size, s->cur_bytes,
-                             s->cur_blocks, s->total_bytes);
-  else if (op == HT_OP_REALLOC)
-    n = ht_event_encode_realloc(out, &s->enc, t, site, x->heap, x->caps, ptr, (uintptr_t)x->old_ptr,
-                                x->size, x->usable, x->old_usable, s->cur_bytes, s->cur_blocks,
-                                s->total_bytes);
-  else
-    n = ht_event_encode_alloc(out, &s->enc, op, t, site, x->heap, x->caps, ptr, x->size, x->usable,
-                              s->cur_bytes, s->cur_blocks, s->total_bytes);
-  ht__stream_publish(s, n);
+  }
 }
 
 /* ======================================================================

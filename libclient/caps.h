@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "client.h"
+#include "ht_event.h"
 #include "tlsf.h"
 
 /* ---- block layout (poison.c) ---- */
@@ -352,16 +353,86 @@ void ht__trace(ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks);
 
 /* Appends the event of a successful transaction when tracing: time, site
  * and the stream's running totals are filled in, and the common ops are
- * encoded straight from x. */
+ * encoded straight from x. The _free and _realloc forms are the same for
+ * those ops, without the dispatch on x->op. */
 void ht__trace_txn(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks);
+void ht__trace_free(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks);
+void ht__trace_realloc(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks);
+
+/* The wire id of c's site on s's connection (SITE record sent if needed). */
+static inline uint32_t ht__wire_site_of(ht_stream_t *s, ht_call_t *c) {
+  uint32_t idx = ht__call_site_cached(&ht__tls, c);
+  return idx ? ht__wire_site(s, idx) : ht__site_id(s, c->file, c->line, c->func, c->type);
+}
+
+/* Adds a transaction's deltas to the stream's running totals. */
+static inline void ht__stream_totals(ht_stream_t *s, int64_t dbytes, int64_t dblocks) {
+  s->cur_bytes += dbytes;
+  s->cur_blocks += dblocks;
+  s->total_bytes += dbytes > 0 ? (uint64_t)dbytes : 0;
+}
+
+/* The body of ht__trace_txn for op MALLOC, CALLOC, FREE or REALLOC: the
+ * event is encoded straight from the transaction by the encoder of its op,
+ * in the ring, with no ht_event_t in between. Where op is a constant the
+ * other encoders fold away. */
+static inline __attribute__((always_inline)) void
+ht__trace_op(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks, uint32_t op) {
+  ht_stream_t *s = ht__stream_get();
+  if (HT_UNLIKELY(!s || !atomic_load_explicit(&ht__tracing, memory_order_relaxed)))
+    return;
+  ht__stream_begin(s); /* as in ht__trace: event and SITE on one connection */
+  /* An allocation's time is ordered after the allocator's work, so that it
+   * is later than the free (in any thread) that gave the block back. */
+  uint64_t t = op == HT_OP_FREE ? ht__now_ns() : ht__now_ns_ordered();
+  uint32_t site = ht__wire_site_of(s, c);
+  ht__stream_totals(s, dbytes, dblocks);
+  uint8_t *out = ht__stream_room(s);
+  if (HT_UNLIKELY(!out))
+    return;
+  size_t n;
+  uint64_t ptr = (uintptr_t)x->ptr;
+  if (op == HT_OP_FREE)
+    n = ht_event_encode_free(out, &s->enc, t, site, x->heap, x->caps, ptr, x->size, s->cur_bytes,
+                             s->cur_blocks, s->total_bytes);
+  else if (op == HT_OP_REALLOC)
+    n = ht_event_encode_realloc(out, &s->enc, t, site, x->heap, x->caps, ptr, (uintptr_t)x->old_ptr,
+                                x->size, x->usable, x->old_usable, s->cur_bytes, s->cur_blocks,
+                                s->total_bytes);
+  else /* MALLOC or CALLOC: one encoder, the op byte tells them apart */
+    n = ht_event_encode_alloc(out, &s->enc, x->op, t, site, x->heap, x->caps, ptr, x->size,
+                              x->usable, s->cur_bytes, s->cur_blocks, s->total_bytes);
+  ht__stream_publish(s, n);
+}
 
 /* Records one successful transaction: the accounting, then (tracing) its
  * one event. A caps heap calls it with its lock held. */
 static inline __attribute__((always_inline)) void
 ht__commit(ht_call_t *c, const ht_txn_t *x, uint16_t type, int64_t dbytes, int64_t dblocks) {
   ht__account(c, x->op, type, dbytes, dblocks);
-  if (HT_UNLIKELY(ht__tracing_on()))
-    ht__trace_txn(c, x, dbytes, dblocks);
+  if (HT_UNLIKELY(ht__tracing_on())) {
+    /* x->op is a constant in most callers: the op's own function. */
+    if (x->op == HT_OP_FREE)
+      ht__trace_free(c, x, dbytes, dblocks);
+    else if (x->op == HT_OP_REALLOC)
+      ht__trace_realloc(c, x, dbytes, dblocks);
+    else
+      ht__trace_txn(c, x, dbytes, dblocks);
+  }
+}
+
+/* ht__commit with the event encoded in line: the system heap's entry
+ * points, where x->op is a constant, run as one function. */
+static inline __attribute__((always_inline)) void
+ht__commit_inline(ht_call_t *c, const ht_txn_t *x, uint16_t type, int64_t dbytes, int64_t dblocks) {
+  ht__account(c, x->op, type, dbytes, dblocks);
+  if (HT_UNLIKELY(ht__tracing_on())) {
+    if (x->op == HT_OP_FREE || x->op == HT_OP_REALLOC || x->op == HT_OP_MALLOC ||
+        x->op == HT_OP_CALLOC)
+      ht__trace_op(c, x, dbytes, dblocks, x->op);
+    else
+      ht__trace_txn(c, x, dbytes, dblocks);
+  }
 }
 
 /* Counts one failure in the thread's counters. */

@@ -163,13 +163,31 @@ void ht__sys_usable_setup(int fast) {
 
 /* An allocated glibc block enters the typed set if c is typed. Returns the
  * type the block is accounted under (0 when the set is full). */
-static uint16_t adopt_type(ht_call_t *c, const void *p, uint16_t type) {
+static inline uint16_t adopt_type(ht_call_t *c, const void *p, uint16_t type) {
   if (type && ht__typed_put(p, ht__call_site(c), type) != 0)
     return 0;
   return type;
 }
 
-void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int zero, uint32_t caps) {
+/* The system heap's operations are written once, always inlined: into the
+ * public entry points below, where the op is a constant and, with `hot`
+ * (a constant) set, the whole call becomes one function with its event
+ * encoded in line; and into the ht__sys_* functions the caps heaps and
+ * typed.c call, and the rare cases of the entry points, which commit out
+ * of line. */
+#define HT_INLINE static inline __attribute__((always_inline))
+
+/* ht__commit, in line when hot. */
+HT_INLINE void commit(ht_call_t *c, const ht_txn_t *x, uint16_t type, int64_t dbytes,
+                      int64_t dblocks, const int hot) {
+  if (hot)
+    ht__commit_inline(c, x, type, dbytes, dblocks);
+  else
+    ht__commit(c, x, type, dbytes, dblocks);
+}
+
+HT_INLINE void *sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int zero,
+                          uint32_t caps, const int hot) {
   void *p = NULL;
   if (align > 16) {
     if (posix_memalign(&p, align, size) != 0)
@@ -184,19 +202,27 @@ void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int ze
   size_t usable = usable_of(p);
   uint16_t type = adopt_type(c, p, c->type_idx);
   ht_txn_t x = {op, 0, caps, p, NULL, size, usable, 0, align};
-  ht__commit(c, &x, type, (int64_t)usable, 1);
+  commit(c, &x, type, (int64_t)usable, 1, hot);
   return p;
 }
 
-void ht__sys_free(ht_call_t *c, void *ptr, uint32_t caps) {
+void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int zero, uint32_t caps) {
+  return sys_alloc(c, op, size, align, zero, caps, 0);
+}
+
+HT_INLINE void sys_free(ht_call_t *c, void *ptr, uint32_t caps, const int hot) {
   size_t usable = usable_of(ptr);
   uint16_t type = ht__typed_take(ptr);
   ht_txn_t x = {HT_OP_FREE, 0, caps, ptr, NULL, usable, usable, 0, 0};
-  ht__commit(c, &x, type, -(int64_t)usable, -1);
+  commit(c, &x, type, -(int64_t)usable, -1, hot);
   free(ptr);
 }
 
-void *ht__sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps) {
+void ht__sys_free(ht_call_t *c, void *ptr, uint32_t caps) {
+  sys_free(c, ptr, caps, 0);
+}
+
+HT_INLINE void *sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps, const int hot) {
   size_t old_usable = usable_of(ptr);
   /* Out of the typed set first: once libc has the old address back,
    * another thread may enter it again. */
@@ -221,10 +247,14 @@ void *ht__sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps) {
     ht__type_account(type, -(int64_t)old_usable, -1, 0);
   size_t usable = usable_of(np);
   ht_txn_t x = {HT_OP_REALLOC, 0, caps, np, ptr, size, usable, old_usable, 0};
-  ht__commit(c, &x, kept, (int64_t)usable - (int64_t)old_usable, 0);
+  commit(c, &x, kept, (int64_t)usable - (int64_t)old_usable, 0, hot);
   if (np != ptr && size > old_usable)
     free(ptr);
   return np;
+}
+
+void *ht__sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps) {
+  return sys_realloc(c, ptr, size, caps, 0);
 }
 
 void *ht__sys_take_over(ht_call_t *c, const void *old, size_t copy, size_t old_usable,
@@ -247,11 +277,11 @@ void *ht__sys_take_over(ht_call_t *c, const void *old, size_t copy, size_t old_u
  * ==================================================================== */
 
 /* A plain allocation: the system heap, or the extmem routing when on. */
-static void *plain_alloc(ht_call_t *c, uint32_t op, size_t size, int zero) {
+HT_INLINE void *plain_alloc(ht_call_t *c, uint32_t op, size_t size, int zero, const int hot) {
   void *p;
   if (HT_UNLIKELY(ht__extmem_on()))
     p = ht__default_alloc(c, op, size, zero);
-  else if (!(p = ht__sys_alloc(c, op, size, 0, zero, HT_SYSTEM_HEAP_CAPS)))
+  else if (!(p = sys_alloc(c, op, size, 0, zero, HT_SYSTEM_HEAP_CAPS, hot)))
     ht__fail(c, op, NULL, size, HT_SYSTEM_HEAP_CAPS, 0);
   ht__deliver();
   return p;
@@ -260,7 +290,7 @@ static void *plain_alloc(ht_call_t *c, uint32_t op, size_t size, int zero) {
 void *ht__malloc(size_t size, const char *file, int line, const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_malloc", file, line, func, NULL);
-  return plain_alloc(&c, HT_OP_MALLOC, size, 0);
+  return plain_alloc(&c, HT_OP_MALLOC, size, 0, 1);
 }
 
 void *ht__calloc(size_t n, size_t size, const char *file, int line, const char *func) {
@@ -271,16 +301,16 @@ void *ht__calloc(size_t n, size_t size, const char *file, int line, const char *
     ht__fail(&c, HT_OP_CALLOC, NULL, SIZE_MAX, HT_SYSTEM_HEAP_CAPS, 0);
     return NULL;
   }
-  return plain_alloc(&c, HT_OP_CALLOC, total, 1);
+  return plain_alloc(&c, HT_OP_CALLOC, total, 1, 1);
 }
 
 /* Frees a block of any heap. */
-static void free_block(ht_call_t *c, void *ptr) {
+HT_INLINE void free_block(ht_call_t *c, void *ptr, const int hot) {
   ht_heap_t *h = ht__nheaps() ? ht__heap_of(ptr) : NULL;
   if (h)
     ht__heap_free_block(c, h, ptr);
   else
-    ht__sys_free(c, ptr, HT_SYSTEM_HEAP_CAPS);
+    sys_free(c, ptr, HT_SYSTEM_HEAP_CAPS, hot);
 }
 
 void ht__free(void *ptr, const char *file, int line, const char *func) {
@@ -288,14 +318,14 @@ void ht__free(void *ptr, const char *file, int line, const char *func) {
     return;
   ht_call_t c;
   ht__call_init(&c, "ht_free", file, line, func, NULL);
-  free_block(&c, ptr);
+  free_block(&c, ptr, 1);
   ht__deliver();
 }
 
 /* A realloc of a non-NULL block to a non-zero size: a region block keeps
  * the caps it was allocated with (it may still move to another heap that
  * has them); a glibc block stays with glibc. */
-static void *plain_realloc(ht_call_t *c, void *ptr, size_t size) {
+HT_INLINE void *plain_realloc(ht_call_t *c, void *ptr, size_t size) {
   if (HT_UNLIKELY(ht__extmem_on()))
     return ht__default_realloc(c, ptr, size);
   ht_heap_t *h = ht__nheaps() ? ht__heap_of(ptr) : NULL;
@@ -305,7 +335,7 @@ static void *plain_realloc(ht_call_t *c, void *ptr, size_t size) {
     np = ht__caps_realloc_core(c, ptr, size, caps);
   } else {
     ht__call_set_type(c, ht__typed_peek(ptr));
-    np = ht__sys_realloc(c, ptr, size, caps);
+    np = sys_realloc(c, ptr, size, caps, 1);
   }
   if (!np)
     ht__fail(c, HT_OP_REALLOC, ptr, size, caps, 0);
@@ -316,10 +346,10 @@ void *ht__realloc(void *ptr, size_t size, const char *file, int line, const char
   ht_call_t c;
   ht__call_init(&c, "ht_realloc", file, line, func, NULL);
   if (!ptr)
-    return plain_alloc(&c, HT_OP_MALLOC, size, 0);
+    return plain_alloc(&c, HT_OP_MALLOC, size, 0, 0);
   void *np = NULL;
   if (size == 0)
-    free_block(&c, ptr);
+    free_block(&c, ptr, 0);
   else
     np = plain_realloc(&c, ptr, size);
   ht__deliver();

@@ -21,6 +21,18 @@ static inline void ht__store_le(uint8_t *at, uint64_t v, size_t n) {
     at[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* A varint of five bytes or more: rare (large sizes and totals), out of
+ * line so that the inline encoders stay small. */
+static __attribute__((noinline, unused)) size_t ht__varint_put_long(uint8_t *out, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    out[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  out[n++] = (uint8_t)v;
+  return n;
+}
+
 static inline size_t ht__varint_put(uint8_t *out, uint64_t v) {
   if (v < 0x80) {
     out[0] = (uint8_t)v;
@@ -43,13 +55,7 @@ static inline size_t ht__varint_put(uint8_t *out, uint64_t v) {
     out[3] = (uint8_t)(v >> 21);
     return 4;
   }
-  size_t n = 0;
-  while (v >= 0x80) {
-    out[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  out[n++] = (uint8_t)v;
-  return n;
+  return ht__varint_put_long(out, v);
 }
 
 static inline int ht__has_old_ptr(uint32_t op, uint32_t failed_op) {
