@@ -240,6 +240,16 @@ uint32_t ht__acct_site(const char *file, int line, const char *func, const char 
   return idx;
 }
 
+uint32_t ht__call_site_slow(ht_call_t *c) {
+  uint32_t idx = ht__acct_site(c->file, c->line, c->func, c->type);
+  c->site = idx;
+  /* A realloc of a typed block gives the call that type: that is another
+   * site than the macro's own. 0 (the table is full) is not kept. */
+  if (c->where && !c->type && idx)
+    __atomic_store_n(&c->where->idx, idx, __ATOMIC_RELAXED);
+  return idx;
+}
+
 void ht__call_typed(ht_call_t *c) {
   ht_site_info_t si;
   if (ht__acct_site_info(ht__call_site(c), &si) == 0)

@@ -167,9 +167,10 @@ void ht__type_restore(const ht_type_stats_t *in, uint32_t n);
 typedef struct {
   const char *file, *func;
   int line;
-  const char *type; /* type name: HT_NEW's, or a realloc'd block's */
-  const char *api;  /* public entry point, for the failed-alloc hook */
-  uint32_t site;    /* accounting site, HT_SITE_UNSET until needed */
+  const char *type;  /* type name: HT_NEW's, or a realloc'd block's */
+  const char *api;   /* public entry point, for the failed-alloc hook */
+  ht_where_t *where; /* the macro's static call site, or NULL */
+  uint32_t site;     /* accounting site, HT_SITE_UNSET until needed */
   uint16_t type_idx;
 } ht_call_t;
 
@@ -185,10 +186,25 @@ static inline void ht__call_init(ht_call_t *c, const char *api, const char *file
   c->line = line;
   c->type = type;
   c->api = api;
+  c->where = NULL;
   c->site = HT_SITE_UNSET;
   c->type_idx = 0;
   if (HT_UNLIKELY(type != NULL))
     ht__call_typed(c);
+}
+
+/* Fills c for an untyped call from a macro's static call site, whose
+ * accounting index is known after the site's first call. */
+static inline void ht__call_init_at(ht_call_t *c, const char *api, ht_where_t *w) {
+  uint32_t idx = __atomic_load_n(&w->idx, __ATOMIC_RELAXED);
+  c->file = w->file;
+  c->func = w->func;
+  c->line = w->line;
+  c->type = NULL;
+  c->api = api;
+  c->where = w;
+  c->site = idx ? idx : HT_SITE_UNSET;
+  c->type_idx = 0;
 }
 
 /* Sets c's type (a realloc keeps the block's type) and re-interns its site. */
@@ -208,10 +224,14 @@ typedef struct {
  * full. Interns by content: equal strings at other addresses meet. */
 uint32_t ht__acct_site(const char *file, int line, const char *func, const char *type);
 
+/* Interns c's site, and keeps its index in the macro's call site when it
+ * is the site's own (untyped) one. */
+uint32_t ht__call_site_slow(ht_call_t *c);
+
 /* c's accounting site, interned on first use. */
 static inline uint32_t ht__call_site(ht_call_t *c) {
   if (HT_UNLIKELY(c->site == HT_SITE_UNSET))
-    c->site = ht__acct_site(c->file, c->line, c->func, c->type);
+    return ht__call_site_slow(c);
   return c->site;
 }
 
@@ -283,7 +303,7 @@ static inline uint32_t ht__call_site_cached(ht_tls_t *t, ht_call_t *c) {
   ht_tls_sites_t *ts = t->sites;
   if (HT_LIKELY(c->site != HT_SITE_UNSET))
     return c->site;
-  if (HT_LIKELY(ts != NULL)) {
+  if (HT_LIKELY(ts != NULL && c->where == NULL)) {
     unsigned slot = ht__site_slot(c->file, c->line, c->func, c->type);
     if (HT_LIKELY(ts->cache[slot].idx != 0 && ts->cache[slot].file == c->file &&
                   ts->cache[slot].line == c->line && ts->cache[slot].func == c->func &&

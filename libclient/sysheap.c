@@ -287,21 +287,43 @@ HT_INLINE void *plain_alloc(ht_call_t *c, uint32_t op, size_t size, int zero, co
   return p;
 }
 
+/* The public entry points come in two forms: the _at form, which the
+ * macros reach with GCC and Clang (a static call site that keeps its
+ * index), and the plain form (file, line, function), for other compilers
+ * and callers that have no static site. Only the _at forms have their
+ * event encoded in line. */
 void *ht__malloc(size_t size, const char *file, int line, const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_malloc", file, line, func, NULL);
+  return plain_alloc(&c, HT_OP_MALLOC, size, 0, 0);
+}
+
+void *ht__malloc_at(size_t size, ht_where_t *where) {
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_malloc", where);
   return plain_alloc(&c, HT_OP_MALLOC, size, 0, 1);
+}
+
+/* calloc of n x size on a filled call. */
+HT_INLINE void *plain_calloc(ht_call_t *c, size_t n, size_t size, const int hot) {
+  size_t total;
+  if (__builtin_mul_overflow(n, size, &total)) {
+    ht__fail(c, HT_OP_CALLOC, NULL, SIZE_MAX, HT_SYSTEM_HEAP_CAPS, 0);
+    return NULL;
+  }
+  return plain_alloc(c, HT_OP_CALLOC, total, 1, hot);
 }
 
 void *ht__calloc(size_t n, size_t size, const char *file, int line, const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_calloc", file, line, func, NULL);
-  size_t total;
-  if (__builtin_mul_overflow(n, size, &total)) {
-    ht__fail(&c, HT_OP_CALLOC, NULL, SIZE_MAX, HT_SYSTEM_HEAP_CAPS, 0);
-    return NULL;
-  }
-  return plain_alloc(&c, HT_OP_CALLOC, total, 1, 1);
+  return plain_calloc(&c, n, size, 0);
+}
+
+void *ht__calloc_at(size_t n, size_t size, ht_where_t *where) {
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_calloc", where);
+  return plain_calloc(&c, n, size, 1);
 }
 
 /* Frees a block of any heap. */
@@ -318,6 +340,15 @@ void ht__free(void *ptr, const char *file, int line, const char *func) {
     return;
   ht_call_t c;
   ht__call_init(&c, "ht_free", file, line, func, NULL);
+  free_block(&c, ptr, 0);
+  ht__deliver();
+}
+
+void ht__free_at(void *ptr, ht_where_t *where) {
+  if (!ptr)
+    return;
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_free", where);
   free_block(&c, ptr, 1);
   ht__deliver();
 }
@@ -325,7 +356,7 @@ void ht__free(void *ptr, const char *file, int line, const char *func) {
 /* A realloc of a non-NULL block to a non-zero size: a region block keeps
  * the caps it was allocated with (it may still move to another heap that
  * has them); a glibc block stays with glibc. */
-HT_INLINE void *plain_realloc(ht_call_t *c, void *ptr, size_t size) {
+HT_INLINE void *plain_realloc(ht_call_t *c, void *ptr, size_t size, const int hot) {
   if (HT_UNLIKELY(ht__extmem_on()))
     return ht__default_realloc(c, ptr, size);
   ht_heap_t *h = ht__nheaps() ? ht__heap_of(ptr) : NULL;
@@ -335,23 +366,34 @@ HT_INLINE void *plain_realloc(ht_call_t *c, void *ptr, size_t size) {
     np = ht__caps_realloc_core(c, ptr, size, caps);
   } else {
     ht__call_set_type(c, ht__typed_peek(ptr));
-    np = sys_realloc(c, ptr, size, caps, 1);
+    np = sys_realloc(c, ptr, size, caps, hot);
   }
   if (!np)
     ht__fail(c, HT_OP_REALLOC, ptr, size, caps, 0);
   return np;
 }
 
+/* realloc on a filled call: NULL and size 0 are the rare cases. */
+HT_INLINE void *any_realloc(ht_call_t *c, void *ptr, size_t size, const int hot) {
+  if (!ptr)
+    return plain_alloc(c, HT_OP_MALLOC, size, 0, 0);
+  void *np = NULL;
+  if (size == 0)
+    free_block(c, ptr, 0);
+  else
+    np = plain_realloc(c, ptr, size, hot);
+  ht__deliver();
+  return np;
+}
+
 void *ht__realloc(void *ptr, size_t size, const char *file, int line, const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_realloc", file, line, func, NULL);
-  if (!ptr)
-    return plain_alloc(&c, HT_OP_MALLOC, size, 0, 0);
-  void *np = NULL;
-  if (size == 0)
-    free_block(&c, ptr, 0);
-  else
-    np = plain_realloc(&c, ptr, size);
-  ht__deliver();
-  return np;
+  return any_realloc(&c, ptr, size, 0);
+}
+
+void *ht__realloc_at(void *ptr, size_t size, ht_where_t *where) {
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_realloc", where);
+  return any_realloc(&c, ptr, size, 1);
 }

@@ -1,4 +1,5 @@
-/* test_sysheap.c - usable sizes of glibc blocks (libclient/sysheap.c).
+/* test_sysheap.c - usable sizes of glibc blocks (libclient/sysheap.c), and
+ * the call sites the macros keep.
  *
  * The client reads a glibc block's usable size from its chunk header
  * instead of calling malloc_usable_size(), once a start-up check has shown
@@ -16,6 +17,7 @@
 
 #include <heaptrace/heaptrace.h>
 
+#include "caps.h"
 #include "client.h"
 #include "test_rand.h"
 
@@ -152,3 +154,88 @@ Test(sysheap_usable, a_failed_check_leaves_malloc_usable_size_in_charge) {
   cr_assert(eq(int, ht__sys_usable_fast(), 1));
 }
 #endif
+
+/* ---- the static call site of a macro keeps its accounting index ---- */
+
+/* Calls counted at accounting site idx, over every thread. */
+static uint64_t calls_at(uint32_t idx) {
+  static uint64_t calls[HT_ACCT_SITES], bytes[HT_ACCT_SITES];
+  ht__acct_site_totals(calls, bytes, HT_ACCT_SITES);
+  return calls[idx];
+}
+
+Test(sysheap_sites, a_call_site_learns_its_index_on_its_first_call) {
+  start_client();
+  ht_where_t w = {__FILE__, __func__, 100001, 0};
+  void *p = ht__malloc_at(10, &w);
+  uint32_t idx = ht__acct_site_find(__FILE__, 100001, __func__, NULL);
+  cr_assert(ne(u32, idx, 0));
+  cr_assert(eq(u32, w.idx, idx));
+  void *q = ht__calloc_at(2, 20, &w);
+  p = ht__realloc_at(p, 30, &w);
+  cr_assert(eq(u64, calls_at(idx), 3));
+  ht__free_at(p, &w);
+  ht__free_at(q, &w);
+  cr_assert(eq(u64, calls_at(idx), 3), "frees are not counted at a site");
+  cr_assert(eq(u32, w.idx, idx));
+}
+
+Test(sysheap_sites, the_plain_entry_points_intern_file_line_and_function) {
+  start_client(); /* the forms other compilers' macros reach */
+  void *p = ht__malloc(10, __FILE__, 100003, __func__);
+  p = ht__realloc(p, 20, __FILE__, 100003, __func__);
+  void *q = ht__calloc(1, 5, __FILE__, 100003, __func__);
+  uint32_t idx = ht__acct_site_find(__FILE__, 100003, __func__, NULL);
+  cr_assert(ne(u32, idx, 0));
+  cr_assert(eq(u64, calls_at(idx), 3));
+  ht__free(p, __FILE__, 100003, __func__);
+  ht__free(q, __FILE__, 100003, __func__);
+}
+
+Test(sysheap_sites, the_macros_count_each_expansion_at_its_own_site) {
+  start_client();
+  void *p = ht_malloc(1); /* the next line must be the second site */
+  void *q = ht_malloc(2);
+  uint32_t first = ht__acct_site_find(__FILE__, __LINE__ - 2, __func__, NULL);
+  uint32_t second = ht__acct_site_find(__FILE__, __LINE__ - 2, __func__, NULL);
+  cr_assert(ne(u32, first, 0));
+  cr_assert(ne(u32, second, 0));
+  cr_assert(ne(u32, first, second));
+  for (int i = 0; i < 3; i++)
+    ht_free(ht_malloc(3)); /* one site, three calls */
+  uint32_t loop = ht__acct_site_find(__FILE__, __LINE__ - 1, __func__, NULL);
+  cr_assert(eq(u64, calls_at(loop), 3));
+  cr_assert(eq(u64, calls_at(first), 1));
+  ht_free(p);
+  ht_free(q);
+}
+
+typedef struct {
+  int x, y;
+} point_t;
+
+Test(sysheap_sites, a_typed_realloc_counts_at_the_typed_site_and_leaves_the_macro_its_own) {
+  start_client();
+  ht_where_t w = {__FILE__, __func__, 100002, 0};
+  point_t *pt = HT_NEW(point_t, 2);
+  cr_assert(not(zero(ptr, pt)));
+  /* A realloc gives the call the block's type: another site, not kept. */
+  void *r = ht__realloc_at(pt, 100, &w);
+  uint32_t typed = ht__acct_site_find(__FILE__, 100002, __func__, "point_t");
+  cr_assert(ne(u32, typed, 0));
+  cr_assert(eq(u32, w.idx, 0));
+  cr_assert(eq(u64, calls_at(typed), 1));
+  /* An untyped call from the same place gets and keeps the plain site. */
+  void *u = ht__malloc_at(5, &w);
+  uint32_t plain = ht__acct_site_find(__FILE__, 100002, __func__, NULL);
+  cr_assert(ne(u32, plain, 0));
+  cr_assert(ne(u32, plain, typed));
+  cr_assert(eq(u32, w.idx, plain));
+  /* With the index kept, a typed realloc still goes to the typed site. */
+  r = ht__realloc_at(r, 200, &w);
+  cr_assert(eq(u64, calls_at(typed), 2));
+  cr_assert(eq(u64, calls_at(plain), 1));
+  cr_assert(eq(u32, w.idx, plain));
+  ht_free(r);
+  ht_free(u);
+}

@@ -101,10 +101,38 @@ HT_EXTERN void *ht__calloc(size_t n, size_t size, const char *file, int line, co
 HT_EXTERN void *ht__realloc(void *ptr, size_t size, const char *file, int line, const char *func);
 HT_EXTERN void ht__free(void *ptr, const char *file, int line, const char *func);
 
+/* Where a traced call is made: with GCC and Clang, one static object per
+ * expansion of the macros below, in which the library keeps what it
+ * learned about the call site (its index), so that later calls from there
+ * need not look the site up. The fields are the library's. */
+typedef struct ht_where {
+  const char *file;
+  const char *func;
+  int line;
+  unsigned idx; /* 0 until the library has interned the site */
+} ht_where_t;
+
+HT_EXTERN void *ht__malloc_at(size_t size, ht_where_t *where);
+HT_EXTERN void *ht__calloc_at(size_t n, size_t size, ht_where_t *where);
+HT_EXTERN void *ht__realloc_at(void *ptr, size_t size, ht_where_t *where);
+HT_EXTERN void ht__free_at(void *ptr, ht_where_t *where);
+
+#if defined(__GNUC__)
+#define HT__WHERE()                                                                                \
+  (__extension__({                                                                                 \
+    static ht_where_t ht__where_ = {__FILE__, __func__, __LINE__, 0u};                             \
+    &ht__where_;                                                                                   \
+  }))
+#define ht_malloc(size) ht__malloc_at((size), HT__WHERE())
+#define ht_calloc(n, size) ht__calloc_at((n), (size), HT__WHERE())
+#define ht_realloc(ptr, size) ht__realloc_at((ptr), (size), HT__WHERE())
+#define ht_free(ptr) ht__free_at((ptr), HT__WHERE())
+#else
 #define ht_malloc(size) ht__malloc((size), __FILE__, __LINE__, __func__)
 #define ht_calloc(n, size) ht__calloc((n), (size), __FILE__, __LINE__, __func__)
 #define ht_realloc(ptr, size) ht__realloc((ptr), (size), __FILE__, __LINE__, __func__)
 #define ht_free(ptr) ht__free((ptr), __FILE__, __LINE__, __func__)
+#endif
 
 /* Ships every event recorded so far to the daemon and waits until it has
  * been written to the socket. Returns 0, or HT_ENOTCONN when tracing is off. */
