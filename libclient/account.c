@@ -280,11 +280,29 @@ void ht__trace(ht_call_t *c, ht_event_t *ev, int64_t dbytes, int64_t dblocks) {
    * is later than the free (in any thread) that gave the block back. */
   ev->time_ns = ev->op == HT_OP_FREE ? ht__now_ns() : ht__now_ns_ordered();
   ev->site = ht__wire_site_of(s, c);
-  ht__stream_totals(s, dbytes, dblocks);
+  ht__stream_carry(s, dbytes, dblocks);
   ev->cur_bytes = s->cur_bytes;
   ev->cur_blocks = s->cur_blocks;
   ev->total_bytes = s->total_bytes;
-  ht__stream_append(s, ev);
+  uint8_t *out = ht__stream_room(s);
+  if (!out)
+    return; /* dropped: the totals stay carried */
+  ht__stream_publish(s, ht_event_encode(out, &s->enc, ev));
+  s->carried = 0; /* the delta state holds them now */
+}
+
+void ht__trace_general(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
+  ht_event_t ev = {0};
+  ev.op = x->op;
+  ev.heap = x->heap;
+  ev.caps = x->caps;
+  ev.ptr = (uintptr_t)x->ptr;
+  ev.old_ptr = (uintptr_t)x->old_ptr;
+  ev.size = x->size;
+  ev.usable = x->usable;
+  ev.old_usable = x->old_usable;
+  ev.align = x->align;
+  ht__trace(c, &ev, dbytes, dblocks);
 }
 
 void ht__trace_free(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
@@ -307,19 +325,8 @@ void ht__trace_txn(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblo
   case HT_OP_REALLOC:
     ht__trace_realloc(c, x, dbytes, dblocks);
     return;
-  default: { /* aligned allocations: no encoder of their own */
-    ht_event_t ev = {0};
-    ev.op = x->op;
-    ev.heap = x->heap;
-    ev.caps = x->caps;
-    ev.ptr = (uintptr_t)x->ptr;
-    ev.old_ptr = (uintptr_t)x->old_ptr;
-    ev.size = x->size;
-    ev.usable = x->usable;
-    ev.old_usable = x->old_usable;
-    ev.align = x->align;
-    ht__trace(c, &ev, dbytes, dblocks);
-  }
+  default: /* aligned allocations: no encoder of their own */
+    ht__trace_general(c, x, dbytes, dblocks);
   }
 }
 

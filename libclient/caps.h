@@ -385,16 +385,25 @@ static inline uint32_t ht__wire_site_of(ht_stream_t *s, ht_call_t *c) {
   return idx ? ht__wire_site(s, idx) : ht__site_id(s, c->file, c->line, c->func, c->type);
 }
 
-/* Adds a transaction's deltas to the stream's running totals. */
-static inline void ht__stream_totals(ht_stream_t *s, int64_t dbytes, int64_t dblocks) {
-  s->cur_bytes += dbytes;
-  s->cur_blocks += dblocks;
-  s->total_bytes += dbytes > 0 ? (uint64_t)dbytes : 0;
+/* ht__trace_txn's way for any transaction: an ht_event_t, the general
+ * encoder, and the running totals sent whenever they are not implied. */
+void ht__trace_general(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks);
+
+/* 1 when a transaction of op moves the totals by what the op implies to
+ * the decoder (ht__implied_totals): every caller's in practice, and a
+ * constant where the deltas are written from x. */
+static inline int ht__txn_implied(const ht_txn_t *x, uint32_t op, int64_t dbytes, int64_t dblocks) {
+  if (op == HT_OP_FREE)
+    return dbytes == -(int64_t)x->size && dblocks == -1;
+  if (op == HT_OP_REALLOC)
+    return dbytes == (int64_t)x->usable - (int64_t)x->old_usable && dblocks == 0;
+  return dbytes == (int64_t)x->usable && dblocks == 1;
 }
 
 /* The body of ht__trace_txn for op MALLOC, CALLOC, FREE or REALLOC: the
  * event is encoded straight from the transaction by the encoder of its op,
- * in the ring, with no ht_event_t in between. Where op is a constant the
+ * in the ring, with no ht_event_t in between, and its running totals are
+ * the delta state's, moved as the op implies. Where op is a constant the
  * other encoders fold away. */
 static inline __attribute__((always_inline)) void
 ht__trace_op(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks, uint32_t op) {
@@ -402,26 +411,29 @@ ht__trace_op(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks, u
   if (HT_UNLIKELY(!s || !atomic_load_explicit(&ht__tracing, memory_order_relaxed)))
     return;
   ht__stream_begin(s); /* as in ht__trace: event and SITE on one connection */
+  if (HT_UNLIKELY(s->carried || !ht__txn_implied(x, op, dbytes, dblocks))) {
+    ht__trace_general(c, x, dbytes, dblocks); /* the totals must be sent */
+    return;
+  }
   /* An allocation's time is ordered after the allocator's work, so that it
    * is later than the free (in any thread) that gave the block back. */
   uint64_t t = op == HT_OP_FREE ? ht__now_ns() : ht__now_ns_ordered();
   uint32_t site = ht__wire_site_of(s, c);
-  ht__stream_totals(s, dbytes, dblocks);
   uint8_t *out = ht__stream_room(s);
-  if (HT_UNLIKELY(!out))
+  if (HT_UNLIKELY(!out)) {
+    ht__stream_carry(s, dbytes, dblocks); /* dropped: the next event sends the totals */
     return;
+  }
   size_t n;
   uint64_t ptr = (uintptr_t)x->ptr;
   if (op == HT_OP_FREE)
-    n = ht_event_encode_free(out, &s->enc, t, site, x->heap, x->caps, ptr, x->size, s->cur_bytes,
-                             s->cur_blocks, s->total_bytes);
+    n = ht_event_encode_free(out, &s->enc, t, site, x->heap, x->caps, ptr, x->size);
   else if (op == HT_OP_REALLOC)
     n = ht_event_encode_realloc(out, &s->enc, t, site, x->heap, x->caps, ptr, (uintptr_t)x->old_ptr,
-                                x->size, x->usable, x->old_usable, s->cur_bytes, s->cur_blocks,
-                                s->total_bytes);
+                                x->size, x->usable, x->old_usable);
   else /* MALLOC or CALLOC: one encoder, the op byte tells them apart */
     n = ht_event_encode_alloc(out, &s->enc, x->op, t, site, x->heap, x->caps, ptr, x->size,
-                              x->usable, s->cur_bytes, s->cur_blocks, s->total_bytes);
+                              x->usable);
   ht__stream_publish(s, n);
 }
 

@@ -86,7 +86,11 @@ typedef struct ht_stream {
   uint64_t tail_cache;
   uint64_t publish_limit; /* head past which a publish takes the slow path */
   uint32_t epoch_seen;    /* connection epoch the encoder state belongs to */
-  ht_evstate_t enc;
+  ht_evstate_t enc;       /* the delta state; its totals are the stream's, unless carried */
+  /* The stream's running totals while they are carried: after a restart
+   * (the delta state starts again at zero) or an event dropped unsent,
+   * until an event has sent them. */
+  int carried;
   int64_t cur_bytes, cur_blocks;
   uint64_t total_bytes;
   struct {
@@ -151,8 +155,9 @@ static inline void ht__stream_publish(ht_stream_t *s, size_t n) {
   atomic_store_explicit(&s->commit, (s->head & 0xffffffffu) | (s->seq << 32), memory_order_release);
 }
 
-/* Encodes ev into the thread's stream (room, encode, publish). */
-void ht__stream_append(ht_stream_t *s, ht_event_t *ev);
+/* Adds a transaction's deltas to the stream's running totals, which from
+ * then on are carried (the next event sends them). */
+void ht__stream_carry(ht_stream_t *s, int64_t dbytes, int64_t dblocks);
 
 /* After fork, in the child: forget every stream (they hold the parent's
  * events) without touching the parent's memory mappings' contents. */

@@ -103,6 +103,12 @@ ht_stream_t *ht__stream_get_slow(void) {
 void ht__stream_restart(ht_stream_t *s, uint32_t epoch) {
   atomic_store_explicit(&s->restart_head, s->head, memory_order_relaxed);
   atomic_store_explicit(&s->restart_seq, s->seq, memory_order_relaxed);
+  if (!s->carried) { /* the new connection's delta state starts at zero */
+    s->cur_bytes = s->enc.cur_bytes;
+    s->cur_blocks = s->enc.cur_blocks;
+    s->total_bytes = s->enc.total_bytes;
+    s->carried = 1;
+  }
   memset(&s->enc, 0, sizeof s->enc);
   s->seq = 0;
   s->epoch_seen = epoch;
@@ -162,8 +168,14 @@ void ht__stream_publish_slow(ht_stream_t *s, size_t n) {
   s->publish_limit = check_at < wrap_at ? check_at : wrap_at;
 }
 
-void ht__stream_append(ht_stream_t *s, ht_event_t *ev) {
-  uint8_t *out = ht__stream_room(s);
-  if (out)
-    ht__stream_publish(s, ht_event_encode(out, &s->enc, ev));
+void ht__stream_carry(ht_stream_t *s, int64_t dbytes, int64_t dblocks) {
+  if (!s->carried) {
+    s->cur_bytes = s->enc.cur_bytes;
+    s->cur_blocks = s->enc.cur_blocks;
+    s->total_bytes = s->enc.total_bytes;
+    s->carried = 1;
+  }
+  s->cur_bytes += dbytes;
+  s->cur_blocks += dblocks;
+  s->total_bytes += dbytes > 0 ? (uint64_t)dbytes : 0;
 }

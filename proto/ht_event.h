@@ -170,11 +170,13 @@ static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_ev
 
 /* ======================================================================
  * The client's hot path: the event of a successful malloc, free or realloc
- * encoded straight from its values, without filling an ht_event_t. Each
- * writes the same bytes as ht_event_encode would for the same event (and
- * advances the state alike); tests/test_encode.c holds them to that.
- * cur_bytes, cur_blocks, total_bytes are the stream's running totals
- * after the event. out has HT_PROTO_MAX_EVENT_BYTES free.
+ * encoded straight from its values, without filling an ht_event_t. The
+ * running totals are the ones the op implies (ht__implied_totals): the
+ * encoders mark them implied, send none and advance the state's totals as
+ * the decoder will. Each writes the same bytes as ht_event_encode would for
+ * the same event with those totals (and advances the state alike);
+ * tests/test_encode.c holds them to that. An event whose totals moved
+ * otherwise takes ht_event_encode. out has HT_PROTO_MAX_EVENT_BYTES free.
  * ==================================================================== */
 
 /* A varint of a value that varies in length from one event to the next
@@ -229,49 +231,51 @@ ht__event_put_head(uint8_t *out, const ht_evstate_t *st, uint32_t op, int implie
   return n + ht__varint_put_var(out + n, ht_zigzag((int64_t)(ptr - st->ptr)));
 }
 
+/* The state after an event of the fast encoders: its totals moved by
+ * (dbytes, dblocks, grown), as its op implies. Unsigned sums: wrap-around
+ * is defined, and the decoder's is the same. */
+static inline __attribute__((always_inline)) void
+ht__evstate_implied(ht_evstate_t *st, uint64_t time_ns, uint32_t site, uint32_t heap, uint32_t caps,
+                    uint64_t ptr, uint64_t dbytes, int64_t dblocks, uint64_t grown) {
+  ht__evstate_set(st, time_ns, ptr, (int64_t)((uint64_t)st->cur_bytes + dbytes),
+                  (int64_t)((uint64_t)st->cur_blocks + (uint64_t)dblocks), st->total_bytes + grown,
+                  site, heap, caps);
+}
+
 /* HT_OP_MALLOC or HT_OP_CALLOC (op): a new block of usable bytes. */
 static inline __attribute__((always_inline)) size_t
 ht_event_encode_alloc(uint8_t *out, ht_evstate_t *st, uint32_t op, uint64_t time_ns, uint32_t site,
-                      uint32_t heap, uint32_t caps, uint64_t ptr, uint64_t size, uint64_t usable,
-                      int64_t cur_bytes, int64_t cur_blocks, uint64_t total_bytes) {
-  int implied = (int64_t)((uint64_t)st->cur_bytes + usable) == cur_bytes &&
-                st->cur_blocks + 1 == cur_blocks && st->total_bytes + usable == total_bytes;
-  size_t n = ht__event_put_head(out, st, op, implied, time_ns, site, heap, caps, ptr);
+                      uint32_t heap, uint32_t caps, uint64_t ptr, uint64_t size, uint64_t usable) {
+  size_t n = ht__event_put_head(out, st, op, 1, time_ns, site, heap, caps, ptr);
   n += ht__varint_put(out + n, size);
   n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
-  return n + ht__event_put_tail(out + n, st, implied, time_ns, site, heap, caps, ptr, cur_bytes,
-                                cur_blocks, total_bytes);
+  ht__evstate_implied(st, time_ns, site, heap, caps, ptr, usable, 1, usable);
+  return n;
 }
 
 /* HT_OP_FREE: the block at ptr with `size` usable bytes goes back. */
 static inline __attribute__((always_inline)) size_t
 ht_event_encode_free(uint8_t *out, ht_evstate_t *st, uint64_t time_ns, uint32_t site, uint32_t heap,
-                     uint32_t caps, uint64_t ptr, uint64_t size, int64_t cur_bytes,
-                     int64_t cur_blocks, uint64_t total_bytes) {
-  int implied = (int64_t)((uint64_t)st->cur_bytes - size) == cur_bytes &&
-                st->cur_blocks - 1 == cur_blocks && st->total_bytes == total_bytes;
-  size_t n = ht__event_put_head(out, st, HT_OP_FREE, implied, time_ns, site, heap, caps, ptr);
+                     uint32_t caps, uint64_t ptr, uint64_t size) {
+  size_t n = ht__event_put_head(out, st, HT_OP_FREE, 1, time_ns, site, heap, caps, ptr);
   n += ht__varint_put(out + n, size);
-  return n + ht__event_put_tail(out + n, st, implied, time_ns, site, heap, caps, ptr, cur_bytes,
-                                cur_blocks, total_bytes);
+  ht__evstate_implied(st, time_ns, site, heap, caps, ptr, (uint64_t)0 - size, -1, 0);
+  return n;
 }
 
 /* HT_OP_REALLOC: old_ptr (old_usable bytes) became ptr (usable bytes). */
 static inline __attribute__((always_inline)) size_t
 ht_event_encode_realloc(uint8_t *out, ht_evstate_t *st, uint64_t time_ns, uint32_t site,
                         uint32_t heap, uint32_t caps, uint64_t ptr, uint64_t old_ptr, uint64_t size,
-                        uint64_t usable, uint64_t old_usable, int64_t cur_bytes, int64_t cur_blocks,
-                        uint64_t total_bytes) {
-  uint64_t grown = usable > old_usable ? usable - old_usable : 0;
-  int implied = (int64_t)((uint64_t)st->cur_bytes + usable - old_usable) == cur_bytes &&
-                st->cur_blocks == cur_blocks && st->total_bytes + grown == total_bytes;
-  size_t n = ht__event_put_head(out, st, HT_OP_REALLOC, implied, time_ns, site, heap, caps, ptr);
+                        uint64_t usable, uint64_t old_usable) {
+  size_t n = ht__event_put_head(out, st, HT_OP_REALLOC, 1, time_ns, site, heap, caps, ptr);
   n += ht__varint_put(out + n, ht_zigzag((int64_t)(old_ptr - ptr)));
   n += ht__varint_put(out + n, old_usable);
   n += ht__varint_put(out + n, size);
   n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
-  return n + ht__event_put_tail(out + n, st, implied, time_ns, site, heap, caps, ptr, cur_bytes,
-                                cur_blocks, total_bytes);
+  ht__evstate_implied(st, time_ns, site, heap, caps, ptr, usable - old_usable, 0,
+                      usable > old_usable ? usable - old_usable : 0);
+  return n;
 }
 
 #endif

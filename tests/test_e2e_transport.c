@@ -182,6 +182,15 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
       eq(str, cJSON_GetObjectItem(g, "file")->valuestring, "tests/programs/threads_client.c"));
   cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItem(l, "total"), "blocks"), 2));
   cJSON_Delete(l);
+  /* The running totals carried over the restart: each thread's stream
+   * went on from what it held, so the new session's client totals are
+   * the process's, the two leaks. */
+  cJSON *st = e2e_heapctl_json(&env, 0, "stats", "-s", id);
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(st, "totals");
+  cr_assert(eq(dbl, e2e_num(t, "client_blocks"), 2), "%s", cJSON_PrintUnformatted(t));
+  cr_assert(ge(dbl, e2e_num(t, "client_usable_bytes"), 200));
+  cr_assert(le(dbl, e2e_num(t, "client_usable_bytes"), 2 * (100 + 24)));
+  cJSON_Delete(st);
   cJSON_Delete(ss);
   e2e_result_free(&r);
 }
@@ -211,6 +220,37 @@ Test(e2e_transport, drop_mode_drops_and_counts_while_the_daemon_is_stalled) {
   cr_assert(s != NULL);
   cr_assert(gt(dbl, e2e_num(s, "lost"), 0), "nothing was dropped: the stall was too short");
   cr_assert(eq(dbl, e2e_num(s, "events") + e2e_num(s, "lost"), (double)e2e_field(r.out, "events")));
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, drop_mode_sends_the_running_totals_again_after_a_drop) {
+  /* 2 threads x 40000 rounds with a 20 ms pause every 1000: about 0.8 s,
+   * the middle of it with the daemon stopped, so that the rings fill and
+   * events are dropped while the threads go on allocating. */
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "40000", "0", "20000", NULL};
+  char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
+  pid_t pid = e2e_spawn(&env, argv, envv);
+  e2e_sleep_ms(100);
+  e2e_signal_daemon(&env, SIGSTOP);
+  e2e_sleep_ms(500);
+  e2e_signal_daemon(&env, SIGCONT);
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = session_of_pid(ss, pid, 0);
+  cr_assert(s != NULL);
+  cr_assert(gt(dbl, e2e_num(s, "lost"), 0), "nothing was dropped: the stall was too short");
+  /* The dropped events' share of the totals reached the daemon with the
+   * next event sent: the client's totals are its two leaks. */
+  char id[16];
+  snprintf(id, sizeof id, "%.0f", e2e_num(s, "id"));
+  cJSON *st = e2e_heapctl_json(&env, 0, "stats", "-s", id);
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(st, "totals");
+  cr_assert(eq(dbl, e2e_num(t, "client_blocks"), 2), "%s", cJSON_PrintUnformatted(t));
+  cr_assert(ge(dbl, e2e_num(t, "client_usable_bytes"), 200));
+  cr_assert(le(dbl, e2e_num(t, "client_usable_bytes"), 2 * (100 + 24)));
+  cJSON_Delete(st);
   cJSON_Delete(ss);
   e2e_result_free(&r);
 }

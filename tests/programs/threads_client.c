@@ -6,12 +6,12 @@
  * Each of THREADS threads does OPS rounds of ht_malloc, an ht_realloc every
  * fourth round, and ht_free, then leaks one 100-byte block. SHORT further
  * threads (50 at a time) live just long enough for three malloc/free
- * pairs. PACE_US > 0 sleeps that long every 1000 rounds, so that a run
- * lasts while a test acts on the daemon. The process exits with EXIT
- * (default 0), or dies of it when it is segv (a write to a page that
- * allows none) or abort. It prints what it did, as the daemon should report it,
- * and how many event buffers are still mapped once every thread has exited
- * and ht_flush() has run:
+ * pairs. PACE_US > 0 sleeps that long every 1000 rounds, holding that
+ * round's block, so that a run lasts while a test acts on the daemon. The
+ * process exits with EXIT (default 0), or dies of it when it is segv (a
+ * write to a page that allows none) or abort. It prints what it did, as
+ * the daemon should report it, and how many event buffers are still mapped
+ * once every thread has exited and ht_flush() has run:
  *   allocations=A frees=F reallocs=R live_blocks=B live_bytes=N events=E buffers=K
  */
 #define _POSIX_C_SOURCE 200809L
@@ -43,11 +43,11 @@ static void *worker(void *arg) {
       if (!p)
         abort();
     }
-    ht_free(p);
-    if (pace_us > 0 && i % 1000 == 999) {
+    if (pace_us > 0 && i % 1000 == 999) { /* holding p: a reconnect finds a block live */
       struct timespec ts = {0, pace_us * 1000};
       nanosleep(&ts, NULL);
     }
+    ht_free(p);
   }
   char *leak = ht_malloc(LEAK_BYTES);
   memset(leak, 0, LEAK_BYTES);
