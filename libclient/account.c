@@ -306,18 +306,18 @@ void ht__trace_general(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t 
 }
 
 void ht__trace_free(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
-  ht__trace_op(c, x, dbytes, dblocks, HT_OP_FREE);
+  ht__trace_op(c, x, x, dbytes, dblocks, HT_OP_FREE);
 }
 
 void ht__trace_realloc(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
-  ht__trace_op(c, x, dbytes, dblocks, HT_OP_REALLOC);
+  ht__trace_op(c, x, x, dbytes, dblocks, HT_OP_REALLOC);
 }
 
 void ht__trace_txn(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
   switch (x->op) {
   case HT_OP_MALLOC:
   case HT_OP_CALLOC:
-    ht__trace_op(c, x, dbytes, dblocks, HT_OP_MALLOC);
+    ht__trace_op(c, x, x, dbytes, dblocks, HT_OP_MALLOC);
     return;
   case HT_OP_FREE:
     ht__trace_free(c, x, dbytes, dblocks);

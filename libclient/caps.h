@@ -404,15 +404,20 @@ static inline int ht__txn_implied(const ht_txn_t *x, uint32_t op, int64_t dbytes
  * event is encoded straight from the transaction by the encoder of its op,
  * in the ring, with no ht_event_t in between, and its running totals are
  * the delta state's, moved as the op implies. Where op is a constant the
- * other encoders fold away. */
-static inline __attribute__((always_inline)) void
-ht__trace_op(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks, uint32_t op) {
+ * other encoders fold away. x gives the values, whole (the same values)
+ * goes to the general encoder: x may be a copy whose address is never
+ * passed on, so that the compiler keeps its fields in registers across
+ * the calls of the slow paths. */
+static inline __attribute__((always_inline)) void ht__trace_op(ht_call_t *c, const ht_txn_t *x,
+                                                               const ht_txn_t *whole,
+                                                               int64_t dbytes, int64_t dblocks,
+                                                               uint32_t op) {
   ht_stream_t *s = ht__stream_get();
   if (HT_UNLIKELY(!s || !atomic_load_explicit(&ht__tracing, memory_order_relaxed)))
     return;
   ht__stream_begin(s); /* as in ht__trace: event and SITE on one connection */
   if (HT_UNLIKELY(s->carried || !ht__txn_implied(x, op, dbytes, dblocks))) {
-    ht__trace_general(c, x, dbytes, dblocks); /* the totals must be sent */
+    ht__trace_general(c, whole, dbytes, dblocks); /* the totals must be sent */
     return;
   }
   /* An allocation's time is ordered after the allocator's work, so that it
@@ -457,11 +462,11 @@ ht__commit(ht_call_t *c, const ht_txn_t *x, uint16_t type, int64_t dbytes, int64
  * points, where x->op is a constant, run as one function. */
 static inline __attribute__((always_inline)) void
 ht__commit_inline(ht_call_t *c, const ht_txn_t *x, uint16_t type, int64_t dbytes, int64_t dblocks) {
-  ht__account(c, x->op, type, dbytes, dblocks);
+  const ht_txn_t v = *x; /* see ht__trace_op */
+  ht__account(c, v.op, type, dbytes, dblocks);
   if (HT_UNLIKELY(ht__tracing_on())) {
-    if (x->op == HT_OP_FREE || x->op == HT_OP_REALLOC || x->op == HT_OP_MALLOC ||
-        x->op == HT_OP_CALLOC)
-      ht__trace_op(c, x, dbytes, dblocks, x->op);
+    if (v.op == HT_OP_FREE || v.op == HT_OP_REALLOC || v.op == HT_OP_MALLOC || v.op == HT_OP_CALLOC)
+      ht__trace_op(c, &v, x, dbytes, dblocks, v.op);
     else
       ht__trace_txn(c, x, dbytes, dblocks);
   }
