@@ -147,6 +147,21 @@ Test(e2e_transport, sigterm_mid_run_ends_the_session_killed_with_nothing_lost) {
   e2e_result_free(&r);
 }
 
+/* The running totals the client reported in session (an entry of
+ * `heapctl sessions`) are those of a two-thread threads_client at its end:
+ * its two leaked 100-byte blocks. They are the process's own count, so
+ * they hold even where the session missed events. */
+static void check_client_totals_are_two_leaks(const cJSON *session) {
+  char id[16];
+  snprintf(id, sizeof id, "%.0f", e2e_num(session, "id"));
+  cJSON *st = e2e_heapctl_json(&env, 0, "stats", "-s", id);
+  const cJSON *t = cJSON_GetObjectItemCaseSensitive(st, "totals");
+  cr_assert(eq(dbl, e2e_num(t, "client_blocks"), 2), "%s", cJSON_PrintUnformatted(t));
+  cr_assert(ge(dbl, e2e_num(t, "client_usable_bytes"), 200));
+  cr_assert(le(dbl, e2e_num(t, "client_usable_bytes"), 2 * (100 + 24)));
+  cJSON_Delete(st);
+}
+
 Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lost) {
   /* 2 threads x 6000 rounds with a 250 ms pause every 1000: about 1.5 s. */
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "6000", "0", "250000", NULL};
@@ -183,14 +198,8 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
   cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItem(l, "total"), "blocks"), 2));
   cJSON_Delete(l);
   /* The running totals carried over the restart: each thread's stream
-   * went on from what it held, so the new session's client totals are
-   * the process's, the two leaks. */
-  cJSON *st = e2e_heapctl_json(&env, 0, "stats", "-s", id);
-  const cJSON *t = cJSON_GetObjectItemCaseSensitive(st, "totals");
-  cr_assert(eq(dbl, e2e_num(t, "client_blocks"), 2), "%s", cJSON_PrintUnformatted(t));
-  cr_assert(ge(dbl, e2e_num(t, "client_usable_bytes"), 200));
-  cr_assert(le(dbl, e2e_num(t, "client_usable_bytes"), 2 * (100 + 24)));
-  cJSON_Delete(st);
+   * went on from what it held. */
+  check_client_totals_are_two_leaks(second);
   cJSON_Delete(ss);
   e2e_result_free(&r);
 }
@@ -206,19 +215,35 @@ Test(e2e_transport, without_a_daemon_the_program_runs_and_keeps_its_exit_status)
   e2e_result_free(&r);
 }
 
-Test(e2e_transport, drop_mode_drops_and_counts_while_the_daemon_is_stalled) {
-  e2e_signal_daemon(&env, SIGSTOP);
-  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "300000", NULL};
+/* Runs argv in drop mode with the daemon stopped from stop_ms after the
+ * start for stopped_ms; *ss gets `heapctl sessions`, and the result is the
+ * program's session in it, which must have lost events. */
+static const cJSON *run_dropping(char **argv, int stop_ms, int stopped_ms, e2e_result_t *r,
+                                 cJSON **ss) {
   char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
+  if (stop_ms == 0)
+    e2e_signal_daemon(&env, SIGSTOP);
   pid_t pid = e2e_spawn(&env, argv, envv);
-  e2e_sleep_ms(1500);
+  if (stop_ms > 0) {
+    e2e_sleep_ms(stop_ms);
+    e2e_signal_daemon(&env, SIGSTOP);
+  }
+  e2e_sleep_ms(stopped_ms);
   e2e_signal_daemon(&env, SIGCONT);
-  e2e_result_t r = e2e_wait(&env, pid);
-  cr_assert(eq(int, r.status, 0), "%s", r.err);
-  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
-  const cJSON *s = session_of_pid(ss, pid, 0);
+  *r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r->status, 0), "%s", r->err);
+  *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = session_of_pid(*ss, pid, 0);
   cr_assert(s != NULL);
   cr_assert(gt(dbl, e2e_num(s, "lost"), 0), "nothing was dropped: the stall was too short");
+  return s;
+}
+
+Test(e2e_transport, drop_mode_drops_and_counts_while_the_daemon_is_stalled) {
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "300000", NULL};
+  e2e_result_t r;
+  cJSON *ss;
+  const cJSON *s = run_dropping(argv, 0, 1500, &r, &ss);
   cr_assert(eq(dbl, e2e_num(s, "events") + e2e_num(s, "lost"), (double)e2e_field(r.out, "events")));
   cJSON_Delete(ss);
   e2e_result_free(&r);
@@ -229,28 +254,12 @@ Test(e2e_transport, drop_mode_sends_the_running_totals_again_after_a_drop) {
    * the middle of it with the daemon stopped, so that the rings fill and
    * events are dropped while the threads go on allocating. */
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "40000", "0", "20000", NULL};
-  char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
-  pid_t pid = e2e_spawn(&env, argv, envv);
-  e2e_sleep_ms(100);
-  e2e_signal_daemon(&env, SIGSTOP);
-  e2e_sleep_ms(500);
-  e2e_signal_daemon(&env, SIGCONT);
-  e2e_result_t r = e2e_wait(&env, pid);
-  cr_assert(eq(int, r.status, 0), "%s", r.err);
-  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
-  const cJSON *s = session_of_pid(ss, pid, 0);
-  cr_assert(s != NULL);
-  cr_assert(gt(dbl, e2e_num(s, "lost"), 0), "nothing was dropped: the stall was too short");
+  e2e_result_t r;
+  cJSON *ss;
+  const cJSON *s = run_dropping(argv, 100, 500, &r, &ss);
   /* The dropped events' share of the totals reached the daemon with the
-   * next event sent: the client's totals are its two leaks. */
-  char id[16];
-  snprintf(id, sizeof id, "%.0f", e2e_num(s, "id"));
-  cJSON *st = e2e_heapctl_json(&env, 0, "stats", "-s", id);
-  const cJSON *t = cJSON_GetObjectItemCaseSensitive(st, "totals");
-  cr_assert(eq(dbl, e2e_num(t, "client_blocks"), 2), "%s", cJSON_PrintUnformatted(t));
-  cr_assert(ge(dbl, e2e_num(t, "client_usable_bytes"), 200));
-  cr_assert(le(dbl, e2e_num(t, "client_usable_bytes"), 2 * (100 + 24)));
-  cJSON_Delete(st);
+   * next event sent. */
+  check_client_totals_are_two_leaks(s);
   cJSON_Delete(ss);
   e2e_result_free(&r);
 }
