@@ -38,6 +38,8 @@ typedef struct {
 } site_t;
 
 static site_t sites[HT_ACCT_SITES];
+_Atomic int ht__site_lines[HT_ACCT_SITES];
+_Atomic uint64_t ht__where_cache[HT_WHERE_CACHE];
 static uint16_t site_slots[SITE_SLOTS]; /* 0 empty, else index into sites */
 static _Atomic uint32_t nsites = 1;     /* entries [1, nsites) are published */
 static pthread_mutex_t site_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -81,6 +83,7 @@ static uint32_t intern_locked(const char *file, int line, const char *func, cons
   if (n >= HT_ACCT_SITES)
     return 0;
   sites[n] = (site_t){file, func, type, line, ht__type_intern(type), h};
+  atomic_store_explicit(&ht__site_lines[n], line, memory_order_relaxed);
   site_slots[i] = (uint16_t)n;
   atomic_store_explicit(&nsites, n + 1, memory_order_release);
   return n;
@@ -244,9 +247,12 @@ uint32_t ht__call_site_slow(ht_call_t *c) {
   uint32_t idx = ht__acct_site(c->file, c->line, c->func, c->type);
   c->site = idx;
   /* A realloc of a typed block gives the call that type: that is another
-   * site than the macro's own. 0 (the table is full) is not kept. */
-  if (c->where && !c->type && idx)
-    __atomic_store_n(&c->where->idx, idx, __ATOMIC_RELAXED);
+   * site than the macro's own. 0 (the table is full) is not kept, nor an
+   * address that does not fit an entry. */
+  uintptr_t w = (uintptr_t)c->where;
+  if (w && !c->type && idx && w >> 48 == 0)
+    atomic_store_explicit(&ht__where_cache[ht__where_slot(c->where)], (uint64_t)w << 16 | idx,
+                          memory_order_relaxed);
   return idx;
 }
 

@@ -167,10 +167,10 @@ void ht__type_restore(const ht_type_stats_t *in, uint32_t n);
 typedef struct {
   const char *file, *func;
   int line;
-  const char *type;  /* type name: HT_NEW's, or a realloc'd block's */
-  const char *api;   /* public entry point, for the failed-alloc hook */
-  ht_where_t *where; /* the macro's static call site, or NULL */
-  uint32_t site;     /* accounting site, HT_SITE_UNSET until needed */
+  const char *type;        /* type name: HT_NEW's, or a realloc'd block's */
+  const char *api;         /* public entry point, for the failed-alloc hook */
+  const ht_where_t *where; /* the macro's static call site, or NULL */
+  uint32_t site;           /* accounting site, HT_SITE_UNSET until needed */
   uint16_t type_idx;
 } ht_call_t;
 
@@ -193,10 +193,37 @@ static inline void ht__call_init(ht_call_t *c, const char *api, const char *file
     ht__call_typed(c);
 }
 
+/* The accounting index of each macro call site that has one, by the
+ * address of its ht_where_t: one word per entry, the address above 16 bits
+ * of index (addresses of static data fit in 48 bits), so that a relaxed
+ * load reads both at once. Entries are written when a site is interned; a
+ * collision only means another look-up by strings. A hit is checked
+ * against the site's line, so that a library unloaded and another loaded
+ * at its address do not inherit its sites. */
+#define HT_WHERE_CACHE 4096 /* power of two */
+extern _Atomic uint64_t ht__where_cache[HT_WHERE_CACHE] HT_HIDDEN;
+extern _Atomic int ht__site_lines[] HT_HIDDEN; /* line of each accounting site */
+
+/* The objects are static, 8-aligned and 24 bytes: those of one program
+ * or library lie side by side, and take slots of their own. */
+static inline unsigned ht__where_slot(const ht_where_t *w) {
+  return (unsigned)((uintptr_t)w >> 3) & (HT_WHERE_CACHE - 1);
+}
+
+/* The cached index of w, 0 when there is none. */
+static inline uint32_t ht__where_site(const ht_where_t *w) {
+  uint64_t e = atomic_load_explicit(&ht__where_cache[ht__where_slot(w)], memory_order_relaxed);
+  uint32_t idx = (uint32_t)(e & 0xffff);
+  if (e >> 16 != (uintptr_t)w ||
+      atomic_load_explicit(&ht__site_lines[idx], memory_order_relaxed) != w->line)
+    return 0;
+  return idx;
+}
+
 /* Fills c for an untyped call from a macro's static call site, whose
  * accounting index is known after the site's first call. */
-static inline void ht__call_init_at(ht_call_t *c, const char *api, ht_where_t *w) {
-  uint32_t idx = __atomic_load_n(&w->idx, __ATOMIC_RELAXED);
+static inline void ht__call_init_at(ht_call_t *c, const char *api, const ht_where_t *w) {
+  uint32_t idx = ht__where_site(w);
   c->file = w->file;
   c->func = w->func;
   c->line = w->line;
@@ -213,6 +240,7 @@ void ht__call_set_type(ht_call_t *c, uint16_t type_idx);
 /* ---- accounting (account.c) ---- */
 #define HT_ACCT_SITES 4096 /* accounting sites; index 0 is "unknown" */
 _Static_assert(HT_ACCT_SITES == HT_WIRE_ACCT_SITES, "wire ids of accounting sites");
+_Static_assert(HT_ACCT_SITES <= 0x10000, "an index fits the 16 bits of a where-cache entry");
 
 typedef struct {
   const char *file, *func, *type;

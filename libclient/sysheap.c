@@ -298,7 +298,7 @@ void *ht__malloc(size_t size, const char *file, int line, const char *func) {
   return plain_alloc(&c, HT_OP_MALLOC, size, 0, 0);
 }
 
-void *ht__malloc_at(size_t size, ht_where_t *where) {
+void *ht__malloc_at(size_t size, const ht_where_t *where) {
   ht_call_t c;
   ht__call_init_at(&c, "ht_malloc", where);
   return plain_alloc(&c, HT_OP_MALLOC, size, 0, 1);
@@ -320,7 +320,7 @@ void *ht__calloc(size_t n, size_t size, const char *file, int line, const char *
   return plain_calloc(&c, n, size, 0);
 }
 
-void *ht__calloc_at(size_t n, size_t size, ht_where_t *where) {
+void *ht__calloc_at(size_t n, size_t size, const ht_where_t *where) {
   ht_call_t c;
   ht__call_init_at(&c, "ht_calloc", where);
   return plain_calloc(&c, n, size, 1);
@@ -344,7 +344,7 @@ void ht__free(void *ptr, const char *file, int line, const char *func) {
   ht__deliver();
 }
 
-void ht__free_at(void *ptr, ht_where_t *where) {
+void ht__free_at(void *ptr, const ht_where_t *where) {
   if (!ptr)
     return;
   ht_call_t c;
@@ -392,7 +392,7 @@ void *ht__realloc(void *ptr, size_t size, const char *file, int line, const char
   return any_realloc(&c, ptr, size, 0);
 }
 
-void *ht__realloc_at(void *ptr, size_t size, ht_where_t *where) {
+void *ht__realloc_at(void *ptr, size_t size, const ht_where_t *where) {
   ht_call_t c;
   ht__call_init_at(&c, "ht_realloc", where);
   return any_realloc(&c, ptr, size, 1);

@@ -101,26 +101,25 @@ HT_EXTERN void *ht__calloc(size_t n, size_t size, const char *file, int line, co
 HT_EXTERN void *ht__realloc(void *ptr, size_t size, const char *file, int line, const char *func);
 HT_EXTERN void ht__free(void *ptr, const char *file, int line, const char *func);
 
-/* Where a traced call is made: with GCC and Clang, one static object per
- * expansion of the macros below, in which the library keeps what it
- * learned about the call site (its index), so that later calls from there
- * need not look the site up. The fields are the library's. */
+/* Where a traced call is made: with GCC and Clang, one constant static
+ * object per expansion of the macros below, whose address the library
+ * maps to the call site's index once the site has been interned, so that
+ * later calls from there need not look the site up by its strings. */
 typedef struct ht_where {
   const char *file;
   const char *func;
   int line;
-  unsigned idx; /* 0 until the library has interned the site */
 } ht_where_t;
 
-HT_EXTERN void *ht__malloc_at(size_t size, ht_where_t *where);
-HT_EXTERN void *ht__calloc_at(size_t n, size_t size, ht_where_t *where);
-HT_EXTERN void *ht__realloc_at(void *ptr, size_t size, ht_where_t *where);
-HT_EXTERN void ht__free_at(void *ptr, ht_where_t *where);
+HT_EXTERN void *ht__malloc_at(size_t size, const ht_where_t *where);
+HT_EXTERN void *ht__calloc_at(size_t n, size_t size, const ht_where_t *where);
+HT_EXTERN void *ht__realloc_at(void *ptr, size_t size, const ht_where_t *where);
+HT_EXTERN void ht__free_at(void *ptr, const ht_where_t *where);
 
 #if defined(__GNUC__)
 #define HT__WHERE()                                                                                \
   (__extension__({                                                                                 \
-    static ht_where_t ht__where_ = {__FILE__, __func__, __LINE__, 0u};                             \
+    static const ht_where_t ht__where_ = {__FILE__, __func__, __LINE__};                           \
     &ht__where_;                                                                                   \
   }))
 #define ht_malloc(size) ht__malloc_at((size), HT__WHERE())
