@@ -252,8 +252,8 @@ typedef struct {
  * full. Interns by content: equal strings at other addresses meet. */
 uint32_t ht__acct_site(const char *file, int line, const char *func, const char *type);
 
-/* Interns c's site, and keeps its index in the macro's call site when it
- * is the site's own (untyped) one. */
+/* Interns c's site; when it is the macro call site's own (untyped) one,
+ * enters its index in the where cache. */
 uint32_t ht__call_site_slow(ht_call_t *c);
 
 /* c's accounting site, interned on first use. */
