@@ -314,39 +314,86 @@ static void *refuse(ht_call_t *c, uint32_t op, size_t size, uint32_t caps, size_
   return NULL;
 }
 
+/* Each public entry point below comes in the two forms sysheap.c
+ * describes: file, line and function, or the macros' static call site
+ * (_at), which looks the site up by its address. */
+
+static void *caps_malloc(ht_call_t *c, size_t size, uint32_t caps) {
+  return serve(c, HT_OP_MALLOC, size, 0, caps, 0);
+}
+
 void *ht__caps_malloc(size_t size, uint32_t caps, const char *file, int line, const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_caps_malloc", file, line, func, NULL);
-  return serve(&c, HT_OP_MALLOC, size, 0, caps, 0);
+  return caps_malloc(&c, size, caps);
+}
+
+void *ht__caps_malloc_at(size_t size, uint32_t caps, const ht_where_t *where) {
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_caps_malloc", where);
+  return caps_malloc(&c, size, caps);
+}
+
+static void *caps_calloc(ht_call_t *c, size_t n, size_t size, uint32_t caps) {
+  size_t total;
+  if (__builtin_mul_overflow(n, size, &total))
+    return refuse(c, HT_OP_CALLOC, SIZE_MAX, caps, 0);
+  return serve(c, HT_OP_CALLOC, total, 0, caps, 1);
 }
 
 void *ht__caps_calloc(size_t n, size_t size, uint32_t caps, const char *file, int line,
                       const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_caps_calloc", file, line, func, NULL);
-  size_t total;
-  if (__builtin_mul_overflow(n, size, &total))
-    return refuse(&c, HT_OP_CALLOC, SIZE_MAX, caps, 0);
-  return serve(&c, HT_OP_CALLOC, total, 0, caps, 1);
+  return caps_calloc(&c, n, size, caps);
+}
+
+void *ht__caps_calloc_at(size_t n, size_t size, uint32_t caps, const ht_where_t *where) {
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_caps_calloc", where);
+  return caps_calloc(&c, n, size, caps);
+}
+
+static void *caps_aligned_alloc(ht_call_t *c, size_t alignment, size_t size, uint32_t caps) {
+  if (alignment == 0 || (alignment & (alignment - 1)))
+    return refuse(c, HT_OP_ALIGNED, size, caps, alignment);
+  return serve(c, HT_OP_ALIGNED, size, alignment, caps, 0);
 }
 
 void *ht__caps_aligned_alloc(size_t alignment, size_t size, uint32_t caps, const char *file,
                              int line, const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_caps_aligned_alloc", file, line, func, NULL);
-  if (alignment == 0 || (alignment & (alignment - 1)))
-    return refuse(&c, HT_OP_ALIGNED, size, caps, alignment);
-  return serve(&c, HT_OP_ALIGNED, size, alignment, caps, 0);
+  return caps_aligned_alloc(&c, alignment, size, caps);
+}
+
+void *ht__caps_aligned_alloc_at(size_t alignment, size_t size, uint32_t caps,
+                                const ht_where_t *where) {
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_caps_aligned_alloc", where);
+  return caps_aligned_alloc(&c, alignment, size, caps);
+}
+
+static void *caps_aligned_calloc(ht_call_t *c, size_t alignment, size_t n, size_t size,
+                                 uint32_t caps) {
+  size_t total = SIZE_MAX;
+  if (alignment == 0 || (alignment & (alignment - 1)) || __builtin_mul_overflow(n, size, &total))
+    return refuse(c, HT_OP_ALIGNED, total, caps, alignment);
+  return serve(c, HT_OP_ALIGNED, total, alignment, caps, 1);
 }
 
 void *ht__caps_aligned_calloc(size_t alignment, size_t n, size_t size, uint32_t caps,
                               const char *file, int line, const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_caps_aligned_calloc", file, line, func, NULL);
-  size_t total = SIZE_MAX;
-  if (alignment == 0 || (alignment & (alignment - 1)) || __builtin_mul_overflow(n, size, &total))
-    return refuse(&c, HT_OP_ALIGNED, total, caps, alignment);
-  return serve(&c, HT_OP_ALIGNED, total, alignment, caps, 1);
+  return caps_aligned_calloc(&c, alignment, n, size, caps);
+}
+
+void *ht__caps_aligned_calloc_at(size_t alignment, size_t n, size_t size, uint32_t caps,
+                                 const ht_where_t *where) {
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_caps_aligned_calloc", where);
+  return caps_aligned_calloc(&c, alignment, n, size, caps);
 }
 
 /* Frees ptr of any heap (ht_free and ht_caps_free). */
@@ -363,6 +410,15 @@ void ht__caps_free(void *ptr, const char *file, int line, const char *func) {
     return;
   ht_call_t c;
   ht__call_init(&c, "ht_caps_free", file, line, func, NULL);
+  free_any(&c, ptr);
+  ht__deliver();
+}
+
+void ht__caps_free_at(void *ptr, const ht_where_t *where) {
+  if (!ptr)
+    return;
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_caps_free", where);
   free_any(&c, ptr);
   ht__deliver();
 }
@@ -384,6 +440,12 @@ void *ht__caps_realloc(void *ptr, size_t size, uint32_t caps, const char *file, 
                        const char *func) {
   ht_call_t c;
   ht__call_init(&c, "ht_caps_realloc", file, line, func, NULL);
+  return realloc_caps(&c, ptr, size, caps);
+}
+
+void *ht__caps_realloc_at(void *ptr, size_t size, uint32_t caps, const ht_where_t *where) {
+  ht_call_t c;
+  ht__call_init_at(&c, "ht_caps_realloc", where);
   return realloc_caps(&c, ptr, size, caps);
 }
 

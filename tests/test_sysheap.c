@@ -229,6 +229,31 @@ Test(sysheap_sites, a_cached_site_is_checked_against_the_line_at_its_address) {
   cr_assert(eq(u32, ht__where_site(&w), second));
 }
 
+Test(sysheap_sites, the_caps_entry_points_learn_their_call_site_too) {
+  start_client(); /* no region: the system heap serves the default caps */
+  static const ht_where_t w = {__FILE__, __func__, 100006};
+  void *a = ht__caps_malloc_at(10, HT_CAP_DEFAULT, &w);
+  uint32_t idx = ht__acct_site_find(__FILE__, 100006, __func__, NULL);
+  cr_assert(ne(u32, idx, 0));
+  cr_assert(eq(u32, ht__where_site(&w), idx));
+  void *b = ht__caps_calloc_at(2, 8, HT_CAP_DEFAULT, &w);
+  a = ht__caps_realloc_at(a, 40, HT_CAP_DEFAULT, &w);
+  void *d = ht__caps_aligned_alloc_at(64, 10, HT_CAP_DEFAULT, &w);
+  void *e = ht__caps_aligned_calloc_at(64, 2, 8, HT_CAP_DEFAULT, &w);
+  cr_assert(a && b && d && e);
+  cr_assert(eq(u64, calls_at(idx), 5));
+  ht__caps_free_at(a, &w);
+  ht__caps_free_at(b, &w);
+  ht_caps_aligned_free(d);
+  ht_caps_free(e);
+  cr_assert(eq(u64, calls_at(idx), 5), "frees are not counted at a site");
+  void *m = ht_caps_malloc(1, HT_CAP_DEFAULT);
+  uint32_t macro = ht__acct_site_find(__FILE__, __LINE__ - 1, __func__, NULL);
+  cr_assert(ne(u32, macro, 0));
+  cr_assert(eq(u64, calls_at(macro), 1));
+  ht_caps_free(m);
+}
+
 typedef struct {
   int x, y;
 } point_t;

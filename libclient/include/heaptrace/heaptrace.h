@@ -271,6 +271,14 @@ HT_EXTERN void *ht__caps_aligned_alloc(size_t alignment, size_t size, uint32_t c
                                        const char *file, int line, const char *func);
 HT_EXTERN void *ht__caps_aligned_calloc(size_t alignment, size_t n, size_t size, uint32_t caps,
                                         const char *file, int line, const char *func);
+HT_EXTERN void *ht__caps_malloc_at(size_t size, uint32_t caps, const ht_where_t *where);
+HT_EXTERN void *ht__caps_calloc_at(size_t n, size_t size, uint32_t caps, const ht_where_t *where);
+HT_EXTERN void *ht__caps_realloc_at(void *ptr, size_t size, uint32_t caps, const ht_where_t *where);
+HT_EXTERN void ht__caps_free_at(void *ptr, const ht_where_t *where);
+HT_EXTERN void *ht__caps_aligned_alloc_at(size_t alignment, size_t size, uint32_t caps,
+                                          const ht_where_t *where);
+HT_EXTERN void *ht__caps_aligned_calloc_at(size_t alignment, size_t n, size_t size, uint32_t caps,
+                                           const ht_where_t *where);
 HT_EXTERN void *ht__caps_malloc_prefer(const char *file, int line, const char *func, size_t size,
                                        size_t num, ...);
 HT_EXTERN void *ht__caps_calloc_prefer(const char *file, int line, const char *func, size_t n,
@@ -284,6 +292,16 @@ HT_EXTERN void *ht__caps_realloc_prefer(const char *file, int line, const char *
  * else moves it to a heap that has them, keeping the contents; realloc to 0
  * frees and returns NULL. free (and ht_free) take a pointer from any heap,
  * the system heap included. An alignment must be a power of two. */
+#if defined(__GNUC__) /* a static call site, as for ht_malloc */
+#define ht_caps_malloc(size, caps) ht__caps_malloc_at((size), (caps), HT__WHERE())
+#define ht_caps_calloc(n, size, caps) ht__caps_calloc_at((n), (size), (caps), HT__WHERE())
+#define ht_caps_realloc(ptr, size, caps) ht__caps_realloc_at((ptr), (size), (caps), HT__WHERE())
+#define ht_caps_free(ptr) ht__caps_free_at((ptr), HT__WHERE())
+#define ht_caps_aligned_alloc(alignment, size, caps)                                               \
+  ht__caps_aligned_alloc_at((alignment), (size), (caps), HT__WHERE())
+#define ht_caps_aligned_calloc(alignment, n, size, caps)                                           \
+  ht__caps_aligned_calloc_at((alignment), (n), (size), (caps), HT__WHERE())
+#else
 #define ht_caps_malloc(size, caps) ht__caps_malloc((size), (caps), __FILE__, __LINE__, __func__)
 #define ht_caps_calloc(n, size, caps)                                                              \
   ht__caps_calloc((n), (size), (caps), __FILE__, __LINE__, __func__)
@@ -294,8 +312,9 @@ HT_EXTERN void *ht__caps_realloc_prefer(const char *file, int line, const char *
   ht__caps_aligned_alloc((alignment), (size), (caps), __FILE__, __LINE__, __func__)
 #define ht_caps_aligned_calloc(alignment, n, size, caps)                                           \
   ht__caps_aligned_calloc((alignment), (n), (size), (caps), __FILE__, __LINE__, __func__)
+#endif
 /* Deprecated in ESP-IDF too: ht_caps_free() frees aligned blocks. */
-#define ht_caps_aligned_free(ptr) ht__caps_free((ptr), __FILE__, __LINE__, __func__)
+#define ht_caps_aligned_free(ptr) ht_caps_free(ptr)
 
 /* Try each of the num caps masks (uint32_t arguments) in turn; the first
  * that succeeds wins. A failure is reported once, with the last mask. */
