@@ -103,12 +103,7 @@ ht_stream_t *ht__stream_get_slow(void) {
 void ht__stream_restart(ht_stream_t *s, uint32_t epoch) {
   atomic_store_explicit(&s->restart_head, s->head, memory_order_relaxed);
   atomic_store_explicit(&s->restart_seq, s->seq, memory_order_relaxed);
-  if (!s->carried) { /* the new connection's delta state starts at zero */
-    s->cur_bytes = s->enc.cur_bytes;
-    s->cur_blocks = s->enc.cur_blocks;
-    s->total_bytes = s->enc.total_bytes;
-    s->carried = 1;
-  }
+  ht__stream_carry(s, 0, 0); /* the new connection's delta state starts at zero */
   memset(&s->enc, 0, sizeof s->enc);
   s->seq = 0;
   s->epoch_seen = epoch;
