@@ -396,21 +396,12 @@ void *ht__caps_aligned_calloc_at(size_t alignment, size_t n, size_t size, uint32
   return caps_aligned_calloc(&c, alignment, n, size, caps);
 }
 
-/* Frees ptr of any heap (ht_free and ht_caps_free). */
-static void free_any(ht_call_t *c, void *ptr) {
-  ht_heap_t *h = ht__nheaps() ? ht__heap_of(ptr) : NULL;
-  if (h)
-    ht__heap_free_block(c, h, ptr);
-  else
-    ht__sys_free(c, ptr, HT_SYSTEM_HEAP_CAPS);
-}
-
 void ht__caps_free(void *ptr, const char *file, int line, const char *func) {
   if (!ptr)
     return;
   ht_call_t c;
   ht__call_init(&c, "ht_caps_free", file, line, func, NULL);
-  free_any(&c, ptr);
+  ht__free_any(&c, ptr);
   ht__deliver();
 }
 
@@ -419,7 +410,7 @@ void ht__caps_free_at(void *ptr, const ht_where_t *where) {
     return;
   ht_call_t c;
   ht__call_init_at(&c, "ht_caps_free", where);
-  free_any(&c, ptr);
+  ht__free_any(&c, ptr);
   ht__deliver();
 }
 
@@ -429,7 +420,7 @@ static void *realloc_caps(ht_call_t *c, void *ptr, size_t size, uint32_t caps) {
     return serve(c, HT_OP_MALLOC, size, 0, caps, 0);
   void *np = NULL;
   if (size == 0)
-    free_any(c, ptr);
+    ht__free_any(c, ptr);
   else if (!(np = ht__caps_realloc_core(c, ptr, size, caps)))
     ht__fail(c, HT_OP_REALLOC, ptr, size, caps, 0);
   ht__deliver();
@@ -500,7 +491,7 @@ void *ht__caps_realloc_prefer(const char *file, int line, const char *func, void
   if (!ptr) {
     np = alloc_prefer(&c, HT_OP_MALLOC, size, 0, num, ap);
   } else if (size == 0) {
-    free_any(&c, ptr);
+    ht__free_any(&c, ptr);
     ht__deliver();
   } else {
     uint32_t caps = HT_CAP_DEFAULT;
@@ -543,7 +534,7 @@ void *ht__heap_realloc(ht_heap_handle_t heap, void *p, size_t size, const char *
   ht__call_init(&c, "ht_heap_realloc", file, line, func, NULL);
   void *np = NULL;
   if (size == 0) {
-    free_any(&c, p);
+    ht__free_any(&c, p);
   } else if (heap && ht__heap_of(p) == heap) {
     pthread_mutex_lock(&heap->lock);
     if (vet(heap, p, "realloc") == 0) {

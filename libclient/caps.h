@@ -563,6 +563,10 @@ void *ht__sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int ze
 /* glibc free of ptr, committed. */
 void ht__sys_free(ht_call_t *c, void *ptr, uint32_t caps);
 
+/* Frees ptr of any heap, a region's or the system heap (ht_free's and
+ * ht_caps_free's work), committed. */
+void ht__free_any(ht_call_t *c, void *ptr);
+
 /* glibc realloc of a system-heap block (size > 0), committed. NULL without
  * reporting; ptr is then untouched. */
 void *ht__sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps);

@@ -335,6 +335,10 @@ HT_INLINE void free_block(ht_call_t *c, void *ptr, const int hot) {
     sys_free(c, ptr, HT_SYSTEM_HEAP_CAPS, hot);
 }
 
+void ht__free_any(ht_call_t *c, void *ptr) {
+  free_block(c, ptr, 0);
+}
+
 void ht__free(void *ptr, const char *file, int line, const char *func) {
   if (!ptr)
     return;
