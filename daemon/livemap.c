@@ -57,6 +57,15 @@ int htq_livemap_put(htq_livemap_t *m, const htq_block_t *b) {
   return replaced;
 }
 
+int htq_livemap_has(const htq_livemap_t *m, uint64_t ptr) {
+  if (!m->cap || !ptr)
+    return 0;
+  for (size_t i = slot_of(m, ptr); m->slots[i].ptr; i = (i + 1) & (m->cap - 1))
+    if (m->slots[i].ptr == ptr)
+      return 1;
+  return 0;
+}
+
 int htq_livemap_take(htq_livemap_t *m, uint64_t ptr, htq_block_t *out) {
   if (!m->cap || !ptr)
     return 0;

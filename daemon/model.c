@@ -286,11 +286,12 @@ static void sample(htq_heap_t *h, uint64_t t) {
   p->nfree = h->now.free_blocks;
 }
 
-/* Before an event at t: intervals that have run their length are points. */
+/* Before an event at t: intervals that have run their length are points.
+ * (An event the replay let wait may be a moment earlier than the last.) */
 static void close_intervals(htq_model_t *m, uint64_t t) {
   for (size_t i = 0; i < m->nheaps; i++) {
     htq_heap_t *h = &m->heaps[i];
-    if (h->has_pending && t - h->pending_start >= h->sample_ns)
+    if (h->has_pending && t > h->pending_start && t - h->pending_start >= h->sample_ns)
       push_sample(h);
   }
 }
@@ -486,8 +487,14 @@ static void count_live(htq_model_t *m) {
   }
 }
 
+/* The replay's question: is the block at ptr live so far? */
+static int model_holds(uint64_t ptr, void *model) {
+  const htq_model_t *m = model;
+  return htq_livemap_has(&m->live, ptr);
+}
+
 int htq_model_build(htq_model_t *m, sqlite3 *db, int64_t session, char *err, size_t errlen) {
-  int rc = htq_replay(db, session, htq_model_event, m, err, errlen);
+  int rc = htq_replay(db, session, htq_model_event, model_holds, m, err, errlen);
   if (m->oom) {
     snprintf(err, errlen, "out of memory analysing session %lld", (long long)session);
     return -1;

@@ -1037,7 +1037,7 @@ static cJSON *cmd_events(sqlite3 *db, const cJSON *req) {
   char err[512];
   int rc = htq_model_init(&e.sites, db, c.id, err, sizeof err);
   if (rc == 0)
-    rc = htq_replay(db, c.id, event_row, &e, err, sizeof err);
+    rc = htq_replay(db, c.id, event_row, NULL, &e, err, sizeof err);
   htq_model_free(&e.sites);
   if (rc < 0) {
     cJSON_Delete(e.list);

@@ -32,10 +32,26 @@ cJSON *htq_error(int code, const char *fmt, ...) __attribute__((format(printf, 2
 /* ---- replay (replay.c): a session's stored events, in time order ---- */
 typedef int (*htq_event_fn)(const ht_event_t *ev, void *user);
 
+/* 1 when the block at ptr is live in the consumer's view of the events
+ * replayed so far. */
+typedef int (*htq_held_fn)(uint64_t ptr, void *user);
+
+/* How far an allocation's time may run ahead of the free that gave its
+ * address back, in another thread: the client reads the clock for an
+ * allocation without waiting for the allocator's work to finish
+ * (PROTOCOL.md, "Event times"), which a CPU may execute early by the
+ * length of its instruction window - nanoseconds. Generous by far. */
+#define HTQ_REORDER_NS 50000u
+
 /* Calls fn for every stored event of session, merged across streams by
- * time (a free before an allocation at the same instant). Returns 0, a
- * nonzero value fn returned, or -1 with err filled. */
-int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, void *user, char *err, size_t errlen);
+ * time (a free before an allocation at the same instant). With held (may
+ * be NULL), an allocation at an address that is still live waits, up to
+ * HTQ_REORDER_NS of the other streams' time, for the free that gives it
+ * back, which then comes first: a block is never allocated twice because
+ * its free was timed a moment later than its next allocation. Returns 0,
+ * a nonzero value fn returned, or -1 with err filled. */
+int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, void *user,
+               char *err, size_t errlen);
 
 /* ---- live blocks (livemap.c): address -> block, open addressing ---- */
 typedef struct {
@@ -57,6 +73,8 @@ void htq_livemap_free(htq_livemap_t *m);
 int htq_livemap_put(htq_livemap_t *m, const htq_block_t *b);
 /* Removes ptr into out; returns 1 if it was live, 0 if not. */
 int htq_livemap_take(htq_livemap_t *m, uint64_t ptr, htq_block_t *out);
+/* 1 if ptr is live, 0 if not. */
+int htq_livemap_has(const htq_livemap_t *m, uint64_t ptr);
 /* Iteration: i from 0 while < cap; slots with ptr != 0 are live. */
 
 #endif

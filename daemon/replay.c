@@ -2,10 +2,17 @@
  *
  * Each stream's chunks are read in sequence order through their own
  * statement; the head event of every stream sits in a binary min-heap
- * keyed by (time, free-before-allocate, stream, seq), so the merge is
- * exact and costs O(log streams) per event. Chunks decode on their own
- * (chunk.h).
+ * keyed by (time, free-before-allocate, stream, seq), so the merge costs
+ * O(log streams) per event. Chunks decode on their own (chunk.h).
+ *
+ * Times may cross by a hair where threads hand an address over (an
+ * allocation's time is read unfenced, PROTOCOL.md "Event times"): an
+ * allocation at an address the consumer still holds leaves the heap
+ * (parked) until an event frees that address, or until the other
+ * streams are HTQ_REORDER_NS past it; then it comes next. A genuine
+ * double allocation (a free the client never saw) only waits.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +25,7 @@ typedef struct {
   htd_chunk_reader_t chunk;
   ht_event_t ev;
   int has_chunk;
+  int due; /* parked until its time ran out: its event goes next as it is */
 } cursor_t;
 
 /* Advances c to its next event. Returns 1, 0 at the end, or an error. */
@@ -57,6 +65,15 @@ static int before(const ht_event_t *a, const ht_event_t *b) {
   return a->seq < b->seq;
 }
 
+static void sift_up(cursor_t **h, size_t i) {
+  while (i > 0 && before(&h[i]->ev, &h[(i - 1) / 2]->ev)) {
+    cursor_t *t = h[i];
+    h[i] = h[(i - 1) / 2];
+    h[(i - 1) / 2] = t;
+    i = (i - 1) / 2;
+  }
+}
+
 static void sift_down(cursor_t **h, size_t n, size_t i) {
   for (;;) {
     size_t l = 2 * i + 1, m = i;
@@ -71,6 +88,62 @@ static void sift_down(cursor_t **h, size_t n, size_t i) {
     h[m] = t;
     i = m;
   }
+}
+
+/* The address an event allocates (0: none). A realloc in place keeps its. */
+static uint64_t allocates(const ht_event_t *ev) {
+  switch (ev->op) {
+  case HT_OP_MALLOC:
+  case HT_OP_CALLOC:
+  case HT_OP_ALIGNED:
+    return ev->ptr;
+  case HT_OP_REALLOC:
+    return ev->ptr != ev->old_ptr ? ev->ptr : 0;
+  default:
+    return 0;
+  }
+}
+
+/* The address an event gives back (0: none). */
+static uint64_t frees(const ht_event_t *ev) {
+  if (ev->op == HT_OP_FREE)
+    return ev->ptr;
+  if (ev->op == HT_OP_REALLOC && ev->ptr != ev->old_ptr)
+    return ev->old_ptr;
+  return 0;
+}
+
+/* The merge: live streams in a min-heap, parked ones aside. */
+typedef struct {
+  cursor_t **heap;
+  size_t live;
+  cursor_t **parked;
+  size_t nparked;
+} merge_t;
+
+static void push(merge_t *g, cursor_t *c) {
+  g->heap[g->live++] = c;
+  sift_up(g->heap, g->live - 1);
+}
+
+static void unpark(merge_t *g, size_t i, int due) {
+  cursor_t *c = g->parked[i];
+  g->parked[i] = g->parked[--g->nparked];
+  c->due = due;
+  push(g, c);
+}
+
+/* The parked stream whose wait is over: the others are past its time by
+ * HTQ_REORDER_NS, or none is left. SIZE_MAX when there is none. */
+static size_t overdue(const merge_t *g) {
+  size_t best = SIZE_MAX;
+  for (size_t i = 0; i < g->nparked; i++)
+    if (best == SIZE_MAX || before(&g->parked[i]->ev, &g->parked[best]->ev))
+      best = i;
+  if (best == SIZE_MAX || g->live == 0)
+    return best;
+  uint64_t t = g->parked[best]->ev.time_ns, next = g->heap[0]->ev.time_ns;
+  return next > t && next - t > HTQ_REORDER_NS ? best : SIZE_MAX;
 }
 
 static int64_t *stream_ids(sqlite3 *db, int64_t session, size_t *n) {
@@ -101,14 +174,15 @@ static int64_t *stream_ids(sqlite3 *db, int64_t session, size_t *n) {
   return ids;
 }
 
-int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, void *user, char *err,
-               size_t errlen) {
-  size_t n = 0, live = 0;
+int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, void *user,
+               char *err, size_t errlen) {
+  size_t n = 0;
   int rc = 0;
   int64_t *ids = stream_ids(db, session, &n);
   cursor_t *cur = calloc(n ? n : 1, sizeof *cur);
-  cursor_t **heap = calloc(n ? n : 1, sizeof *heap);
-  if (!ids || !cur || !heap) {
+  merge_t g = {.heap = calloc(n ? n : 1, sizeof *g.heap),
+               .parked = calloc(n ? n : 1, sizeof *g.parked)};
+  if (!ids || !cur || !g.heap || !g.parked) {
     snprintf(err, errlen, "out of memory reading session %lld", (long long)session);
     rc = -1;
     goto out;
@@ -128,21 +202,38 @@ int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, void *user, char *
     if (r < 0)
       goto corrupt;
     if (r == 1)
-      heap[live++] = &cur[i];
+      g.heap[g.live++] = &cur[i];
   }
-  for (size_t i = live / 2; i-- > 0;)
-    sift_down(heap, live, i);
-  while (live > 0) {
-    cursor_t *c = heap[0];
+  for (size_t i = g.live / 2; i-- > 0;)
+    sift_down(g.heap, g.live, i);
+  while (g.live > 0 || g.nparked > 0) {
+    size_t late = overdue(&g);
+    if (late != SIZE_MAX) {
+      unpark(&g, late, 1);
+      continue;
+    }
+    cursor_t *c = g.heap[0];
+    uint64_t at = allocates(&c->ev);
+    if (held && at && !c->due && held(at, user)) {
+      g.parked[g.nparked++] = c;
+      g.heap[0] = g.heap[--g.live];
+      sift_down(g.heap, g.live, 0);
+      continue;
+    }
+    c->due = 0;
     rc = fn(&c->ev, user);
     if (rc != 0)
       goto out;
+    uint64_t back = frees(&c->ev);
     int r = cursor_next(c);
     if (r < 0)
       goto corrupt;
     if (r == 0)
-      heap[0] = heap[--live];
-    sift_down(heap, live, 0);
+      g.heap[0] = g.heap[--g.live];
+    sift_down(g.heap, g.live, 0);
+    for (size_t i = g.nparked; back && i-- > 0;)
+      if (allocates(&g.parked[i]->ev) == back)
+        unpark(&g, i, 0);
   }
   goto out;
 corrupt:
@@ -155,6 +246,7 @@ out:
   }
   free(ids);
   free(cur);
-  free(heap);
+  free(g.heap);
+  free(g.parked);
   return rc;
 }

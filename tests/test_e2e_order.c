@@ -1,0 +1,244 @@
+/* test_e2e_order.c - a session's streams merged back into one history
+ * where threads hand addresses over.
+ *
+ * The client reads the clock for an allocation without waiting for the
+ * allocator's last loads (PROTOCOL.md, "Event times"), so when one thread
+ * frees a block and another gets its address at once, the allocation may
+ * carry a time a few nanoseconds before the free. The sessions here are
+ * sent by hand (tests/raw_client.c) with exactly such times, on two
+ * streams, and heapctl must answer as if the free came first: no double
+ * allocation, no unmatched free, the right block leaked. A genuine double
+ * allocation (no free ever comes) must still be counted as one. Each case
+ * is asked of the ended session (its stored summary) through the daemon
+ * and offline, the first also while it runs. Last, a real traced program
+ * whose threads free each other's blocks (tests/programs/handover_client)
+ * must come out exact.
+ */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "e2e.h"
+#include "raw_client.h"
+
+E2E_SUITE(e2e_order, 30);
+
+#define SITE_A 1 /* the thread that frees */
+#define SITE_B 2 /* the thread that gets the address */
+#define ADDR 0x7f0000010000ull
+#define OTHER 0x7f0000020000ull
+
+typedef struct {
+  raw_client_t c;
+  raw_stream_t a, b; /* streams 1 and 2 */
+  uint32_t pid;
+} session_t;
+
+static void begin(session_t *g, uint32_t pid) {
+  g->pid = pid;
+  raw_connect(&g->c, env.socket);
+  raw_hello(&g->c, pid, "order");
+  raw_site(&g->c, SITE_A, 10, "order.c", "producer");
+  raw_site(&g->c, SITE_B, 20, "order.c", "consumer");
+  uint64_t t0 = raw_now_ns();
+  raw_stream_init(&g->a, 1, t0);
+  raw_stream_init(&g->b, 2, t0);
+}
+
+/* Sets a stream's next event time to t exactly (append_op adds 1000). */
+static void at(raw_stream_t *s, uint64_t t) {
+  s->time_ns = t - 1000;
+}
+
+static void ship(session_t *g) {
+  if (g->a.count)
+    raw_send_events(&g->c, &g->a);
+  if (g->b.count)
+    raw_send_events(&g->c, &g->b);
+}
+
+static void finish(session_t *g) {
+  ship(g);
+  raw_end(&g->c);
+  shutdown(g->c.fd, SHUT_WR);
+  cr_assert(raw_wait_closed(&g->c, RAW_WAIT_MS), "the daemon did not commit the session");
+  raw_close(&g->c);
+}
+
+static int session_id(uint32_t pid) {
+  cJSON *all = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = e2e_session_of_pid(all, pid);
+  cr_assert(s != NULL, "no session of pid %u", pid);
+  int id = (int)e2e_num(s, "id");
+  cJSON_Delete(all);
+  return id;
+}
+
+/* What stats and leaks say about the session, through the daemon or
+ * offline. */
+typedef struct {
+  double allocs, frees, doubles, unmatched, cur_bytes, cur_blocks, peak_bytes;
+  double leak_blocks, leak_bytes;
+  double leak_line; /* line of the first leak group, 0 if none */
+} answer_t;
+
+static answer_t ask(int id, int offline) {
+  char ids[16];
+  snprintf(ids, sizeof ids, "%d", id);
+  answer_t a;
+  memset(&a, 0, sizeof a);
+  cJSON *st = e2e_heapctl_json(&env, offline, "stats", "-s", ids);
+  a.allocs = e2e_num(st, "allocations");
+  a.frees = e2e_num(st, "frees");
+  a.doubles = e2e_num(st, "double_allocations");
+  a.unmatched = e2e_num(st, "unmatched_frees");
+  a.cur_bytes = e2e_num(st, "current_bytes");
+  a.cur_blocks = e2e_num(st, "current_blocks");
+  a.peak_bytes = e2e_num(st, "peak_bytes");
+  cJSON_Delete(st);
+  cJSON *lk = e2e_heapctl_json(&env, offline, "leaks", "-s", ids);
+  const cJSON *total = cJSON_GetObjectItemCaseSensitive(lk, "total");
+  a.leak_blocks = e2e_num(total, "blocks");
+  a.leak_bytes = e2e_num(total, "bytes");
+  const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(lk, "groups"), 0);
+  a.leak_line = first ? e2e_num(first, "line") : 0;
+  cJSON_Delete(lk);
+  return a;
+}
+
+/* The answer, the same through the daemon and offline. */
+static answer_t ask_both(int id) {
+  answer_t live = ask(id, 0), off = ask(id, 1);
+  cr_assert(eq(int, memcmp(&live, &off, sizeof live), 0),
+            "session %d: heapctl --db answers differently from the daemon", id);
+  return live;
+}
+
+/* Stream 1 allocates ADDR and frees it at t; stream 2 gets ADDR at
+ * t - early (its allocation timed before the free) and keeps it, as the
+ * last event of its frame or with more after. */
+static void handover(session_t *g, uint64_t t, uint64_t early) {
+  at(&g->a, t - 5000);
+  raw_stream_malloc(&g->a, SITE_A, ADDR, 64);
+  at(&g->b, t - 3000);
+  raw_stream_malloc(&g->b, SITE_B, OTHER, 16);
+  at(&g->a, t);
+  raw_stream_free(&g->a, SITE_A, ADDR, 64);
+  at(&g->b, t - early);
+  raw_stream_malloc(&g->b, SITE_B, ADDR, 48);
+  raw_stream_free(&g->b, SITE_B, OTHER, 16);
+}
+
+static void assert_handed_over(answer_t a) {
+  cr_assert(eq(dbl, a.allocs, 3));
+  cr_assert(eq(dbl, a.frees, 2));
+  cr_assert(eq(dbl, a.doubles, 0), "the handed-over address was allocated twice");
+  cr_assert(eq(dbl, a.unmatched, 0), "the free of the handed-over address matched nothing");
+  cr_assert(eq(dbl, a.cur_blocks, 1));
+  cr_assert(eq(dbl, a.cur_bytes, 48));
+  cr_assert(eq(dbl, a.peak_bytes, 80));
+  cr_assert(eq(dbl, a.leak_blocks, 1));
+  cr_assert(eq(dbl, a.leak_bytes, 48), "the leak is the consumer's 48-byte block");
+  cr_assert(eq(dbl, a.leak_line, 20));
+}
+
+Test(e2e_order, an_allocation_timed_before_the_free_that_gave_its_address_comes_after_it) {
+  session_t g;
+  begin(&g, 720001);
+  handover(&g, raw_now_ns() + 1000000, 10);
+  ship(&g);
+  int id = session_id(g.pid);
+  assert_handed_over(ask_both(id)); /* running: replayed for the query */
+  finish(&g);
+  assert_handed_over(ask_both(id)); /* ended: the stored summary */
+}
+
+Test(e2e_order, a_realloc_that_moves_into_an_address_freed_a_moment_later_comes_after_it) {
+  session_t g;
+  begin(&g, 720002);
+  uint64_t t = raw_now_ns() + 1000000;
+  at(&g.a, t - 5000);
+  raw_stream_malloc(&g.a, SITE_A, ADDR, 64);
+  at(&g.b, t - 4000);
+  raw_stream_malloc(&g.b, SITE_B, OTHER, 16);
+  at(&g.a, t);
+  raw_stream_free(&g.a, SITE_A, ADDR, 64);
+  ht_event_t ev = {.op = HT_OP_REALLOC,
+                   .time_ns = t - 40,
+                   .site = SITE_B,
+                   .caps = HT_SYSTEM_HEAP_CAPS,
+                   .ptr = ADDR,
+                   .old_ptr = OTHER,
+                   .size = 48,
+                   .usable = 48,
+                   .old_usable = 16,
+                   .cur_bytes = 48,
+                   .cur_blocks = 1,
+                   .total_bytes = 16 + 32};
+  raw_stream_append(&g.b, &ev);
+  finish(&g);
+  answer_t a = ask_both(session_id(g.pid));
+  cr_assert(eq(dbl, a.doubles, 0));
+  cr_assert(eq(dbl, a.unmatched, 0));
+  cr_assert(eq(dbl, a.cur_blocks, 1));
+  cr_assert(eq(dbl, a.cur_bytes, 48));
+  cr_assert(eq(dbl, a.leak_bytes, 48));
+  cr_assert(eq(dbl, a.leak_line, 20));
+}
+
+Test(e2e_order, frames_of_the_two_streams_in_either_order_give_the_same_history) {
+  session_t g;
+  begin(&g, 720003);
+  handover(&g, raw_now_ns() + 1000000, 2000);
+  raw_send_events(&g.c, &g.b); /* the consumer's frame first */
+  raw_send_events(&g.c, &g.a);
+  finish(&g);
+  assert_handed_over(ask_both(session_id(g.pid)));
+}
+
+/* No free of the address ever comes: the allocation waits for the other
+ * streams to be HTQ_REORDER_NS (50 us) past it, then counts as what it is,
+ * before the free 200 us later (the peak shows where it went). */
+Test(e2e_order, a_double_allocation_with_no_free_to_wait_for_is_still_counted) {
+  session_t g;
+  begin(&g, 720004);
+  uint64_t t = raw_now_ns() + 1000000;
+  at(&g.a, t);
+  raw_stream_malloc(&g.a, SITE_A, ADDR, 64);
+  at(&g.b, t + 1000);
+  raw_stream_malloc(&g.b, SITE_B, ADDR, 200);
+  at(&g.a, t + 2000);
+  raw_stream_malloc(&g.a, SITE_A, OTHER, 16);
+  at(&g.a, t + 200000); /* well past the wait */
+  raw_stream_free(&g.a, SITE_A, OTHER, 16);
+  finish(&g);
+  answer_t a = ask_both(session_id(g.pid));
+  cr_assert(eq(dbl, a.allocs, 3));
+  cr_assert(eq(dbl, a.doubles, 1), "the second allocation of one address is not counted");
+  cr_assert(eq(dbl, a.unmatched, 0));
+  cr_assert(eq(dbl, a.cur_blocks, 1), "the replaced block no longer counts as live");
+  cr_assert(eq(dbl, a.peak_bytes, 64 + 16 - 64 + 200), "not placed before the free of OTHER");
+  cr_assert(eq(dbl, a.leak_bytes, 200), "the later allocation is the live one");
+  cr_assert(eq(dbl, a.leak_line, 20));
+}
+
+Test(e2e_order, threads_that_free_each_others_blocks_come_out_exact) {
+  char *argv[] = {(char *)e2e_bin("handover_client"), "4", "50000", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cJSON *j = e2e_heapctl_json(&env, 0, "stats", "-s", "1");
+  cr_assert(eq(dbl, e2e_num(j, "allocations"), (double)e2e_field(r.out, "allocations")), "%s",
+            r.out);
+  cr_assert(eq(dbl, e2e_num(j, "frees"), (double)e2e_field(r.out, "frees")));
+  cr_assert(eq(dbl, e2e_num(j, "events"), (double)e2e_field(r.out, "events")));
+  cr_assert(eq(dbl, e2e_num(j, "double_allocations"), 0));
+  cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));
+  cr_assert(eq(dbl, e2e_num(j, "current_blocks"), (double)e2e_field(r.out, "live_blocks")));
+  cr_assert(eq(dbl, e2e_num(j, "current_bytes"), (double)e2e_field(r.out, "live_bytes")));
+  cr_assert(cJSON_IsTrue(
+      cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "totals"), "agree")));
+  cJSON_Delete(j);
+  e2e_result_free(&r);
+}
