@@ -348,7 +348,8 @@ static inline __attribute__((always_inline)) uint64_t ht__clock_now(const int or
   }
 }
 
-/* Event time of a free: any moment before the block goes back will do. */
+/* Event time of a free (any moment before the block goes back will do),
+ * and of the system heap's allocations (ht__trace_op). */
 static inline uint64_t ht__now_ns(void) {
   return ht__clock_now(0);
 }

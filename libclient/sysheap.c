@@ -4,9 +4,10 @@
  * point serves the request from libc and commits one transaction. The
  * event of an allocation is taken after libc returns and the event of a
  * free before the block goes back, so that when another thread gets the
- * same address its event is later in time than the free that released it.
- * For the same reason a realloc that must move is done as allocate, record,
- * copy, free.
+ * same address its event is later in time than the free that released it
+ * (but for a few nanoseconds of unfenced clock reads, which the daemon's
+ * replay allows for). For the same reason a realloc that must move is done
+ * as allocate, record, copy, free.
  *
  * The plain entry points (ht_malloc & co.) also take blocks of the caps
  * heaps: ht_free and ht_realloc find a region block by its address, and
