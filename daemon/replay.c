@@ -10,7 +10,10 @@
  * allocation at an address the consumer still holds leaves the heap
  * (parked) until an event frees that address, or until the other
  * streams are HTQ_REORDER_NS past it; then it comes next. A genuine
- * double allocation (a free the client never saw) only waits.
+ * double allocation (a free the client never saw) only waits. At most
+ * MAX_PARKED streams wait at once (a real trace has one now and then);
+ * past that an allocation goes as it is, so that no session, however
+ * made, costs more than that per event.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +22,8 @@
 
 #include "chunk.h"
 #include "query.h"
+
+#define MAX_PARKED 64
 
 typedef struct {
   sqlite3_stmt *stmt;
@@ -181,7 +186,7 @@ int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, 
   int64_t *ids = stream_ids(db, session, &n);
   cursor_t *cur = calloc(n ? n : 1, sizeof *cur);
   merge_t g = {.heap = calloc(n ? n : 1, sizeof *g.heap),
-               .parked = calloc(n ? n : 1, sizeof *g.parked)};
+               .parked = calloc(MAX_PARKED, sizeof *g.parked)};
   if (!ids || !cur || !g.heap || !g.parked) {
     snprintf(err, errlen, "out of memory reading session %lld", (long long)session);
     rc = -1;
@@ -214,7 +219,7 @@ int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, 
     }
     cursor_t *c = g.heap[0];
     uint64_t at = allocates(&c->ev);
-    if (held && at && !c->due && held(at, user)) {
+    if (held && at && !c->due && g.nparked < MAX_PARKED && held(at, user)) {
       g.parked[g.nparked++] = c;
       g.heap[0] = g.heap[--g.live];
       sift_down(g.heap, g.live, 0);

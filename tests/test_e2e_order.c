@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "e2e.h"
 #include "raw_client.h"
@@ -241,4 +242,46 @@ Test(e2e_order, threads_that_free_each_others_blocks_come_out_exact) {
       cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "totals"), "agree")));
   cJSON_Delete(j);
   e2e_result_free(&r);
+}
+
+/* A session made to keep many streams waiting at once: STREAMS streams
+ * allocate one address that nothing frees, then one stream sends MANY
+ * allocate/free pairs of other addresses. At most 64 wait at a time (the
+ * replay's bound on what one event costs, whatever a session holds); every
+ * event is replayed once, and each allocation of the address after the
+ * first counts as a double one. */
+#define STREAMS 2000
+#define MANY 20000
+
+Test(e2e_order, two_thousand_streams_waiting_on_one_address_are_each_counted_once) {
+  session_t g;
+  begin(&g, 720005);
+  uint64_t t = raw_now_ns() + 1000000;
+  static raw_stream_t s;
+  for (uint32_t i = 0; i < STREAMS; i++) {
+    raw_stream_init(&s, 10 + i, t + i);
+    raw_stream_malloc(&s, SITE_B, ADDR, 8);
+    raw_send_events(&g.c, &s);
+  }
+  at(&g.a, t + STREAMS + 1000);
+  for (uint32_t i = 0; i < MANY; i++) {
+    raw_stream_malloc(&g.a, SITE_A, OTHER + 16 * (i % 64), 16);
+    raw_stream_free(&g.a, SITE_A, OTHER + 16 * (i % 64), 16);
+    if (g.a.len > sizeof g.a.buf - 4 * HT_PROTO_MAX_EVENT_BYTES)
+      raw_send_events(&g.c, &g.a);
+  }
+  finish(&g);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  answer_t a = ask_both(session_id(g.pid));
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  cr_assert(eq(dbl, a.allocs, STREAMS + MANY));
+  cr_assert(eq(dbl, a.frees, MANY));
+  cr_assert(eq(dbl, a.doubles, STREAMS - 1));
+  cr_assert(eq(dbl, a.unmatched, 0));
+  cr_assert(eq(dbl, a.cur_blocks, 1));
+  cr_assert(eq(dbl, a.cur_bytes, 8));
+  double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+  fprintf(stderr, "e2e_order: %d streams waiting on one address, %d events: both answers in %.0f ms\n",
+          STREAMS, STREAMS + 2 * MANY, ms);
 }
