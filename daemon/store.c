@@ -346,7 +346,6 @@ static void commit_batch(htd_store_t *st, htd_job_t *batch) {
 
 static void *writer_main(void *arg) {
   htd_store_t *st = arg;
-  pthread_setname_np(pthread_self(), "htd-writer"); /* what top -H and bench/ingest see */
   pthread_mutex_lock(&st->lock);
   for (;;) {
     while (!st->queue && !st->stopping) {
@@ -413,10 +412,13 @@ htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *noti
   }
   pthread_mutex_init(&st->lock, NULL);
   pthread_cond_init(&st->cond, NULL);
-  if (pthread_create(&st->thread, NULL, writer_main, st) != 0) {
-    snprintf(msg, msglen, "cannot start the writer thread: %s", strerror(errno));
+  int rc = pthread_create(&st->thread, NULL, writer_main, st);
+  if (rc != 0) {
+    snprintf(msg, msglen, "cannot start the writer thread: %s", strerror(rc));
     goto fail;
   }
+  /* Named here, not by the thread: named before anyone can look. */
+  pthread_setname_np(st->thread, "htd-writer"); /* what top -H and bench/ingest see */
   return st;
 fail:
   for (size_t k = 0; k < HTD_JOB_KINDS; k++)

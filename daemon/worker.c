@@ -278,18 +278,15 @@ static void serve(htd_worker_t *w, int fg) {
   pthread_mutex_unlock(&w->lock);
 }
 
+/* The threads are named (what top -H and the tests see) and the idle one
+ * is put at SCHED_IDLE by htd_worker_start, before the daemon listens: a
+ * thread that did it itself might not have run yet when a client came. */
 static void *idle_main(void *arg) {
-  pthread_setname_np(pthread_self(), "htd-ingest"); /* what top -H and the tests see */
-  struct sched_param p = {0};
-  int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
-  if (rc != 0)
-    htd_log(HTD_LOG_DEBUG, "ingest worker: no idle priority: %s", strerror(rc));
   serve(arg, 0);
   return NULL;
 }
 
 static void *fg_main(void *arg) {
-  pthread_setname_np(pthread_self(), "htd-ingest-fg");
   serve(arg, 1);
   return NULL;
 }
@@ -320,6 +317,14 @@ htd_worker_t *htd_worker_start(htd_store_t *st, const htd_worker_hooks_t *hooks,
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->idle, NULL);
+  }
+  if (rc == 0) {
+    pthread_setname_np(w->idle, "htd-ingest");
+    pthread_setname_np(w->fg, "htd-ingest-fg");
+    struct sched_param p = {0};
+    int prc = pthread_setschedparam(w->idle, SCHED_IDLE, &p);
+    if (prc != 0)
+      htd_log(HTD_LOG_DEBUG, "ingest worker: no idle priority: %s", strerror(prc));
   }
   if (rc != 0) {
     snprintf(msg, msglen, "cannot start the ingest worker: %s", strerror(rc));
