@@ -1,8 +1,10 @@
 /* ht_event.h - the event encoder and its byte primitives, inline: it runs
- * once per allocation in the client, so it is written for that (varints of
- * up to four bytes take a straight path, and the client's common events
- * have encoders of their own, below). The decoder is in proto.c; the
- * layout is specified in PROTOCOL.md, "Event encoding". */
+ * once per allocation in the client, so it is written for that. Events
+ * that fit the compact form (fixed-width fields) take it; the others the
+ * varint form, whose varints of up to four bytes take a straight path. The
+ * client's common events have encoders of their own, below. The decoder
+ * is in proto.c; the layout is specified in PROTOCOL.md, "Event encoding"
+ * and "Compact events". */
 #ifndef HT_EVENT_H
 #define HT_EVENT_H
 
@@ -131,13 +133,75 @@ ht__event_put_tail(uint8_t *out, ht_evstate_t *st, int implied, uint64_t time_ns
   return n;
 }
 
+/* The low n (2 or 4, a constant) bytes of v at `at`, little-endian. */
+static inline __attribute__((always_inline)) void ht__put_le(uint8_t *at, uint32_t v,
+                                                             const size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  memcpy(at, &v, n);
+#else
+  ht__store_le(at, v, n);
+#endif
+}
+
+/* The compact form of a MALLOC, CALLOC, REALLOC or FREE (op) whose heap and
+ * caps are the state's and whose totals moved as the op implies
+ * (PROTOCOL.md, "Compact events"): fixed-width fields, written with a few
+ * stores and no branch on a value's length. Returns the bytes written, or
+ * 0 when a field does not fit (then the varint form is used). It may write
+ * up to two bytes past the event (out has HT_PROTO_MAX_EVENT_BYTES). For a
+ * FREE, size is the bytes released and usable is not sent. */
+static inline __attribute__((always_inline)) size_t
+ht__compact_put(uint8_t *out, const ht_evstate_t *st, uint32_t op, uint64_t time_ns, uint32_t site,
+                uint32_t heap, uint32_t caps, uint64_t ptr, uint64_t old_ptr, uint64_t old_usable,
+                uint64_t size, uint64_t usable) {
+  const uint64_t bias = 0x80000000u; /* a signed 32-bit step, biased, is below 2^32 */
+  uint64_t dt = time_ns - st->time_ns;
+  uint64_t dp = ptr - st->ptr + bias;
+  uint64_t dop = op == HT_OP_REALLOC ? old_ptr - ptr + bias : 0;
+  uint64_t sizes = size | (op == HT_OP_REALLOC ? old_usable : 0);
+  uint64_t slack = op == HT_OP_FREE ? 0 : usable - size;
+  if (HT_UNLIKELY_EV(((dt | dp | dop | sizes) >> 32) | (site >> 16) | (slack >> 8) |
+                     (heap ^ st->heap) | (caps ^ st->caps)))
+    return 0;
+  unsigned short_time = dt < 0x10000, short_sizes = sizes < 0x10000, same_site = site == st->site;
+  out[0] = (uint8_t)(op | HT_EV_COMPACT | (same_site ? HT_EV_SAME_SITE : 0) |
+                     (short_time ? HT_EV_SHORT_TIME : 0) | (short_sizes ? HT_EV_SHORT_SIZES : 0));
+  size_t n = 1;
+  ht__put_le(out + n, (uint32_t)dt, 4);
+  n += short_time ? 2 : 4;
+  ht__put_le(out + n, site, 2);
+  n += same_site ? 0 : 2;
+  ht__put_le(out + n, (uint32_t)(dp - bias), 4);
+  n += 4;
+  if (op == HT_OP_REALLOC) {
+    ht__put_le(out + n, (uint32_t)(dop - bias), 4);
+    ht__put_le(out + n + 4, (uint32_t)old_usable, 4);
+    n += short_sizes ? 6 : 8;
+  }
+  ht__put_le(out + n, (uint32_t)size, 4);
+  n += short_sizes ? 2 : 4;
+  if (op != HT_OP_FREE)
+    out[n++] = (uint8_t)slack;
+  return n;
+}
+
 /* Encodes one event at out (HT_PROTO_MAX_EVENT_BYTES free) against the
- * stream's state, which it advances. Returns the bytes written. */
+ * stream's state, which it advances. Returns the bytes written. The
+ * compact form where it fits, else the varint form. */
 static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_event_t *ev) {
   int64_t ib, ik;
   uint64_t it;
   ht__implied_totals(st, ev, &ib, &ik, &it);
   int implied = ib == ev->cur_bytes && ik == ev->cur_blocks && it == ev->total_bytes;
+  if (implied && (ev->op == HT_OP_MALLOC || ev->op == HT_OP_CALLOC || ev->op == HT_OP_REALLOC ||
+                  ev->op == HT_OP_FREE)) {
+    size_t n = ht__compact_put(out, st, ev->op, ev->time_ns, ev->site, ev->heap, ev->caps, ev->ptr,
+                               ev->old_ptr, ev->old_usable, ev->size, ev->usable);
+    if (n) {
+      ht__evstate_advance(st, ev);
+      return n;
+    }
+  }
   uint8_t opb = (uint8_t)ev->op;
   opb |= ev->site == st->site ? HT_EV_SAME_SITE : 0;
   opb |= ev->heap == st->heap ? HT_EV_SAME_HEAP : 0;
@@ -246,9 +310,12 @@ ht__evstate_implied(ht_evstate_t *st, uint64_t time_ns, uint32_t site, uint32_t 
 static inline __attribute__((always_inline)) size_t
 ht_event_encode_alloc(uint8_t *out, ht_evstate_t *st, uint32_t op, uint64_t time_ns, uint32_t site,
                       uint32_t heap, uint32_t caps, uint64_t ptr, uint64_t size, uint64_t usable) {
-  size_t n = ht__event_put_head(out, st, op, 1, time_ns, site, heap, caps, ptr);
-  n += ht__varint_put(out + n, size);
-  n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
+  size_t n = ht__compact_put(out, st, op, time_ns, site, heap, caps, ptr, 0, 0, size, usable);
+  if (HT_UNLIKELY_EV(!n)) {
+    n = ht__event_put_head(out, st, op, 1, time_ns, site, heap, caps, ptr);
+    n += ht__varint_put(out + n, size);
+    n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
+  }
   ht__evstate_implied(st, time_ns, site, heap, caps, ptr, usable, 1, usable);
   return n;
 }
@@ -257,8 +324,11 @@ ht_event_encode_alloc(uint8_t *out, ht_evstate_t *st, uint32_t op, uint64_t time
 static inline __attribute__((always_inline)) size_t
 ht_event_encode_free(uint8_t *out, ht_evstate_t *st, uint64_t time_ns, uint32_t site, uint32_t heap,
                      uint32_t caps, uint64_t ptr, uint64_t size) {
-  size_t n = ht__event_put_head(out, st, HT_OP_FREE, 1, time_ns, site, heap, caps, ptr);
-  n += ht__varint_put(out + n, size);
+  size_t n = ht__compact_put(out, st, HT_OP_FREE, time_ns, site, heap, caps, ptr, 0, 0, size, size);
+  if (HT_UNLIKELY_EV(!n)) {
+    n = ht__event_put_head(out, st, HT_OP_FREE, 1, time_ns, site, heap, caps, ptr);
+    n += ht__varint_put(out + n, size);
+  }
   ht__evstate_implied(st, time_ns, site, heap, caps, ptr, (uint64_t)0 - size, -1, 0);
   return n;
 }
@@ -268,11 +338,15 @@ static inline __attribute__((always_inline)) size_t
 ht_event_encode_realloc(uint8_t *out, ht_evstate_t *st, uint64_t time_ns, uint32_t site,
                         uint32_t heap, uint32_t caps, uint64_t ptr, uint64_t old_ptr, uint64_t size,
                         uint64_t usable, uint64_t old_usable) {
-  size_t n = ht__event_put_head(out, st, HT_OP_REALLOC, 1, time_ns, site, heap, caps, ptr);
-  n += ht__varint_put(out + n, ht_zigzag((int64_t)(old_ptr - ptr)));
-  n += ht__varint_put(out + n, old_usable);
-  n += ht__varint_put(out + n, size);
-  n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
+  size_t n = ht__compact_put(out, st, HT_OP_REALLOC, time_ns, site, heap, caps, ptr, old_ptr,
+                             old_usable, size, usable);
+  if (HT_UNLIKELY_EV(!n)) {
+    n = ht__event_put_head(out, st, HT_OP_REALLOC, 1, time_ns, site, heap, caps, ptr);
+    n += ht__varint_put(out + n, ht_zigzag((int64_t)(old_ptr - ptr)));
+    n += ht__varint_put(out + n, old_usable);
+    n += ht__varint_put(out + n, size);
+    n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
+  }
   ht__evstate_implied(st, time_ns, site, heap, caps, ptr, usable - old_usable, 0,
                       usable > old_usable ? usable - old_usable : 0);
   return n;

@@ -20,7 +20,7 @@
 /* ---- limits: every length on the wire is checked against one of these ---- */
 #define HT_PROTO_MAGIC "HTRC"
 #define HT_PROTO_MAGIC_LEN 4
-#define HT_PROTO_VERSION 1
+#define HT_PROTO_VERSION 2 /* 2: compact events; a version-1 client is still served */
 #define HT_PROTO_FRAME_PREFIX 4                  /* u32 body length */
 #define HT_PROTO_MAX_FRAME (1u << 20)            /* body bytes, record type included */
 #define HT_PROTO_MAX_STRING 4096                 /* bytes of one string */
@@ -127,7 +127,12 @@ typedef struct {
 #define HT_EV_SAME_HEAP 0x10u      /* heap likewise */
 #define HT_EV_SAME_CAPS 0x20u      /* caps likewise */
 #define HT_EV_TOTALS_IMPLIED 0x40u /* running totals moved as the op implies: not sent */
-#define HT_EV_RESERVED 0x80u       /* must be 0 */
+#define HT_EV_COMPACT 0x80u        /* the compact form: fixed-width fields */
+/* In the compact form (heap and caps as before, totals as implied) bits
+ * 4-6 mean instead: */
+#define HT_EV_SHORT_TIME 0x10u  /* the time step takes 2 bytes, not 4 */
+#define HT_EV_SHORT_SIZES 0x20u /* size and old_usable take 2 bytes, not 4 */
+#define HT_EV_COMPACT_RESERVED 0x40u /* must be 0 */
 
 /* ---- strings on the wire: u16 length + bytes, no terminator, no NUL ---- */
 typedef struct {

@@ -19,10 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "e2e.h"
+#include "ht_event.h"
 #include "raw_client.h"
 
 #define BYSTANDER_PID 700001u
@@ -282,8 +284,68 @@ static void send_newer_version(void) {
 
 Test(e2e_hostile, hello_with_a_newer_protocol_version_is_refused_naming_the_version) {
   beside_bystander(send_newer_version);
-  assert_refused_without_session("the client speaks protocol version 2, this heaptraced version 1: "
-                                 "upgrade heaptraced (HT_EVERSION)");
+  char detail[160];
+  snprintf(detail, sizeof detail,
+           "the client speaks protocol version %d, this heaptraced version %d: "
+           "upgrade heaptraced (HT_EVERSION)",
+           HT_PROTO_VERSION + 1, HT_PROTO_VERSION);
+  assert_refused_without_session(detail);
+  assert_daemon_stops_cleanly();
+}
+
+#define V1_PID 700077u
+
+/* A client of protocol version 1 (no compact events): HELLO says 1 and
+ * its events are in the varint form, written here field by field. */
+static void send_version_1_session(void) {
+  uint8_t hello[512];
+  size_t n = raw_encode_hello(hello, sizeof hello, V1_PID, "version1");
+  hello[RAW_HELLO_VERSION_AT] = 1;
+  hello[RAW_HELLO_VERSION_AT + 1] = 0;
+  raw_client_t c;
+  raw_connect(&c, env.socket);
+  cr_assert(eq(int, raw_send(&c, hello, n), 0));
+  raw_site(&c, 1, 7, "old.c", "old_client");
+  uint8_t ev[64];
+  size_t len = 0;
+  uint64_t t = raw_now_ns();
+  /* malloc(100) at 0x10000: site 1, heap 0 (as the zero state), system caps */
+  ev[len++] = HT_OP_MALLOC | HT_EV_SAME_HEAP | HT_EV_TOTALS_IMPLIED;
+  len += ht__varint_put(ev + len, ht_zigzag((int64_t)t));
+  len += ht__varint_put(ev + len, 1);
+  len += ht__varint_put(ev + len, HT_SYSTEM_HEAP_CAPS);
+  len += ht__varint_put(ev + len, ht_zigzag(0x10000));
+  len += ht__varint_put(ev + len, 100);
+  len += ht__varint_put(ev + len, ht_zigzag(4));
+  /* malloc(50) at 0x30000: same site, heap and caps */
+  ev[len++] = HT_OP_MALLOC | HT_EV_SAME_SITE | HT_EV_SAME_HEAP | HT_EV_SAME_CAPS |
+              HT_EV_TOTALS_IMPLIED;
+  len += ht__varint_put(ev + len, ht_zigzag(1000));
+  len += ht__varint_put(ev + len, ht_zigzag(0x20000));
+  len += ht__varint_put(ev + len, 50);
+  len += ht__varint_put(ev + len, ht_zigzag(6));
+  uint8_t head[HT_PROTO_EVENTS_HEAD];
+  ht_proto_events_head(head, 1, 0, 2, len);
+  cr_assert(eq(int, raw_send(&c, head, sizeof head), 0));
+  cr_assert(eq(int, raw_send(&c, ev, len), 0));
+  raw_end(&c);
+  shutdown(c.fd, SHUT_WR);
+  cr_assert(raw_wait_closed(&c, RAW_WAIT_MS), "the daemon did not commit the version-1 session");
+  raw_close(&c);
+}
+
+Test(e2e_hostile, a_client_of_the_previous_protocol_version_is_still_served) {
+  beside_bystander(send_version_1_session);
+  cJSON *all = sessions();
+  const cJSON *s = e2e_session_of_pid(all, V1_PID);
+  cr_assert(ne(ptr, (void *)s, NULL), "no session of the version-1 client");
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  cJSON *st = stats((int)e2e_num(s, "id"));
+  cJSON_Delete(all);
+  cr_assert(eq(dbl, e2e_num(st, "allocations"), 2));
+  cr_assert(eq(dbl, e2e_num(st, "current_bytes"), 150));
+  cr_assert(eq(dbl, e2e_num(st, "current_blocks"), 2));
+  cJSON_Delete(st);
   assert_daemon_stops_cleanly();
 }
 

@@ -82,6 +82,7 @@ class Stream:
     def __init__(self, sid):
         self.sid, self.seq = sid, 0
         self.time = self.ptr = self.cur_bytes = self.cur_blocks = self.total = 0
+        self.site = self.heap = self.caps = 0
 
     def event(self, op, t, ptr, size, usable, cur_bytes, cur_blocks, total, site=1,
               heap=0, caps=CAPS_DEFAULT, failed_op=0, old_ptr=0, old_usable=0, align=0):
@@ -102,6 +103,36 @@ class Stream:
         out += varint((total - self.total) & U64)
         self.time, self.ptr, self.total = t, ptr & U64, total
         self.cur_bytes, self.cur_blocks = cur_bytes, cur_blocks
+        self.site, self.heap, self.caps = site, heap, caps
+        return bytes(out)
+
+    def compact(self, op, t, ptr, size, usable=0, site=None, old_ptr=0, old_usable=0):
+        """The compact form (PROTOCOL.md, "Compact events"): heap and caps as
+        before, the totals as the op implies; short fields where they fit."""
+        site = self.site if site is None else site
+        sizes = size | (old_usable if op == OP_REALLOC else 0)
+        short_time, short_sizes = t - self.time < 1 << 16, sizes < 1 << 16
+        opb = op | 0x80 | (0x08 if site == self.site else 0)
+        opb |= (0x10 if short_time else 0) | (0x20 if short_sizes else 0)
+        sz = "<H" if short_sizes else "<I"
+        out = bytearray([opb]) + struct.pack("<H" if short_time else "<I", t - self.time)
+        if site != self.site:
+            out += struct.pack("<H", site)
+        out += struct.pack("<i", ptr - self.ptr)
+        if op == OP_REALLOC:
+            out += struct.pack("<i", old_ptr - ptr) + struct.pack(sz, old_usable)
+        out += struct.pack(sz, size)
+        if op != OP_FREE:
+            out.append(usable - size)
+        if op == OP_FREE:
+            self.cur_bytes, self.cur_blocks = self.cur_bytes - size, self.cur_blocks - 1
+        elif op == OP_REALLOC:
+            self.cur_bytes += usable - old_usable
+            self.total += max(usable - old_usable, 0)
+        else:
+            self.cur_bytes, self.cur_blocks = self.cur_bytes + usable, self.cur_blocks + 1
+            self.total += usable
+        self.time, self.ptr, self.site = t, ptr, site
         return bytes(out)
 
     def frame(self, events):
@@ -130,6 +161,20 @@ def every_op(s):
     ]
 
 
+def compact_ops(s):
+    """A varint malloc (site, heap and caps), then the compact form of each
+    op it has, with short and long fields, and a varint event after them."""
+    evs = [s.event(OP_MALLOC, 1000, 0x7F0000001000, 24, 24, 24, 1, 24)]
+    evs.append(s.compact(OP_MALLOC, 1100, 0x7F0000001040, 100, 104))
+    evs.append(s.compact(OP_FREE, 1200, 0x7F0000001000, 24, site=2))
+    evs.append(s.compact(OP_REALLOC, 1300 + (1 << 20), 0x7F0000101000, 70000, 70008,
+                         old_ptr=0x7F0000001040, old_usable=104))
+    evs.append(s.compact(OP_CALLOC, 1400 + (1 << 20), 0x7F00000F0000, 16, 24, site=1))
+    evs.append(s.event(OP_FREE, 1500 + (1 << 20), 0x7F00000F0000, 24, 24,
+                       s.cur_bytes - 24, s.cur_blocks - 1, s.total))
+    return s.frame(evs)
+
+
 def seeds():
     a, b = Stream(1), Stream(2)
     tib = 1 << 40
@@ -154,6 +199,7 @@ def seeds():
         "end": end(END_KILLED, U64),
         "events": s.frame(every_op(s)),
         "events_empty": Stream(3).frame([]),
+        "events_compact": compact_ops(Stream(9)),
         "session": session,
     }
 
