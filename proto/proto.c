@@ -550,6 +550,12 @@ static int event_done(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev, int64_
   return 1;
 }
 
+/* A signed 32-bit step read as u32, widened (no implementation-defined
+ * conversion on the way). */
+static uint64_t step32(uint32_t u) {
+  return (uint64_t)((int64_t)(u ^ 0x80000000u) - 0x80000000);
+}
+
 /* An event in the compact form (PROTOCOL.md, "Compact events"), its op
  * byte read. */
 static int compact_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev, uint8_t opb) {
@@ -567,10 +573,10 @@ static int compact_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev, uint
   ev->site = opb & HT_EV_SAME_SITE ? st->site : ht_get_u16(c);
   ev->heap = st->heap;
   ev->caps = st->caps;
-  ev->ptr = st->ptr + (uint64_t)(int64_t)(int32_t)ht_get_u32(c);
+  ev->ptr = st->ptr + step32(ht_get_u32(c));
   ev->old_ptr = ev->old_usable = ev->align = 0;
   if (op == HT_OP_REALLOC) {
-    ev->old_ptr = ev->ptr + (uint64_t)(int64_t)(int32_t)ht_get_u32(c);
+    ev->old_ptr = ev->ptr + step32(ht_get_u32(c));
     ev->old_usable = short_sizes ? ht_get_u16(c) : ht_get_u32(c);
   }
   ev->size = short_sizes ? ht_get_u16(c) : ht_get_u32(c);
