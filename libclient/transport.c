@@ -43,6 +43,11 @@
 #define HT_ANCHOR_RETRY_MS 1 /* the shortest sleep the clock may ask for */
 #define HT_RETRY_FIRST_MS 100
 #define HT_RETRY_MAX_MS 5000
+/* Two connections in a row that the daemon closes sooner than this after
+ * they were made mean it refuses this client (an older heaptraced refuses
+ * a newer protocol version): it is warned about once, retried with a
+ * growing interval, and not announced again until a connection lasts. */
+#define HT_REFUSED_MS 1000
 #define HT_END_WAIT_MS 5000
 
 _Atomic int ht__tracing;
@@ -55,6 +60,8 @@ static uint32_t conn_epoch;  /* bumped by every successful connect */
 static uint16_t hello_flags; /* HT_HELLO_F_RECONNECT / _FORKED for the next HELLO */
 static int ever_connected;
 static uint64_t retry_at_ns, retry_ms;
+static uint64_t connected_ns;       /* when the current connection was made */
+static int brief_losses;            /* connections in a row lost within HT_REFUSED_MS */
 static uint64_t orphan_undelivered; /* of streams unmapped before reporting it */
 static _Atomic int init_state;      /* 0 not yet, 1 done (tracing or not) */
 static int exit_hooks_set;
@@ -85,13 +92,23 @@ static uint64_t realtime_ns(void) {
 static void lose_connection(int err) {
   if (sock_fd < 0)
     return;
-  ht__warn("heaptrace: lost the connection to heaptraced at %s (%s); events are counted "
-           "as undelivered until it is back",
-           cfg.socket_path, strerror(err));
+  uint64_t now = ht__clock_real_ns();
+  brief_losses = now - connected_ns < HT_REFUSED_MS * 1000000ull ? brief_losses + 1 : 0;
+  if (brief_losses < 2) {
+    ht__warn("heaptrace: lost the connection to heaptraced at %s (%s); events are counted "
+             "as undelivered until it is back",
+             cfg.socket_path, strerror(err));
+    retry_ms = HT_RETRY_FIRST_MS;
+  } else if (brief_losses == 2) {
+    ht__warn(
+        "heaptrace: heaptraced at %s closes this client's connections as soon as they "
+        "are made (its log says why; one older than this library refuses protocol "
+        "version %d); events are counted as undelivered; retrying ever less often, then every %d s",
+        cfg.socket_path, HT_PROTO_VERSION, HT_RETRY_MAX_MS / 1000);
+  }
   close(sock_fd);
   sock_fd = -1;
-  retry_ms = HT_RETRY_FIRST_MS;
-  retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
+  retry_at_ns = now + retry_ms * 1000000u;
 }
 
 /* Writes every byte of iov, retrying short writes. */
@@ -382,24 +399,34 @@ static int connect_daemon(void) {
   }
   conn_epoch++;
   ever_connected = 1;
+  connected_ns = ht__clock_real_ns();
   return 0;
 }
 
 /* The flusher's retry: a new session once the daemon is back. Streams
  * learn the new epoch from their epoch word. list_lock and io_lock held. */
 static void maybe_reconnect(void) {
+  if (sock_fd >= 0 && brief_losses >= 2 &&
+      ht__clock_real_ns() - connected_ns >= HT_REFUSED_MS * 1000000ull) {
+    brief_losses = 0; /* taken at last: announced once it lasts */
+    ht__warn("heaptrace: reconnected to heaptraced at %s; tracing goes on in a new session",
+             cfg.socket_path);
+  }
   if (sock_fd >= 0 || !ever_connected || ht__clock_real_ns() < retry_at_ns)
     return;
   hello_flags |= HT_HELLO_F_RECONNECT;
+  retry_ms = retry_ms < HT_RETRY_FIRST_MS     ? HT_RETRY_FIRST_MS
+             : retry_ms * 2 > HT_RETRY_MAX_MS ? HT_RETRY_MAX_MS
+                                              : retry_ms * 2;
   if (connect_daemon() != 0) {
-    retry_ms = retry_ms * 2 > HT_RETRY_MAX_MS ? HT_RETRY_MAX_MS : retry_ms * 2;
     retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
     return;
   }
   for (ht_stream_t *s = streams; s; s = s->next)
     atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
-  ht__warn("heaptrace: reconnected to heaptraced at %s; tracing goes on in a new session",
-           cfg.socket_path);
+  if (brief_losses < 2)
+    ht__warn("heaptrace: reconnected to heaptraced at %s; tracing goes on in a new session",
+             cfg.socket_path);
 }
 
 /* The daemon closes the connection once the session is committed; waiting
@@ -534,6 +561,7 @@ static void atfork_child(void) {
     close(sock_fd);
   sock_fd = -1;
   ever_connected = 0;
+  brief_losses = 0;
   next_stream_id = 0;
   orphan_undelivered = 0;
   ht__stream_forget_all();

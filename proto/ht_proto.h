@@ -20,12 +20,12 @@
 /* ---- limits: every length on the wire is checked against one of these ---- */
 #define HT_PROTO_MAGIC "HTRC"
 #define HT_PROTO_MAGIC_LEN 4
-#define HT_PROTO_VERSION 2 /* 2: compact events; a version-1 client is still served */
-#define HT_PROTO_FRAME_PREFIX 4                  /* u32 body length */
-#define HT_PROTO_MAX_FRAME (1u << 20)            /* body bytes, record type included */
-#define HT_PROTO_MAX_STRING 4096                 /* bytes of one string */
-#define HT_PROTO_MAX_ARGS 256                    /* argv entries in a handshake */
-#define HT_PROTO_MAX_EVENT_BYTES 128             /* one encoded event, worst case */
+#define HT_PROTO_VERSION 2            /* 2: compact events; a version-1 client is still served */
+#define HT_PROTO_FRAME_PREFIX 4       /* u32 body length */
+#define HT_PROTO_MAX_FRAME (1u << 20) /* body bytes, record type included */
+#define HT_PROTO_MAX_STRING 4096      /* bytes of one string */
+#define HT_PROTO_MAX_ARGS 256         /* argv entries in a handshake */
+#define HT_PROTO_MAX_EVENT_BYTES 128  /* one encoded event, worst case */
 #define HT_PROTO_EVENTS_HEAD (4 + 1 + 4 + 8 + 4) /* frame prefix + EVENTS header */
 #define HT_PROTO_MAX_FRAME_EVENTS (HT_PROTO_MAX_FRAME / 8)
 #define HT_PROTO_CAPS_PRIOS 3         /* caps masks per heap region */
@@ -130,8 +130,8 @@ typedef struct {
 #define HT_EV_COMPACT 0x80u        /* the compact form: fixed-width fields */
 /* In the compact form (heap and caps as before, totals as implied) bits
  * 4-6 mean instead: */
-#define HT_EV_SHORT_TIME 0x10u  /* the time step takes 2 bytes, not 4 */
-#define HT_EV_SHORT_SIZES 0x20u /* size and old_usable take 2 bytes, not 4 */
+#define HT_EV_SHORT_TIME 0x10u       /* the time step takes 2 bytes, not 4 */
+#define HT_EV_SHORT_SIZES 0x20u      /* size and old_usable take 2 bytes, not 4 */
 #define HT_EV_COMPACT_RESERVED 0x40u /* must be 0 */
 
 /* ---- strings on the wire: u16 length + bytes, no terminator, no NUL ---- */

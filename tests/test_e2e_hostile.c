@@ -318,8 +318,8 @@ static void send_version_1_session(void) {
   len += ht__varint_put(ev + len, 100);
   len += ht__varint_put(ev + len, ht_zigzag(4));
   /* malloc(50) at 0x30000: same site, heap and caps */
-  ev[len++] = HT_OP_MALLOC | HT_EV_SAME_SITE | HT_EV_SAME_HEAP | HT_EV_SAME_CAPS |
-              HT_EV_TOTALS_IMPLIED;
+  ev[len++] =
+      HT_OP_MALLOC | HT_EV_SAME_SITE | HT_EV_SAME_HEAP | HT_EV_SAME_CAPS | HT_EV_TOTALS_IMPLIED;
   len += ht__varint_put(ev + len, ht_zigzag(1000));
   len += ht__varint_put(ev + len, ht_zigzag(0x20000));
   len += ht__varint_put(ev + len, 50);

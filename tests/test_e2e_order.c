@@ -282,6 +282,7 @@ Test(e2e_order, two_thousand_streams_waiting_on_one_address_are_each_counted_onc
   cr_assert(eq(dbl, a.cur_blocks, 1));
   cr_assert(eq(dbl, a.cur_bytes, 8));
   double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
-  fprintf(stderr, "e2e_order: %d streams waiting on one address, %d events: both answers in %.0f ms\n",
+  fprintf(stderr,
+          "e2e_order: %d streams waiting on one address, %d events: both answers in %.0f ms\n",
           STREAMS, STREAMS + 2 * MANY, ms);
 }

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -213,6 +214,38 @@ Test(e2e_transport, without_a_daemon_the_program_runs_and_keeps_its_exit_status)
   cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 1), "%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "cannot connect to heaptraced"), 1), "%s", r.err);
   e2e_result_free(&r);
+}
+
+/* A daemon that closes every connection as soon as it is made, as an
+ * older heaptraced refuses a newer protocol version: the program runs to
+ * its end, warns three times in all (the first loss, the reconnection, and
+ * that the daemon refuses it), and tries again less and less often. */
+Test(e2e_transport, a_daemon_that_refuses_every_connection_gets_one_warning_and_fewer_tries) {
+  e2e_stop_daemon(&env);
+  unlink(env.socket);
+  char *largv[] = {(char *)e2e_bin("refusing_listener"), env.socket, NULL};
+  pid_t listener = e2e_spawn(&env, largv, NULL);
+  struct stat sb;
+  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < 5000; waited += 10)
+    e2e_sleep_ms(10);
+  /* 2 threads x 8000 rounds with a 250 ms pause every 1000: about 2 s. */
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "8000", "0", "250000", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  kill(listener, SIGTERM);
+  e2e_result_t l = e2e_wait(&env, listener);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(long, e2e_field(r.out, "allocations"), 2 * 8000 + 2), "%s", r.out);
+  cr_assert(eq(int, e2e_count_lines(r.err, "lost the connection"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "reconnected"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "closes this client's connections"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 3), "%s", r.err);
+  /* Tries at 0, 0.1, 0.3, 0.7 and 1.5 s and so on, each after the loss of
+   * the one before: not one every 0.1 s. */
+  long tries = e2e_field(l.out, "connections");
+  cr_assert(ge(long, tries, 3), "%s", l.out);
+  cr_assert(le(long, tries, 7), "%ld connections in about 2 s: the interval did not grow", tries);
+  e2e_result_free(&r);
+  e2e_result_free(&l);
 }
 
 /* Runs argv in drop mode with the daemon stopped from stop_ms after the

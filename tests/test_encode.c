@@ -151,8 +151,8 @@ Test(encode, every_event_decodes_to_what_was_encoded_in_either_form) {
       forms[(out[0] & HT_EV_COMPACT) != 0]++;
       ht_event_t got = decode_one(out, n, &dec);
       assert_decoded(&got, &ev, "random event");
-      cr_assert(eq(int, memcmp(&enc, &dec, sizeof enc), 0), "state after sequence %d event %d",
-                seq, i);
+      cr_assert(eq(int, memcmp(&enc, &dec, sizeof enc), 0), "state after sequence %d event %d", seq,
+                i);
     }
   }
   cr_assert(gt(int, forms[0], 5000), "too few events in the varint form: %d", forms[0]);
@@ -240,8 +240,16 @@ Test(encode, the_compact_form_is_taken_exactly_where_its_fields_fit) {
  * varint form, which can say so. */
 Test(encode, what_the_compact_form_cannot_say_takes_the_varint_form) {
   ht_evstate_t st = {.time_ns = 1000, .ptr = 0x10000, .site = 1, .heap = 2, .caps = 0x1800};
-  ht_event_t ev = {.op = HT_OP_MALLOC, .time_ns = 1100, .site = 1, .heap = 2, .caps = 0x1800,
-                   .ptr = 0x10040, .size = 24, .usable = 24, .cur_bytes = 24, .cur_blocks = 1,
+  ht_event_t ev = {.op = HT_OP_MALLOC,
+                   .time_ns = 1100,
+                   .site = 1,
+                   .heap = 2,
+                   .caps = 0x1800,
+                   .ptr = 0x10040,
+                   .size = 24,
+                   .usable = 24,
+                   .cur_bytes = 24,
+                   .cur_blocks = 1,
                    .total_bytes = 24};
   uint8_t out[HT_PROTO_MAX_EVENT_BYTES];
   ht_evstate_t a = st;
