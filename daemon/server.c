@@ -904,16 +904,20 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     htd_store_close(srv.store);
     return 1;
   }
+  /* The signals are caught before anyone can connect: whoever sees the
+   * socket accept may stop the daemon at once. (libuv drops a signal that
+   * comes while a handler is being installed; before that, SIGTERM would
+   * kill the daemon.) */
+  uv_signal_init(srv.loop, &srv.sigterm);
+  uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
+  uv_signal_init(srv.loop, &srv.sigint);
+  uv_signal_start(&srv.sigint, on_signal, SIGINT);
   if (listen_on(opt->socket_path) != 0) {
     htd_worker_stop(srv.worker, on_result);
     htd_store_close(srv.store);
     htd_worker_free(srv.worker);
     return 1;
   }
-  uv_signal_init(srv.loop, &srv.sigterm);
-  uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
-  uv_signal_init(srv.loop, &srv.sigint);
-  uv_signal_start(&srv.sigint, on_signal, SIGINT);
   uv_timer_init(srv.loop, &srv.tick);
   uv_timer_start(&srv.tick, on_tick, HTD_TICK_MS, HTD_TICK_MS);
   htd_log(HTD_LOG_INFO, "listening on %s, storing into %s", opt->socket_path, opt->db_path);

@@ -480,6 +480,18 @@ Test(e2e_daemon, a_client_exit_is_committed_while_other_programs_keep_every_core
   free(row);
 }
 
+/* Whoever sees the socket accept may stop the daemon at once: its signals
+ * are caught before it listens (a SIGTERM in between killed it, or was
+ * dropped and the daemon ran on). Each round starts a daemon, waits only
+ * until a connection is accepted, and stops it, which must exit 0. */
+Test(e2e_daemon, a_sigterm_as_soon_as_the_socket_accepts_stops_the_daemon_cleanly) {
+  e2e_stop_daemon(&env);
+  for (int round = 0; round < 10; round++) {
+    e2e_restart_daemon(&env);
+    e2e_stop_daemon(&env);
+  }
+}
+
 Test(e2e_daemon, sigterm_with_a_client_connected_marks_it_daemon_stopped_and_exits_0) {
   raw_session_t g;
   raw_session_begin(&g, env.socket, GOOD_PID, "good");
