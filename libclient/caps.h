@@ -453,7 +453,8 @@ static inline __attribute__((always_inline)) void ht__trace_op(ht_call_t *c, con
    * program ~4% of its CPU time in bench/overhead. The time of a block
    * handed over by another thread's free may then be a few nanoseconds
    * early, which the daemon's replay allows for (PROTOCOL.md, "Event
-   * times"). Other paths keep the ordered read. */
+   * times"). The general path (aligned allocations, failures, events that
+   * carry the totals) keeps the ordered read. */
   uint64_t t = ht__now_ns();
   uint32_t site = ht__wire_site_of(s, c);
   uint8_t *out = ht__stream_room(s);

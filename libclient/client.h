@@ -349,7 +349,8 @@ static inline __attribute__((always_inline)) uint64_t ht__clock_now(const int or
 }
 
 /* Event time of a free (any moment before the block goes back will do),
- * and of the system heap's allocations (ht__trace_op). */
+ * and of the allocations ht__trace_op records: malloc, calloc and realloc
+ * of the system heap and of the caps heaps. */
 static inline uint64_t ht__now_ns(void) {
   return ht__clock_now(0);
 }
