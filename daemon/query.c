@@ -983,13 +983,27 @@ static cJSON *cmd_diff(sqlite3 *db, const cJSON *req) {
 
 typedef struct {
   ctx_t *c;
-  htq_model_t sites; /* only the sites are loaded */
+  htq_model_t sites;  /* only the sites are loaded */
+  htq_livemap_t live; /* addresses allocated and not yet freed: the replay's question */
   uint64_t from, limit, n;
   cJSON *list;
 } events_ctx_t;
 
+/* The listing merges the streams as the analysis does (htq_replay's
+ * held): an allocation timed a moment before the free of its address in
+ * another stream is listed after that free. */
+static int events_holds(uint64_t ptr, void *user) {
+  events_ctx_t *e = user;
+  return htq_livemap_has(&e->live, ptr);
+}
+
 static int event_row(const ht_event_t *ev, void *user) {
   events_ctx_t *e = user;
+  uint64_t gone = htq_event_frees(ev), got = htq_event_allocates(ev);
+  if (gone)
+    htq_livemap_take(&e->live, gone, NULL);
+  if (got && htq_livemap_put(&e->live, &(htq_block_t){.ptr = got}) < 0)
+    return -1;
   uint64_t n = e->n++;
   if (n < e->from)
     return 0;
@@ -1034,11 +1048,15 @@ static cJSON *cmd_events(sqlite3 *db, const cJSON *req) {
                     .from = (uint64_t)num_opt(req, "from", 0),
                     .limit = (uint64_t)num_opt(req, "limit", 100),
                     .list = cJSON_CreateArray()};
-  char err[512];
+  char err[512] = "";
+  htq_livemap_init(&e.live);
   int rc = htq_model_init(&e.sites, db, c.id, err, sizeof err);
   if (rc == 0)
-    rc = htq_replay(db, c.id, event_row, NULL, &e, err, sizeof err);
+    rc = htq_replay(db, c.id, event_row, events_holds, &e, err, sizeof err);
+  if (rc == -1 && !err[0])
+    snprintf(err, sizeof err, "out of memory listing the events of session %lld", (long long)c.id);
   htq_model_free(&e.sites);
+  htq_livemap_free(&e.live);
   if (rc < 0) {
     cJSON_Delete(e.list);
     ctx_free(&c);

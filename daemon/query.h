@@ -53,6 +53,11 @@ typedef int (*htq_held_fn)(uint64_t ptr, void *user);
 int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, void *user,
                char *err, size_t errlen);
 
+/* The address ev allocates (a realloc that moves: the new one), 0 if none. */
+uint64_t htq_event_allocates(const ht_event_t *ev);
+/* The address ev gives back (a realloc that moves: the old one), 0 if none. */
+uint64_t htq_event_frees(const ht_event_t *ev);
+
 /* ---- live blocks (livemap.c): address -> block, open addressing ---- */
 typedef struct {
   uint64_t ptr;

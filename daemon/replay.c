@@ -95,8 +95,8 @@ static void sift_down(cursor_t **h, size_t n, size_t i) {
   }
 }
 
-/* The address an event allocates (0: none). A realloc in place keeps its. */
-static uint64_t allocates(const ht_event_t *ev) {
+/* A realloc in place allocates nothing new and gives nothing back. */
+uint64_t htq_event_allocates(const ht_event_t *ev) {
   switch (ev->op) {
   case HT_OP_MALLOC:
   case HT_OP_CALLOC:
@@ -109,8 +109,7 @@ static uint64_t allocates(const ht_event_t *ev) {
   }
 }
 
-/* The address an event gives back (0: none). */
-static uint64_t frees(const ht_event_t *ev) {
+uint64_t htq_event_frees(const ht_event_t *ev) {
   if (ev->op == HT_OP_FREE)
     return ev->ptr;
   if (ev->op == HT_OP_REALLOC && ev->ptr != ev->old_ptr)
@@ -218,7 +217,7 @@ int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, 
       continue;
     }
     cursor_t *c = g.heap[0];
-    uint64_t at = allocates(&c->ev);
+    uint64_t at = htq_event_allocates(&c->ev);
     if (held && at && !c->due && g.nparked < MAX_PARKED && held(at, user)) {
       g.parked[g.nparked++] = c;
       g.heap[0] = g.heap[--g.live];
@@ -229,7 +228,7 @@ int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, 
     rc = fn(&c->ev, user);
     if (rc != 0)
       goto out;
-    uint64_t back = frees(&c->ev);
+    uint64_t back = htq_event_frees(&c->ev);
     int r = cursor_next(c);
     if (r < 0)
       goto corrupt;
@@ -237,7 +236,7 @@ int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, 
       g.heap[0] = g.heap[--g.live];
     sift_down(g.heap, g.live, 0);
     for (size_t i = g.nparked; back && i-- > 0;)
-      if (allocates(&g.parked[i]->ev) == back)
+      if (htq_event_allocates(&g.parked[i]->ev) == back)
         unpark(&g, i, 0);
   }
   goto out;

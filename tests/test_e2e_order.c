@@ -156,6 +156,39 @@ Test(e2e_order, an_allocation_timed_before_the_free_that_gave_its_address_comes_
   assert_handed_over(ask_both(id)); /* ended: the stored summary */
 }
 
+/* heapctl events lists the session in the order the analysis used: the
+ * free of ADDR (stream 1) before its allocation by stream 2, though the
+ * allocation's time is earlier. */
+Test(e2e_order, the_event_listing_puts_the_free_before_the_allocation_it_made_possible) {
+  session_t g;
+  begin(&g, 720006);
+  handover(&g, raw_now_ns() + 1000000, 10);
+  finish(&g);
+  char ids[16];
+  snprintf(ids, sizeof ids, "%d", session_id(g.pid));
+  for (int offline = 0; offline < 2; offline++) {
+    cJSON *j = e2e_heapctl_json(&env, offline, "events", "-s", ids);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "events"), *ev;
+    char addr[32];
+    snprintf(addr, sizeof addr, "0x%llx", (unsigned long long)ADDR);
+    int freed_at = -1, taken_at = -1, i = 0;
+    cJSON_ArrayForEach(ev, list) {
+      if (strcmp(e2e_str(ev, "ptr"), addr) == 0) {
+        if (strcmp(e2e_str(ev, "op"), "free") == 0)
+          freed_at = i;
+        else if (e2e_num(ev, "stream") == 2)
+          taken_at = i;
+      }
+      i++;
+    }
+    cr_assert(eq(int, i, 5), "%s", cJSON_PrintUnformatted(list));
+    cr_assert(ge(int, freed_at, 0), "no free of the address listed");
+    cr_assert(gt(int, taken_at, freed_at), "the allocation is listed before the free (%s)",
+              offline ? "offline" : "through the daemon");
+    cJSON_Delete(j);
+  }
+}
+
 Test(e2e_order, a_realloc_that_moves_into_an_address_freed_a_moment_later_comes_after_it) {
   session_t g;
   begin(&g, 720002);
