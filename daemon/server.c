@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -866,6 +867,15 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   srv.loop = uv_default_loop();
   srv.started_ns = uv_hrtime();
   signal(SIGPIPE, SIG_IGN);
+  /* SIGTERM and SIGINT reach the loop's thread only: every other thread
+   * (the worker's, the writer, libuv's pool, started by the first summary
+   * below) starts with them blocked. A signal taken by another thread was
+   * sometimes lost under TSan, which defers a thread's signals. */
+  sigset_t stop_signals, mask;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, &mask);
   if (htd_mkdir_parent(opt->db_path, 0700) != 0) {
     fprintf(stderr, "heaptraced: cannot create the directory of %s: %s\n", opt->db_path,
             strerror(errno));
@@ -905,9 +915,8 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     return 1;
   }
   /* The signals are caught before anyone can connect: whoever sees the
-   * socket accept may stop the daemon at once. (libuv drops a signal that
-   * comes while a handler is being installed; before that, SIGTERM would
-   * kill the daemon.) */
+   * socket accept may stop the daemon at once. (Before, SIGTERM would kill
+   * the daemon; while libuv installs a handler, it may drop one.) */
   uv_signal_init(srv.loop, &srv.sigterm);
   uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
   uv_signal_init(srv.loop, &srv.sigint);
@@ -930,6 +939,8 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   if (detach)
     detach(opt->log_path);
   summary_start(0); /* sessions a previous daemon ended without one */
+  /* A stop signal that came meanwhile is taken now. */
+  pthread_sigmask(SIG_SETMASK, &mask, NULL);
   uv_run(srv.loop, UV_RUN_DEFAULT);
   unlink(opt->socket_path);
   /* What the worker still holds is decoded and queued before the store
