@@ -143,6 +143,11 @@ static inline __attribute__((always_inline)) void ht__put_le(uint8_t *at, uint32
 #endif
 }
 
+/* 1 for the ops the compact form carries: MALLOC, CALLOC, REALLOC, FREE. */
+static inline int ht__compact_op(uint32_t op) {
+  return op == HT_OP_MALLOC || op == HT_OP_CALLOC || op == HT_OP_REALLOC || op == HT_OP_FREE;
+}
+
 /* The compact form of a MALLOC, CALLOC, REALLOC or FREE (op) whose heap and
  * caps are the state's and whose totals moved as the op implies
  * (PROTOCOL.md, "Compact events"): fixed-width fields, written with a few
@@ -193,8 +198,7 @@ static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_ev
   uint64_t it;
   ht__implied_totals(st, ev, &ib, &ik, &it);
   int implied = ib == ev->cur_bytes && ik == ev->cur_blocks && it == ev->total_bytes;
-  if (implied && (ev->op == HT_OP_MALLOC || ev->op == HT_OP_CALLOC || ev->op == HT_OP_REALLOC ||
-                  ev->op == HT_OP_FREE)) {
+  if (implied && ht__compact_op(ev->op)) {
     size_t n = ht__compact_put(out, st, ev->op, ev->time_ns, ev->site, ev->heap, ev->caps, ev->ptr,
                                ev->old_ptr, ev->old_usable, ev->size, ev->usable);
     if (n) {
@@ -239,60 +243,20 @@ static inline size_t ht_event_encode(uint8_t *out, ht_evstate_t *st, const ht_ev
  * encoders mark them implied, send none and advance the state's totals as
  * the decoder will. Each writes the same bytes as ht_event_encode would for
  * the same event with those totals (and advances the state alike);
- * tests/test_encode.c holds them to that. An event whose totals moved
- * otherwise takes ht_event_encode. out has HT_PROTO_MAX_EVENT_BYTES free.
+ * tests/test_encode.c holds them to that. They write the compact form in
+ * line; what does not fit it goes to the general encoder, out of line. An
+ * event whose totals moved otherwise takes ht_event_encode. out has
+ * HT_PROTO_MAX_EVENT_BYTES free.
  * ==================================================================== */
 
-/* A varint of a value that varies in length from one event to the next
- * (time and pointer deltas): up to four bytes without a branch on the
- * length, which a branch predictor would miss about once an event. It may
- * write up to three bytes past the varint (the event's next field, or the
- * ring's slack, covers them). */
-static inline __attribute__((always_inline)) size_t ht__varint_put_var(uint8_t *out, uint64_t v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
-  /* By the value's top bit (one bit scan): the varint's length, and the
-   * continuation bits of all its bytes but the last. */
-  static const struct {
-    uint32_t more;
-    uint8_t len;
-  } by_top[28] = {{0, 1},        {0, 1},        {0, 1},        {0, 1},        {0, 1},
-                  {0, 1},        {0, 1},        {0x80, 2},     {0x80, 2},     {0x80, 2},
-                  {0x80, 2},     {0x80, 2},     {0x80, 2},     {0x80, 2},     {0x8080, 3},
-                  {0x8080, 3},   {0x8080, 3},   {0x8080, 3},   {0x8080, 3},   {0x8080, 3},
-                  {0x8080, 3},   {0x808080, 4}, {0x808080, 4}, {0x808080, 4}, {0x808080, 4},
-                  {0x808080, 4}, {0x808080, 4}, {0x808080, 4}};
-  if (HT_UNLIKELY_EV(v >= 0x10000000))
-    return ht__varint_put(out, v);
-  uint32_t x = (uint32_t)v;
-  unsigned top = 31u ^ (unsigned)__builtin_clz(x | 1u);
-  uint32_t bytes =
-      (x & 0x7fu) | ((x & 0x3f80u) << 1) | ((x & 0x1fc000u) << 2) | ((x & 0xfe00000u) << 3);
-  bytes |= by_top[top].more;
-  memcpy(out, &bytes, 4);
-  return by_top[top].len;
-#else
-  return ht__varint_put(out, v);
-#endif
-}
-
-/* The op byte, time, site, heap, caps and pointer: every event's head. */
-static inline __attribute__((always_inline)) size_t
-ht__event_put_head(uint8_t *out, const ht_evstate_t *st, uint32_t op, int implied, uint64_t time_ns,
-                   uint32_t site, uint32_t heap, uint32_t caps, uint64_t ptr) {
-  uint8_t opb = (uint8_t)op;
-  opb |= site == st->site ? HT_EV_SAME_SITE : 0;
-  opb |= heap == st->heap ? HT_EV_SAME_HEAP : 0;
-  opb |= caps == st->caps ? HT_EV_SAME_CAPS : 0;
-  opb |= implied ? HT_EV_TOTALS_IMPLIED : 0;
-  out[0] = opb;
-  size_t n = 1 + ht__varint_put_var(out + 1, ht_zigzag((int64_t)(time_ns - st->time_ns)));
-  if (site != st->site)
-    n += ht__varint_put(out + n, site);
-  if (HT_UNLIKELY_EV(heap != st->heap))
-    n += ht__varint_put(out + n, heap);
-  if (HT_UNLIKELY_EV(caps != st->caps))
-    n += ht__varint_put(out + n, caps);
-  return n + ht__varint_put_var(out + n, ht_zigzag((int64_t)(ptr - st->ptr)));
+/* The varint form of an event the encoders below could not write compact
+ * (a step back in time, a far pointer, a large size, a new heap or caps:
+ * rare): the general encoder, out of line, with the totals the op implies.
+ * Advances the state as they do. */
+static __attribute__((noinline, unused)) size_t
+ht__event_encode_implied(uint8_t *out, ht_evstate_t *st, ht_event_t ev) {
+  ht__implied_totals(st, &ev, &ev.cur_bytes, &ev.cur_blocks, &ev.total_bytes);
+  return ht_event_encode(out, st, &ev);
 }
 
 /* The state after an event of the fast encoders: its totals moved by
@@ -311,11 +275,16 @@ static inline __attribute__((always_inline)) size_t
 ht_event_encode_alloc(uint8_t *out, ht_evstate_t *st, uint32_t op, uint64_t time_ns, uint32_t site,
                       uint32_t heap, uint32_t caps, uint64_t ptr, uint64_t size, uint64_t usable) {
   size_t n = ht__compact_put(out, st, op, time_ns, site, heap, caps, ptr, 0, 0, size, usable);
-  if (HT_UNLIKELY_EV(!n)) {
-    n = ht__event_put_head(out, st, op, 1, time_ns, site, heap, caps, ptr);
-    n += ht__varint_put(out + n, size);
-    n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
-  }
+  if (HT_UNLIKELY_EV(!n))
+    return ht__event_encode_implied(out, st,
+                                    (ht_event_t){.op = op,
+                                                 .time_ns = time_ns,
+                                                 .site = site,
+                                                 .heap = heap,
+                                                 .caps = caps,
+                                                 .ptr = ptr,
+                                                 .size = size,
+                                                 .usable = usable});
   ht__evstate_implied(st, time_ns, site, heap, caps, ptr, usable, 1, usable);
   return n;
 }
@@ -325,10 +294,16 @@ static inline __attribute__((always_inline)) size_t
 ht_event_encode_free(uint8_t *out, ht_evstate_t *st, uint64_t time_ns, uint32_t site, uint32_t heap,
                      uint32_t caps, uint64_t ptr, uint64_t size) {
   size_t n = ht__compact_put(out, st, HT_OP_FREE, time_ns, site, heap, caps, ptr, 0, 0, size, size);
-  if (HT_UNLIKELY_EV(!n)) {
-    n = ht__event_put_head(out, st, HT_OP_FREE, 1, time_ns, site, heap, caps, ptr);
-    n += ht__varint_put(out + n, size);
-  }
+  if (HT_UNLIKELY_EV(!n))
+    return ht__event_encode_implied(out, st,
+                                    (ht_event_t){.op = HT_OP_FREE,
+                                                 .time_ns = time_ns,
+                                                 .site = site,
+                                                 .heap = heap,
+                                                 .caps = caps,
+                                                 .ptr = ptr,
+                                                 .size = size,
+                                                 .usable = size});
   ht__evstate_implied(st, time_ns, site, heap, caps, ptr, (uint64_t)0 - size, -1, 0);
   return n;
 }
@@ -340,13 +315,18 @@ ht_event_encode_realloc(uint8_t *out, ht_evstate_t *st, uint64_t time_ns, uint32
                         uint64_t usable, uint64_t old_usable) {
   size_t n = ht__compact_put(out, st, HT_OP_REALLOC, time_ns, site, heap, caps, ptr, old_ptr,
                              old_usable, size, usable);
-  if (HT_UNLIKELY_EV(!n)) {
-    n = ht__event_put_head(out, st, HT_OP_REALLOC, 1, time_ns, site, heap, caps, ptr);
-    n += ht__varint_put(out + n, ht_zigzag((int64_t)(old_ptr - ptr)));
-    n += ht__varint_put(out + n, old_usable);
-    n += ht__varint_put(out + n, size);
-    n += ht__varint_put(out + n, ht_zigzag((int64_t)(usable - size)));
-  }
+  if (HT_UNLIKELY_EV(!n))
+    return ht__event_encode_implied(out, st,
+                                    (ht_event_t){.op = HT_OP_REALLOC,
+                                                 .time_ns = time_ns,
+                                                 .site = site,
+                                                 .heap = heap,
+                                                 .caps = caps,
+                                                 .ptr = ptr,
+                                                 .old_ptr = old_ptr,
+                                                 .size = size,
+                                                 .usable = usable,
+                                                 .old_usable = old_usable});
   ht__evstate_implied(st, time_ns, site, heap, caps, ptr, usable - old_usable, 0,
                       usable > old_usable ? usable - old_usable : 0);
   return n;

@@ -561,8 +561,7 @@ static uint64_t step32(uint32_t u) {
 static int compact_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev, uint8_t opb) {
   ht_cur_t *c = &r->cur;
   uint32_t op = opb & HT_EV_OP_MASK;
-  if ((opb & HT_EV_COMPACT_RESERVED) ||
-      !(op == HT_OP_MALLOC || op == HT_OP_CALLOC || op == HT_OP_REALLOC || op == HT_OP_FREE))
+  if ((opb & HT_EV_COMPACT_RESERVED) || !ht__compact_op(op))
     return HT_EOP;
   int short_sizes = (opb & HT_EV_SHORT_SIZES) != 0;
   ev->op = op;
