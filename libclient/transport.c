@@ -59,7 +59,7 @@ static int sock_fd = -1;
 static uint32_t conn_epoch;  /* bumped by every successful connect */
 static uint16_t hello_flags; /* HT_HELLO_F_RECONNECT / _FORKED for the next HELLO */
 static int ever_connected;
-static uint64_t retry_at_ns, retry_ms;
+static uint64_t retry_at_ns, retry_ms = HT_RETRY_FIRST_MS;
 static uint64_t connected_ns;       /* when the current connection was made */
 static int brief_losses;            /* connections in a row lost within HT_REFUSED_MS */
 static uint64_t orphan_undelivered; /* of streams unmapped before reporting it */
@@ -403,21 +403,25 @@ static int connect_daemon(void) {
   return 0;
 }
 
+static void warn_reconnected(void) {
+  ht__warn("heaptrace: reconnected to heaptraced at %s; tracing goes on in a new session",
+           cfg.socket_path);
+}
+
 /* The flusher's retry: a new session once the daemon is back. Streams
- * learn the new epoch from their epoch word. list_lock and io_lock held. */
+ * learn the new epoch from their epoch word. list_lock and io_lock held.
+ * The interval doubles with every try (lose_connection starts it again,
+ * but for a daemon that refuses). */
 static void maybe_reconnect(void) {
   if (sock_fd >= 0 && brief_losses >= 2 &&
       ht__clock_real_ns() - connected_ns >= HT_REFUSED_MS * 1000000ull) {
     brief_losses = 0; /* taken at last: announced once it lasts */
-    ht__warn("heaptrace: reconnected to heaptraced at %s; tracing goes on in a new session",
-             cfg.socket_path);
+    warn_reconnected();
   }
   if (sock_fd >= 0 || !ever_connected || ht__clock_real_ns() < retry_at_ns)
     return;
   hello_flags |= HT_HELLO_F_RECONNECT;
-  retry_ms = retry_ms < HT_RETRY_FIRST_MS     ? HT_RETRY_FIRST_MS
-             : retry_ms * 2 > HT_RETRY_MAX_MS ? HT_RETRY_MAX_MS
-                                              : retry_ms * 2;
+  retry_ms = retry_ms * 2 > HT_RETRY_MAX_MS ? HT_RETRY_MAX_MS : retry_ms * 2;
   if (connect_daemon() != 0) {
     retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
     return;
@@ -425,8 +429,7 @@ static void maybe_reconnect(void) {
   for (ht_stream_t *s = streams; s; s = s->next)
     atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
   if (brief_losses < 2)
-    ht__warn("heaptrace: reconnected to heaptraced at %s; tracing goes on in a new session",
-             cfg.socket_path);
+    warn_reconnected();
 }
 
 /* The daemon closes the connection once the session is committed; waiting
