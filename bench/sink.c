@@ -6,7 +6,7 @@
  * byte and throws it away. It walks the frame structure (proto/PROTOCOL.md)
  * only as far as needed to count frames and events and to see END: after
  * the END frame, or on EOF, it closes the connection, which is what the
- * client waits for at exit (libclient/transport.c, wait_for_commit). So the
+ * client waits for at exit (libclient/transport.c, wait_for_receipt). So the
  * traced program pays for encoding and transport, not for storage.
  *
  * stdout, line-buffered: "sink: ready" once listening, then per connection
@@ -188,7 +188,7 @@ int main(int argc, char **argv) {
         break;
       }
       if (w > 0)
-        break; /* END read: close, as heaptraced does once committed */
+        break; /* END read: close, as heaptraced does */
     }
     close(fd);
     printf("sink: conn=%lu bytes=%" PRIu64 " frames=%" PRIu64 " events=%" PRIu64

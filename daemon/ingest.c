@@ -307,8 +307,7 @@ static int on_lost(htd_session_t *s, const ht_frame_t *f) {
   return 0;
 }
 
-static void queue_end(htd_session_t *s, const char *reason, const char *detail,
-                      void (*done)(void *, int), void *arg) {
+static void queue_end(htd_session_t *s, const char *reason, const char *detail) {
   htd_session_flush(s);
   s->ended = 1;
   htd_job_t *j = htd_job_new(HTD_JOB_SESSION_END, s->id);
@@ -320,13 +319,10 @@ static void queue_end(htd_session_t *s, const char *reason, const char *detail,
   j->text[0] = htd_strndup(reason, strlen(reason));
   if (detail)
     j->text[1] = htd_strndup(detail, strlen(detail));
-  j->done = done;
-  j->done_arg = arg;
   htd_store_submit(s->st, j);
 }
 
-int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *, int), void *arg,
-                      char *why, size_t whylen) {
+int htd_session_frame(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen) {
   why[0] = '\0';
   if (s->ended) {
     snprintf(why, whylen, "%s record after END", ht_record_name(f->type));
@@ -363,7 +359,7 @@ int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *
         snprintf(detail, sizeof detail, "killed by signal %u (SIG%s)", rec.signal,
                  abbrev ? abbrev : "?");
       }
-      queue_end(s, ht_end_name(rec.reason), detail[0] ? detail : NULL, done, arg);
+      queue_end(s, ht_end_name(rec.reason), detail[0] ? detail : NULL);
       return 1;
     }
     break;
@@ -440,5 +436,5 @@ void htd_session_progress(htd_session_t *s) {
 void htd_session_end(htd_session_t *s, ht_end_t reason, const char *detail) {
   if (s->ended)
     return;
-  queue_end(s, ht_end_name(reason), detail, NULL, NULL);
+  queue_end(s, ht_end_name(reason), detail);
 }

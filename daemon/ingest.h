@@ -14,11 +14,9 @@ htd_session_t *htd_session_new(htd_store_t *st, int64_t id);
 int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen);
 
 /* Feeds one frame. Returns 0; 1 when the frame was END (the session is
- * over and its end job queued with done/arg); or an HT_E* code with why
- * filled, after which the caller closes the connection and calls
- * htd_session_end. */
-int htd_session_frame(htd_session_t *s, const ht_frame_t *f, void (*done)(void *, int), void *arg,
-                      char *why, size_t whylen);
+ * over and its end job queued); or an HT_E* code with why filled, after
+ * which the caller closes the connection and calls htd_session_end. */
+int htd_session_frame(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen);
 
 /* Ends a session that did not send END (disconnect, protocol error,
  * daemon stopping): flushes its chunks and queues the end job. */

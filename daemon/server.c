@@ -66,7 +66,7 @@ typedef struct conn {
   uint8_t *buf;
   size_t len;
   int closing, reading;
-  int pending; /* store jobs whose done-callback names this connection */
+  int pending; /* worker batches and store jobs whose results name it */
   int zombie;  /* closed while jobs were pending: freed by the last one */
   pid_t pid;
   htd_wsess_t *ws; /* ingest: the session, the worker's */
@@ -221,8 +221,8 @@ static void conn_closed(uv_handle_t *h) {
     conn_free(c);
 }
 
-/* A store job that named c is done. Returns 0 if c is gone (and frees it
- * when it was the last such job). */
+/* A batch or store job that named c is done. Returns 0 if c is gone (and
+ * frees it when it was the last such job). */
 static int conn_release(conn_t *c) {
   c->pending--;
   if (!c->zombie)
@@ -261,16 +261,6 @@ static void conn_reject(conn_t *c, int err, const char *why) {
     htd_log(HTD_LOG_WARN, "connection from pid %d: protocol error: %s; connection closed",
             (int)c->pid, detail);
   }
-  conn_close(c);
-}
-
-static void session_done(void *arg, int status) {
-  conn_t *c = arg;
-  (void)status;
-  if (!conn_release(c))
-    return;
-  /* Closing only now tells the client (which waits for EOF at exit) that
-   * its whole session is committed. */
   conn_close(c);
 }
 
@@ -317,17 +307,16 @@ static int first_frame(conn_t *c, const ht_frame_t *f) {
  * too far behind, and reads again once both have caught up. */
 static void check_backlog(void);
 
-/* Hands the complete frames buf[from, to) to the worker. had_end: the last
- * is END, whose done-callback (session_done) also holds the connection.
- * Returns 0, or -1 when the connection was rejected. */
-static int send_frames(conn_t *c, size_t from, size_t to, int had_end) {
+/* Hands the complete frames buf[from, to) to the worker. Returns 0, or -1
+ * when the connection was rejected. */
+static int send_frames(conn_t *c, size_t from, size_t to) {
   if (to == from)
     return 0;
-  if (htd_worker_frames(srv.worker, c->ws, c, c->buf + from, to - from, had_end) != 0) {
+  if (htd_worker_frames(srv.worker, c->ws, c, c->buf + from, to - from) != 0) {
     conn_reject(c, HT_ENOMEM, "out of memory");
     return -1;
   }
-  c->pending += had_end ? 2 : 1;
+  c->pending++;
   check_backlog();
   return 0;
 }
@@ -343,8 +332,6 @@ static void on_result(const htd_worker_result_t *r) {
     log_protocol_error(c, detail);
     conn_close(c);
   }
-  if (r->had_end && r->rc != 1) /* END was not queued: its callback will not come */
-    c->pending--;
   conn_release(c);
 }
 
@@ -403,7 +390,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     if (rc == HT_EAGAIN)
       break;
     if (rc != 0) {
-      if (c->kind == CONN_INGEST && send_frames(c, from, off, 0) != 0)
+      if (c->kind == CONN_INGEST && send_frames(c, from, off) != 0)
         return;
       conn_reject(c, rc, "frame length outside 1..HT_PROTO_MAX_FRAME");
       return;
@@ -418,12 +405,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
       return; /* rejected, or a control request now in flight */
     from = off;
   }
-  if (send_frames(c, from, off, had_end) != 0)
+  if (send_frames(c, from, off) != 0)
     return;
   if (had_end) {
-    uv_read_stop((uv_stream_t *)&c->pipe);
-    c->reading = 0;
+    /* Everything the client sent is the worker's now: closing tells the
+     * client (which waits for EOF at exit) that a query made after it
+     * exits comes after its whole session. */
     report_after_end(c, off);
+    conn_close(c);
     return;
   }
   memmove(c->buf, c->buf + off, c->len - off);
@@ -906,8 +895,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     return 1;
   }
   srv.next_session = htd_store_last_session(srv.store);
-  htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, session_done,
-                              HTD_BACKLOG_HIGH / 2};
+  htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, HTD_BACKLOG_HIGH / 2};
   srv.worker = htd_worker_start(srv.store, &hooks, msg, sizeof msg);
   if (!srv.worker) {
     fprintf(stderr, "heaptraced: %s\n", msg);

@@ -5,10 +5,11 @@
  * frame, or a message of another kind) at a time and never two at once, so
  * the order holds. A thread at SCHED_IDLE does the work nobody waits for.
  * A thread at normal priority takes over while the inbox holds something
- * someone waits for - a client's END (its exit waits until the session is
- * committed) or a query's barrier - or more than the soft limit, so that
- * programs keeping every core busy neither starve those waits nor leave a
- * long burst for the end. A processed batch moves to the outbox, which
+ * someone waits for - a query's barrier - or more than the soft limit, so
+ * that programs keeping every core busy neither starve a query nor leave a
+ * long burst for the end. A client's END is no such wait: the loop closes
+ * its connection as soon as END is read, and the session is stored when a
+ * core is free (or a query asks). A processed batch moves to the outbox, which
  * the loop drains (htd_worker_dispatch).
  *
  * The messages a session must be able to send whatever the memory - its
@@ -39,7 +40,6 @@ typedef struct msg {
   /* FRAMES: the bytes follow the message; off is how far they are done. */
   void *conn;
   size_t len, off;
-  int had_end;
   /* END */
   ht_end_t reason;
   char *detail;
@@ -110,7 +110,7 @@ static int frame_step(htd_worker_t *w, msg_t *m) {
   int rc = ht_proto_frame((const uint8_t *)(m + 1) + m->off, m->len - m->off, &f);
   if (rc == 0) {
     m->off += f.total;
-    rc = htd_session_frame(ws->s, &f, w->hooks.end_done, m->conn, m->why, sizeof m->why);
+    rc = htd_session_frame(ws->s, &f, m->why, sizeof m->why);
   } else {
     snprintf(m->why, sizeof m->why, "a batch cut inside a frame");
   }
@@ -216,7 +216,7 @@ static void finish(htd_worker_t *w, msg_t *m) {
 }
 
 /* Queues m; once the threads have stopped, runs it at once. urgent: someone
- * waits for it (a client at exit, a query), so the normal-priority thread
+ * waits for it (a query), so the normal-priority thread
  * takes over until it is done. */
 static void push(htd_worker_t *w, msg_t *m, int urgent) {
   m->next = NULL;
@@ -361,13 +361,13 @@ htd_wsess_t *htd_worker_adopt(htd_worker_t *w, htd_session_t *s) {
 }
 
 int htd_worker_frames(htd_worker_t *w, htd_wsess_t *ws, void *conn, const uint8_t *bytes,
-                      size_t len, int had_end) {
+                      size_t len) {
   msg_t *m = malloc(sizeof *m + len);
   if (!m)
     return HT_ENOMEM;
-  *m = (msg_t){.kind = MSG_FRAMES, .ws = ws, .conn = conn, .len = len, .had_end = had_end};
+  *m = (msg_t){.kind = MSG_FRAMES, .ws = ws, .conn = conn, .len = len};
   memcpy(m + 1, bytes, len);
-  push(w, m, had_end);
+  push(w, m, 0);
   return 0;
 }
 
@@ -425,7 +425,7 @@ void htd_worker_dispatch(htd_worker_t *w, void (*fn)(const htd_worker_result_t *
   pthread_mutex_unlock(&w->lock);
   while (list) {
     msg_t *next = list->next;
-    htd_worker_result_t r = {list->conn, list->rc, list->had_end, list->why};
+    htd_worker_result_t r = {list->conn, list->rc, list->why};
     fn(&r);
     free(list);
     list = next;

@@ -7,10 +7,9 @@
  * the session (ingest.c) belongs to the worker. Messages are processed in
  * the order they were sent, so a session's frames, its end, a tick's flush
  * and a query's barrier reach the store in the order the loop saw them.
- * What someone waits for - a batch with a client's END, a query's barrier -
- * is processed at normal priority, with everything queued before it, and
- * so is a backlog past its soft limit. Each
- * batch comes back to the loop as a result (htd_worker_dispatch): whether
+ * What someone waits for - a query's barrier - is processed at normal
+ * priority, with everything queued before it, and so is a backlog past its
+ * soft limit. Each batch comes back to the loop as a result (htd_worker_dispatch): whether
  * it broke the protocol. While the worker is behind, batches wait in
  * memory; the loop stops reading clients when htd_worker_backlog() passes
  * its limit, so clients wait (lossless) instead of the daemon's memory
@@ -35,21 +34,18 @@ typedef struct {
   /* Called from the worker thread right after a session's end was queued
    * to the store (END frame, protocol error or htd_worker_end). */
   void (*ended)(int64_t session);
-  /* The done-callback of a session's END job, with the batch's conn. */
-  void (*end_done)(void *conn, int status);
   /* Past this many bytes of frames waiting, the normal-priority thread
    * works too: a long burst is not left for the end. */
   size_t soft_limit;
 } htd_worker_hooks_t;
 
 /* What came of one batch, on the loop thread. rc is 0; 1 when the batch
- * ended the session with its END frame (end_done will follow); or an HT_E*
- * code, why filled, when a frame broke the protocol (the session is
- * already ended as a protocol error, and later batches are ignored). */
+ * ended the session with its END frame; or an HT_E* code, why filled, when
+ * a frame broke the protocol (the session is already ended as a protocol
+ * error, and later batches are ignored). */
 typedef struct {
   void *conn;
   int rc;
-  int had_end; /* the batch held the END frame (as the loop saw it) */
   const char *why;
 } htd_worker_result_t;
 
@@ -62,9 +58,9 @@ htd_worker_t *htd_worker_start(htd_store_t *st, const htd_worker_hooks_t *hooks,
 htd_wsess_t *htd_worker_adopt(htd_worker_t *w, htd_session_t *s);
 
 /* Queues a copy of len bytes of complete frames of ws's connection conn.
- * had_end: the last frame is END. Returns 0 or HT_ENOMEM. */
+ * Returns 0 or HT_ENOMEM. */
 int htd_worker_frames(htd_worker_t *w, htd_wsess_t *ws, void *conn, const uint8_t *bytes,
-                      size_t len, int had_end);
+                      size_t len);
 
 /* The loop found that conn's next frame breaks the protocol (err, why).
  * Unless a frame queued before broke it first, the worker ends the session

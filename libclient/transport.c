@@ -7,7 +7,7 @@
  * and ships the committed bytes of every stream as EVENTS frames with one
  * sendmsg per stream, straight from the rings (no copy). At exit everything is
  * shipped, an END record closes the session, and the process waits
- * (bounded) until the daemon has committed it.
+ * (bounded) until the daemon has read it: not until it is stored.
  *
  * When the daemon goes away the program goes on: events are still
  * recorded and discarded by the flusher, which counts them and reconnects
@@ -432,10 +432,12 @@ static void maybe_reconnect(void) {
     warn_reconnected();
 }
 
-/* The daemon closes the connection once the session is committed; waiting
- * for that (bounded) means a process that exited has all its events stored.
- * A daemon that does not answer in time costs the exit HT_END_WAIT_MS. */
-static void wait_for_commit(int fd) {
+/* The daemon closes the connection once it has read END; waiting for that
+ * (bounded) means that a query made after the process exited comes after
+ * every event of it (the daemon answers a query once everything it read
+ * before is stored). A daemon that does not answer in time costs the exit
+ * HT_END_WAIT_MS. */
+static void wait_for_receipt(int fd) {
   shutdown(fd, SHUT_WR);
   struct timeval tv = {HT_END_WAIT_MS / 1000, (HT_END_WAIT_MS % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -445,7 +447,7 @@ static void wait_for_commit(int fd) {
 }
 
 /* Sends END (list_lock and io_lock held) and closes the connection; with
- * wait, once the daemon has committed the session. */
+ * wait, once the daemon has read it. */
 static void send_end(uint8_t reason, uint8_t signal, int wait) {
   if (sock_fd < 0)
     return;
@@ -458,7 +460,7 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
   ht_end_rec_t e = {.reason = reason, .undelivered = undelivered, .signal = signal};
   ht_proto_put_end(&w, &e);
   if (write_buf(buf, w.len) == 0 && wait)
-    wait_for_commit(sock_fd);
+    wait_for_receipt(sock_fd);
   if (sock_fd >= 0)
     close(sock_fd);
   sock_fd = -1;

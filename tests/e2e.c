@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,38 @@ void e2e_restart_daemon_small_quarantine(e2e_t *e) {
   e2e_restart_daemon(e);
 }
 
+/* A query's round trip, when the daemon runs: it answers once everything
+ * it has read is committed (PROTOCOL.md, CTL_REQUEST), and it has read a
+ * client's session whole once that client has exited. So the database file
+ * then holds every session of an exited client. A daemon that is gone or
+ * does not answer within 10 s is left to the caller's own checks. */
+static void settle(e2e_t *e) {
+  if (e->daemon <= 0 || kill(e->daemon, 0) != 0)
+    return;
+  static const char req[] = "{\"cmd\":\"sessions\"}";
+  uint8_t frame[5 + sizeof req - 1];
+  uint32_t len = (uint32_t)sizeof req; /* the type byte and the JSON, no NUL */
+  for (int i = 0; i < 4; i++)
+    frame[i] = (uint8_t)(len >> (8 * i));
+  frame[4] = 16; /* CTL_REQUEST */
+  memcpy(frame + 5, req, sizeof req - 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", e->socket);
+  struct timeval tv = {10, 0};
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+      send(fd, frame, sizeof frame, MSG_NOSIGNAL) == (ssize_t)sizeof frame &&
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0) {
+    char buf[4096]; /* the reply, read to its end */
+    while (recv(fd, buf, sizeof buf, 0) > 0) {
+    }
+  }
+  if (fd >= 0)
+    close(fd);
+}
+
 char *e2e_sql_text(e2e_t *e, const char *sql) {
+  settle(e);
   /* The daemon may be writing: wait for its lock rather than fail. */
   char *argv[] = {"/usr/bin/sqlite3", "-cmd", ".timeout 10000", e->db, (char *)sql, NULL};
   e2e_result_t r = e2e_run(e, argv, NULL);
@@ -387,6 +419,7 @@ e2e_result_t e2e_heapctl(e2e_t *e, const char *first, ...) {
 }
 
 e2e_result_t e2e_heapctl_db(e2e_t *e, const char *first, ...) {
+  settle(e);
   va_list ap;
   va_start(ap, first);
   e2e_result_t r = heapctl_va("--db", e->db, first, ap);

@@ -54,7 +54,9 @@ void e2e_stop(e2e_t *e);
 e2e_result_t e2e_run(e2e_t *e, char *const argv[], char *const env[]);
 /* Runs heapctl --socket SOCK ARGS... (NULL-terminated). */
 e2e_result_t e2e_heapctl(e2e_t *e, const char *first, ...);
-/* Runs heapctl --db DB ARGS... (NULL-terminated). */
+/* Runs heapctl --db DB ARGS... (NULL-terminated). While the daemon runs,
+ * a query's round trip first: the file then holds every exited client's
+ * session (as e2e_sql_text's does). */
 e2e_result_t e2e_heapctl_db(e2e_t *e, const char *first, ...);
 void e2e_result_free(e2e_result_t *r);
 
@@ -112,7 +114,8 @@ long e2e_peak_rss_kb(pid_t pid);
 void e2e_restart_daemon_small_quarantine(e2e_t *e);
 
 /* What `sqlite3 DB SQL` prints for the daemon's database (asserts it
- * succeeds); caller frees. */
+ * succeeds), after a query's round trip while the daemon runs: a client
+ * that exited has its session stored by then. Caller frees. */
 char *e2e_sql_text(e2e_t *e, const char *sql);
 /* The one number it prints (asserts it prints exactly a number). */
 long long e2e_sql_number(e2e_t *e, const char *sql);
