@@ -13,7 +13,11 @@
  * recorded and discarded by the flusher, which counts them and reconnects
  * with backoff; each connection is an epoch (see stream.c) and a new
  * session, which learns through LOST records how many events of each
- * stream were not delivered. A fork child starts its own session.
+ * stream were not delivered. A fork child starts its own session. A
+ * program may close the socket itself (one that daemonizes closes every
+ * descriptor) and open something else at its number: every write first
+ * checks that the descriptor is still the socket, and if not, leaves it
+ * alone and reconnects as for a daemon gone away.
  *
  * Locks: init_lock guards (re)initialisation; list_lock the stream list;
  * io_lock the socket (flusher, SITE/HEAP records, ht_flush). None is taken
@@ -29,6 +33,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -56,6 +61,8 @@ ht_mode_t ht__mode = HT_MODE_BLOCK;
 static ht_config_t cfg;
 static int cfg_loaded;
 static int sock_fd = -1;
+static dev_t sock_dev; /* the socket's identity: see sock_is_ours */
+static ino_t sock_ino;
 static uint32_t conn_epoch;  /* bumped by every successful connect */
 static uint16_t hello_flags; /* HT_HELLO_F_RECONNECT / _FORKED for the next HELLO */
 static int ever_connected;
@@ -88,13 +95,38 @@ static uint64_t realtime_ns(void) {
  * Socket I/O (io_lock held)
  * ==================================================================== */
 
-/* The daemon went away: the program goes on; the flusher reconnects. */
+/* 1 while sock_fd is still the socket connect_daemon made. A program may
+ * close every descriptor (one that daemonizes does) and open others, which
+ * take the lowest free numbers: writing at the number then would go into
+ * the program's own connection, and closing it would close the program's
+ * file. */
+static int sock_is_ours(void) {
+  struct stat sb;
+  return sock_fd >= 0 && fstat(sock_fd, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+         sb.st_dev == sock_dev && sb.st_ino == sock_ino;
+}
+
+/* Forgets the connection, closing the socket unless the program has put
+ * something else at its number. */
+static void drop_socket(void) {
+  if (sock_is_ours())
+    close(sock_fd);
+  sock_fd = -1;
+}
+
+/* The daemon went away, or the program closed the socket: the program
+ * goes on; the flusher reconnects. */
 static void lose_connection(int err) {
   if (sock_fd < 0)
     return;
   uint64_t now = ht__clock_real_ns();
   brief_losses = now - connected_ns < HT_REFUSED_MS * 1000000ull ? brief_losses + 1 : 0;
-  if (brief_losses < 2) {
+  if (!sock_is_ours()) {
+    ht__warn("heaptrace: the program closed heaptrace's connection to heaptraced (descriptor "
+             "%d); events are counted as undelivered until a new one is made",
+             sock_fd);
+    retry_ms = HT_RETRY_FIRST_MS;
+  } else if (brief_losses < 2) {
     ht__warn("heaptrace: lost the connection to heaptraced at %s (%s); events are counted "
              "as undelivered until it is back",
              cfg.socket_path, strerror(err));
@@ -106,13 +138,17 @@ static void lose_connection(int err) {
         "version %d); events are counted as undelivered; retrying ever less often, then every %d s",
         cfg.socket_path, HT_PROTO_VERSION, HT_RETRY_MAX_MS / 1000);
   }
-  close(sock_fd);
-  sock_fd = -1;
+  drop_socket();
   retry_at_ns = now + retry_ms * 1000000u;
 }
 
-/* Writes every byte of iov, retrying short writes. */
+/* Writes every byte of iov, retrying short writes, into the socket if it
+ * is still ours (one fstat per shipment or record). */
 static int write_all(struct iovec *iov, int iovcnt) {
+  if (sock_fd >= 0 && !sock_is_ours()) {
+    lose_connection(EBADF);
+    return HT_ENOTCONN;
+  }
   while (iovcnt > 0 && sock_fd >= 0) {
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
     ssize_t n = sendmsg(sock_fd, &mh, MSG_NOSIGNAL);
@@ -369,14 +405,28 @@ static int announce_heaps(void) {
   return 0;
 }
 
+/* A new socket, above the standard descriptors: a program that closed
+ * stdout would otherwise print into it, or dup2() a file over it. Returns
+ * the descriptor or a negative errno. */
+static int new_socket(void) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || fd > STDERR_FILENO)
+    return fd < 0 ? -errno : fd;
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, STDERR_FILENO + 1);
+  int err = errno;
+  close(fd);
+  return high < 0 ? -err : high;
+}
+
 /* Connects and shakes hands; a new epoch begins. io_lock held. Returns 0
  * or a negative errno. */
 static int connect_daemon(void) {
   if (!cfg.socket_path[0])
     return -ENAMETOOLONG;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = new_socket();
+  struct stat sb;
   if (fd < 0)
-    return -errno;
+    return fd;
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   memcpy(sa.sun_path, cfg.socket_path, strlen(cfg.socket_path) + 1);
   if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
@@ -386,15 +436,15 @@ static int connect_daemon(void) {
   }
   /* A daemon killed with -9 that is still exiting (peer.h) would take the
    * connection and lose it a moment later: a second warning. */
-  if (ht_pid_exiting(ht_peer_pid(fd))) {
+  if (ht_pid_exiting(ht_peer_pid(fd)) || fstat(fd, &sb) != 0) {
     close(fd);
     return -ECONNREFUSED;
   }
   sock_fd = fd;
+  sock_dev = sb.st_dev;
+  sock_ino = sb.st_ino;
   if (send_hello() != 0 || announce_heaps() != 0) {
-    if (sock_fd >= 0)
-      close(sock_fd);
-    sock_fd = -1;
+    drop_socket();
     return -EPIPE;
   }
   conn_epoch++;
@@ -461,9 +511,7 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
   ht_proto_put_end(&w, &e);
   if (write_buf(buf, w.len) == 0 && wait)
     wait_for_receipt(sock_fd);
-  if (sock_fd >= 0)
-    close(sock_fd);
-  sock_fd = -1;
+  drop_socket();
 }
 
 /* A fatal signal (fatal.c): everything recorded is shipped and the session
@@ -562,9 +610,7 @@ static void atfork_child(void) {
   atomic_store(&flusher_alive, 0);
   atomic_store(&flusher_stop, 0);
   ht__fatal_forget();
-  if (sock_fd >= 0)
-    close(sock_fd);
-  sock_fd = -1;
+  drop_socket();
   ever_connected = 0;
   brief_losses = 0;
   next_stream_id = 0;

@@ -211,6 +211,41 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
   e2e_result_free(&r);
 }
 
+/* A program that closes every descriptor (as one that daemonizes does) and
+ * opens a connection of its own at the number heaptrace's socket had gets
+ * none of heaptrace's bytes in it: the client sees that the socket is no
+ * longer its own, warns once, and goes on in a new session that counts
+ * what it could not deliver. */
+Test(e2e_transport, a_program_that_closes_the_socket_and_reuses_its_number_gets_no_stray_bytes) {
+  char *argv[] = {(char *)e2e_bin("fd_closer"), "2000", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "%s%s", r.out, r.err);
+  cr_assert(eq(long, e2e_field(r.out, "stray_bytes"), 0), "%s", r.out);
+  cr_assert(eq(long, e2e_field(r.out, "reconnected"), 1), "%s%s", r.out, r.err);
+  cr_assert(gt(long, e2e_field(r.out, "socket_fd"), 2), "not above the standard ones: %s", r.out);
+  cr_assert(eq(int, e2e_count_lines(r.err, "the program closed heaptrace's connection"), 1), "%s",
+            r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 2), "%s", r.err); /* and reconnected */
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  long long pid = -1;
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(ss, "sessions")) {
+    if (strcmp(e2e_str(s, "app"), "fd_closer") == 0)
+      pid = (long long)e2e_num(s, "pid");
+  }
+  const cJSON *first = session_of_pid(ss, pid, 0), *second = session_of_pid(ss, pid, 1);
+  cr_assert(first && second && !session_of_pid(ss, pid, 2), "two sessions of fd_closer");
+  cr_assert(eq(str, (char *)e2e_str(first, "end_reason"), "disconnected"));
+  cr_assert(eq(str, (char *)e2e_str(second, "end_reason"), "clean"));
+  double stored = e2e_num(first, "events") + e2e_num(second, "events");
+  double lost = e2e_num(first, "lost") + e2e_num(second, "lost");
+  cr_assert(eq(dbl, stored + lost, (double)e2e_field(r.out, "events")), "stored %.0f lost %.0f",
+            stored, lost);
+  cr_assert(ge(dbl, lost, 2000), "the rounds shipped into the taken number were not counted");
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
 Test(e2e_transport, without_a_daemon_the_program_runs_and_keeps_its_exit_status) {
   e2e_stop_daemon(&env);
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "1000", "0", "0", "3", NULL};
