@@ -8,21 +8,29 @@
 # spent runnable but waiting for a CPU (schedstat): other processes on the
 # machine, or each other when pinned.
 thread_cpu() {
-  local tk t tid comm main=0 ingest=0 writer=0 workers=0 wait=0
+  # One awk over every thread's files: a snapshot taken while a benchmark
+  # runs must cost the machine next to nothing (a process per thread and
+  # file cost ~0.1 s on two cores).
+  local tk
   tk=$(getconf CLK_TCK)
-  for t in /proc/"$1"/task/*; do
-    tid=${t##*/}
-    comm=$(cat "$t/comm" 2>/dev/null) || continue
-    # Fields 14 and 15 (utime, stime) after the ") " that ends the name.
-    local ticks ns
-    ticks=$(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
-    ns=$(awk '{ print $2 }' "$t/schedstat" 2>/dev/null || echo 0)
-    wait=$((wait + ${ns:-0}))
-    if [ "$tid" = "$1" ]; then main=$((main + ticks))
-    elif [[ $comm == htd-ingest* ]]; then ingest=$((ingest + ticks))
-    elif [ "$comm" = htd-writer ]; then writer=$((writer + ticks))
-    else workers=$((workers + ticks)); fi
-  done
-  awk -v a="$main" -v i="$ingest" -v b="$writer" -v c="$workers" -v k="$tk" -v w="$wait" \
-    'BEGIN { printf "%.2f %.2f %.2f %.2f %.2f", a / k, i / k, b / k, c / k, w / 1e9 }'
+  awk -v pid="$1" -v k="$tk" '
+    FNR == 1 { n = split(FILENAME, part, "/"); tid = part[n - 1]; kind = part[n] }
+    kind == "comm" { comm[tid] = $0 }
+    kind == "stat" {
+      # utime and stime: fields 14 and 15, the 12th and 13th after the ") "
+      # that ends the name (which may hold spaces).
+      rest = substr($0, index($0, ") ") + 2)
+      split(rest, f, " ")
+      ticks[tid] = f[12] + f[13]
+    }
+    kind == "schedstat" { wait += $2 }
+    END {
+      for (t in ticks) {
+        if (t == pid) main += ticks[t]
+        else if (comm[t] ~ /^htd-ingest/) ingest += ticks[t]
+        else if (comm[t] == "htd-writer") writer += ticks[t]
+        else workers += ticks[t]
+      }
+      printf "%.2f %.2f %.2f %.2f %.2f", main / k, ingest / k, writer / k, workers / k, wait / 1e9
+    }' /proc/"$1"/task/*/comm /proc/"$1"/task/*/stat /proc/"$1"/task/*/schedstat 2>/dev/null
 }
