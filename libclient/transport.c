@@ -496,6 +496,23 @@ static void wait_for_receipt(int fd) {
   }
 }
 
+/* The session's last moments: tracing goes off before the last shipment,
+ * so that what the program's other threads (still running while exit()
+ * runs the atexit handlers) record meanwhile is not left behind unsent.
+ * A thread that was in the middle of an event may still finish it after
+ * the shipment: END counts such events as undelivered. */
+static void stop_recording(void) {
+  atomic_store(&ht__tracing, 0);
+}
+
+/* Events s committed in this connection's epoch that were not shipped. */
+static uint64_t unshipped(const ht_stream_t *s) {
+  if (s->shipped_epoch != conn_epoch)
+    return 0;
+  uint64_t word = atomic_load_explicit(&s->commit, memory_order_acquire);
+  return (uint32_t)((uint32_t)(word >> 32) - (uint32_t)s->shipped_seq);
+}
+
 /* Sends END (list_lock and io_lock held) and closes the connection; with
  * wait, once the daemon has read it. */
 static void send_end(uint8_t reason, uint8_t signal, int wait) {
@@ -503,7 +520,7 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
     return;
   uint64_t undelivered = orphan_undelivered;
   for (ht_stream_t *s = streams; s; s = s->next)
-    undelivered += s->undelivered;
+    undelivered += s->undelivered + unshipped(s);
   uint8_t buf[32];
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, sizeof buf);
@@ -518,8 +535,8 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
  * ends "killed"; the process is about to die, so nothing waits for the
  * daemon, which has the bytes once they are in the socket. */
 static void end_killed(int sig) {
+  stop_recording();
   ship_all();
-  atomic_store(&ht__tracing, 0);
   pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
   send_end(HT_END_KILLED, (uint8_t)sig, 0);
@@ -575,8 +592,8 @@ static void transport_shutdown(void) {
     flusher_running = 0;
     atomic_store(&flusher_alive, 0);
   }
+  stop_recording();
   ship_all();
-  atomic_store(&ht__tracing, 0);
   pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
   send_end(HT_END_CLEAN, 0, 1);

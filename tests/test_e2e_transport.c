@@ -246,6 +246,34 @@ Test(e2e_transport, a_program_that_closes_the_socket_and_reuses_its_number_gets_
   e2e_result_free(&r);
 }
 
+/* A program whose main returns while other threads still allocate: what
+ * they recorded before tracing went off at exit reaches the daemon or is
+ * counted as undelivered (exit_busy counts what it saw recorded), and the
+ * session ends clean. Tracing used to go off only after the last
+ * shipment, and what was recorded during it was lost uncounted. */
+Test(e2e_transport, events_recorded_while_the_program_exits_are_stored_or_counted) {
+  char *argv[] = {(char *)e2e_bin("exit_busy"), "2", "100", NULL};
+  for (int round = 0; round < 5; round++) {
+    e2e_result_t r = e2e_run(&env, argv, NULL);
+    cr_assert(eq(int, r.status, 0), "%s%s", r.out, r.err);
+    long recorded = e2e_field(r.out, "recorded_at_least");
+    cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+    const cJSON *s = NULL, *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(ss, "sessions")) {
+      s = it; /* the latest: this round's */
+    }
+    cr_assert(s != NULL);
+    cr_assert(eq(str, (char *)e2e_str(s, "app"), "exit_busy"));
+    cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+    double events = e2e_num(s, "events"), lost = e2e_num(s, "lost");
+    cr_assert(ge(dbl, events + lost, (double)recorded),
+              "round %d: %.0f events stored and %.0f counted lost of at least %ld recorded", round,
+              events, lost, recorded);
+    cJSON_Delete(ss);
+    e2e_result_free(&r);
+  }
+}
+
 Test(e2e_transport, without_a_daemon_the_program_runs_and_keeps_its_exit_status) {
   e2e_stop_daemon(&env);
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "1000", "0", "0", "3", NULL};
