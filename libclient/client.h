@@ -188,6 +188,11 @@ ht_stream_t *ht__transport_take_streams(void);
 
 /* Nudges the flusher: a ring is filling up. */
 void ht__transport_kick(void);
+/* A thread has waited since since_ns (ht__clock_real_ns) for room in its
+ * ring: past HT_STALL_WARN_MS, one warning says why the program waits,
+ * and one more when the daemon reads again. */
+#define HT_STALL_WARN_MS 5000
+void ht__transport_stalled(uint64_t since_ns);
 /* Whether the flusher thread runs (read from a signal handler). */
 int ht__transport_flusher_alive(void);
 

@@ -116,6 +116,8 @@ void ht__stream_restart(ht_stream_t *s, uint32_t epoch) {
  * "drained" word, which the flusher bumps and wakes after each shipment:
  * a waiting thread costs no CPU. */
 static int wait_for_room(ht_stream_t *s, int drop) {
+  uint64_t since = 0; /* when the ring last drained while we waited */
+  uint32_t since_seen = 0;
   for (;;) {
     ht__transport_kick();
     uint32_t seen = atomic_load_explicit(&s->drained, memory_order_acquire);
@@ -131,6 +133,13 @@ static int wait_for_room(ht_stream_t *s, int drop) {
       syscall(SYS_futex, &s->drained, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
     }
     atomic_store(&s->waiting, 0);
+    uint64_t now = ht__clock_real_ns();
+    if (!since || seen != since_seen) {
+      since = now;
+      since_seen = seen;
+    } else if (now - since >= HT_STALL_WARN_MS * 1000000ull) {
+      ht__transport_stalled(since);
+    }
   }
 }
 

@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -72,6 +73,10 @@ static int brief_losses;            /* connections in a row lost within HT_REFUS
 static uint64_t orphan_undelivered; /* of streams unmapped before reporting it */
 static _Atomic int init_state;      /* 0 not yet, 1 done (tracing or not) */
 static int exit_hooks_set;
+/* 1 from the stall warning until the daemon reads again; a wait that
+ * began before it did (resumed_ns) is not a new stall. */
+static _Atomic int stalled;
+static _Atomic uint64_t stalled_since, resumed_ns;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -142,6 +147,39 @@ static void lose_connection(int err) {
   retry_at_ns = now + retry_ms * 1000000u;
 }
 
+void ht__transport_stalled(uint64_t since_ns) {
+  if (since_ns < atomic_load(&resumed_ns) || atomic_exchange(&stalled, 1))
+    return;
+  atomic_store(&stalled_since, since_ns);
+  ht__warn("heaptrace: this program has waited %.0f s for heaptraced at %s to read its "
+           "events (stopped, or behind with its writes); it goes on once the daemon reads "
+           "again (HEAPTRACE_MODE=drop drops and counts events instead of waiting)",
+           (double)(ht__clock_real_ns() - since_ns) / 1e9, cfg.socket_path);
+}
+
+/* After a write went through: the end of a stall that was warned about. */
+static void stall_over(void) {
+  if (HT_LIKELY(!atomic_load_explicit(&stalled, memory_order_relaxed)) ||
+      !atomic_exchange(&stalled, 0))
+    return;
+  atomic_store(&resumed_ns, ht__clock_real_ns());
+  ht__warn("heaptrace: heaptraced at %s reads again, after %.1f s; nothing was lost",
+           cfg.socket_path, (double)(ht__clock_real_ns() - atomic_load(&stalled_since)) / 1e9);
+}
+
+/* Waits until the socket takes more, saying so once the daemon has read
+ * nothing for HT_STALL_WARN_MS: a lossless program waits for it, in the
+ * flusher or in its exit. since_ns: when the wait began (0: now). */
+static void wait_writable(uint64_t *since_ns) {
+  if (!*since_ns)
+    *since_ns = ht__clock_real_ns();
+  struct pollfd p = {sock_fd, POLLOUT, 0};
+  uint64_t waited_ms = (ht__clock_real_ns() - *since_ns) / 1000000u;
+  int timeout = waited_ms < HT_STALL_WARN_MS ? (int)(HT_STALL_WARN_MS - waited_ms) : -1;
+  if (poll(&p, 1, timeout) == 0)
+    ht__transport_stalled(*since_ns);
+}
+
 /* Writes every byte of iov, retrying short writes, into the socket if it
  * is still ours (one fstat per shipment or record). */
 static int write_all(struct iovec *iov, int iovcnt) {
@@ -149,15 +187,22 @@ static int write_all(struct iovec *iov, int iovcnt) {
     lose_connection(EBADF);
     return HT_ENOTCONN;
   }
+  uint64_t since = 0;
   while (iovcnt > 0 && sock_fd >= 0) {
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-    ssize_t n = sendmsg(sock_fd, &mh, MSG_NOSIGNAL);
+    ssize_t n = sendmsg(sock_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR)
         continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        wait_writable(&since);
+        continue;
+      }
       lose_connection(errno);
       return HT_ENOTCONN;
     }
+    stall_over();
+    since = 0; /* it read something */
     while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
       n -= (ssize_t)iov->iov_len;
       iov++;

@@ -366,6 +366,28 @@ Test(e2e_transport, drop_mode_sends_the_running_totals_again_after_a_drop) {
   e2e_result_free(&r);
 }
 
+/* A daemon that stops reading (stopped here; a full disk does the same)
+ * makes a lossless program wait: past 5 s it says so, once, and once more
+ * when the daemon reads again; nothing is lost. */
+Test(e2e_transport, a_stopped_daemon_gets_one_warning_and_the_program_waits_losing_nothing) {
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "300000", NULL};
+  e2e_signal_daemon(&env, SIGSTOP);
+  pid_t pid = e2e_spawn(&env, argv, NULL);
+  e2e_sleep_ms(6500);
+  e2e_signal_daemon(&env, SIGCONT);
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "s for heaptraced at"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "reads again, after"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 2), "%s", r.err);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = session_of_pid(ss, pid, 0);
+  cr_assert(s != NULL);
+  check_counts((int)e2e_num(s, "id"), r.out);
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
 Test(e2e_transport, a_bad_mode_warns_once_and_stays_lossless) {
   char *argv[] = {(char *)e2e_bin("threads_client"), "1", "2000", NULL};
   char *envv[] = {"HEAPTRACE_MODE=fast", NULL};
