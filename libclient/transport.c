@@ -151,10 +151,16 @@ void ht__transport_stalled(uint64_t since_ns) {
   if (since_ns < atomic_load(&resumed_ns) || atomic_exchange(&stalled, 1))
     return;
   atomic_store(&stalled_since, since_ns);
-  ht__warn("heaptrace: this program has waited %.0f s for heaptraced at %s to read its "
-           "events (stopped, or behind with its writes); it goes on once the daemon reads "
-           "again (HEAPTRACE_MODE=drop drops and counts events instead of waiting)",
-           (double)(ht__clock_real_ns() - since_ns) / 1e9, cfg.socket_path);
+  double s = (double)(ht__clock_real_ns() - since_ns) / 1e9;
+  if (ht__mode == HT_MODE_DROP)
+    ht__warn("heaptrace: heaptraced at %s has read nothing for %.0f s (stopped, or behind with "
+             "its writes); events are dropped and counted until it reads again",
+             cfg.socket_path, s);
+  else
+    ht__warn("heaptrace: this program has waited %.0f s for heaptraced at %s to read its "
+             "events (stopped, or behind with its writes); it goes on once the daemon reads "
+             "again (HEAPTRACE_MODE=drop drops and counts events instead of waiting)",
+             s, cfg.socket_path);
 }
 
 /* After a write went through: the end of a stall that was warned about. */
@@ -163,8 +169,9 @@ static void stall_over(void) {
       !atomic_exchange(&stalled, 0))
     return;
   atomic_store(&resumed_ns, ht__clock_real_ns());
-  ht__warn("heaptrace: heaptraced at %s reads again, after %.1f s; nothing was lost",
-           cfg.socket_path, (double)(ht__clock_real_ns() - atomic_load(&stalled_since)) / 1e9);
+  ht__warn("heaptrace: heaptraced at %s reads again, after %.1f s%s", cfg.socket_path,
+           (double)(ht__clock_real_ns() - atomic_load(&stalled_since)) / 1e9,
+           ht__mode == HT_MODE_DROP ? "" : "; nothing was lost");
 }
 
 /* Waits until the socket takes more, saying so once the daemon has read
