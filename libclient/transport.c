@@ -154,13 +154,15 @@ void ht__transport_stalled(uint64_t since_ns) {
   double s = (double)(ht__clock_real_ns() - since_ns) / 1e9;
   if (ht__mode == HT_MODE_DROP)
     ht__warn("heaptrace: heaptraced at %s has read nothing for %.0f s (stopped, or behind with "
-             "its writes); events are dropped and counted until it reads again",
+             "its writes); in drop mode the program does not wait: the connection is given up, "
+             "events are counted as undelivered, and a new one is tried",
              cfg.socket_path, s);
   else
-    ht__warn("heaptrace: this program has waited %.0f s for heaptraced at %s to read its "
-             "events (stopped, or behind with its writes); it goes on once the daemon reads "
-             "again (HEAPTRACE_MODE=drop drops and counts events instead of waiting)",
-             s, cfg.socket_path);
+    ht__warn("heaptrace: heaptraced at %s has read nothing for %.0f s (stopped, or behind with "
+             "its writes); this program waits for it when its buffers are full and at exit, "
+             "and goes on once it reads again (HEAPTRACE_MODE=drop drops and counts events "
+             "instead)",
+             cfg.socket_path, s);
 }
 
 /* After a write went through: the end of a stall that was warned about. */
@@ -175,16 +177,36 @@ static void stall_over(void) {
 }
 
 /* Waits until the socket takes more, saying so once the daemon has read
- * nothing for HT_STALL_WARN_MS: a lossless program waits for it, in the
- * flusher or in its exit. since_ns: when the wait began (0: now). */
-static void wait_writable(uint64_t *since_ns) {
+ * nothing for HT_STALL_WARN_MS. A lossless program waits for it (in the
+ * flusher, or in its exit): returns 0. In drop mode nothing may wait that
+ * long - the program's threads take the flusher's locks for a new stream,
+ * a new site, a fork or the exit - so the connection is given up: -1.
+ * since_ns: when the wait began (0: now). */
+static int wait_writable(uint64_t *since_ns) {
   if (!*since_ns)
     *since_ns = ht__clock_real_ns();
-  struct pollfd p = {sock_fd, POLLOUT, 0};
   uint64_t waited_ms = (ht__clock_real_ns() - *since_ns) / 1000000u;
-  int timeout = waited_ms < HT_STALL_WARN_MS ? (int)(HT_STALL_WARN_MS - waited_ms) : -1;
-  if (poll(&p, 1, timeout) == 0)
-    ht__transport_stalled(*since_ns);
+  int stalled_now = waited_ms >= HT_STALL_WARN_MS;
+  if (!stalled_now) {
+    struct pollfd p = {sock_fd, POLLOUT, 0};
+    if (poll(&p, 1, (int)(HT_STALL_WARN_MS - waited_ms)) != 0)
+      return 0;
+  }
+  ht__transport_stalled(*since_ns);
+  if (ht__mode == HT_MODE_DROP)
+    return -1;
+  struct pollfd p = {sock_fd, POLLOUT, 0};
+  poll(&p, 1, -1);
+  return 0;
+}
+
+/* Drop mode, a daemon that reads nothing: the connection goes (the
+ * daemon ends the session 'disconnected' once it reads again), what was
+ * not shipped is counted as undelivered, and the flusher tries a new one
+ * with backoff. Said once per stall (ht__transport_stalled). */
+static void give_up_connection(void) {
+  drop_socket();
+  retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
 }
 
 /* Writes every byte of iov, retrying short writes, into the socket if it
@@ -194,7 +216,7 @@ static int write_all(struct iovec *iov, int iovcnt) {
     lose_connection(EBADF);
     return HT_ENOTCONN;
   }
-  uint64_t since = 0;
+  uint64_t since = 0; /* 0, or since when the socket has been full */
   while (iovcnt > 0 && sock_fd >= 0) {
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
     ssize_t n = sendmsg(sock_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -202,14 +224,18 @@ static int write_all(struct iovec *iov, int iovcnt) {
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        wait_writable(&since);
-        continue;
+        if (wait_writable(&since) == 0)
+          continue;
+        give_up_connection();
+        return HT_ENOTCONN;
       }
       lose_connection(errno);
       return HT_ENOTCONN;
     }
-    stall_over();
-    since = 0; /* it read something */
+    if (since) { /* it was full, and the daemon read from it */
+      stall_over();
+      since = 0;
+    }
     while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
       n -= (ssize_t)iov->iov_len;
       iov++;
@@ -290,7 +316,11 @@ static int follow_epoch(ht_stream_t *s) {
   s->undelivered += seq - s->shipped_seq;
   s->shipped_bytes = head;
   s->shipped_seq = 0;
-  s->lost_sent = atomic_load_explicit(&s->lost, memory_order_relaxed);
+  /* Drops not yet reported belong to a connection that is gone: they go
+   * with the undelivered events into this one's LOST record. */
+  uint64_t lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
+  s->undelivered += lost - s->lost_sent;
+  s->lost_sent = lost;
   s->shipped_epoch = conn_epoch;
   atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
   wake_writer(s);
@@ -515,9 +545,17 @@ static void warn_reconnected(void) {
  * The interval doubles with every try (lose_connection starts it again,
  * but for a daemon that refuses). */
 static void maybe_reconnect(void) {
-  if (sock_fd >= 0 && brief_losses >= 2 &&
-      ht__clock_real_ns() - connected_ns >= HT_REFUSED_MS * 1000000ull) {
+  uint64_t lasted = sock_fd >= 0 ? ht__clock_real_ns() - connected_ns : 0;
+  if (brief_losses >= 2 && lasted >= HT_REFUSED_MS * 1000000ull) {
     brief_losses = 0; /* taken at last: announced once it lasts */
+    warn_reconnected();
+  }
+  /* A connection made after a stall (drop mode gave it up, or the daemon
+   * died) that lasts twice as long as a stall takes to be said ends the
+   * stall, if a write after a full socket did not. */
+  if (lasted >= 2 * HT_STALL_WARN_MS * 1000000ull && atomic_load(&stalled)) {
+    atomic_store(&stalled, 0);
+    atomic_store(&resumed_ns, ht__clock_real_ns());
     warn_reconnected();
   }
   if (sock_fd >= 0 || !ever_connected || ht__clock_real_ns() < retry_at_ns)
@@ -530,8 +568,8 @@ static void maybe_reconnect(void) {
   }
   for (ht_stream_t *s = streams; s; s = s->next)
     atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
-  if (brief_losses < 2)
-    warn_reconnected();
+  if (brief_losses < 2 && !atomic_load(&stalled))
+    warn_reconnected(); /* a stall is over when the daemon reads (stall_over) */
 }
 
 /* The daemon closes the connection once it has read END; waiting for that

@@ -6,7 +6,9 @@
 #include <criterion/new/assert.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -377,13 +379,71 @@ Test(e2e_transport, a_stopped_daemon_gets_one_warning_and_the_program_waits_losi
   e2e_signal_daemon(&env, SIGCONT);
   e2e_result_t r = e2e_wait(&env, pid);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
-  cr_assert(eq(int, e2e_count_lines(r.err, "s for heaptraced at"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "has read nothing for"), 1), "%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "reads again, after"), 1), "%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 2), "%s", r.err);
   cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   const cJSON *s = session_of_pid(ss, pid, 0);
   cr_assert(s != NULL);
   check_counts((int)e2e_num(s, "id"), r.out);
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
+/* Drop mode never makes the program wait long, whatever takes the
+ * transport's locks (a new thread's stream, a new site, a fork, the
+ * exit): with the daemon stopped from the start, the connection is given
+ * up after 5 s, once said, and the program runs to its end and exits
+ * while the daemon is still stopped. */
+Test(e2e_transport, in_drop_mode_a_stopped_daemon_does_not_hold_the_program) {
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "300000", NULL};
+  char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
+  e2e_signal_daemon(&env, SIGSTOP);
+  pid_t pid = e2e_spawn(&env, argv, envv);
+  int exited = 0, status = 0;
+  for (int waited = 0; waited < 20000 && !exited; waited += 20) {
+    exited = waitpid(pid, &status, WNOHANG) == pid;
+    if (!exited)
+      e2e_sleep_ms(20);
+  }
+  e2e_signal_daemon(&env, SIGCONT);
+  if (!exited)
+    waitpid(pid, &status, 0);
+  char path[160];
+  snprintf(path, sizeof path, "%s/err.%d", env.dir, (int)pid);
+  char *err = e2e_read_file(path);
+  cr_assert(exited, "the program did not end in 20 s while the daemon was stopped:\n%s", err);
+  cr_assert(eq(int, WIFEXITED(status) && WEXITSTATUS(status) == 0, 1), "status 0x%x", status);
+  cr_assert(eq(int, e2e_count_lines(err, "the connection is given up"), 1), "%s", err);
+  free(err);
+}
+
+/* Drop mode across a given-up connection: the program goes on in a new
+ * session once the daemon reads again, and every event is stored or
+ * counted - those dropped while the old connection was stuck included
+ * (they used to be forgotten when the new connection began). */
+Test(e2e_transport, in_drop_mode_every_event_across_a_given_up_connection_is_counted) {
+  /* 2 threads x 400000 rounds with a 20 ms pause every 1000: ~8 s. */
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "400000", "0", "20000", NULL};
+  char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
+  e2e_signal_daemon(&env, SIGSTOP);
+  pid_t pid = e2e_spawn(&env, argv, envv);
+  e2e_sleep_ms(6500);
+  e2e_signal_daemon(&env, SIGCONT);
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "the connection is given up"), 1), "%s", r.err);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  double stored = 0, lost = 0;
+  int n = 0;
+  for (const cJSON *s; (s = session_of_pid(ss, pid, n)) != NULL; n++) {
+    stored += e2e_num(s, "events");
+    lost += e2e_num(s, "lost");
+  }
+  cr_assert(ge(int, n, 2), "one session: the connection was not given up\n%s", r.err);
+  cr_assert(eq(str, (char *)e2e_str(session_of_pid(ss, pid, n - 1), "end_reason"), "clean"));
+  cr_assert(eq(dbl, stored + lost, (double)e2e_field(r.out, "events")), "stored %.0f lost %.0f",
+            stored, lost);
   cJSON_Delete(ss);
   e2e_result_free(&r);
 }
