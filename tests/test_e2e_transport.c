@@ -368,17 +368,26 @@ Test(e2e_transport, drop_mode_sends_the_running_totals_again_after_a_drop) {
   e2e_result_free(&r);
 }
 
+/* Runs argv (environment envv) with the daemon stopped from before its
+ * start until 6.5 s after it: past the 5 s after which the client speaks
+ * up. *pid gets the program's pid; it must exit 0. */
+static e2e_result_t run_past_a_stall(char **argv, char **envv, pid_t *pid) {
+  e2e_signal_daemon(&env, SIGSTOP);
+  *pid = e2e_spawn(&env, argv, envv);
+  e2e_sleep_ms(6500);
+  e2e_signal_daemon(&env, SIGCONT);
+  e2e_result_t r = e2e_wait(&env, *pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  return r;
+}
+
 /* A daemon that stops reading (stopped here; a full disk does the same)
  * makes a lossless program wait: past 5 s it says so, once, and once more
  * when the daemon reads again; nothing is lost. */
 Test(e2e_transport, a_stopped_daemon_gets_one_warning_and_the_program_waits_losing_nothing) {
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "300000", NULL};
-  e2e_signal_daemon(&env, SIGSTOP);
-  pid_t pid = e2e_spawn(&env, argv, NULL);
-  e2e_sleep_ms(6500);
-  e2e_signal_daemon(&env, SIGCONT);
-  e2e_result_t r = e2e_wait(&env, pid);
-  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  pid_t pid;
+  e2e_result_t r = run_past_a_stall(argv, NULL, &pid);
   cr_assert(eq(int, e2e_count_lines(r.err, "has read nothing for"), 1), "%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "reads again, after"), 1), "%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 2), "%s", r.err);
@@ -426,12 +435,8 @@ Test(e2e_transport, in_drop_mode_every_event_across_a_given_up_connection_is_cou
   /* 2 threads x 400000 rounds with a 20 ms pause every 1000: ~8 s. */
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "400000", "0", "20000", NULL};
   char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
-  e2e_signal_daemon(&env, SIGSTOP);
-  pid_t pid = e2e_spawn(&env, argv, envv);
-  e2e_sleep_ms(6500);
-  e2e_signal_daemon(&env, SIGCONT);
-  e2e_result_t r = e2e_wait(&env, pid);
-  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  pid_t pid;
+  e2e_result_t r = run_past_a_stall(argv, envv, &pid);
   cr_assert(eq(int, e2e_count_lines(r.err, "the connection is given up"), 1), "%s", r.err);
   cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   double stored = 0, lost = 0;
