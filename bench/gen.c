@@ -39,7 +39,8 @@
  * The running totals (cur_bytes, cur_blocks, total_bytes) are per stream as
  * PROTOCOL.md defines them, so every event is sent with "totals implied".
  * Each client ends with END and waits for the daemon to close the
- * connection: the commit acknowledgement.
+ * connection, which it does once it has read END (bench/ingest then waits
+ * for a query, answered once everything is committed).
  *
  * Output on stdout, one line per client then the total (and, before them,
  * with --heaps, one line per heap with its final free bytes, largest free
