@@ -3,10 +3,10 @@
 
 # Per-thread CPU seconds of pid $1 as "main ingest writer workers wait", by
 # thread: the event loop is the thread whose id is the pid, the ingest
-# worker's threads are named htd-ingest*, the store's writer htd-writer, the
-# rest are libuv pool workers (summaries); wait is the time all of them
-# spent runnable but waiting for a CPU (schedstat): other processes on the
-# machine, or each other when pinned.
+# worker's threads are named htd-ingest*, the store's writer htd-writer,
+# the rest are the summaries' thread and libuv's pool (queries); wait is
+# the time all of them spent runnable but waiting for a CPU (schedstat):
+# other processes on the machine, or each other when pinned.
 thread_cpu() {
   # One awk over every thread's files: a snapshot taken while a benchmark
   # runs must cost the machine next to nothing (a process per thread and

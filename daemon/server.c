@@ -23,8 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -102,12 +104,25 @@ static server_t srv;
  * Summaries: after a session ends, its events are replayed once, off the
  * loop, and the result stored, so that queries never rescan events.
  * session 0 means: every ended session that has none yet (at start-up).
+ * They run one at a time on a thread of their own at a lower priority
+ * (HTD_SUMMARY_NICE): work nobody waits for, which must not slow the
+ * ingest of the sessions still coming in, nor the queries waiting for it.
  * ==================================================================== */
 
-typedef struct {
-  uv_work_t work;
+#define HTD_SUMMARY_NICE 10
+
+typedef struct summary_job {
+  struct summary_job *next;
   int64_t session;
 } summary_job_t;
+
+static struct {
+  pthread_t thread;
+  int started, ready, stop;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  summary_job_t *head, **tail;
+} sums = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static int summarize(sqlite3 *db, int64_t session) {
   char err[512];
@@ -128,8 +143,7 @@ static int summarize(sqlite3 *db, int64_t session) {
   return rc;
 }
 
-static void summary_work(uv_work_t *w) {
-  summary_job_t *j = w->data;
+static void summary_work(int64_t session) {
   sqlite3 *db;
   if (sqlite3_open_v2(srv.opt->db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
     htd_log(HTD_LOG_WARN, "summaries: cannot open %s: %s", srv.opt->db_path, sqlite3_errmsg(db));
@@ -137,8 +151,8 @@ static void summary_work(uv_work_t *w) {
     return;
   }
   sqlite3_busy_timeout(db, 30000);
-  if (j->session > 0) {
-    summarize(db, j->session);
+  if (session > 0) {
+    summarize(db, session);
   } else {
     sqlite3_stmt *s;
     /* Sessions without a summary of this model version. */
@@ -159,9 +173,65 @@ static void summary_work(uv_work_t *w) {
   sqlite3_close(db);
 }
 
-static void summary_done(uv_work_t *w, int status) {
-  (void)status;
-  free(w->data);
+/* The summary thread: jobs in order until told to stop; what is queued
+ * then is summarised at the next start (or read by queries meanwhile). */
+static void *summary_main(void *arg) {
+  (void)arg;
+  setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), HTD_SUMMARY_NICE);
+  pthread_mutex_lock(&sums.lock);
+  sums.ready = 1;
+  pthread_cond_broadcast(&sums.cond);
+  for (;;) {
+    while (!sums.head && !sums.stop)
+      pthread_cond_wait(&sums.cond, &sums.lock);
+    if (sums.stop)
+      break;
+    summary_job_t *j = sums.head;
+    sums.head = j->next;
+    if (!sums.head)
+      sums.tail = &sums.head;
+    pthread_mutex_unlock(&sums.lock);
+    summary_work(j->session);
+    free(j);
+    pthread_mutex_lock(&sums.lock);
+  }
+  pthread_mutex_unlock(&sums.lock);
+  return NULL;
+}
+
+/* Starts the summary thread (signals blocked, as the caller has them)
+ * and returns once it is named and at its priority, before the daemon
+ * listens. Returns 0 or an errno. */
+static int summaries_start(void) {
+  sums.tail = &sums.head;
+  int rc = pthread_create(&sums.thread, NULL, summary_main, NULL);
+  if (rc != 0)
+    return rc;
+  sums.started = 1;
+  pthread_setname_np(sums.thread, "htd-summary");
+  pthread_mutex_lock(&sums.lock);
+  while (!sums.ready)
+    pthread_cond_wait(&sums.cond, &sums.lock);
+  pthread_mutex_unlock(&sums.lock);
+  return 0;
+}
+
+/* Stops it once its current summary is done; frees what was queued. */
+static void summaries_stop(void) {
+  if (!sums.started)
+    return;
+  pthread_mutex_lock(&sums.lock);
+  sums.stop = 1;
+  pthread_cond_signal(&sums.cond);
+  pthread_mutex_unlock(&sums.lock);
+  pthread_join(sums.thread, NULL);
+  sums.started = 0;
+  for (summary_job_t *j = sums.head, *next; j; j = next) {
+    next = j->next;
+    free(j);
+  }
+  sums.head = NULL;
+  sums.tail = &sums.head;
 }
 
 static void summary_start(int64_t session) {
@@ -171,9 +241,11 @@ static void summary_start(int64_t session) {
   if (!j)
     return;
   j->session = session;
-  j->work.data = j;
-  if (uv_queue_work(srv.loop, &j->work, summary_work, summary_done) != 0)
-    free(j);
+  pthread_mutex_lock(&sums.lock);
+  *sums.tail = j;
+  sums.tail = &j->next;
+  pthread_cond_signal(&sums.cond);
+  pthread_mutex_unlock(&sums.lock);
 }
 
 static void summary_after_commit(void *arg, int status) {
@@ -857,9 +929,9 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   srv.started_ns = uv_hrtime();
   signal(SIGPIPE, SIG_IGN);
   /* SIGTERM and SIGINT reach the loop's thread only: every other thread
-   * (the worker's, the writer, libuv's pool, started by the first summary
-   * below) starts with them blocked. A signal taken by another thread was
-   * sometimes lost under TSan, which defers a thread's signals. */
+   * (the worker's, the writer, the summaries', libuv's pool, started by
+   * the first query) starts with them blocked. A signal taken by another
+   * thread was sometimes lost under TSan, which defers a thread's signals. */
   sigset_t stop_signals, mask;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
@@ -909,7 +981,11 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
   uv_signal_init(srv.loop, &srv.sigint);
   uv_signal_start(&srv.sigint, on_signal, SIGINT);
+  int src = summaries_start(); /* with the stop signals blocked */
+  if (src != 0)
+    htd_log(HTD_LOG_WARN, "no summary thread (%s): queries will read the events", strerror(src));
   if (listen_on(opt->socket_path) != 0) {
+    summaries_stop();
     htd_worker_stop(srv.worker, on_result);
     htd_store_close(srv.store);
     htd_worker_free(srv.worker);
@@ -931,6 +1007,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   pthread_sigmask(SIG_SETMASK, &mask, NULL);
   uv_run(srv.loop, UV_RUN_DEFAULT);
   unlink(opt->socket_path);
+  summaries_stop();
   /* What the worker still holds is decoded and queued before the store
    * commits its last and closes; the store's last done-callbacks free the
    * connections that waited for them, and their sessions. */

@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -401,13 +402,15 @@ Test(e2e_daemon, database_and_its_journal_files_are_private_to_the_owner) {
  * ==================================================================== */
 
 /* The scheduling policy of the daemon's thread named comm, -1 if none is. */
-static int thread_policy(const char *comm) {
+/* Field `field` (1-based, as proc(5) numbers them) of the stat line of the
+ * daemon's thread named comm; INT_MIN when there is no such thread. */
+static int thread_stat_field(const char *comm, int field) {
   char path[96];
   snprintf(path, sizeof path, "/proc/%d/task", (int)env.daemon);
   DIR *d = opendir(path);
   cr_assert(ne(ptr, (void *)d, NULL), "cannot list %s", path);
-  int policy = -1;
-  for (struct dirent *e; policy < 0 && (e = readdir(d));) {
+  int value = INT_MIN;
+  for (struct dirent *e; value == INT_MIN && (e = readdir(d));) {
     if (e->d_name[0] == '.')
       continue;
     char file[400], *text;
@@ -419,20 +422,30 @@ static int thread_policy(const char *comm) {
       continue;
     snprintf(file, sizeof file, "%s/%s/stat", path, e->d_name);
     text = e2e_read_file(file);
-    /* Field 41 is the policy; fields 3.. follow the ") " after comm. */
+    /* Fields 3.. follow the ") " after comm. */
     const char *p = strrchr(text, ')');
-    for (int field = 2; p && field < 41; field++)
+    for (int f = 2; p && f < field; f++)
       p = strchr(p + 1, ' ');
-    policy = p ? atoi(p + 1) : -1;
+    value = p ? atoi(p + 1) : INT_MIN;
     free(text);
   }
   closedir(d);
-  return policy;
+  return value;
+}
+
+static int thread_policy(const char *comm) {
+  return thread_stat_field(comm, 41);
 }
 
 /* The decoding and packing run where they cost a traced program nothing. */
 Test(e2e_daemon, the_ingest_worker_runs_at_idle_priority) {
   cr_assert(eq(int, thread_policy("htd-ingest"), SCHED_IDLE));
+}
+
+/* Summaries are work nobody waits for: they yield to the ingest of the
+ * sessions still coming in and to the queries waiting for it. */
+Test(e2e_daemon, summaries_run_at_a_lower_priority) {
+  cr_assert(eq(int, thread_stat_field("htd-summary", 19), 10)); /* nice */
 }
 
 /* Rounds of a client whose session needs a good part of a second of the
