@@ -108,14 +108,9 @@ void e2e_restart_daemon_small_quarantine(e2e_t *e) {
   e2e_restart_daemon(e);
 }
 
-/* A query's round trip, when the daemon runs: it answers once everything
- * it has read is committed (PROTOCOL.md, CTL_REQUEST), and it has read a
- * client's session whole once that client has exited. So the database file
- * then holds every session of an exited client. A daemon that is gone or
- * does not answer within 10 s is left to the caller's own checks. */
-static void settle(e2e_t *e) {
+int e2e_settle(e2e_t *e) {
   if (e->daemon <= 0 || kill(e->daemon, 0) != 0)
-    return;
+    return -1;
   static const char req[] = "{\"cmd\":\"sessions\"}";
   uint8_t frame[5 + sizeof req - 1];
   uint32_t len = (uint32_t)sizeof req; /* the type byte and the JSON, no NUL */
@@ -127,19 +122,23 @@ static void settle(e2e_t *e) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", e->socket);
   struct timeval tv = {10, 0};
+  int answered = 0;
   if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
       send(fd, frame, sizeof frame, MSG_NOSIGNAL) == (ssize_t)sizeof frame &&
       setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0) {
-    char buf[4096]; /* the reply, read to its end */
-    while (recv(fd, buf, sizeof buf, 0) > 0) {
-    }
+    char buf[4096];                            /* the reply, read to its end */
+    ssize_t n = recv(fd, buf, 5, MSG_WAITALL); /* the frame prefix and type */
+    answered = n == 5 && buf[4] == 17;         /* CTL_REPLY */
+    while (n > 0)
+      n = recv(fd, buf, sizeof buf, 0);
   }
   if (fd >= 0)
     close(fd);
+  return answered ? 0 : -1;
 }
 
 char *e2e_sql_text(e2e_t *e, const char *sql) {
-  settle(e);
+  e2e_settle(e);
   /* The daemon may be writing: wait for its lock rather than fail. */
   char *argv[] = {"/usr/bin/sqlite3", "-cmd", ".timeout 10000", e->db, (char *)sql, NULL};
   e2e_result_t r = e2e_run(e, argv, NULL);
@@ -419,7 +418,7 @@ e2e_result_t e2e_heapctl(e2e_t *e, const char *first, ...) {
 }
 
 e2e_result_t e2e_heapctl_db(e2e_t *e, const char *first, ...) {
-  settle(e);
+  e2e_settle(e);
   va_list ap;
   va_start(ap, first);
   e2e_result_t r = heapctl_va("--db", e->db, first, ap);

@@ -113,6 +113,14 @@ long e2e_peak_rss_kb(pid_t pid);
  * ASAN_OPTIONS. */
 void e2e_restart_daemon_small_quarantine(e2e_t *e);
 
+/* A query's round trip, when the daemon runs: it answers once everything
+ * it has read is committed (PROTOCOL.md, CTL_REQUEST), and it has read a
+ * client's session whole once that client has exited, so the database
+ * file then holds every session of an exited client. Returns 0 when the
+ * daemon answered (within 10 s), -1 otherwise. Plain code, no assertions:
+ * a forked child may call it. */
+int e2e_settle(e2e_t *e);
+
 /* What `sqlite3 DB SQL` prints for the daemon's database (asserts it
  * succeeds), after a query's round trip while the daemon runs: a client
  * that exited has its session stored by then. Caller frees. */

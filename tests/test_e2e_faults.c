@@ -149,31 +149,6 @@ static char *wait_output(pid_t pid, const char *needle, int n) {
  * SIGKILL during ingest, round after round
  * ==================================================================== */
 
-/* A query's round trip, in plain code (a driver's): 0 once the daemon has
- * answered {"cmd":"sessions"} - with everything it read before committed -
- * and -1 if it could not. */
-static int confirm_by_query(void) {
-  static const char req[] = "{\"cmd\":\"sessions\"}";
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_un sa = {.sun_family = AF_UNIX};
-  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", env.socket);
-  uint8_t frame[HT_PROTO_FRAME_PREFIX + 1 + sizeof req];
-  uint32_t len = (uint32_t)sizeof req; /* the type byte and the JSON, no NUL */
-  for (int i = 0; i < 4; i++)
-    frame[i] = (uint8_t)(len >> (8 * i));
-  frame[4] = HT_REC_CTL_REQUEST;
-  memcpy(frame + 5, req, sizeof req - 1);
-  int ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-           send(fd, frame, 5 + sizeof req - 1, MSG_NOSIGNAL) == (ssize_t)(5 + sizeof req - 1);
-  uint8_t head[5];
-  struct pollfd p = {fd, POLLIN, 0};
-  ok = ok && poll(&p, 1, WAIT_MS) == 1 && recv(fd, head, sizeof head, MSG_WAITALL) == 5 &&
-       head[4] == HT_REC_CTL_REPLY;
-  if (fd >= 0)
-    close(fd);
-  return ok ? 0 : -1;
-}
-
 /* One driver: well-formed sessions one after another, each HELLO, a
  * SITE, KILL_FRAMES frames of malloc/free pairs (with random pauses, so
  * that a session spans several of the store's commits) and END; when the
@@ -220,7 +195,7 @@ static void driver(int k, int round, const char *ack_path) {
     shutdown(c.fd, SHUT_WR);
     struct pollfd p = {c.fd, POLLIN, 0};
     char byte;
-    if (poll(&p, 1, WAIT_MS) != 1 || recv(c.fd, &byte, 1, 0) != 0 || confirm_by_query() != 0)
+    if (poll(&p, 1, WAIT_MS) != 1 || recv(c.fd, &byte, 1, 0) != 0 || e2e_settle(&env) != 0)
       _exit(0);
     dprintf(ack, "%u %llu\n", pid, (unsigned long long)now_ns());
     close(c.fd);
