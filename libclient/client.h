@@ -93,6 +93,9 @@ typedef struct ht_stream {
   int carried;
   int64_t cur_bytes, cur_blocks;
   uint64_t total_bytes;
+  /* The next event is dropped (drop mode: its SITE record could not be
+   * sent); tail_cache is then set so that ht__stream_room looks. */
+  int drop_next;
   struct {
     const char *file, *func, *type;
     int line;
@@ -159,6 +162,10 @@ static inline void ht__stream_publish(ht_stream_t *s, size_t n) {
  * then on are carried (the next event sends them). */
 void ht__stream_carry(ht_stream_t *s, int64_t dbytes, int64_t dblocks);
 
+/* Drop mode: the event being built is dropped and counted when it asks
+ * for room (ht__stream_room). No cost on the hot path. */
+void ht__stream_drop_next(ht_stream_t *s);
+
 /* After fork, in the child: forget every stream (they hold the parent's
  * events) without touching the parent's memory mappings' contents. */
 void ht__stream_forget_all(void);
@@ -179,7 +186,7 @@ void ht__transport_init(void);
 int ht__transport_send_record(const uint8_t *buf, size_t len);
 
 /* Adds a new stream to the list the flusher ships from and gives it the
- * current connection epoch. */
+ * current connection epoch. Takes no lock. */
 void ht__transport_adopt(ht_stream_t *s);
 
 /* The list of streams (for the fork child to forget); called with no
@@ -196,8 +203,12 @@ void ht__transport_stalled(uint64_t since_ns);
 /* Whether the flusher thread runs (read from a signal handler). */
 int ht__transport_flusher_alive(void);
 
-/* Writes one whole record on the current connection; *epoch gets the
- * connection epoch it went to (0 if there is no connection). */
+/* Writes one whole record (a SITE record, for a program thread's event)
+ * on the current connection; *epoch gets the connection epoch it went to
+ * (0 if it went nowhere). Returns 0, HT_ENOTCONN, or, in drop mode only,
+ * HT_EAGAIN: the socket is full, nothing was written and the event that
+ * needed the record is to be dropped - a drop-mode thread never waits on
+ * a daemon that reads nothing. */
 int ht__transport_send_record_epoch(const uint8_t *buf, size_t len, uint32_t *epoch);
 
 /* ---- heap regions (registry.c), announced on every new connection ---- */

@@ -23,8 +23,9 @@
 _Atomic uint32_t ht__site_sent[HT_WIRE_ACCT_SITES];
 
 /* Encodes and sends one SITE record; returns the epoch it went to (0 when
- * there is no connection). */
-static uint32_t send_site(uint32_t id, const char *file, int line, const char *func,
+ * there is no connection). In drop mode, when the socket is full, the
+ * event that needs the record is dropped instead (it is sent next time). */
+static uint32_t send_site(ht_stream_t *s, uint32_t id, const char *file, int line, const char *func,
                           const char *type) {
   /* Three strings of at most HT_PROTO_MAX_STRING plus small fields. */
   uint8_t buf[3 * (HT_PROTO_MAX_STRING + 2) + 64];
@@ -33,16 +34,16 @@ static uint32_t send_site(uint32_t id, const char *file, int line, const char *f
   ht_site_rec_t rec = {id, line > 0 ? (uint32_t)line : 0, ht_str(file), ht_str(func), ht_str(type)};
   ht_proto_put_site(&w, &rec);
   uint32_t epoch = 0;
-  ht__transport_send_record_epoch(buf, w.len, &epoch);
+  if (ht__transport_send_record_epoch(buf, w.len, &epoch) == HT_EAGAIN)
+    ht__stream_drop_next(s);
   return epoch;
 }
 
 void ht__site_send_slow(ht_stream_t *s, uint32_t idx) {
-  (void)s;
   ht_site_info_t si;
   if (ht__acct_site_info(idx, &si) != 0)
     return;
-  uint32_t epoch = send_site(idx, si.file, si.line, si.func, si.type);
+  uint32_t epoch = send_site(s, idx, si.file, si.line, si.func, si.type);
   if (epoch)
     atomic_store_explicit(&ht__site_sent[idx], epoch, memory_order_relaxed);
 }
@@ -128,7 +129,7 @@ uint32_t ht__site_id(ht_stream_t *s, const char *file, int line, const char *fun
     s->sites[slot].entry = e;
   }
   if (atomic_load_explicit(&e->sent, memory_order_relaxed) != s->epoch_seen) {
-    uint32_t epoch = send_site(e->id, file, line, func, type);
+    uint32_t epoch = send_site(s, e->id, file, line, func, type);
     if (epoch)
       atomic_store_explicit(&e->sent, epoch, memory_order_relaxed);
   }

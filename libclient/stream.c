@@ -143,8 +143,18 @@ static int wait_for_room(ht_stream_t *s, int drop) {
   }
 }
 
+void ht__stream_drop_next(ht_stream_t *s) {
+  s->drop_next = 1;
+  s->tail_cache = s->head - HT_RING_BYTES; /* no room: the slow path runs */
+}
+
 uint8_t *ht__stream_room_slow(ht_stream_t *s) {
   s->tail_cache = atomic_load_explicit(&s->consumed, memory_order_acquire);
+  if (HT_UNLIKELY(s->drop_next)) {
+    s->drop_next = 0;
+    atomic_fetch_add_explicit(&s->lost, 1, memory_order_relaxed);
+    return NULL;
+  }
   if (HT_RING_BYTES - (s->head - s->tail_cache) < HT_PROTO_MAX_EVENT_BYTES &&
       !wait_for_room(s, ht__mode == HT_MODE_DROP)) {
     atomic_fetch_add_explicit(&s->lost, 1, memory_order_relaxed);

@@ -21,7 +21,9 @@
  *
  * Locks: init_lock guards (re)initialisation; list_lock the stream list;
  * io_lock the socket (flusher, SITE/HEAP records, ht_flush). None is taken
- * on the allocation hot path.
+ * on the allocation hot path. A new thread's stream joins without a lock
+ * (a stack the flusher empties), and in drop mode a SITE record is not
+ * waited for while the socket is full: the event is dropped instead.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -64,8 +66,8 @@ static int cfg_loaded;
 static int sock_fd = -1;
 static dev_t sock_dev; /* the socket's identity: see sock_is_ours */
 static ino_t sock_ino;
-static uint32_t conn_epoch;  /* bumped by every successful connect */
-static uint16_t hello_flags; /* HT_HELLO_F_RECONNECT / _FORKED for the next HELLO */
+static _Atomic uint32_t conn_epoch; /* bumped by every successful connect; read by adopt */
+static uint16_t hello_flags;        /* HT_HELLO_F_RECONNECT / _FORKED for the next HELLO */
 static int ever_connected;
 static uint64_t retry_at_ns, retry_ms = HT_RETRY_FIRST_MS;
 static uint64_t connected_ns;       /* when the current connection was made */
@@ -76,12 +78,22 @@ static int exit_hooks_set;
 /* 1 from the stall warning until the daemon reads again; a wait that
  * began before it did (resumed_ns) is not a new stall. */
 static _Atomic int stalled;
-static _Atomic uint64_t stalled_since, resumed_ns;
+static uint64_t stalled_since, resumed_ns; /* stall_lock */
+/* Orders the two messages: program threads and the flusher may see the
+ * start and the end of one stall at the same moment. */
+static pthread_mutex_t stall_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
 static ht_stream_t *streams;
-static uint32_t next_stream_id;
+/* New threads' streams, pushed without a lock (ht__transport_adopt) and
+ * moved to `streams` by whoever walks it next (collect_adopted). */
+static _Atomic(ht_stream_t *) adopted;
+static _Atomic uint32_t next_stream_id;
+/* 1 from a write that found the socket full until one that went through:
+ * a drop-mode thread then sends no SITE record and takes no io_lock that
+ * the flusher may hold while it waits on that socket. */
+static _Atomic int sock_full;
 static pthread_t flusher;
 static int flusher_running;
 static _Atomic int flusher_alive; /* read by the fatal-signal handler */
@@ -117,6 +129,7 @@ static void drop_socket(void) {
   if (sock_is_ours())
     close(sock_fd);
   sock_fd = -1;
+  atomic_store_explicit(&sock_full, 0, memory_order_relaxed);
 }
 
 /* The daemon went away, or the program closed the socket: the program
@@ -148,39 +161,56 @@ static void lose_connection(int err) {
 }
 
 void ht__transport_stalled(uint64_t since_ns) {
-  if (since_ns < atomic_load(&resumed_ns) || atomic_exchange(&stalled, 1))
-    return;
-  atomic_store(&stalled_since, since_ns);
-  double s = (double)(ht__clock_real_ns() - since_ns) / 1e9;
-  if (ht__mode == HT_MODE_DROP)
-    ht__warn("heaptrace: heaptraced at %s has read nothing for %.0f s (stopped, or behind with "
-             "its writes); in drop mode the program does not wait: the connection is given up, "
-             "events are counted as undelivered, and a new one is tried",
-             cfg.socket_path, s);
-  else
-    ht__warn("heaptrace: heaptraced at %s has read nothing for %.0f s (stopped, or behind with "
-             "its writes); this program waits for it when its buffers are full and at exit, "
-             "and goes on once it reads again (HEAPTRACE_MODE=drop drops and counts events "
-             "instead)",
-             cfg.socket_path, s);
+  pthread_mutex_lock(&stall_lock);
+  if (since_ns >= resumed_ns && !atomic_load(&stalled)) {
+    atomic_store(&stalled, 1);
+    stalled_since = since_ns;
+    double s = (double)(ht__clock_real_ns() - since_ns) / 1e9;
+    if (ht__mode == HT_MODE_DROP)
+      ht__warn("heaptrace: heaptraced at %s has read nothing for %.0f s (stopped, or behind with "
+               "its writes); in drop mode the program does not wait: the connection is given up, "
+               "events are counted as undelivered, and a new one is tried",
+               cfg.socket_path, s);
+    else
+      ht__warn("heaptrace: heaptraced at %s has read nothing for %.0f s (stopped, or behind with "
+               "its writes); this program waits for it when its buffers are full and at exit, "
+               "and goes on once it reads again (HEAPTRACE_MODE=drop drops and counts events "
+               "instead)",
+               cfg.socket_path, s);
+  }
+  pthread_mutex_unlock(&stall_lock);
+}
+
+/* Ends a stall that was warned about: 1 if there was one, and *lasted_s
+ * how long it lasted. */
+static int end_stall(double *lasted_s) {
+  if (HT_LIKELY(!atomic_load_explicit(&stalled, memory_order_relaxed)))
+    return 0;
+  pthread_mutex_lock(&stall_lock);
+  int was = atomic_load(&stalled);
+  atomic_store(&stalled, 0);
+  if (was) {
+    resumed_ns = ht__clock_real_ns();
+    *lasted_s = (double)(resumed_ns - stalled_since) / 1e9;
+  }
+  pthread_mutex_unlock(&stall_lock);
+  return was;
 }
 
 /* After a write went through: the end of a stall that was warned about. */
 static void stall_over(void) {
-  if (HT_LIKELY(!atomic_load_explicit(&stalled, memory_order_relaxed)) ||
-      !atomic_exchange(&stalled, 0))
-    return;
-  atomic_store(&resumed_ns, ht__clock_real_ns());
-  ht__warn("heaptrace: heaptraced at %s reads again, after %.1f s%s", cfg.socket_path,
-           (double)(ht__clock_real_ns() - atomic_load(&stalled_since)) / 1e9,
-           ht__mode == HT_MODE_DROP ? "" : "; nothing was lost");
+  double lasted;
+  if (end_stall(&lasted))
+    ht__warn("heaptrace: heaptraced at %s reads again, after %.1f s%s", cfg.socket_path, lasted,
+             ht__mode == HT_MODE_DROP ? "" : "; nothing was lost");
 }
 
 /* Waits until the socket takes more, saying so once the daemon has read
  * nothing for HT_STALL_WARN_MS. A lossless program waits for it (in the
  * flusher, or in its exit): returns 0. In drop mode nothing may wait that
- * long - the program's threads take the flusher's locks for a new stream,
- * a new site, a fork or the exit - so the connection is given up: -1.
+ * long - a fork, the exit, ht_flush() and a heap's registration take the
+ * flusher's locks (new threads and new sites do not: sock_full) - so the
+ * connection is given up: -1.
  * since_ns: when the wait began (0: now). */
 static int wait_writable(uint64_t *since_ns) {
   if (!*since_ns)
@@ -224,6 +254,7 @@ static int write_all(struct iovec *iov, int iovcnt) {
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        atomic_store_explicit(&sock_full, 1, memory_order_relaxed);
         if (wait_writable(&since) == 0)
           continue;
         give_up_connection();
@@ -233,6 +264,7 @@ static int write_all(struct iovec *iov, int iovcnt) {
       return HT_ENOTCONN;
     }
     if (since) { /* it was full, and the daemon read from it */
+      atomic_store_explicit(&sock_full, 0, memory_order_relaxed);
       stall_over();
       since = 0;
     }
@@ -254,17 +286,52 @@ static int write_buf(const void *buf, size_t len) {
   return write_all(&iov, 1);
 }
 
+/* Takes io_lock for a program thread's record. In drop mode it gives up
+ * (returns 0) instead of waiting on a flusher stuck on a full socket: it
+ * tries the lock, looking at sock_full between tries. (Not a timed lock:
+ * TSan knows no pthread_mutex_clocklock, and a realtime one would wait as
+ * long as the system clock is set back.) */
+static int lock_io_unless_full(void) {
+  if (ht__mode != HT_MODE_DROP) {
+    pthread_mutex_lock(&io_lock);
+    return 1;
+  }
+  for (;;) {
+    if (atomic_load_explicit(&sock_full, memory_order_relaxed))
+      return 0;
+    if (pthread_mutex_trylock(&io_lock) == 0)
+      return 1;
+    struct timespec nap = {0, 50 * 1000};
+    nanosleep(&nap, NULL);
+  }
+}
+
+/* Drop mode: 1 when the socket takes a record now (POLLOUT: a quarter of
+ * its buffer is free, far more than a record), so that the write will not
+ * wait. io_lock held. */
+static int sock_takes_record(void) {
+  if (ht__mode != HT_MODE_DROP || sock_fd < 0)
+    return 1;
+  struct pollfd p = {sock_fd, POLLOUT, 0};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
+}
+
 int ht__transport_send_record_epoch(const uint8_t *buf, size_t len, uint32_t *epoch) {
-  pthread_mutex_lock(&io_lock);
-  int rc = write_buf(buf, len);
-  *epoch = rc == 0 && sock_fd >= 0 ? conn_epoch : 0;
+  *epoch = 0;
+  if (!lock_io_unless_full())
+    return HT_EAGAIN;
+  int rc = sock_takes_record() ? write_buf(buf, len) : HT_EAGAIN;
+  if (rc == 0 && sock_fd >= 0)
+    *epoch = conn_epoch;
   pthread_mutex_unlock(&io_lock);
   return rc;
 }
 
 int ht__transport_send_record(const uint8_t *buf, size_t len) {
-  uint32_t epoch;
-  return ht__transport_send_record_epoch(buf, len, &epoch);
+  pthread_mutex_lock(&io_lock);
+  int rc = write_buf(buf, len);
+  pthread_mutex_unlock(&io_lock);
+  return rc;
 }
 
 static void send_lost(uint32_t stream, uint64_t first_seq, uint64_t count, uint8_t why) {
@@ -362,10 +429,25 @@ static void ship_stream(ht_stream_t *s) {
   }
 }
 
+/* Moves the streams adopted since the last walk into `streams`, in the
+ * current epoch (a connection made after a thread read conn_epoch is news
+ * to its stream, as to those in the list). list_lock and io_lock held. */
+static void collect_adopted(void) {
+  ht_stream_t *s = atomic_exchange_explicit(&adopted, NULL, memory_order_acquire);
+  while (s) {
+    ht_stream_t *next = s->next;
+    atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
+    s->next = streams;
+    streams = s;
+    s = next;
+  }
+}
+
 /* Ships every stream; unmaps streams whose thread exited once drained. */
 static void ship_all(void) {
   pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
+  collect_adopted();
   ht_stream_t **link = &streams;
   while (*link) {
     ht_stream_t *s = *link;
@@ -389,20 +471,22 @@ static void ship_all(void) {
   pthread_mutex_unlock(&list_lock);
 }
 
+/* No lock: a new thread does not wait for a flusher busy on the socket. */
 void ht__transport_adopt(ht_stream_t *s) {
-  pthread_mutex_lock(&list_lock);
-  pthread_mutex_lock(&io_lock);
-  s->id = ++next_stream_id;
-  s->shipped_epoch = conn_epoch;
-  atomic_store_explicit(&s->epoch_ack, conn_epoch, memory_order_relaxed);
-  atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
-  pthread_mutex_unlock(&io_lock);
-  s->next = streams;
-  streams = s;
-  pthread_mutex_unlock(&list_lock);
+  uint32_t epoch = atomic_load(&conn_epoch);
+  s->id = atomic_fetch_add_explicit(&next_stream_id, 1, memory_order_relaxed) + 1;
+  s->shipped_epoch = epoch;
+  atomic_store_explicit(&s->epoch_ack, epoch, memory_order_relaxed);
+  atomic_store_explicit(&s->epoch, epoch, memory_order_relaxed);
+  ht_stream_t *head = atomic_load_explicit(&adopted, memory_order_relaxed);
+  do
+    s->next = head;
+  while (!atomic_compare_exchange_weak_explicit(&adopted, &head, s, memory_order_release,
+                                                memory_order_relaxed));
 }
 
 ht_stream_t *ht__transport_take_streams(void) {
+  collect_adopted();
   ht_stream_t *s = streams;
   streams = NULL;
   return s;
@@ -553,11 +637,9 @@ static void maybe_reconnect(void) {
   /* A connection made after a stall (drop mode gave it up, or the daemon
    * died) that lasts twice as long as a stall takes to be said ends the
    * stall, if a write after a full socket did not. */
-  if (lasted >= 2 * HT_STALL_WARN_MS * 1000000ull && atomic_load(&stalled)) {
-    atomic_store(&stalled, 0);
-    atomic_store(&resumed_ns, ht__clock_real_ns());
+  double stall_s;
+  if (lasted >= 2 * HT_STALL_WARN_MS * 1000000ull && end_stall(&stall_s))
     warn_reconnected();
-  }
   if (sock_fd >= 0 || !ever_connected || ht__clock_real_ns() < retry_at_ns)
     return;
   hello_flags |= HT_HELLO_F_RECONNECT;
@@ -566,6 +648,7 @@ static void maybe_reconnect(void) {
     retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
     return;
   }
+  collect_adopted();
   for (ht_stream_t *s = streams; s; s = s->next)
     atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
   if (brief_losses < 2 && !atomic_load(&stalled))
@@ -609,6 +692,7 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
   if (sock_fd < 0)
     return;
   uint64_t undelivered = orphan_undelivered;
+  collect_adopted();
   for (ht_stream_t *s = streams; s; s = s->next)
     undelivered += s->undelivered + unshipped(s);
   uint8_t buf[32];
@@ -720,7 +804,7 @@ static void atfork_child(void) {
   drop_socket();
   ever_connected = 0;
   brief_losses = 0;
-  next_stream_id = 0;
+  atomic_store(&next_stream_id, 0);
   orphan_undelivered = 0;
   ht__stream_forget_all();
   hello_flags = HT_HELLO_F_FORKED;

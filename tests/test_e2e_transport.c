@@ -453,6 +453,44 @@ Test(e2e_transport, in_drop_mode_every_event_across_a_given_up_connection_is_cou
   e2e_result_free(&r);
 }
 
+/* Drop mode, the socket full and the flusher waiting on it: a new thread
+ * (its stream) and a new call site (its SITE record) do not wait for the
+ * flusher. The site's events are dropped and counted until its record can
+ * go; none names a site the daemon was not told of, and every event is
+ * stored or counted. Before, each newcomer waited until the daemon read
+ * again (here about 2 s). */
+Test(e2e_transport, in_drop_mode_new_threads_and_sites_do_not_wait_for_a_stuck_flusher) {
+  char *argv[] = {(char *)e2e_bin("newcomers"), "1000", "20", NULL};
+  char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
+  e2e_signal_daemon(&env, SIGSTOP);
+  pid_t pid = e2e_spawn(&env, argv, envv);
+  e2e_sleep_ms(3000);
+  e2e_signal_daemon(&env, SIGCONT);
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(lt(long, e2e_field(r.out, "newcomer_max_ms"), 500), "%s", r.out);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = session_of_pid(ss, pid, 0);
+  cr_assert(s != NULL);
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"), "%s", r.err);
+  cr_assert(gt(dbl, e2e_num(s, "lost"), 0), "nothing was dropped: the socket never filled");
+  cr_assert(eq(dbl, e2e_num(s, "events") + e2e_num(s, "lost"), (double)e2e_field(r.out, "events")),
+            "stored %.0f lost %.0f\n%s", e2e_num(s, "events"), e2e_num(s, "lost"), r.out);
+  /* Every event stored names a site the daemon knows. */
+  cJSON *ev = e2e_heapctl_json(&env, 0, "events", "--limit", "100000000");
+  const cJSON *e;
+  int n = 0;
+  cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(ev, "events")) {
+    const char *site = e2e_str(e, "site");
+    cr_assert(site && site[0] != '?', "event %d names an unknown site: %s", n, site ? site : "");
+    n++;
+  }
+  cr_assert(eq(dbl, n, e2e_num(s, "events")));
+  cJSON_Delete(ev);
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
 Test(e2e_transport, a_bad_mode_warns_once_and_stays_lossless) {
   char *argv[] = {(char *)e2e_bin("threads_client"), "1", "2000", NULL};
   char *envv[] = {"HEAPTRACE_MODE=fast", NULL};
