@@ -399,6 +399,29 @@ Test(e2e_transport, a_stopped_daemon_gets_one_warning_and_the_program_waits_losi
   e2e_result_free(&r);
 }
 
+/* The same stall met by a socket write rather than by a full event
+ * buffer: ht_flush() after every 1000 rounds (24 KB) writes the events to
+ * the socket long before a buffer (256 KB) could fill, and the write that
+ * finds the socket full waits. It says so once, and once more when the
+ * daemon reads again; nothing is lost. 100001 events are some 1.2 MB, far
+ * past what a socket holds. */
+Test(e2e_transport, a_stall_met_by_a_socket_write_gets_one_warning) {
+  char *argv[] = {(char *)e2e_bin("ht_stream_client"), "50000", "1000", NULL};
+  pid_t pid;
+  e2e_result_t r = run_past_a_stall(argv, NULL, &pid);
+  cr_assert(eq(int, e2e_count_lines(r.err, "has read nothing for"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "reads again, after"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 2), "%s", r.err);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = session_of_pid(ss, pid, 0);
+  cr_assert(s != NULL);
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 100001));
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
 /* Drop mode never makes the program wait long, whatever takes the
  * transport's locks (a new thread's stream, a new site, a fork, the
  * exit): with the daemon stopped from the start, the connection is given

@@ -1,13 +1,17 @@
 /* stream_client.c - a traced program whose heap activity is known exactly,
  * for the daemon lifecycle tests.
  *
- *   ht_stream_client ROUNDS
+ *   ht_stream_client ROUNDS [FLUSH_EVERY]
  *
  * Does ROUNDS rounds of ht_malloc((i % 256) + 1) + ht_free, then allocates
  * one 64-byte block it never frees: 2 * ROUNDS + 1 events, ROUNDS + 1
  * allocations, ROUNDS frees, 64 bytes live at exit. A large ROUNDS keeps it
  * streaming long enough for a test to act on the daemon meanwhile; SIGUSR1
  * then ends the rounds early (the counts above hold for the rounds done).
+ * With FLUSH_EVERY, ht_flush() runs after every FLUSH_EVERY rounds, so
+ * that the events are written to the socket by ht_flush and never fill the
+ * event buffer. It prints, as its last line:
+ *   done: N rounds, 64 bytes kept at P
  */
 #include <errno.h>
 #include <signal.h>
@@ -25,12 +29,19 @@ static void on_usr1(int sig) {
   stop = 1;
 }
 
-int main(int argc, char **argv) {
+/* argv[i] as a count >= 0, or -1. */
+static long long count_arg(const char *arg) {
   char *end = NULL;
   errno = 0;
-  long long rounds = argc == 2 ? strtoll(argv[1], &end, 10) : -1;
-  if (argc != 2 || errno || !end || *end || rounds < 0) {
-    fprintf(stderr, "usage: ht_stream_client ROUNDS\n");
+  long long n = strtoll(arg, &end, 10);
+  return errno || !end || end == arg || *end || n < 0 ? -1 : n;
+}
+
+int main(int argc, char **argv) {
+  long long rounds = argc == 2 || argc == 3 ? count_arg(argv[1]) : -1;
+  long long flush_every = argc == 3 ? count_arg(argv[2]) : 0;
+  if (rounds < 0 || flush_every < 0) {
+    fprintf(stderr, "usage: ht_stream_client ROUNDS [FLUSH_EVERY]\n");
     return 2;
   }
   signal(SIGUSR1, on_usr1);
@@ -40,6 +51,8 @@ int main(int argc, char **argv) {
     if (!p)
       return 1;
     ht_free(p);
+    if (flush_every && (i + 1) % flush_every == 0)
+      ht_flush();
   }
   void *kept = ht_malloc(LEAKED_BYTES);
   printf("done: %lld rounds, %d bytes kept at %p\n", i, LEAKED_BYTES, kept);
