@@ -244,7 +244,7 @@ uint32_t ht__acct_site(const char *file, int line, const char *func, const char 
 }
 
 uint32_t ht__call_site_slow(ht_call_t *c) {
-  uint32_t idx = ht__acct_site(c->file, c->line, c->func, c->type);
+  uint32_t idx = ht__acct_site(ht__call_file(c), ht__call_line(c), ht__call_func(c), c->type);
   c->site = idx;
   /* A realloc of a typed block gives the call that type: that is another
    * site than the macro's own. 0 (the table is full) is not kept, nor an
@@ -311,19 +311,26 @@ void ht__trace_general(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t 
   ht__trace(c, &ev, dbytes, dblocks);
 }
 
+void ht__trace_fields(ht_call_t *c, uint32_t op, uint32_t heap, uint32_t caps, const void *ptr,
+                      const void *old_ptr, uint64_t size, uint64_t usable, uint64_t old_usable,
+                      uint64_t align, int64_t dbytes, int64_t dblocks) {
+  ht_txn_t x = {op, heap, caps, ptr, old_ptr, size, usable, old_usable, align};
+  ht__trace_general(c, &x, dbytes, dblocks);
+}
+
 void ht__trace_free(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
-  ht__trace_op(c, x, x, dbytes, dblocks, HT_OP_FREE);
+  ht__trace_op(c, x, dbytes, dblocks, HT_OP_FREE);
 }
 
 void ht__trace_realloc(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
-  ht__trace_op(c, x, x, dbytes, dblocks, HT_OP_REALLOC);
+  ht__trace_op(c, x, dbytes, dblocks, HT_OP_REALLOC);
 }
 
 void ht__trace_txn(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks) {
   switch (x->op) {
   case HT_OP_MALLOC:
   case HT_OP_CALLOC:
-    ht__trace_op(c, x, x, dbytes, dblocks, HT_OP_MALLOC);
+    ht__trace_op(c, x, dbytes, dblocks, HT_OP_MALLOC);
     return;
   case HT_OP_FREE:
     ht__trace_free(c, x, dbytes, dblocks);

@@ -51,8 +51,9 @@ void ht__deliver_slow(void) {
   ht_totals_t tot;
   ht_get_totals(&tot);
   /* Copy out: a nested allocation in fn rewrites the note. */
-  const char *file = t->note_call->file;
-  unsigned line = t->note_call->line > 0 ? (unsigned)t->note_call->line : 0;
+  const char *file = ht__call_file(t->note_call);
+  int call_line = ht__call_line(t->note_call);
+  unsigned line = call_line > 0 ? (unsigned)call_line : 0;
   const char *action = action_of(t->note_op);
   int64_t bytes = t->note_bytes;
   t->in_cb = 1;

@@ -165,6 +165,8 @@ void ht__type_restore(const ht_type_stats_t *in, uint32_t n);
 #define HT_SITE_UNSET UINT32_MAX
 
 typedef struct {
+  /* The call site: *where's when where is set (then file, func and line
+   * are not), else these. Read them with ht__call_file() & co. */
   const char *file, *func;
   int line;
   const char *type;        /* type name: HT_NEW's, or a realloc'd block's */
@@ -173,6 +175,16 @@ typedef struct {
   uint32_t site;           /* accounting site, HT_SITE_UNSET until needed */
   uint16_t type_idx;
 } ht_call_t;
+
+static inline const char *ht__call_file(const ht_call_t *c) {
+  return c->where ? c->where->file : c->file;
+}
+static inline const char *ht__call_func(const ht_call_t *c) {
+  return c->where ? c->where->func : c->func;
+}
+static inline int ht__call_line(const ht_call_t *c) {
+  return c->where ? c->where->line : c->line;
+}
 
 /* Interns a typed call's site and type (ht__call_init's slow half). */
 void ht__call_typed(ht_call_t *c);
@@ -224,9 +236,6 @@ static inline uint32_t ht__where_site(const ht_where_t *w) {
  * accounting index is known after the site's first call. */
 static inline void ht__call_init_at(ht_call_t *c, const char *api, const ht_where_t *w) {
   uint32_t idx = ht__where_site(w);
-  c->file = w->file;
-  c->func = w->func;
-  c->line = w->line;
   c->type = NULL;
   c->api = api;
   c->where = w;
@@ -408,14 +417,22 @@ void ht__trace_free(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dbl
 void ht__trace_realloc(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks);
 
 /* The wire id of c's site on s's connection (SITE record sent if needed). */
-static inline uint32_t ht__wire_site_of(ht_stream_t *s, ht_call_t *c) {
+static inline __attribute__((always_inline)) uint32_t ht__wire_site_of(ht_stream_t *s,
+                                                                       ht_call_t *c) {
   uint32_t idx = ht__call_site_cached(&ht__tls, c);
-  return idx ? ht__wire_site(s, idx) : ht__site_id(s, c->file, c->line, c->func, c->type);
+  return idx ? ht__wire_site(s, idx)
+             : ht__site_id(s, ht__call_file(c), ht__call_line(c), ht__call_func(c), c->type);
 }
 
 /* ht__trace_txn's way for any transaction: an ht_event_t, the general
  * encoder, and the running totals sent whenever they are not implied. */
 void ht__trace_general(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks);
+/* The same with the transaction's fields one by one: ht__trace_op's slow
+ * path, so that its callers' transactions need not be in memory on the
+ * fast one. */
+void ht__trace_fields(ht_call_t *c, uint32_t op, uint32_t heap, uint32_t caps, const void *ptr,
+                      const void *old_ptr, uint64_t size, uint64_t usable, uint64_t old_usable,
+                      uint64_t align, int64_t dbytes, int64_t dblocks);
 
 /* 1 when a transaction of op moves the totals by what the op implies to
  * the decoder (ht__implied_totals): every caller's in practice, and a
@@ -432,20 +449,21 @@ static inline int ht__txn_implied(const ht_txn_t *x, uint32_t op, int64_t dbytes
  * event is encoded straight from the transaction by the encoder of its op,
  * in the ring, with no ht_event_t in between, and its running totals are
  * the delta state's, moved as the op implies. Where op is a constant the
- * other encoders fold away. x gives the values, whole (the same values)
- * goes to the general encoder: x may be a copy whose address is never
- * passed on, so that the compiler keeps its fields in registers across
- * the calls of the slow paths. */
-static inline __attribute__((always_inline)) void ht__trace_op(ht_call_t *c, const ht_txn_t *x,
-                                                               const ht_txn_t *whole,
-                                                               int64_t dbytes, int64_t dblocks,
-                                                               uint32_t op) {
+ * other encoders fold away. x's address is never passed on (the slow path
+ * takes a copy), so that in line the compiler keeps its fields in
+ * registers and never stores the transaction. */
+static inline __attribute__((always_inline)) void
+ht__trace_op(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks, uint32_t op) {
+  /* The caller saw tracing on; a stream made now (the thread's first
+   * event) exists only while it still is. */
   ht_stream_t *s = ht__stream_get();
-  if (HT_UNLIKELY(!s || !atomic_load_explicit(&ht__tracing, memory_order_relaxed)))
+  if (HT_UNLIKELY(!s))
     return;
   ht__stream_begin(s); /* as in ht__trace: event and SITE on one connection */
   if (HT_UNLIKELY(s->carried || !ht__txn_implied(x, op, dbytes, dblocks))) {
-    ht__trace_general(c, whole, dbytes, dblocks); /* the totals must be sent */
+    /* the totals must be sent */
+    ht__trace_fields(c, x->op, x->heap, x->caps, x->ptr, x->old_ptr, x->size, x->usable,
+                     x->old_usable, x->align, dbytes, dblocks);
     return;
   }
   /* Unfenced, for an allocation too: waiting until the allocator's loads
@@ -499,7 +517,7 @@ ht__commit_inline(ht_call_t *c, const ht_txn_t *x, uint16_t type, int64_t dbytes
   ht__account(c, v.op, type, dbytes, dblocks);
   if (HT_UNLIKELY(ht__tracing_on())) {
     if (v.op == HT_OP_FREE || v.op == HT_OP_REALLOC || v.op == HT_OP_MALLOC || v.op == HT_OP_CALLOC)
-      ht__trace_op(c, &v, x, dbytes, dblocks, v.op);
+      ht__trace_op(c, &v, dbytes, dblocks, v.op);
     else
       ht__trace_txn(c, x, dbytes, dblocks);
   }
