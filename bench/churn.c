@@ -1,6 +1,6 @@
 /* churn.c - the allocation-churn workload of bench/overhead.
  *
- *   churn [--threads T] [--ops N] [--seed S] [--mode traced|plain]
+ *   churn [--threads T] [--ops N] [--seed S] [--mode traced|off|plain]
  *
  * Each of T threads keeps a working set of CHURN_SLOTS slots and performs N
  * operations (N is per thread). An operation picks a random slot: an empty
@@ -13,7 +13,9 @@
  *
  * `plain` goes through glibc malloc/free/realloc (the untraced baseline,
  * and what heaptrack runs); `traced` goes through ht_malloc/ht_realloc/
- * ht_free, with call-site capture. Both modes draw the same random sequence
+ * ht_free, with call-site capture; `off` is the same loop with tracing off
+ * (run it with HEAPTRACE_DISABLE=1): what the client's allocation and
+ * accounting cost without any event. All modes draw the same random sequence
  * (per-thread xorshift64*, seeded from --seed and the thread's index).
  *
  * Output, one machine-readable line on stdout:
@@ -27,7 +29,7 @@
  * shared machine it varies less than the wall time, since time the machine
  * gives to others is not in it. Exit status: 0, 1 on bad usage or
  * failure, 2 when --mode traced runs but tracing is off (no daemon
- * answered).
+ * answered), or --mode off runs with tracing on.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -170,11 +172,12 @@ static void *worker_main(void *arg) {
 
 static void usage(FILE *to) {
   fprintf(to,
-          "usage: churn [--threads T] [--ops N] [--seed S] [--mode traced|plain]\n"
+          "usage: churn [--threads T] [--ops N] [--seed S] [--mode traced|off|plain]\n"
           "  --threads T  worker threads (default 2)\n"
           "  --ops N      operations per thread (default 2000000)\n"
           "  --seed S     random seed (default 1)\n"
-          "  --mode M     traced: ht_malloc/ht_realloc/ht_free; plain: glibc (default traced)\n");
+          "  --mode M     traced: ht_malloc/ht_realloc/ht_free; off: the same with tracing off\n"
+          "               (HEAPTRACE_DISABLE=1); plain: glibc (default traced)\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -189,7 +192,7 @@ static int parse_u64(const char *s, uint64_t *out) {
 
 int main(int argc, char **argv) {
   uint64_t threads = 2, ops = 2000000, seed = 1;
-  int traced = 1;
+  int traced = 1, off = 0;
   for (int i = 1; i < argc; i += 2) { /* every option takes one value */
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -212,6 +215,8 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--mode") == 0) {
       if (strcmp(v, "traced") == 0)
         traced = 1;
+      else if (strcmp(v, "off") == 0)
+        traced = off = 1;
       else if (strcmp(v, "plain") == 0)
         traced = 0;
       else
@@ -228,7 +233,11 @@ int main(int argc, char **argv) {
   }
 
   /* Connect before the clock starts: the handshake is a one-off cost. */
-  if (traced && !ht_tracing_enabled()) {
+  if (off && ht_tracing_enabled()) {
+    fprintf(stderr, "churn: --mode off but tracing is on (set HEAPTRACE_DISABLE=1)\n");
+    return 2;
+  }
+  if (traced && !off && !ht_tracing_enabled()) {
     fprintf(stderr, "churn: --mode traced but tracing is off (is heaptraced running? "
                     "HEAPTRACE_SOCKET?)\n");
     return 2;
@@ -278,7 +287,7 @@ int main(int argc, char **argv) {
   }
   printf("churn: mode=%s threads=%" PRIu64 " ops=%" PRIu64 " events=%" PRIu64 " mallocs=%" PRIu64
          " frees=%" PRIu64 " reallocs=%" PRIu64 " seconds=%.6f cpu=%.6f\n",
-         traced ? "traced" : "plain", threads, ops, mallocs + frees + reallocs, mallocs, frees,
+         off ? "off" : traced ? "traced" : "plain", threads, ops, mallocs + frees + reallocs, mallocs, frees,
          reallocs, t1 - t0, cpu);
   fflush(stdout);
   return 0;
