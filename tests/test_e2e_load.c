@@ -106,8 +106,15 @@ Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_da
   int slowest = 0;
   for (int i = 0; i < CLIENTS; i++) {
     cr_assert(eq(int, res[i].status, 0), "client %d: status %d: %s", i, res[i].status, res[i].err);
-    cr_assert(eq(int, e2e_count_lines(res[i].err, "heaptrace:"), 0), "client %d warned:\n%s", i,
-              res[i].err);
+    /* A client may wait: the daemon stops reading while it is behind
+     * (backpressure), which under a sanitizer can last past the 5 s after
+     * which a client says so - once, and once more when the daemon reads
+     * again. Nothing else may be said. */
+    int stalls = e2e_count_lines(res[i].err, "has read nothing for");
+    cr_assert(eq(int, e2e_count_lines(res[i].err, "reads again, after"), stalls), "client %d:\n%s",
+              i, res[i].err);
+    cr_assert(eq(int, e2e_count_lines(res[i].err, "heaptrace:"), 2 * stalls),
+              "client %d warned:\n%s", i, res[i].err);
     long long ev = e2e_field(res[i].out, "events");
     cr_assert(gt(long, (long)ev, 0), "client %d did nothing:\n%s", i, res[i].out);
     total += ev;

@@ -381,19 +381,29 @@ static e2e_result_t run_past_a_stall(char **argv, char **envv, pid_t *pid) {
   return r;
 }
 
+/* run_past_a_stall in block mode: the program must have said so once, and
+ * once more when the daemon read again, and nothing else. *ss gets
+ * `heapctl sessions`; returns the program's session in it. */
+static const cJSON *run_past_a_warned_stall(char **argv, e2e_result_t *r, cJSON **ss) {
+  pid_t pid;
+  *r = run_past_a_stall(argv, NULL, &pid);
+  cr_assert(eq(int, e2e_count_lines(r->err, "has read nothing for"), 1), "%s", r->err);
+  cr_assert(eq(int, e2e_count_lines(r->err, "reads again, after"), 1), "%s", r->err);
+  cr_assert(eq(int, e2e_count_lines(r->err, "heaptrace:"), 2), "%s", r->err);
+  *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = session_of_pid(*ss, pid, 0);
+  cr_assert(s != NULL);
+  return s;
+}
+
 /* A daemon that stops reading (stopped here; a full disk does the same)
  * makes a lossless program wait: past 5 s it says so, once, and once more
  * when the daemon reads again; nothing is lost. */
 Test(e2e_transport, a_stopped_daemon_gets_one_warning_and_the_program_waits_losing_nothing) {
   char *argv[] = {(char *)e2e_bin("threads_client"), "2", "300000", NULL};
-  pid_t pid;
-  e2e_result_t r = run_past_a_stall(argv, NULL, &pid);
-  cr_assert(eq(int, e2e_count_lines(r.err, "has read nothing for"), 1), "%s", r.err);
-  cr_assert(eq(int, e2e_count_lines(r.err, "reads again, after"), 1), "%s", r.err);
-  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 2), "%s", r.err);
-  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
-  const cJSON *s = session_of_pid(ss, pid, 0);
-  cr_assert(s != NULL);
+  e2e_result_t r;
+  cJSON *ss;
+  const cJSON *s = run_past_a_warned_stall(argv, &r, &ss);
   check_counts((int)e2e_num(s, "id"), r.out);
   cJSON_Delete(ss);
   e2e_result_free(&r);
@@ -407,14 +417,9 @@ Test(e2e_transport, a_stopped_daemon_gets_one_warning_and_the_program_waits_losi
  * past what a socket holds. */
 Test(e2e_transport, a_stall_met_by_a_socket_write_gets_one_warning) {
   char *argv[] = {(char *)e2e_bin("ht_stream_client"), "50000", "1000", NULL};
-  pid_t pid;
-  e2e_result_t r = run_past_a_stall(argv, NULL, &pid);
-  cr_assert(eq(int, e2e_count_lines(r.err, "has read nothing for"), 1), "%s", r.err);
-  cr_assert(eq(int, e2e_count_lines(r.err, "reads again, after"), 1), "%s", r.err);
-  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 2), "%s", r.err);
-  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
-  const cJSON *s = session_of_pid(ss, pid, 0);
-  cr_assert(s != NULL);
+  e2e_result_t r;
+  cJSON *ss;
+  const cJSON *s = run_past_a_warned_stall(argv, &r, &ss);
   cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
   cr_assert(eq(dbl, e2e_num(s, "events"), 100001));
   cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
