@@ -189,6 +189,10 @@ HT_INLINE void commit(ht_call_t *c, const ht_txn_t *x, uint16_t type, int64_t db
 
 HT_INLINE void *sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, int zero,
                           uint32_t caps, const int hot) {
+  /* Read before libc is called: the compiler must assume that a call may
+   * change a call record whose address is passed on, and would load it
+   * again after; read here it is the constant the caller just stored. */
+  uint16_t type_idx = c->type_idx;
   void *p = NULL;
   if (align > 16) {
     if (posix_memalign(&p, align, size) != 0)
@@ -201,7 +205,7 @@ HT_INLINE void *sys_alloc(ht_call_t *c, uint32_t op, size_t size, size_t align, 
   if (!p)
     return NULL;
   size_t usable = usable_of(p);
-  uint16_t type = adopt_type(c, p, c->type_idx);
+  uint16_t type = adopt_type(c, p, type_idx);
   ht_txn_t x = {op, 0, caps, p, NULL, size, usable, 0, align};
   commit(c, &x, type, (int64_t)usable, 1, hot);
   return p;
