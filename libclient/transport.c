@@ -288,22 +288,26 @@ static int write_buf(const void *buf, size_t len) {
 
 /* Takes io_lock for a program thread's record. In drop mode it gives up
  * (returns 0) instead of waiting on a flusher stuck on a full socket: it
- * tries the lock, looking at sock_full between tries. (Not a timed lock:
+ * tries the lock, looking at sock_full between tries, for at most
+ * IO_TRIES x IO_NAP_US (20 ms: a write that goes through takes far less). (Not a timed lock:
  * TSan knows no pthread_mutex_clocklock, and a realtime one would wait as
  * long as the system clock is set back.) */
+#define IO_NAP_US 50
+#define IO_TRIES 400
 static int lock_io_unless_full(void) {
   if (ht__mode != HT_MODE_DROP) {
     pthread_mutex_lock(&io_lock);
     return 1;
   }
-  for (;;) {
+  for (int tries = 0; tries < IO_TRIES; tries++) {
     if (atomic_load_explicit(&sock_full, memory_order_relaxed))
       return 0;
     if (pthread_mutex_trylock(&io_lock) == 0)
       return 1;
-    struct timespec nap = {0, 50 * 1000};
+    struct timespec nap = {0, IO_NAP_US * 1000};
     nanosleep(&nap, NULL);
   }
+  return 0; /* the flusher is busy for long (at exit, it waits for the daemon) */
 }
 
 /* Drop mode: 1 when the socket takes a record now (POLLOUT: a quarter of
@@ -595,7 +599,14 @@ static int connect_daemon(void) {
     return fd;
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   memcpy(sa.sun_path, cfg.socket_path, strlen(cfg.socket_path) + 1);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+  /* Not blocking: a daemon that accepts nothing (stopped) fills its queue
+   * of new connections, and a blocking connect would then wait for it
+   * with the transport's locks held - in the program's first allocation,
+   * or in the flusher, which its exit waits for. EAGAIN is tried again
+   * like any other refusal. */
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || fcntl(fd, F_SETFL, flags) != 0) {
     int err = errno;
     close(fd);
     return -err;
@@ -835,7 +846,9 @@ static void init_locked(void) {
     if (!(hello_flags & HT_HELLO_F_FORKED))
       ht__warn("heaptrace: cannot connect to heaptraced at %s (%s); tracing is off. "
                "Start heaptraced or set HEAPTRACE_SOCKET.",
-               cfg.socket_path[0] ? cfg.socket_path : "(no path)", strerror(-rc));
+               cfg.socket_path[0] ? cfg.socket_path : "(no path)",
+               rc == -EAGAIN ? "its queue of new connections is full: is it stopped?"
+                             : strerror(-rc));
     return;
   }
   atomic_store(&ht__tracing, 1);

@@ -5,7 +5,10 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -427,6 +430,21 @@ Test(e2e_transport, a_stall_met_by_a_socket_write_gets_one_warning) {
   e2e_result_free(&r);
 }
 
+/* 1 when pid exits within ms (its status in *status); else it is left
+ * running. *err gets what it wrote on stderr so far (free it). */
+static int exits_within(pid_t pid, int ms, int *status, char **err) {
+  int exited = 0;
+  for (int waited = 0; waited < ms && !exited; waited += 20) {
+    exited = waitpid(pid, status, WNOHANG) == pid;
+    if (!exited)
+      e2e_sleep_ms(20);
+  }
+  char path[160];
+  snprintf(path, sizeof path, "%s/err.%d", env.dir, (int)pid);
+  *err = e2e_read_file(path);
+  return exited;
+}
+
 /* Drop mode never makes the program wait long, whatever takes the
  * transport's locks (a new thread's stream, a new site, a fork, the
  * exit): with the daemon stopped from the start, the connection is given
@@ -437,21 +455,49 @@ Test(e2e_transport, in_drop_mode_a_stopped_daemon_does_not_hold_the_program) {
   char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
   e2e_signal_daemon(&env, SIGSTOP);
   pid_t pid = e2e_spawn(&env, argv, envv);
-  int exited = 0, status = 0;
-  for (int waited = 0; waited < 20000 && !exited; waited += 20) {
-    exited = waitpid(pid, &status, WNOHANG) == pid;
-    if (!exited)
-      e2e_sleep_ms(20);
-  }
+  int status = 0;
+  char *err;
+  int exited = exits_within(pid, 20000, &status, &err);
   e2e_signal_daemon(&env, SIGCONT);
   if (!exited)
     waitpid(pid, &status, 0);
-  char path[160];
-  snprintf(path, sizeof path, "%s/err.%d", env.dir, (int)pid);
-  char *err = e2e_read_file(path);
   cr_assert(exited, "the program did not end in 20 s while the daemon was stopped:\n%s", err);
   cr_assert(eq(int, WIFEXITED(status) && WEXITSTATUS(status) == 0, 1), "status 0x%x", status);
   cr_assert(eq(int, e2e_count_lines(err, "the connection is given up"), 1), "%s", err);
+  free(err);
+}
+
+/* A daemon that accepts nothing and whose queue of new connections is
+ * full (a stopped one, once enough programs knocked): the program does not
+ * wait to connect. It runs untraced, says so once, and keeps its exit
+ * status. Before, its first allocation waited in connect() for as long as
+ * the daemon did, and held the transport's locks meanwhile. */
+Test(e2e_transport, a_daemon_with_a_full_connection_queue_does_not_hold_the_program) {
+  e2e_stop_daemon(&env);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  snprintf(sa.sun_path, sizeof sa.sun_path, "%s", env.socket);
+  unlink(env.socket);
+  int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+  cr_assert(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  cr_assert(eq(int, listen(lfd, 0), 0)); /* one pending connection fills it */
+  int filler = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  cr_assert(eq(int, connect(filler, (struct sockaddr *)&sa, sizeof sa), 0));
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "1000", "0", "0", "3", NULL};
+  pid_t pid = e2e_spawn(&env, argv, NULL);
+  int status = 0;
+  char *err;
+  int exited = exits_within(pid, 10000, &status, &err);
+  if (!exited) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  close(filler);
+  close(lfd);
+  unlink(env.socket);
+  cr_assert(exited, "the program waited 10 s for a daemon that accepts nothing:\n%s", err);
+  cr_assert(eq(int, WIFEXITED(status) && WEXITSTATUS(status) == 3, 1), "status 0x%x", status);
+  cr_assert(eq(int, e2e_count_lines(err, "heaptrace:"), 1), "%s", err);
+  cr_assert(eq(int, e2e_count_lines(err, "queue of new connections is full"), 1), "%s", err);
   free(err);
 }
 
