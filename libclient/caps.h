@@ -366,11 +366,13 @@ static inline void ht__site_count(ht_tls_t *t, ht_call_t *c, uint64_t grown) {
 static inline __attribute__((always_inline)) void
 ht__account(ht_call_t *c, uint32_t op, uint16_t type, int64_t dbytes, int64_t dblocks) {
   ht_tls_t *t = &ht__tls;
-  uint64_t grown = dbytes > 0 ? (uint64_t)dbytes : 0;
+  /* A free only gives back (op is a constant in line: no test is left). */
+  uint64_t grown = op != HT_OP_FREE && dbytes > 0 ? (uint64_t)dbytes : 0;
   if (HT_LIKELY(t->state == HT_TLS_LIVE || ht__tls_join())) {
     HT_BUMP(t->cur_bytes, dbytes);
     HT_BUMP(t->cur_blocks, dblocks);
-    HT_BUMP(t->total_bytes, grown);
+    if (op != HT_OP_FREE)
+      HT_BUMP(t->total_bytes, grown);
     if (op == HT_OP_FREE)
       HT_BUMP(t->frees, 1);
     else if (op == HT_OP_REALLOC)
