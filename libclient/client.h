@@ -77,6 +77,7 @@ void ht__fatal_forget(void);
 /* ---- per-thread stream (stream.c) ---- */
 #define HT_RING_BYTES (256u * 1024u) /* power of two, below HT_PROTO_MAX_FRAME */
 #define HT_SITE_CACHE 64             /* per-thread cache of sites past the accounting table */
+#define HT_PEND_SITES 16             /* sites a stream holds for the flusher to announce */
 
 typedef struct ht_stream {
   /* Owned by the writing thread. */
@@ -109,10 +110,16 @@ typedef struct ht_stream {
   _Atomic uint32_t epoch_ack;           /* epoch the thread has switched to */
   _Atomic int orphaned;                 /* the thread has exited */
   _Atomic uint32_t waiting;             /* the thread sleeps until the ring drains */
+  /* Drop mode: sites whose SITE record the thread could not send without
+   * waiting; the shipping side sends them before the stream's next bytes
+   * (a single-producer ring of accounting indices, like the event ring). */
+  uint32_t pend_sites[HT_PEND_SITES];
+  _Atomic uint32_t pend_head;
   /* Written by the shipping side, read by the thread. */
   _Alignas(64) _Atomic uint64_t consumed; /* bytes shipped or discarded */
   _Atomic uint32_t epoch;                 /* current connection epoch */
   _Atomic uint32_t drained;               /* futex word: bumped after each shipment */
+  _Atomic uint32_t pend_tail;             /* pend_sites taken */
   /* Owned by the shipping side. */
   _Alignas(64) uint64_t shipped_bytes, shipped_seq, lost_sent;
   uint64_t undelivered; /* events discarded while disconnected, not yet reported */
@@ -166,6 +173,11 @@ void ht__stream_carry(ht_stream_t *s, int64_t dbytes, int64_t dblocks);
  * for room (ht__stream_room). No cost on the hot path. */
 void ht__stream_drop_next(ht_stream_t *s);
 
+/* Drop mode: holds accounting site idx for the shipping side to announce
+ * before the stream's next bytes, so that the event that needs it neither
+ * waits nor is dropped. Returns 0 when the stream holds too many already. */
+int ht__stream_pend_site(ht_stream_t *s, uint32_t idx);
+
 /* After fork, in the child: forget every stream (they hold the parent's
  * events) without touching the parent's memory mappings' contents. */
 void ht__stream_forget_all(void);
@@ -206,9 +218,9 @@ int ht__transport_flusher_alive(void);
 /* Writes one whole record (a SITE record, for a program thread's event)
  * on the current connection; *epoch gets the connection epoch it went to
  * (0 if it went nowhere). Returns 0, HT_ENOTCONN, or, in drop mode only,
- * HT_EAGAIN: the socket is full, nothing was written and the event that
- * needed the record is to be dropped - a drop-mode thread never waits on
- * a daemon that reads nothing. */
+ * HT_EAGAIN: the flusher holds the socket, or the socket is full, and
+ * nothing was written - a drop-mode thread never waits for the flusher
+ * (the record is left to it: ht__stream_pend_site). */
 int ht__transport_send_record_epoch(const uint8_t *buf, size_t len, uint32_t *epoch);
 
 /* ---- heap regions (registry.c), announced on every new connection ---- */
@@ -223,8 +235,14 @@ size_t ht__heap_record(unsigned i, uint8_t *buf, size_t cap);
  * before the first event of that connection that names the site. */
 #define HT_WIRE_ACCT_SITES 4096 /* = HT_ACCT_SITES */
 
-/* Makes sure accounting site idx is known on the stream's connection. */
+/* Makes sure accounting site idx is known on the stream's connection
+ * (sent, or held for the flusher in drop mode). */
 void ht__site_send_slow(ht_stream_t *s, uint32_t idx);
+/* Encodes the SITE record of accounting site idx (the flusher's, for the
+ * sites streams hold) into cap >= HT_SITE_RECORD_MAX bytes; returns its
+ * length, 0 for a bad index. */
+#define HT_SITE_RECORD_MAX (3 * (HT_PROTO_MAX_STRING + 2) + 64)
+size_t ht__site_record(uint32_t idx, uint8_t *buf, size_t cap);
 extern _Atomic uint32_t ht__site_sent[HT_WIRE_ACCT_SITES];
 
 static inline uint32_t ht__wire_site(ht_stream_t *s, uint32_t idx) {

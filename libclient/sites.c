@@ -22,30 +22,43 @@
 
 _Atomic uint32_t ht__site_sent[HT_WIRE_ACCT_SITES];
 
-/* Encodes and sends one SITE record; returns the epoch it went to (0 when
- * there is no connection). In drop mode, when the socket is full, the
- * event that needs the record is dropped instead (it is sent next time). */
-static uint32_t send_site(ht_stream_t *s, uint32_t id, const char *file, int line, const char *func,
-                          const char *type) {
-  /* Three strings of at most HT_PROTO_MAX_STRING plus small fields. */
-  uint8_t buf[3 * (HT_PROTO_MAX_STRING + 2) + 64];
+static size_t site_record(uint8_t *buf, size_t cap, uint32_t id, const char *file, int line,
+                          const char *func, const char *type) {
   ht_wbuf_t w;
-  ht_wbuf_init(&w, buf, sizeof buf);
+  ht_wbuf_init(&w, buf, cap);
   ht_site_rec_t rec = {id, line > 0 ? (uint32_t)line : 0, ht_str(file), ht_str(func), ht_str(type)};
   ht_proto_put_site(&w, &rec);
+  return w.len;
+}
+
+/* Sends one SITE record; returns the epoch it went to (0 when it went
+ * nowhere). *rc: ht__transport_send_record_epoch's answer. */
+static uint32_t send_site(uint32_t id, const char *file, int line, const char *func,
+                          const char *type, int *rc) {
+  uint8_t buf[HT_SITE_RECORD_MAX]; /* three strings and small fields */
+  size_t len = site_record(buf, sizeof buf, id, file, line, func, type);
   uint32_t epoch = 0;
-  if (ht__transport_send_record_epoch(buf, w.len, &epoch) == HT_EAGAIN)
-    ht__stream_drop_next(s);
+  *rc = ht__transport_send_record_epoch(buf, len, &epoch);
   return epoch;
+}
+
+size_t ht__site_record(uint32_t idx, uint8_t *buf, size_t cap) {
+  ht_site_info_t si;
+  if (cap < HT_SITE_RECORD_MAX || ht__acct_site_info(idx, &si) != 0)
+    return 0;
+  return site_record(buf, cap, idx, si.file, si.line, si.func, si.type);
 }
 
 void ht__site_send_slow(ht_stream_t *s, uint32_t idx) {
   ht_site_info_t si;
   if (ht__acct_site_info(idx, &si) != 0)
     return;
-  uint32_t epoch = send_site(s, idx, si.file, si.line, si.func, si.type);
+  int rc;
+  uint32_t epoch = send_site(idx, si.file, si.line, si.func, si.type, &rc);
   if (epoch)
     atomic_store_explicit(&ht__site_sent[idx], epoch, memory_order_relaxed);
+  else if (rc == HT_EAGAIN && !ht__stream_pend_site(s, idx))
+    ht__stream_drop_next(s); /* its stream has no room to hold it either */
 }
 
 /* ======================================================================
@@ -129,9 +142,12 @@ uint32_t ht__site_id(ht_stream_t *s, const char *file, int line, const char *fun
     s->sites[slot].entry = e;
   }
   if (atomic_load_explicit(&e->sent, memory_order_relaxed) != s->epoch_seen) {
-    uint32_t epoch = send_site(s, e->id, file, line, func, type);
+    int rc;
+    uint32_t epoch = send_site(e->id, file, line, func, type, &rc);
     if (epoch)
       atomic_store_explicit(&e->sent, epoch, memory_order_relaxed);
+    else if (rc == HT_EAGAIN)
+      ht__stream_drop_next(s); /* rare: past the accounting table; not held */
   }
   return e->id;
 }

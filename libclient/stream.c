@@ -143,6 +143,19 @@ static int wait_for_room(ht_stream_t *s, int drop) {
   }
 }
 
+int ht__stream_pend_site(ht_stream_t *s, uint32_t idx) {
+  uint32_t head = atomic_load_explicit(&s->pend_head, memory_order_relaxed);
+  uint32_t tail = atomic_load_explicit(&s->pend_tail, memory_order_acquire);
+  for (uint32_t i = tail; i != head; i++)
+    if (s->pend_sites[i % HT_PEND_SITES] == idx)
+      return 1; /* held already */
+  if (head - tail >= HT_PEND_SITES)
+    return 0;
+  s->pend_sites[head % HT_PEND_SITES] = idx;
+  atomic_store_explicit(&s->pend_head, head + 1, memory_order_release);
+  return 1;
+}
+
 void ht__stream_drop_next(ht_stream_t *s) {
   s->drop_next = 1;
   s->tail_cache = s->head - HT_RING_BYTES; /* no room: the slow path runs */

@@ -22,8 +22,10 @@
  * Locks: init_lock guards (re)initialisation; list_lock the stream list;
  * io_lock the socket (flusher, SITE/HEAP records, ht_flush). None is taken
  * on the allocation hot path. A new thread's stream joins without a lock
- * (a stack the flusher empties), and in drop mode a SITE record is not
- * waited for while the socket is full: the event is dropped instead.
+ * (a stack the flusher empties), and in drop mode a thread that would wait
+ * for io_lock to send a SITE record leaves the record to the flusher
+ * instead (its stream holds the site; the flusher sends it before the
+ * stream's events).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -286,28 +288,16 @@ static int write_buf(const void *buf, size_t len) {
   return write_all(&iov, 1);
 }
 
-/* Takes io_lock for a program thread's record. In drop mode it gives up
- * (returns 0) instead of waiting on a flusher stuck on a full socket: it
- * tries the lock, looking at sock_full between tries, for at most
- * IO_TRIES x IO_NAP_US (20 ms: a write that goes through takes far less). (Not a timed lock:
- * TSan knows no pthread_mutex_clocklock, and a realtime one would wait as
- * long as the system clock is set back.) */
-#define IO_NAP_US 50
-#define IO_TRIES 400
+/* Takes io_lock for a program thread's record. In drop mode it does not
+ * wait (returns 0) while the socket is full or the flusher holds the lock:
+ * the record is left to the flusher (ht__stream_pend_site). */
 static int lock_io_unless_full(void) {
   if (ht__mode != HT_MODE_DROP) {
     pthread_mutex_lock(&io_lock);
     return 1;
   }
-  for (int tries = 0; tries < IO_TRIES; tries++) {
-    if (atomic_load_explicit(&sock_full, memory_order_relaxed))
-      return 0;
-    if (pthread_mutex_trylock(&io_lock) == 0)
-      return 1;
-    struct timespec nap = {0, IO_NAP_US * 1000};
-    nanosleep(&nap, NULL);
-  }
-  return 0; /* the flusher is busy for long (at exit, it waits for the daemon) */
+  return !atomic_load_explicit(&sock_full, memory_order_relaxed) &&
+         pthread_mutex_trylock(&io_lock) == 0;
 }
 
 /* Drop mode: 1 when the socket takes a record now (POLLOUT: a quarter of
@@ -402,10 +392,31 @@ static int follow_epoch(ht_stream_t *s) {
   return 1;
 }
 
+/* Announces the sites the stream holds (drop mode: its thread did not
+ * wait for the socket), before any of its events that name them. Called
+ * after the commit word was read: the events up to it were committed
+ * after their sites were held, so those sites are all seen here. */
+static void send_held_sites(ht_stream_t *s) {
+  uint32_t head = atomic_load_explicit(&s->pend_head, memory_order_acquire);
+  uint32_t tail = atomic_load_explicit(&s->pend_tail, memory_order_relaxed);
+  for (; tail != head; tail++) {
+    uint32_t idx = s->pend_sites[tail % HT_PEND_SITES];
+    uint8_t buf[HT_SITE_RECORD_MAX];
+    size_t len;
+    if (sock_fd >= 0 &&
+        atomic_load_explicit(&ht__site_sent[idx], memory_order_relaxed) != conn_epoch &&
+        (len = ht__site_record(idx, buf, sizeof buf)) > 0 && write_buf(buf, len) == 0 &&
+        sock_fd >= 0)
+      atomic_store_explicit(&ht__site_sent[idx], conn_epoch, memory_order_relaxed);
+  }
+  atomic_store_explicit(&s->pend_tail, tail, memory_order_release);
+}
+
 static void ship_stream(ht_stream_t *s) {
   if (!follow_epoch(s))
     return;
   uint64_t word = atomic_load_explicit(&s->commit, memory_order_acquire);
+  send_held_sites(s);
   if (sock_fd < 0) {
     discard_to(s, word);
     return;

@@ -529,10 +529,11 @@ Test(e2e_transport, in_drop_mode_every_event_across_a_given_up_connection_is_cou
 
 /* Drop mode, the socket full and the flusher waiting on it: a new thread
  * (its stream) and a new call site (its SITE record) do not wait for the
- * flusher. The site's events are dropped and counted until its record can
- * go; none names a site the daemon was not told of, and every event is
- * stored or counted. Before, each newcomer waited until the daemon read
- * again (here about 2 s). */
+ * flusher, and the site costs no event either: the stream holds the site
+ * for the flusher to announce before its events. Every newcomer's event
+ * is stored (their buffers had room), none names a site the daemon was
+ * not told of, and every event is stored or counted. Before, each
+ * newcomer waited until the daemon read again (here about 2 s). */
 Test(e2e_transport, in_drop_mode_new_threads_and_sites_do_not_wait_for_a_stuck_flusher) {
   char *argv[] = {(char *)e2e_bin("newcomers"), "1000", "20", NULL};
   char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
@@ -561,6 +562,16 @@ Test(e2e_transport, in_drop_mode_new_threads_and_sites_do_not_wait_for_a_stuck_f
   }
   cr_assert(eq(dbl, n, e2e_num(s, "events")));
   cJSON_Delete(ev);
+  /* The newcomers' two allocations each, at sites of their own. */
+  cJSON *st = e2e_heapctl_json(&env, 0, "stats", NULL, NULL);
+  double newcomer_allocs = 0;
+  cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(st, "sites")) {
+    if (strcmp(e2e_str(e, "function"), "newcomer") == 0)
+      newcomer_allocs += e2e_num(e, "allocations");
+  }
+  cr_assert(eq(dbl, newcomer_allocs, 2 * 20), "newcomers' allocations stored: %.0f",
+            newcomer_allocs);
+  cJSON_Delete(st);
   cJSON_Delete(ss);
   e2e_result_free(&r);
 }
