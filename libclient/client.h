@@ -94,8 +94,9 @@ typedef struct ht_stream {
   int carried;
   int64_t cur_bytes, cur_blocks;
   uint64_t total_bytes;
-  /* The next event is dropped (drop mode: its SITE record could not be
-   * sent); tail_cache is then set so that ht__stream_room looks. */
+  /* The next event is dropped (drop mode: its SITE record could neither
+   * be sent without waiting nor held by the stream); tail_cache is then
+   * set so that ht__stream_room looks. */
   int drop_next;
   struct {
     const char *file, *func, *type;

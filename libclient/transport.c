@@ -92,10 +92,6 @@ static ht_stream_t *streams;
  * moved to `streams` by whoever walks it next (collect_adopted). */
 static _Atomic(ht_stream_t *) adopted;
 static _Atomic uint32_t next_stream_id;
-/* 1 from a write that found the socket full until one that went through:
- * a drop-mode thread then sends no SITE record and takes no io_lock that
- * the flusher may hold while it waits on that socket. */
-static _Atomic int sock_full;
 static pthread_t flusher;
 static int flusher_running;
 static _Atomic int flusher_alive; /* read by the fatal-signal handler */
@@ -131,7 +127,6 @@ static void drop_socket(void) {
   if (sock_is_ours())
     close(sock_fd);
   sock_fd = -1;
-  atomic_store_explicit(&sock_full, 0, memory_order_relaxed);
 }
 
 /* The daemon went away, or the program closed the socket: the program
@@ -211,7 +206,7 @@ static void stall_over(void) {
  * nothing for HT_STALL_WARN_MS. A lossless program waits for it (in the
  * flusher, or in its exit): returns 0. In drop mode nothing may wait that
  * long - a fork, the exit, ht_flush() and a heap's registration take the
- * flusher's locks (new threads and new sites do not: sock_full) - so the
+ * flusher's locks (new threads and new sites do not) - so the
  * connection is given up: -1.
  * since_ns: when the wait began (0: now). */
 static int wait_writable(uint64_t *since_ns) {
@@ -256,7 +251,6 @@ static int write_all(struct iovec *iov, int iovcnt) {
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        atomic_store_explicit(&sock_full, 1, memory_order_relaxed);
         if (wait_writable(&since) == 0)
           continue;
         give_up_connection();
@@ -266,7 +260,6 @@ static int write_all(struct iovec *iov, int iovcnt) {
       return HT_ENOTCONN;
     }
     if (since) { /* it was full, and the daemon read from it */
-      atomic_store_explicit(&sock_full, 0, memory_order_relaxed);
       stall_over();
       since = 0;
     }
@@ -289,15 +282,15 @@ static int write_buf(const void *buf, size_t len) {
 }
 
 /* Takes io_lock for a program thread's record. In drop mode it does not
- * wait (returns 0) while the socket is full or the flusher holds the lock:
- * the record is left to the flusher (ht__stream_pend_site). */
-static int lock_io_unless_full(void) {
+ * wait (returns 0) while someone holds the lock - the flusher, perhaps
+ * waiting on a full socket: the record is left to the flusher
+ * (ht__stream_pend_site). */
+static int lock_io_for_record(void) {
   if (ht__mode != HT_MODE_DROP) {
     pthread_mutex_lock(&io_lock);
     return 1;
   }
-  return !atomic_load_explicit(&sock_full, memory_order_relaxed) &&
-         pthread_mutex_trylock(&io_lock) == 0;
+  return pthread_mutex_trylock(&io_lock) == 0;
 }
 
 /* Drop mode: 1 when the socket takes a record now (POLLOUT: a quarter of
@@ -312,7 +305,7 @@ static int sock_takes_record(void) {
 
 int ht__transport_send_record_epoch(const uint8_t *buf, size_t len, uint32_t *epoch) {
   *epoch = 0;
-  if (!lock_io_unless_full())
+  if (!lock_io_for_record())
     return HT_EAGAIN;
   int rc = sock_takes_record() ? write_buf(buf, len) : HT_EAGAIN;
   if (rc == 0 && sock_fd >= 0)
@@ -405,8 +398,7 @@ static void send_held_sites(ht_stream_t *s) {
     size_t len;
     if (sock_fd >= 0 &&
         atomic_load_explicit(&ht__site_sent[idx], memory_order_relaxed) != conn_epoch &&
-        (len = ht__site_record(idx, buf, sizeof buf)) > 0 && write_buf(buf, len) == 0 &&
-        sock_fd >= 0)
+        (len = ht__site_record(idx, buf, sizeof buf)) > 0 && write_buf(buf, len) == 0)
       atomic_store_explicit(&ht__site_sent[idx], conn_epoch, memory_order_relaxed);
   }
   atomic_store_explicit(&s->pend_tail, tail, memory_order_release);
@@ -691,15 +683,6 @@ static void wait_for_receipt(int fd) {
   }
 }
 
-/* The session's last moments: tracing goes off before the last shipment,
- * so that what the program's other threads (still running while exit()
- * runs the atexit handlers) record meanwhile is not left behind unsent.
- * A thread that was in the middle of an event may still finish it after
- * the shipment: END counts such events as undelivered. */
-static void stop_recording(void) {
-  atomic_store(&ht__tracing, 0);
-}
-
 /* Events s committed in this connection's epoch that were not shipped. */
 static uint64_t unshipped(const ht_stream_t *s) {
   if (s->shipped_epoch != conn_epoch)
@@ -727,17 +710,27 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
   drop_socket();
 }
 
+/* The session's last moments (exit, a fatal signal): tracing goes off
+ * before the last shipment, so that what the program's other threads
+ * (still running while exit() runs the atexit handlers) record meanwhile
+ * is not left behind unsent, then END. A thread that was in the middle of
+ * an event may still finish it after the shipment: END counts such events
+ * as undelivered. */
+static void end_session(uint8_t reason, uint8_t signal, int wait) {
+  atomic_store(&ht__tracing, 0);
+  ship_all();
+  pthread_mutex_lock(&list_lock);
+  pthread_mutex_lock(&io_lock);
+  send_end(reason, signal, wait);
+  pthread_mutex_unlock(&io_lock);
+  pthread_mutex_unlock(&list_lock);
+}
+
 /* A fatal signal (fatal.c): everything recorded is shipped and the session
  * ends "killed"; the process is about to die, so nothing waits for the
  * daemon, which has the bytes once they are in the socket. */
 static void end_killed(int sig) {
-  stop_recording();
-  ship_all();
-  pthread_mutex_lock(&list_lock);
-  pthread_mutex_lock(&io_lock);
-  send_end(HT_END_KILLED, (uint8_t)sig, 0);
-  pthread_mutex_unlock(&io_lock);
-  pthread_mutex_unlock(&list_lock);
+  end_session(HT_END_KILLED, (uint8_t)sig, 0);
   ht__fatal_reported();
 }
 
@@ -788,13 +781,7 @@ static void transport_shutdown(void) {
     flusher_running = 0;
     atomic_store(&flusher_alive, 0);
   }
-  stop_recording();
-  ship_all();
-  pthread_mutex_lock(&list_lock);
-  pthread_mutex_lock(&io_lock);
-  send_end(HT_END_CLEAN, 0, 1);
-  pthread_mutex_unlock(&io_lock);
-  pthread_mutex_unlock(&list_lock);
+  end_session(HT_END_CLEAN, 0, 1);
 }
 
 /* fork: the child must not write into the parent's connection nor ship
