@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ht_proto.h"
+
 extern char **environ;
 
 const char *e2e_bin(const char *name) {
@@ -112,12 +114,12 @@ int e2e_settle(e2e_t *e) {
   if (e->daemon <= 0 || kill(e->daemon, 0) != 0)
     return -1;
   static const char req[] = "{\"cmd\":\"sessions\"}";
-  uint8_t frame[5 + sizeof req - 1];
+  uint8_t frame[HT_PROTO_FRAME_PREFIX + 1 + sizeof req - 1];
   uint32_t len = (uint32_t)sizeof req; /* the type byte and the JSON, no NUL */
-  for (int i = 0; i < 4; i++)
+  for (int i = 0; i < HT_PROTO_FRAME_PREFIX; i++)
     frame[i] = (uint8_t)(len >> (8 * i));
-  frame[4] = 16; /* CTL_REQUEST */
-  memcpy(frame + 5, req, sizeof req - 1);
+  frame[HT_PROTO_FRAME_PREFIX] = HT_REC_CTL_REQUEST;
+  memcpy(frame + HT_PROTO_FRAME_PREFIX + 1, req, sizeof req - 1);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   snprintf(sa.sun_path, sizeof sa.sun_path, "%s", e->socket);
@@ -126,9 +128,10 @@ int e2e_settle(e2e_t *e) {
   if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
       send(fd, frame, sizeof frame, MSG_NOSIGNAL) == (ssize_t)sizeof frame &&
       setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0) {
-    char buf[4096];                            /* the reply, read to its end */
-    ssize_t n = recv(fd, buf, 5, MSG_WAITALL); /* the frame prefix and type */
-    answered = n == 5 && buf[4] == 17;         /* CTL_REPLY */
+    char buf[4096];                           /* the reply, read to its end */
+    ssize_t head = HT_PROTO_FRAME_PREFIX + 1; /* the frame prefix and the type */
+    ssize_t n = recv(fd, buf, (size_t)head, MSG_WAITALL);
+    answered = n == head && buf[HT_PROTO_FRAME_PREFIX] == HT_REC_CTL_REPLY;
     while (n > 0)
       n = recv(fd, buf, sizeof buf, 0);
   }
