@@ -133,11 +133,13 @@ Test(e2e_transport, an_abort_ships_every_event_and_the_session_ends_killed_by_si
 }
 
 Test(e2e_transport, sigterm_mid_run_ends_the_session_killed_with_nothing_lost) {
-  /* 2 threads x 10000 rounds with a 250 ms pause every 1000: about 2.5 s.
-   * The client tries again 0.1, 0.3, 0.7 and 1.5 s after it noticed the
-   * loss (at 0.4 s or so): the daemon, back from 0.8 s on, must be found
-   * before the program ends even when the try at 1.1 s comes too early. */
-  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "10000", "0", "250000", NULL};
+  /* 2 threads x 20000 rounds with a 250 ms pause every 1000: about 5 s.
+   * The client tries again 0.1, 0.3, 0.7, 1.5 and 3.1 s after it noticed
+   * the loss (at 0.4 s or so): the daemon, back from 0.8 s on, must be
+   * found before the program ends even when the tries at 1.1 and 1.9 s
+   * come too early - a sanitizer build on a loaded machine once took that
+   * long to start again, and a 2.5 s program ended before its next try. */
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "20000", "0", "250000", NULL};
   pid_t pid = e2e_spawn(&env, argv, NULL);
   e2e_sleep_ms(400);
   kill(pid, SIGTERM);
@@ -172,11 +174,13 @@ static void check_client_totals_are_two_leaks(const cJSON *session) {
 }
 
 Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lost) {
-  /* 2 threads x 10000 rounds with a 250 ms pause every 1000: about 2.5 s.
-   * The client tries again 0.1, 0.3, 0.7 and 1.5 s after it noticed the
-   * loss (at 0.4 s or so): the daemon, back from 0.8 s on, must be found
-   * before the program ends even when the try at 1.1 s comes too early. */
-  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "10000", "0", "250000", NULL};
+  /* 2 threads x 20000 rounds with a 250 ms pause every 1000: about 5 s.
+   * The client tries again 0.1, 0.3, 0.7, 1.5 and 3.1 s after it noticed
+   * the loss (at 0.4 s or so): the daemon, back from 0.8 s on, must be
+   * found before the program ends even when the tries at 1.1 and 1.9 s
+   * come too early - a sanitizer build on a loaded machine once took that
+   * long to start again, and a 2.5 s program ended before its next try. */
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "20000", "0", "250000", NULL};
   pid_t pid = e2e_spawn(&env, argv, NULL);
   e2e_sleep_ms(400);
   e2e_signal_daemon(&env, SIGKILL);
