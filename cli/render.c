@@ -273,7 +273,8 @@ static void render_status(FILE *out, const cJSON *r) {
           num(r, "db_bytes"));
   fprintf(out, "sessions    %.0f connected\nevents      %.0f received, %.0f/s now\n",
           num(r, "sessions_connected"), num(r, "events_received"), num(r, "events_per_s"));
-  fprintf(out, "queue       %.0f bytes waiting for the writer%s\n", num(r, "queue_bytes"),
+  fprintf(out, "queue       %.0f bytes not stored yet, of %.0f MiB allowed%s\n",
+          num(r, "queue_bytes"), num(r, "queue_limit_bytes") / (1024.0 * 1024.0),
           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "paused")) ? " (clients paused)" : "");
 }
 

@@ -92,7 +92,13 @@ typedef struct {
   const char *db_path;
   const char *log_path; /* background only: where detach moves the log */
   int ready_fd;         /* gets one byte once the socket accepts, or -1 */
+  size_t max_backlog;   /* bytes held for clients before they wait (--max-backlog) */
 } htd_options_t;
+
+/* --max-backlog, in MiB: the default and the range accepted. */
+#define HTD_BACKLOG_DEFAULT_MIB 128u
+#define HTD_BACKLOG_MIN_MIB 8u
+#define HTD_BACKLOG_MAX_MIB 65536u
 
 /* Runs the daemon until SIGTERM/SIGINT. Once the socket accepts
  * connections it signals ready_fd and, when detach is given, calls it with

@@ -24,6 +24,7 @@ static void usage(FILE *to) {
   fprintf(to,
           "usage: heaptraced [--socket PATH] [--db PATH] [--foreground]\n"
           "                  [--log-level error|warn|info|debug] [--log FILE] [--pidfile FILE]\n"
+          "                  [--max-backlog MIB]\n"
           "\n"
           "Receives heap events from programs linked with libheaptrace and stores them\n"
           "in SQLite for heapctl.\n"
@@ -36,7 +37,25 @@ static void usage(FILE *to) {
           "  --log FILE      log file in the background (default: heaptraced.log beside the db)\n"
           "  --log-level L   error, warn, info (default) or debug\n"
           "  --pidfile FILE  write the daemon's pid here\n"
-          "  --version       print the version\n");
+          "  --max-backlog MIB\n"
+          "                  memory for what clients sent and is not stored yet (default %u,\n"
+          "                  %u to %u); past it, clients wait until the daemon catches up\n"
+          "  --version       print the version\n",
+          HTD_BACKLOG_DEFAULT_MIB, HTD_BACKLOG_MIN_MIB, HTD_BACKLOG_MAX_MIB);
+}
+
+/* A whole number of MiB within the range --max-backlog accepts. */
+static int parse_backlog(const char *s, size_t *bytes) {
+  if (*s < '0' || *s > '9')
+    return -1;
+  errno = 0;
+  char *end;
+  unsigned long long mib = strtoull(s, &end, 10);
+  if (errno != 0 || *end != '\0' || mib < HTD_BACKLOG_MIN_MIB || mib > HTD_BACKLOG_MAX_MIB ||
+      mib > (SIZE_MAX >> 20))
+    return -1;
+  *bytes = (size_t)mib << 20;
+  return 0;
 }
 
 static int write_pidfile(const char *path) {
@@ -96,13 +115,25 @@ int main(int argc, char **argv) {
   static char sock[PATH_MAX], db[PATH_MAX], log_path[PATH_MAX];
   const char *pidfile = NULL;
   int foreground = 0;
-  enum { OPT_SOCKET = 1, OPT_DB, OPT_FG, OPT_LEVEL, OPT_LOG, OPT_PID, OPT_VERSION, OPT_HELP };
+  size_t backlog = (size_t)HTD_BACKLOG_DEFAULT_MIB << 20;
+  enum {
+    OPT_SOCKET = 1,
+    OPT_DB,
+    OPT_FG,
+    OPT_LEVEL,
+    OPT_LOG,
+    OPT_PID,
+    OPT_BACKLOG,
+    OPT_VERSION,
+    OPT_HELP
+  };
   static const struct option opts[] = {{"socket", required_argument, NULL, OPT_SOCKET},
                                        {"db", required_argument, NULL, OPT_DB},
                                        {"foreground", no_argument, NULL, OPT_FG},
                                        {"log-level", required_argument, NULL, OPT_LEVEL},
                                        {"log", required_argument, NULL, OPT_LOG},
                                        {"pidfile", required_argument, NULL, OPT_PID},
+                                       {"max-backlog", required_argument, NULL, OPT_BACKLOG},
                                        {"version", no_argument, NULL, OPT_VERSION},
                                        {"help", no_argument, NULL, OPT_HELP},
                                        {NULL, 0, NULL, 0}};
@@ -131,6 +162,13 @@ int main(int argc, char **argv) {
       break;
     case OPT_PID:
       pidfile = optarg;
+      break;
+    case OPT_BACKLOG:
+      if (parse_backlog(optarg, &backlog) != 0) {
+        fprintf(stderr, "heaptraced: --max-backlog takes a number of MiB from %u to %u, not '%s'\n",
+                HTD_BACKLOG_MIN_MIB, HTD_BACKLOG_MAX_MIB, optarg);
+        return 2;
+      }
       break;
     case OPT_VERSION:
       printf("heaptraced %d.%d.%d\n", HT_VERSION_MAJOR, HT_VERSION_MINOR, HT_VERSION_PATCH);
@@ -173,7 +211,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "heaptraced: cannot write pidfile %s: %s\n", pidfile, strerror(errno));
     return 1;
   }
-  htd_options_t opt = {sock, db, foreground ? NULL : log_path, ready[1]};
+  htd_options_t opt = {sock, db, foreground ? NULL : log_path, ready[1], backlog};
   int rc = htd_serve(&opt, foreground ? NULL : detach_stdio);
   if (pidfile)
     unlink(pidfile);

@@ -48,15 +48,15 @@
 #define HTD_EXITING_WAIT_MS 10000
 /* What the daemon holds for clients is bounded: frames the ingest worker
  * (at idle priority) has not decoded, plus jobs the writer has not
- * committed. Together they may reach HTD_BACKLOG_HIGH - room for the
- * events of a burst that keeps every core busy - and the writer's part
- * HTD_STORE_HIGH (its queue only costs memory); past either, clients wait
- * (lossless) until both are below their low marks. From half of the high
- * mark on, the worker also runs at normal priority. */
-#define HTD_BACKLOG_HIGH (64u << 20)
-#define HTD_BACKLOG_LOW (16u << 20)
-#define HTD_STORE_HIGH (32u << 20)
-#define HTD_STORE_LOW (8u << 20)
+ * committed. Together they may reach the backlog limit (--max-backlog) -
+ * room for the events of a burst that keeps every core busy, decoded and
+ * stored once the cores are free - and the writer's part half of it (its
+ * queue only costs memory); past either, clients wait (lossless) until the
+ * two are below a quarter and an eighth of the limit. From half of the
+ * limit on, the worker also runs at normal priority. */
+#define HTD_BACKLOG_LOW(limit) ((limit) / 4)
+#define HTD_STORE_HIGH(limit) ((limit) / 2)
+#define HTD_STORE_LOW(limit) ((limit) / 8)
 #define HTD_MAX_CONNS 4096
 
 typedef enum { CONN_NEW, CONN_INGEST, CONN_CONTROL } conn_kind_t;
@@ -489,6 +489,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   }
   memmove(c->buf, c->buf + off, c->len - off);
   c->len -= off;
+  if (c->kind == CONN_INGEST && srv.paused && c->reading) { /* came while clients wait */
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    c->reading = 0;
+  }
 }
 
 static int peer_allowed(conn_t *c) {
@@ -534,9 +538,10 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close(c);
     return;
   }
-  c->reading = !srv.paused;
-  if (c->reading)
-    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+  /* Read even while clients wait: it may be heapctl, which is answered
+   * (status at once); a client's reading stops after its first read. */
+  c->reading = 1;
+  uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
 }
 
 /* ======================================================================
@@ -638,6 +643,7 @@ static cJSON *status_reply(void) {
   cJSON_AddNumberToObject(r, "events_per_s", srv.events_per_s);
   cJSON_AddNumberToObject(r, "queue_bytes",
                           (double)(htd_store_backlog(srv.store) + htd_worker_backlog(srv.worker)));
+  cJSON_AddNumberToObject(r, "queue_limit_bytes", (double)srv.opt->max_backlog);
   cJSON_AddBoolToObject(r, "paused", srv.paused);
   struct stat sb;
   cJSON_AddNumberToObject(r, "db_bytes", stat(srv.opt->db_path, &sb) == 0 ? (double)sb.st_size : 0);
@@ -685,7 +691,7 @@ static void control_start(conn_t *c, const ht_frame_t *f) {
 
 static void set_reading(int on) {
   for (conn_t *c = srv.conns; c; c = c->next) {
-    if (c->kind == CONN_CONTROL || c->closing || c->reading == on)
+    if (c->kind != CONN_INGEST || c->closing || c->reading == on)
       continue;
     if (on)
       uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
@@ -697,13 +703,16 @@ static void set_reading(int on) {
 
 static void check_backlog(void) {
   size_t store = htd_store_backlog(srv.store), defer = htd_worker_backlog(srv.worker);
-  if (!srv.paused && (store > HTD_STORE_HIGH || store + defer > HTD_BACKLOG_HIGH)) {
+  size_t limit = srv.opt->max_backlog;
+  if (!srv.paused && (store > HTD_STORE_HIGH(limit) || store + defer > limit)) {
     srv.paused = 1;
-    htd_log(HTD_LOG_INFO, "behind by %zu MiB to decode and %zu MiB to write: clients wait",
-            defer >> 20, store >> 20);
+    htd_log(HTD_LOG_INFO,
+            "behind by %zu MiB to decode and %zu MiB to write (limit %zu MiB): clients wait",
+            defer >> 20, store >> 20, limit >> 20);
     set_reading(0);
-  } else if (srv.paused && store < HTD_STORE_LOW && store + defer < HTD_BACKLOG_LOW) {
+  } else if (srv.paused && store < HTD_STORE_LOW(limit) && store + defer < HTD_BACKLOG_LOW(limit)) {
     srv.paused = 0;
+    htd_log(HTD_LOG_INFO, "caught up: clients are read again");
     set_reading(1);
   }
 }
@@ -967,7 +976,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     return 1;
   }
   srv.next_session = htd_store_last_session(srv.store);
-  htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, HTD_BACKLOG_HIGH / 2};
+  htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, opt->max_backlog / 2};
   srv.worker = htd_worker_start(srv.store, &hooks, msg, sizeof msg);
   if (!srv.worker) {
     fprintf(stderr, "heaptraced: %s\n", msg);

@@ -198,8 +198,11 @@ static void spawn_daemon(e2e_t *e) {
     int log = open(e->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
     dup2(log, STDERR_FILENO);
     dup2(log, STDOUT_FILENO);
+    char backlog[16];
+    snprintf(backlog, sizeof backlog, "%u", e->max_backlog_mib);
     execl(e2e_bin("heaptraced"), "heaptraced", "--foreground", "--log-level", "debug", "--socket",
-          e->socket, "--db", e->db, (char *)NULL);
+          e->socket, "--db", e->db, e->max_backlog_mib ? "--max-backlog" : (char *)NULL, backlog,
+          (char *)NULL);
     _exit(127);
   }
   e->daemon = pid;

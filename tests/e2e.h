@@ -18,6 +18,7 @@ typedef struct {
   char db[100];
   char log[100];
   pid_t daemon;
+  unsigned max_backlog_mib; /* heaptraced --max-backlog when not 0 (from the next start) */
 } e2e_t;
 
 typedef struct {

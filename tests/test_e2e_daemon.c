@@ -498,6 +498,103 @@ Test(e2e_daemon,
   e2e_result_free(&r);
 }
 
+/* A backlog limit that is not a whole number of MiB within range stops
+ * heaptraced before it touches anything, naming the option and the value. */
+Test(e2e_daemon, a_bad_max_backlog_is_refused_naming_the_option_and_the_value) {
+  static const char *const bad[] = {"7", "65537", "12x", "-1", "", "99999999999999999999"};
+  char sock[160], db[160];
+  snprintf(sock, sizeof sock, "%s/other.sock", env.dir);
+  snprintf(db, sizeof db, "%s/other.db", env.dir);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char *argv[] = {(char *)e2e_bin("heaptraced"),
+                    "--foreground",
+                    "--socket",
+                    sock,
+                    "--db",
+                    db,
+                    "--max-backlog",
+                    (char *)bad[i],
+                    NULL};
+    e2e_result_t r = run_bounded(argv, 3000);
+    char quoted[64];
+    snprintf(quoted, sizeof quoted, "'%s'", bad[i]);
+    cr_assert(eq(int, r.status, 2), "--max-backlog %s: status %d:\n%s", bad[i], r.status, r.out);
+    cr_assert(ne(ptr, strstr(r.out, "--max-backlog takes a number of MiB from 8 to 65536"), NULL),
+              "--max-backlog %s:\n%s", bad[i], r.out);
+    cr_assert(ne(ptr, strstr(r.out, quoted), NULL), "--max-backlog %s:\n%s", bad[i], r.out);
+    cr_assert(ne(int, access(sock, F_OK), 0), "--max-backlog %s made a socket", bad[i]);
+    cr_assert(ne(int, access(db, F_OK), 0), "--max-backlog %s made a database", bad[i]);
+    e2e_result_free(&r);
+  }
+}
+
+/* paused of heapctl status. */
+static int daemon_paused(void) {
+  e2e_result_t r = e2e_heapctl(&env, "status", "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "heapctl status: %s", r.err);
+  cJSON *j = e2e_json(&r);
+  int paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "paused"));
+  cJSON_Delete(j);
+  e2e_result_free(&r);
+  return paused;
+}
+
+/* Rounds of ht_stream_client: far more than 8 MiB on the wire. */
+#define BACKLOG_ROUNDS 2000000
+
+/* With --max-backlog 8 the daemon stops reading a client once what it
+ * holds unstored passes the limit - here because another connection's
+ * write transaction shuts its writer out - and the client waits instead of
+ * losing anything. Once the database is free the daemon catches up, reads
+ * again, and the session is whole. */
+Test(e2e_daemon, a_full_backlog_makes_a_client_wait_and_loses_nothing, .timeout = 120) {
+  env.max_backlog_mib = 8;
+  e2e_stop_daemon(&env);
+  e2e_restart_daemon(&env);
+  e2e_result_t st = e2e_heapctl(&env, "status", "--json", NULL);
+  cr_assert(eq(int, st.status, 0), "heapctl status: %s", st.err);
+  cJSON *j = e2e_json(&st);
+  cr_assert(eq(dbl, e2e_num(j, "queue_limit_bytes"), 8.0 * 1024 * 1024));
+  cJSON_Delete(j);
+  e2e_result_free(&st);
+
+  sqlite3 *db = NULL;
+  cr_assert(eq(int, sqlite3_open(env.db, &db), SQLITE_OK));
+  sqlite3_busy_timeout(db, 10000);
+  cr_assert(eq(int, sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK),
+            "BEGIN IMMEDIATE: %s", sqlite3_errmsg(db));
+  char rounds[32];
+  snprintf(rounds, sizeof rounds, "%d", BACKLOG_ROUNDS);
+  char err_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  pid_t client = spawn_stream_client(rounds, err_path);
+  for (int waited = 0; !daemon_paused(); waited += 20) {
+    cr_assert(lt(int, waited, WAIT_MS), "the daemon did not stop reading in %d ms", WAIT_MS);
+    e2e_sleep_ms(20);
+  }
+  cr_assert(ge(int, e2e_log_lines(&env, "(limit 8 MiB): clients wait"), 1), "see %s", env.log);
+  /* Held: it cannot have sent its rounds past the limit. */
+  cr_assert(eq(int, waitpid(client, NULL, WNOHANG), 0), "the client did not wait");
+  cr_assert(eq(int, sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK));
+  sqlite3_close(db);
+
+  cr_assert(eq(int, wait_exit(client, 60000), 0));
+  cr_assert(ge(int, e2e_log_lines(&env, "caught up: clients are read again"), 1), "see %s",
+            env.log);
+  cJSON *all = sessions(0);
+  const cJSON *s = session_of(all, (uint32_t)client);
+  cr_assert(ne(ptr, (void *)s, NULL), "no session of pid %d", (int)client);
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 2.0 * BACKLOG_ROUNDS + 1));
+  cJSON *sj = stats(0, (int)e2e_num(s, "id"));
+  cr_assert(eq(dbl, e2e_num(sj, "allocations"), BACKLOG_ROUNDS + 1.0));
+  cr_assert(eq(dbl, e2e_num(sj, "frees"), BACKLOG_ROUNDS));
+  cr_assert(eq(dbl, e2e_num(sj, "current_bytes"), 64));
+  cJSON_Delete(sj);
+  cJSON_Delete(all);
+}
+
 /* A client's exit does not wait for the database: with the daemon's writer
  * shut out by another connection's write transaction, the program exits
  * at once (an exit that waited for the commit would take its full bound,

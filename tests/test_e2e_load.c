@@ -8,7 +8,8 @@
  * reallocs and what stayed live). No client starves: the time from the end
  * of its main to the end of its exit hook (ship the rings, END, wait for
  * the daemon to commit) stays under EXIT_LIMIT_MS. The daemon's peak
- * memory stays under RSS_LIMIT_KB, however many events went through.
+ * memory stays under RSS_LIMIT_KB, however many events went through, with
+ * BACKLOG_MIB (heaptraced --max-backlog) for what it holds unstored.
  * HT_LONG=1 runs LOAD_LONG_MS instead of LOAD_MS; the figures are printed
  * on stderr ("e2e_load: ...").
  */
@@ -28,6 +29,7 @@
 #define LOAD_MS 1500
 #define LOAD_LONG_MS 20000
 #define MAX_OPS "100000000" /* per thread: the time bound comes first */
+#define BACKLOG_MIB 64
 #define WAIT_MS 60000
 /* Exit time: the client's own wait for the commit (HT_END_WAIT_MS in
  * libclient/transport.c) is 5 s; a client past it exits without knowing
@@ -85,6 +87,7 @@ static void assert_stats_exact(int id, const char *out) {
  * ==================================================================== */
 
 Test(e2e_load, sixty_four_busy_clients_lose_nothing_starve_none_and_bound_the_daemon) {
+  env.max_backlog_mib = BACKLOG_MIB;
   e2e_restart_daemon_small_quarantine(&env);
   int ms = e2e_long_run() ? LOAD_LONG_MS : LOAD_MS;
   char duration[32];
