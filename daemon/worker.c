@@ -61,8 +61,8 @@ struct htd_worker {
   htd_store_t *st;
   htd_worker_hooks_t hooks;
   pthread_t idle, fg;
-  pthread_mutex_t lock; /* everything below but the session list */
-  pthread_cond_t cond;
+  pthread_mutex_t lock;       /* everything below but the session list */
+  pthread_cond_t cond[2];     /* each thread waits on its own: [0] idle, [1] normal priority */
   msg_t *inbox, **inbox_tail; /* the first message stays in while a thread works on it */
   msg_t *outbox, **outbox_tail;
   size_t backlog;
@@ -215,6 +215,31 @@ static void finish(htd_worker_t *w, msg_t *m) {
     w->hooks.notify(w->hooks.notify_arg);
 }
 
+/* 1 when the normal-priority thread is to take the steps: someone waits,
+ * the worker stops, or the backlog is past its soft limit. Called with
+ * lock. */
+static int fg_wanted(const htd_worker_t *w) {
+  return w->urgent > 0 || w->stopping || w->backlog > w->hooks.soft_limit;
+}
+
+/* Whether the thread (fg: the normal-priority one) may take the next step.
+ * Called with lock. */
+static int may_step(const htd_worker_t *w, int fg) {
+  return w->inbox && !w->busy && fg == fg_wanted(w);
+}
+
+/* Wakes the thread that may take the next step, and only that one: the
+ * other, at normal priority, would take a core from the traced programs
+ * for nothing at every batch. Both when stopping. Called with lock. */
+static void wake_stepper(htd_worker_t *w) {
+  if (w->stopping) {
+    pthread_cond_broadcast(&w->cond[0]);
+    pthread_cond_broadcast(&w->cond[1]);
+  } else if (w->inbox && !w->busy) {
+    pthread_cond_signal(&w->cond[fg_wanted(w)]);
+  }
+}
+
 /* Queues m; once the threads have stopped, runs it at once. urgent: someone
  * waits for it (a query), so the normal-priority thread
  * takes over until it is done. */
@@ -233,17 +258,8 @@ static void push(htd_worker_t *w, msg_t *m, int urgent) {
   w->inbox_tail = &m->next;
   w->backlog += m->len;
   w->urgent += urgent;
-  pthread_cond_broadcast(&w->cond);
+  wake_stepper(w);
   pthread_mutex_unlock(&w->lock);
-}
-
-/* Whether the thread (fg: the normal-priority one) may take the next step.
- * Called with lock. */
-static int may_step(const htd_worker_t *w, int fg) {
-  if (!w->inbox || w->busy)
-    return 0;
-  int wanted = w->urgent > 0 || w->stopping || w->backlog > w->hooks.soft_limit;
-  return fg == wanted;
 }
 
 /* Either thread: steps through the inbox while it may. A step is short (one
@@ -254,7 +270,7 @@ static void serve(htd_worker_t *w, int fg) {
   pthread_mutex_lock(&w->lock);
   for (;;) {
     while (!may_step(w, fg) && !(w->stopping && !w->inbox && !w->busy))
-      pthread_cond_wait(&w->cond, &w->lock);
+      pthread_cond_wait(&w->cond[fg], &w->lock);
     if (!may_step(w, fg))
       break; /* stopping, and everything is done */
     msg_t *m = w->inbox;
@@ -273,7 +289,7 @@ static void serve(htd_worker_t *w, int fg) {
       finish(w, m);
       pthread_mutex_lock(&w->lock);
     }
-    pthread_cond_broadcast(&w->cond);
+    wake_stepper(w);
   }
   pthread_mutex_unlock(&w->lock);
 }
@@ -309,12 +325,13 @@ htd_worker_t *htd_worker_start(htd_store_t *st, const htd_worker_hooks_t *hooks,
   w->tick.kind = MSG_TICK;
   pthread_mutex_init(&w->lock, NULL);
   pthread_mutex_init(&w->list_lock, NULL);
-  pthread_cond_init(&w->cond, NULL);
+  pthread_cond_init(&w->cond[0], NULL);
+  pthread_cond_init(&w->cond[1], NULL);
   int rc = pthread_create(&w->idle, NULL, idle_main, w);
   if (rc == 0 && (rc = pthread_create(&w->fg, NULL, fg_main, w)) != 0) {
     pthread_mutex_lock(&w->lock);
     w->stopping = 1;
-    pthread_cond_broadcast(&w->cond);
+    wake_stepper(w);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->idle, NULL);
   }
@@ -330,7 +347,8 @@ htd_worker_t *htd_worker_start(htd_store_t *st, const htd_worker_hooks_t *hooks,
     snprintf(msg, msglen, "cannot start the ingest worker: %s", strerror(rc));
     pthread_mutex_destroy(&w->lock);
     pthread_mutex_destroy(&w->list_lock);
-    pthread_cond_destroy(&w->cond);
+    pthread_cond_destroy(&w->cond[0]);
+    pthread_cond_destroy(&w->cond[1]);
     free(w);
     return NULL;
   }
@@ -442,7 +460,7 @@ size_t htd_worker_backlog(htd_worker_t *w) {
 void htd_worker_stop(htd_worker_t *w, void (*fn)(const htd_worker_result_t *r)) {
   pthread_mutex_lock(&w->lock);
   w->stopping = 1; /* the normal-priority thread does the rest */
-  pthread_cond_broadcast(&w->cond);
+  wake_stepper(w);
   pthread_mutex_unlock(&w->lock);
   pthread_join(w->idle, NULL);
   pthread_join(w->fg, NULL);
@@ -459,6 +477,7 @@ void htd_worker_free(htd_worker_t *w) {
     release(w, w->sessions); /* connections never freed */
   pthread_mutex_destroy(&w->lock);
   pthread_mutex_destroy(&w->list_lock);
-  pthread_cond_destroy(&w->cond);
+  pthread_cond_destroy(&w->cond[0]);
+  pthread_cond_destroy(&w->cond[1]);
   free(w);
 }
