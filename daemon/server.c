@@ -235,7 +235,7 @@ static void summaries_stop(void) {
 }
 
 static void summary_start(int64_t session) {
-  if (srv.stopping)
+  if (srv.stopping || !sums.started)
     return; /* summarised on demand, or at the next start */
   summary_job_t *j = calloc(1, sizeof *j);
   if (!j)
