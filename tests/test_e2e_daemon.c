@@ -528,6 +528,23 @@ Test(e2e_daemon, a_bad_max_backlog_is_refused_naming_the_option_and_the_value) {
   }
 }
 
+/* A connection of the test's own holding a write transaction on the
+ * daemon's database: the daemon's writer cannot commit until
+ * let_the_writer_in(). */
+static sqlite3 *shut_out_the_writer(void) {
+  sqlite3 *db = NULL;
+  cr_assert(eq(int, sqlite3_open(env.db, &db), SQLITE_OK));
+  sqlite3_busy_timeout(db, 10000);
+  cr_assert(eq(int, sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK),
+            "BEGIN IMMEDIATE: %s", sqlite3_errmsg(db));
+  return db;
+}
+
+static void let_the_writer_in(sqlite3 *db) {
+  cr_assert(eq(int, sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK));
+  sqlite3_close(db);
+}
+
 /* heapctl status --json. */
 static cJSON *status(void) {
   e2e_result_t r = e2e_heapctl(&env, "status", "--json", NULL);
@@ -584,11 +601,7 @@ Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout =
   e2e_restart_daemon(&env);
   cr_assert(eq(dbl, status_number("queue_limit_bytes"), limit));
 
-  sqlite3 *db = NULL;
-  cr_assert(eq(int, sqlite3_open(env.db, &db), SQLITE_OK));
-  sqlite3_busy_timeout(db, 10000);
-  cr_assert(eq(int, sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK),
-            "BEGIN IMMEDIATE: %s", sqlite3_errmsg(db));
+  sqlite3 *db = shut_out_the_writer();
   char rounds[32];
   snprintf(rounds, sizeof rounds, "%d", BACKLOG_ROUNDS);
   char err_path[160];
@@ -616,8 +629,7 @@ Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout =
   /* Held: neither can have sent its rounds past the limit. */
   cr_assert(eq(int, waitpid(client, NULL, WNOHANG), 0), "the first client did not wait");
   cr_assert(eq(int, waitpid(late, NULL, WNOHANG), 0), "the second client did not wait");
-  cr_assert(eq(int, sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK));
-  sqlite3_close(db);
+  let_the_writer_in(db);
 
   cr_assert(eq(int, wait_exit(client, 60000), 0));
   cr_assert(eq(int, wait_exit(late, 60000), 0));
@@ -634,17 +646,12 @@ Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout =
  * at once (an exit that waited for the commit would take its full bound,
  * 5 s); once the database is free the session is stored whole. */
 Test(e2e_daemon, a_client_exit_does_not_wait_until_its_session_is_stored) {
-  sqlite3 *db = NULL;
-  cr_assert(eq(int, sqlite3_open(env.db, &db), SQLITE_OK));
-  sqlite3_busy_timeout(db, 10000);
-  cr_assert(eq(int, sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK),
-            "BEGIN IMMEDIATE: %s", sqlite3_errmsg(db));
+  sqlite3 *db = shut_out_the_writer();
   char err_path[160];
   snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
   pid_t client = spawn_stream_client("1000", err_path);
   int status = wait_exit(client, 3000);
-  cr_assert(eq(int, sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK));
-  sqlite3_close(db);
+  let_the_writer_in(db);
   cr_assert(eq(int, status, 0));
   cJSON *all = sessions(0);
   const cJSON *s = session_of(all, (uint32_t)client);
