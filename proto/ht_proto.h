@@ -165,11 +165,49 @@ typedef struct {
 } ht_cur_t;
 
 void ht_cur_init(ht_cur_t *c, const void *p, size_t len);
-uint8_t ht_get_u8(ht_cur_t *c);
-uint16_t ht_get_u16(ht_cur_t *c);
-uint32_t ht_get_u32(ht_cur_t *c);
-uint64_t ht_get_u64(ht_cur_t *c);
 uint64_t ht__get_varint_slow(ht_cur_t *c);
+
+/* The next n bytes, or NULL (the cursor's error set) when they are not
+ * there. Fixed-width fields are read in line: the decoders take several
+ * per event. */
+static inline const uint8_t *ht__take(ht_cur_t *c, size_t n) {
+  if (c->err || c->len - c->off < n) {
+    if (!c->err)
+      c->err = HT_ETRUNCATED;
+    return NULL;
+  }
+  const uint8_t *at = c->p + c->off;
+  c->off += n;
+  return at;
+}
+
+/* n bytes at `at`, little-endian (a constant n becomes one load). */
+static inline uint64_t ht__load_le(const uint8_t *at, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++)
+    v |= (uint64_t)at[i] << (8 * i);
+  return v;
+}
+
+static inline uint8_t ht_get_u8(ht_cur_t *c) {
+  const uint8_t *at = ht__take(c, 1);
+  return at ? *at : 0;
+}
+
+static inline uint16_t ht_get_u16(ht_cur_t *c) {
+  const uint8_t *at = ht__take(c, 2);
+  return at ? (uint16_t)ht__load_le(at, 2) : 0;
+}
+
+static inline uint32_t ht_get_u32(ht_cur_t *c) {
+  const uint8_t *at = ht__take(c, 4);
+  return at ? (uint32_t)ht__load_le(at, 4) : 0;
+}
+
+static inline uint64_t ht_get_u64(ht_cur_t *c) {
+  const uint8_t *at = ht__take(c, 8);
+  return at ? ht__load_le(at, 8) : 0;
+}
 ht_str_t ht_get_str(ht_cur_t *c);
 
 /* Every event field is a varint and most take one or two bytes: those

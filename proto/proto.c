@@ -158,13 +158,6 @@ static uint8_t *reserve(ht_wbuf_t *w, size_t n) {
   return at;
 }
 
-static uint64_t load_le(const uint8_t *at, size_t n) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < n; i++)
-    v |= (uint64_t)at[i] << (8 * i);
-  return v;
-}
-
 void ht_put_u8(ht_wbuf_t *w, uint8_t v) {
   uint8_t *at = reserve(w, 1);
   if (at)
@@ -219,38 +212,6 @@ void ht_cur_init(ht_cur_t *c, const void *p, size_t len) {
   c->err = 0;
 }
 
-static const uint8_t *take(ht_cur_t *c, size_t n) {
-  if (c->err)
-    return NULL;
-  if (c->len - c->off < n) {
-    c->err = HT_ETRUNCATED;
-    return NULL;
-  }
-  const uint8_t *at = c->p + c->off;
-  c->off += n;
-  return at;
-}
-
-uint8_t ht_get_u8(ht_cur_t *c) {
-  const uint8_t *at = take(c, 1);
-  return at ? *at : 0;
-}
-
-uint16_t ht_get_u16(ht_cur_t *c) {
-  const uint8_t *at = take(c, 2);
-  return at ? (uint16_t)load_le(at, 2) : 0;
-}
-
-uint32_t ht_get_u32(ht_cur_t *c) {
-  const uint8_t *at = take(c, 4);
-  return at ? (uint32_t)load_le(at, 4) : 0;
-}
-
-uint64_t ht_get_u64(ht_cur_t *c) {
-  const uint8_t *at = take(c, 8);
-  return at ? load_le(at, 8) : 0;
-}
-
 /* Varints of more than one byte (ht_proto.h has the one-byte case). */
 uint64_t ht__get_varint_slow(ht_cur_t *c) {
   if (c->err)
@@ -283,7 +244,7 @@ ht_str_t ht_get_str(ht_cur_t *c) {
     c->err = HT_ESTRING;
     return s;
   }
-  const uint8_t *at = take(c, len);
+  const uint8_t *at = ht__take(c, len);
   if (memchr(at, 0, len)) {
     c->err = HT_ESTRNUL;
     return s;
@@ -307,7 +268,7 @@ static int finish(const ht_cur_t *c) {
 int ht_proto_frame(const uint8_t *buf, size_t len, ht_frame_t *f) {
   if (len < HT_PROTO_FRAME_PREFIX)
     return HT_EAGAIN;
-  uint32_t body = (uint32_t)load_le(buf, 4);
+  uint32_t body = (uint32_t)ht__load_le(buf, 4);
   if (body == 0 || body > HT_PROTO_MAX_FRAME)
     return HT_EFRAMESIZE;
   if (len - HT_PROTO_FRAME_PREFIX < body)
@@ -369,7 +330,7 @@ int ht_proto_decode_hello(const uint8_t *p, size_t n, ht_hello_t *out) {
   ht_cur_t c;
   ht_cur_init(&c, p, n);
   memset(out, 0, sizeof *out);
-  const uint8_t *magic = take(&c, HT_PROTO_MAGIC_LEN);
+  const uint8_t *magic = ht__take(&c, HT_PROTO_MAGIC_LEN);
   if (!magic)
     return c.err;
   if (memcmp(magic, HT_PROTO_MAGIC, HT_PROTO_MAGIC_LEN) != 0)
