@@ -215,6 +215,7 @@ struct htd_packer {
   uint32_t stream;
   uint64_t first_seq, count;
   ht_evstate_t st0, st; /* before the first event, and now */
+  size_t room;          /* events that fit in every column without a check */
   int oom;
   model_t m;
 };
@@ -264,14 +265,25 @@ static int col_reserve(col_t *c, size_t n) {
 }
 
 /* The most one event adds to a column (a failed op's seven varints and
- * the totals' three in C_MISC): room for it is made once per event, so
- * the writes below need no check. */
+ * the totals' three in C_MISC): room for it is made before each event -
+ * looked for in every column once per `room` events - so the writes
+ * below need no check. */
 #define EVENT_MAX 128
 
 static int reserve_event(htd_packer_t *p) {
-  for (int i = 0; i < HTD_PACK_COLUMNS; i++)
-    if (p->col[i].cap - p->col[i].len < EVENT_MAX && col_reserve(&p->col[i], EVENT_MAX) != 0)
+  if (p->room > 0) { /* the columns are only written by events */
+    p->room--;
+    return 0;
+  }
+  size_t room = SIZE_MAX;
+  for (int i = 0; i < HTD_PACK_COLUMNS; i++) {
+    col_t *c = &p->col[i];
+    if (c->cap - c->len < EVENT_MAX && col_reserve(c, EVENT_MAX) != 0)
       return -1;
+    size_t fit = (c->cap - c->len) / EVENT_MAX;
+    room = fit < room ? fit : room;
+  }
+  p->room = room - 1; /* this event takes one */
   return 0;
 }
 
