@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "heaptrace/heaptrace.h"
 
@@ -181,8 +182,28 @@ static inline const uint8_t *ht__take(ht_cur_t *c, size_t n) {
   return at;
 }
 
-/* n bytes at `at`, little-endian (a constant n becomes one load). */
+/* n bytes at `at`, little-endian: one load for n of 1, 2, 4 or 8 (a
+ * constant) on a little-endian machine. */
 static inline uint64_t ht__load_le(const uint8_t *at, size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (n == 1)
+    return at[0];
+  if (n == 2) {
+    uint16_t v;
+    memcpy(&v, at, 2);
+    return v;
+  }
+  if (n == 4) {
+    uint32_t v;
+    memcpy(&v, at, 4);
+    return v;
+  }
+  if (n == 8) {
+    uint64_t v;
+    memcpy(&v, at, 8);
+    return v;
+  }
+#endif
   uint64_t v = 0;
   for (size_t i = 0; i < n; i++)
     v |= (uint64_t)at[i] << (8 * i);
