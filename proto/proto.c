@@ -519,28 +519,59 @@ static uint64_t step32(uint32_t u) {
 
 /* An event in the compact form (PROTOCOL.md, "Compact events"), its op
  * byte read. */
+/* The longest compact event after its op byte: time, site, ptr, old_ptr,
+ * old_usable, size (4 bytes each but the site's 2) and usable's byte. */
+#define COMPACT_BODY_MAX (4 + 2 + 4 + 4 + 4 + 4 + 1)
+
+/* w (1, 2 or 4) bytes from the cursor, little-endian; 0 past its end. */
+static inline uint32_t get_width(ht_cur_t *c, size_t w) {
+  const uint8_t *at = ht__take(c, w);
+  return at ? (uint32_t)ht__load_le(at, w) : 0;
+}
+
+/* The fields of a compact event (opb) from the cursor. fast (a constant):
+ * the cursor holds at least COMPACT_BODY_MAX bytes, so that no read is
+ * checked; else each is, and the caller looks at c->err. */
+static inline __attribute__((always_inline)) void
+compact_fields(ht_cur_t *c, const int fast, uint8_t opb, const ht_evstate_t *st, ht_event_t *ev) {
+  const uint8_t *at = c->p + c->off;
+  size_t n = 0;
+#define COMPACT_GET(w) (fast ? (n += (w), (uint32_t)ht__load_le(at + n - (w), w)) : get_width(c, w))
+  uint32_t op = opb & HT_EV_OP_MASK;
+  int short_sizes = (opb & HT_EV_SHORT_SIZES) != 0;
+  ev->time_ns = st->time_ns + (opb & HT_EV_SHORT_TIME ? COMPACT_GET(2) : COMPACT_GET(4));
+  ev->site = opb & HT_EV_SAME_SITE ? st->site : COMPACT_GET(2);
+  ev->ptr = st->ptr + step32(COMPACT_GET(4));
+  ev->old_ptr = ev->old_usable = 0;
+  if (op == HT_OP_REALLOC) {
+    ev->old_ptr = ev->ptr + step32(COMPACT_GET(4));
+    ev->old_usable = short_sizes ? COMPACT_GET(2) : COMPACT_GET(4);
+  }
+  ev->size = short_sizes ? COMPACT_GET(2) : COMPACT_GET(4);
+  ev->usable = op == HT_OP_FREE ? ev->size : ev->size + COMPACT_GET(1);
+#undef COMPACT_GET
+  if (fast)
+    c->off += n;
+}
+
 static int compact_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev, uint8_t opb) {
   ht_cur_t *c = &r->cur;
   uint32_t op = opb & HT_EV_OP_MASK;
   if ((opb & HT_EV_COMPACT_RESERVED) || !ht__compact_op(op))
     return HT_EOP;
-  int short_sizes = (opb & HT_EV_SHORT_SIZES) != 0;
   ev->op = op;
   ev->failed_op = 0;
   ev->seq = r->hdr.first_seq + r->done;
   ev->stream = r->hdr.stream;
-  ev->time_ns = st->time_ns + (opb & HT_EV_SHORT_TIME ? ht_get_u16(c) : ht_get_u32(c));
-  ev->site = opb & HT_EV_SAME_SITE ? st->site : ht_get_u16(c);
   ev->heap = st->heap;
   ev->caps = st->caps;
-  ev->ptr = st->ptr + step32(ht_get_u32(c));
-  ev->old_ptr = ev->old_usable = ev->align = 0;
-  if (op == HT_OP_REALLOC) {
-    ev->old_ptr = ev->ptr + step32(ht_get_u32(c));
-    ev->old_usable = short_sizes ? ht_get_u16(c) : ht_get_u32(c);
-  }
-  ev->size = short_sizes ? ht_get_u16(c) : ht_get_u32(c);
-  ev->usable = op == HT_OP_FREE ? ev->size : ev->size + ht_get_u8(c);
+  ev->align = 0;
+  /* One bounds check for the whole event where the frame has room for
+   * the longest; each field checked near the frame's end. */
+  if (!c->err && c->len - c->off >= COMPACT_BODY_MAX)
+    compact_fields(c, 1, opb, st, ev);
+  else
+    compact_fields(c, 0, opb, st, ev);
   if (c->err)
     return c->err;
   int64_t bytes, blocks;
