@@ -321,13 +321,15 @@ int ht__transport_send_record(const uint8_t *buf, size_t len) {
   return rc;
 }
 
-static void send_lost(uint32_t stream, uint64_t first_seq, uint64_t count, uint8_t why) {
+/* Returns 0 once the record is on the connection; else (the connection
+ * went while it waited) the count is still the caller's to report. */
+static int send_lost(uint32_t stream, uint64_t first_seq, uint64_t count, uint8_t why) {
   uint8_t buf[64];
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, sizeof buf);
   ht_lost_rec_t rec = {stream, first_seq, count, why};
   ht_proto_put_lost(&w, &rec);
-  write_buf(buf, w.len);
+  return write_buf(buf, w.len);
 }
 
 /* ======================================================================
@@ -378,10 +380,9 @@ static int follow_epoch(ht_stream_t *s) {
   s->shipped_epoch = conn_epoch;
   atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
   wake_writer(s);
-  if (s->undelivered && sock_fd >= 0) {
-    send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED);
+  if (s->undelivered && sock_fd >= 0 &&
+      send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED) == 0)
     s->undelivered = 0;
-  }
   return 1;
 }
 
@@ -430,10 +431,11 @@ static void ship_stream(ht_stream_t *s) {
   if (count > 0)
     wake_writer(s);
   uint64_t lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
-  if (lost > s->lost_sent && sock_fd >= 0) {
-    send_lost(s->id, s->shipped_seq, lost - s->lost_sent, HT_LOST_DROPPED);
+  /* Unsent, the drops go with the undelivered events to the next
+   * connection (follow_epoch). */
+  if (lost > s->lost_sent && sock_fd >= 0 &&
+      send_lost(s->id, s->shipped_seq, lost - s->lost_sent, HT_LOST_DROPPED) == 0)
     s->lost_sent = lost;
-  }
 }
 
 /* Moves the streams adopted since the last walk into `streams`, in the
@@ -464,9 +466,8 @@ static void ship_all(void) {
     if (orphan && (uint32_t)word == (uint32_t)s->shipped_bytes) {
       /* The thread is gone; what it could not deliver is still reported:
        * now if connected in its epoch, else at END. */
-      if (s->undelivered && sock_fd >= 0 && s->shipped_epoch == conn_epoch)
-        send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED);
-      else
+      if (!s->undelivered || sock_fd < 0 || s->shipped_epoch != conn_epoch ||
+          send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED) != 0)
         orphan_undelivered += s->undelivered;
       *link = s->next;
       ht__stream_unmap(s);
