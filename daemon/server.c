@@ -407,11 +407,18 @@ static void on_result(const htd_worker_result_t *r) {
   conn_release(c);
 }
 
+/* While clients wait, a connection not known yet is read HTD_NEW_READ
+ * bytes at a time: enough for its first frame to say what it is (heapctl
+ * is answered), and little for the backlog however many come. */
+#define HTD_NEW_READ (8u * 1024u)
+
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   conn_t *c = h->data;
   (void)hint;
   buf->base = (char *)c->buf + c->len;
   buf->len = HTD_CONN_BUFFER - c->len;
+  if (c->kind == CONN_NEW && srv.paused && buf->len > HTD_NEW_READ)
+    buf->len = HTD_NEW_READ;
 }
 
 /* The session ended cleanly; a record that came after its END in the same

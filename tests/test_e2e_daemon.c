@@ -572,6 +572,10 @@ static double status_number(const char *key) {
 
 /* Rounds of ht_stream_client: far more than 8 MiB on the wire. */
 #define BACKLOG_ROUNDS 2000000
+/* A hand-made client: its pid, and SITE records of the longest strings
+ * it sends at once (about 100 KB: a socket's buffer takes them). */
+#define BACKLOG_RAW_PID 710007u
+#define BACKLOG_RAW_SITES 12u
 
 /* Whole sessions of ht_stream_client BACKLOG_ROUNDS by pid. */
 static void assert_stream_session_whole(const cJSON *all, pid_t pid) {
@@ -591,7 +595,8 @@ static void assert_stream_session_whole(const cJSON *all, pid_t pid) {
  * holds unstored passes the limit - here because another connection's
  * write transaction shuts its writer out - and the client waits instead of
  * losing anything. A client that comes meanwhile is read once (its
- * handshake) and waits too: what the daemon holds stays near the limit.
+ * handshake) and waits too: what the daemon holds stays near the limit,
+ * even from a connection that sent much before its first read.
  * Once the database is free the daemon catches up, reads again, and both
  * sessions are whole. */
 Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout = 120) {
@@ -629,15 +634,44 @@ Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout =
   /* Held: neither can have sent its rounds past the limit. */
   cr_assert(eq(int, waitpid(client, NULL, WNOHANG), 0), "the first client did not wait");
   cr_assert(eq(int, waitpid(late, NULL, WNOHANG), 0), "the second client did not wait");
+
+  /* A connection with much sent before the daemon first reads it (the
+   * daemon stopped meanwhile): what the daemon takes from it is a small
+   * first read, not all that is there. */
+  static char file[HT_PROTO_MAX_STRING + 1], func[HT_PROTO_MAX_STRING + 1];
+  memset(file, 'f', HT_PROTO_MAX_STRING);
+  memset(func, 'g', HT_PROTO_MAX_STRING);
+  double before = status_number("queue_bytes");
+  raw_client_t raw;
+  e2e_signal_daemon(&env, SIGSTOP);
+  raw_connect(&raw, env.socket);
+  raw_hello(&raw, BACKLOG_RAW_PID, "raw");
+  for (uint32_t i = 0; i < BACKLOG_RAW_SITES; i++) /* about 8 KB each */
+    raw_site(&raw, 100 + i, i + 1, file, func);
+  e2e_signal_daemon(&env, SIGCONT);
+  for (int waited = 0; status_number("sessions_connected") < 3; waited += 20) {
+    cr_assert(lt(int, waited, WAIT_MS), "the raw client's handshake was not read in %d ms",
+              WAIT_MS);
+    e2e_sleep_ms(20);
+  }
+  double taken = status_number("queue_bytes") - before;
+  cr_assert(lt(dbl, taken, 32.0 * 1024), "took %.0f bytes from a connection met while paused",
+            taken);
   let_the_writer_in(db);
 
   cr_assert(eq(int, wait_exit(client, 60000), 0));
   cr_assert(eq(int, wait_exit(late, 60000), 0));
+  raw_end(&raw);
+  cr_assert(raw_wait_closed(&raw, WAIT_MS), "the daemon did not read the raw client's END");
+  raw_close(&raw);
   cr_assert(ge(int, e2e_log_lines(&env, "caught up: clients are read again"), 1), "see %s",
             env.log);
   cJSON *all = sessions(0);
   assert_stream_session_whole(all, client);
   assert_stream_session_whole(all, late);
+  const cJSON *r = session_of(all, BACKLOG_RAW_PID);
+  cr_assert(ne(ptr, (void *)r, NULL), "no session of the raw client");
+  cr_assert(eq(str, str(r, "end_reason"), "clean"));
   cJSON_Delete(all);
 }
 
