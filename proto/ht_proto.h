@@ -210,24 +210,26 @@ static inline uint64_t ht__load_le(const uint8_t *at, size_t n) {
   return v;
 }
 
+/* The next n bytes as a little-endian number; 0 past the cursor's end. */
+static inline uint64_t ht__get_le(ht_cur_t *c, size_t n) {
+  const uint8_t *at = ht__take(c, n);
+  return at ? ht__load_le(at, n) : 0;
+}
+
 static inline uint8_t ht_get_u8(ht_cur_t *c) {
-  const uint8_t *at = ht__take(c, 1);
-  return at ? *at : 0;
+  return (uint8_t)ht__get_le(c, 1);
 }
 
 static inline uint16_t ht_get_u16(ht_cur_t *c) {
-  const uint8_t *at = ht__take(c, 2);
-  return at ? (uint16_t)ht__load_le(at, 2) : 0;
+  return (uint16_t)ht__get_le(c, 2);
 }
 
 static inline uint32_t ht_get_u32(ht_cur_t *c) {
-  const uint8_t *at = ht__take(c, 4);
-  return at ? (uint32_t)ht__load_le(at, 4) : 0;
+  return (uint32_t)ht__get_le(c, 4);
 }
 
 static inline uint64_t ht_get_u64(ht_cur_t *c) {
-  const uint8_t *at = ht__take(c, 8);
-  return at ? ht__load_le(at, 8) : 0;
+  return ht__get_le(c, 8);
 }
 ht_str_t ht_get_str(ht_cur_t *c);
 

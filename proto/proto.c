@@ -517,17 +517,9 @@ static uint64_t step32(uint32_t u) {
   return (uint64_t)((int64_t)(u ^ 0x80000000u) - 0x80000000);
 }
 
-/* An event in the compact form (PROTOCOL.md, "Compact events"), its op
- * byte read. */
 /* The longest compact event after its op byte: time, site, ptr, old_ptr,
  * old_usable, size (4 bytes each but the site's 2) and usable's byte. */
 #define COMPACT_BODY_MAX (4 + 2 + 4 + 4 + 4 + 4 + 1)
-
-/* w (1, 2 or 4) bytes from the cursor, little-endian; 0 past its end. */
-static inline uint32_t get_width(ht_cur_t *c, size_t w) {
-  const uint8_t *at = ht__take(c, w);
-  return at ? (uint32_t)ht__load_le(at, w) : 0;
-}
 
 /* The fields of a compact event (opb) from the cursor. fast (a constant):
  * the cursor holds at least COMPACT_BODY_MAX bytes, so that no read is
@@ -536,7 +528,8 @@ static inline __attribute__((always_inline)) void
 compact_fields(ht_cur_t *c, const int fast, uint8_t opb, const ht_evstate_t *st, ht_event_t *ev) {
   const uint8_t *at = c->p + c->off;
   size_t n = 0;
-#define COMPACT_GET(w) (fast ? (n += (w), (uint32_t)ht__load_le(at + n - (w), w)) : get_width(c, w))
+#define COMPACT_GET(w)                                                                             \
+  (fast ? (n += (w), (uint32_t)ht__load_le(at + n - (w), w)) : (uint32_t)ht__get_le(c, w))
   uint32_t op = opb & HT_EV_OP_MASK;
   int short_sizes = (opb & HT_EV_SHORT_SIZES) != 0;
   ev->time_ns = st->time_ns + (opb & HT_EV_SHORT_TIME ? COMPACT_GET(2) : COMPACT_GET(4));
@@ -554,6 +547,8 @@ compact_fields(ht_cur_t *c, const int fast, uint8_t opb, const ht_evstate_t *st,
     c->off += n;
 }
 
+/* An event in the compact form (PROTOCOL.md, "Compact events"), its op
+ * byte read. */
 static int compact_next(ht_evreader_t *r, ht_evstate_t *st, ht_event_t *ev, uint8_t opb) {
   ht_cur_t *c = &r->cur;
   uint32_t op = opb & HT_EV_OP_MASK;
