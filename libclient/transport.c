@@ -321,8 +321,9 @@ int ht__transport_send_record(const uint8_t *buf, size_t len) {
   return rc;
 }
 
-/* Returns 0 once the record is on the connection; else (the connection
- * went while it waited) the count is still the caller's to report. */
+/* Returns 0 once the record is on the connection; else (no connection,
+ * or it went while the record waited) the count is still the caller's to
+ * report. */
 static int send_lost(uint32_t stream, uint64_t first_seq, uint64_t count, uint8_t why) {
   uint8_t buf[64];
   ht_wbuf_t w;
@@ -380,8 +381,7 @@ static int follow_epoch(ht_stream_t *s) {
   s->shipped_epoch = conn_epoch;
   atomic_store_explicit(&s->consumed, s->shipped_bytes, memory_order_release);
   wake_writer(s);
-  if (s->undelivered && sock_fd >= 0 &&
-      send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED) == 0)
+  if (s->undelivered && send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED) == 0)
     s->undelivered = 0;
   return 1;
 }
@@ -433,7 +433,7 @@ static void ship_stream(ht_stream_t *s) {
   uint64_t lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
   /* Unsent, the drops go with the undelivered events to the next
    * connection (follow_epoch). */
-  if (lost > s->lost_sent && sock_fd >= 0 &&
+  if (lost > s->lost_sent &&
       send_lost(s->id, s->shipped_seq, lost - s->lost_sent, HT_LOST_DROPPED) == 0)
     s->lost_sent = lost;
 }
@@ -466,8 +466,8 @@ static void ship_all(void) {
     if (orphan && (uint32_t)word == (uint32_t)s->shipped_bytes) {
       /* The thread is gone; what it could not deliver is still reported:
        * now if connected in its epoch, else at END. */
-      if (!s->undelivered || sock_fd < 0 || s->shipped_epoch != conn_epoch ||
-          send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED) != 0)
+      if (s->undelivered && (s->shipped_epoch != conn_epoch ||
+                             send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED) != 0))
         orphan_undelivered += s->undelivered;
       *link = s->next;
       ht__stream_unmap(s);
