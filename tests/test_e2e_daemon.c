@@ -94,22 +94,36 @@ static cJSON *stats(int offline, int id) {
   return j;
 }
 
-/* events_received of heapctl status. */
-static double events_received(void) {
+/* heapctl status --json. */
+static cJSON *status(void) {
   e2e_result_t r = e2e_heapctl(&env, "status", "--json", NULL);
   cr_assert(eq(int, r.status, 0), "heapctl status: %s", r.err);
   cJSON *j = e2e_json(&r);
-  double n = e2e_num(j, "events_received");
-  cJSON_Delete(j);
   e2e_result_free(&r);
-  return n;
+  return j;
+}
+
+/* paused of heapctl status. */
+static int daemon_paused(void) {
+  cJSON *j = status();
+  int paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "paused"));
+  cJSON_Delete(j);
+  return paused;
+}
+
+/* A number of heapctl status. */
+static double status_number(const char *key) {
+  cJSON *j = status();
+  double v = e2e_num(j, key);
+  cJSON_Delete(j);
+  return v;
 }
 
 /* Waits until the daemon has received at_least events and has committed
  * the session's row with some of them (a kill before the first commit
  * would leave nothing to find). */
 static void wait_events_received(double at_least) {
-  for (int waited = 0; events_received() < at_least; waited += 5) {
+  for (int waited = 0; status_number("events_received") < at_least; waited += 5) {
     cr_assert(lt(int, waited, WAIT_MS), "the daemon did not receive %.0f events in %d ms", at_least,
               WAIT_MS);
     e2e_sleep_ms(5);
@@ -545,37 +559,20 @@ static void let_the_writer_in(sqlite3 *db) {
   sqlite3_close(db);
 }
 
-/* heapctl status --json. */
-static cJSON *status(void) {
-  e2e_result_t r = e2e_heapctl(&env, "status", "--json", NULL);
-  cr_assert(eq(int, r.status, 0), "heapctl status: %s", r.err);
-  cJSON *j = e2e_json(&r);
-  e2e_result_free(&r);
-  return j;
-}
-
-/* paused of heapctl status. */
-static int daemon_paused(void) {
-  cJSON *j = status();
-  int paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "paused"));
-  cJSON_Delete(j);
-  return paused;
-}
-
-/* A number of heapctl status. */
-static double status_number(const char *key) {
-  cJSON *j = status();
-  double v = e2e_num(j, key);
-  cJSON_Delete(j);
-  return v;
-}
-
 /* Rounds of ht_stream_client: far more than 8 MiB on the wire. */
 #define BACKLOG_ROUNDS 2000000
 /* A hand-made client: its pid, and SITE records of the longest strings
  * it sends at once (about 100 KB: a socket's buffer takes them). */
 #define BACKLOG_RAW_PID 710007u
 #define BACKLOG_RAW_SITES 12u
+
+/* Waits until n sessions are connected (the n-th being who's). */
+static void wait_connected(int n, const char *who) {
+  for (int waited = 0; status_number("sessions_connected") < n; waited += 20) {
+    cr_assert(lt(int, waited, WAIT_MS), "%s's handshake was not read in %d ms", who, WAIT_MS);
+    e2e_sleep_ms(20);
+  }
+}
 
 /* Whole sessions of ht_stream_client BACKLOG_ROUNDS by pid. */
 static void assert_stream_session_whole(const cJSON *all, pid_t pid) {
@@ -621,11 +618,7 @@ Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout =
   char late_err[160];
   snprintf(late_err, sizeof late_err, "%s/late.err", env.dir);
   pid_t late = spawn_stream_client(rounds, late_err);
-  for (int waited = 0; status_number("sessions_connected") < 2; waited += 20) {
-    cr_assert(lt(int, waited, WAIT_MS), "the second client's handshake was not read in %d ms",
-              WAIT_MS);
-    e2e_sleep_ms(20);
-  }
+  wait_connected(2, "the second client");
   e2e_sleep_ms(300);
   /* At most one read (HTD_CONN_BUFFER, 1.1 MB) past the limit per client. */
   double held = status_number("queue_bytes");
@@ -649,11 +642,7 @@ Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout =
   for (uint32_t i = 0; i < BACKLOG_RAW_SITES; i++) /* about 8 KB each */
     raw_site(&raw, 100 + i, i + 1, file, func);
   e2e_signal_daemon(&env, SIGCONT);
-  for (int waited = 0; status_number("sessions_connected") < 3; waited += 20) {
-    cr_assert(lt(int, waited, WAIT_MS), "the raw client's handshake was not read in %d ms",
-              WAIT_MS);
-    e2e_sleep_ms(20);
-  }
+  wait_connected(3, "the raw client");
   double taken = status_number("queue_bytes") - before;
   cr_assert(lt(dbl, taken, 32.0 * 1024), "took %.0f bytes from a connection met while paused",
             taken);
