@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -85,7 +86,8 @@ typedef struct {
   const htd_options_t *opt;
   uv_loop_t *loop;
   uv_pipe_t listener;
-  uv_signal_t sigterm, sigint;
+  uv_poll_t signals; /* SIGTERM and SIGINT, read from a signalfd */
+  int signal_fd;
   uv_timer_t tick;
   htd_wake_t store_wake, worker_wake;
   htd_store_t *store;
@@ -762,8 +764,7 @@ static void close_any(uv_handle_t *h, void *arg) {
 
 /* SIGTERM/SIGINT: stop accepting, end every session (its chunks queued),
  * close every handle; htd_serve then commits and closes the store. */
-static void on_signal(uv_signal_t *sig, int signum) {
-  (void)sig;
+static void stop(int signum) {
   if (srv.stopping)
     return;
   srv.stopping = 1;
@@ -775,6 +776,39 @@ static void on_signal(uv_signal_t *sig, int signum) {
     htd_worker_end(srv.worker, c->ws, HT_END_DAEMON_STOPPED, "heaptraced stopped");
   }
   uv_walk(srv.loop, close_any, NULL);
+}
+
+static void on_signal(uv_poll_t *h, int status, int events) {
+  (void)h;
+  (void)events;
+  struct signalfd_siginfo si;
+  ssize_t n;
+  while ((n = read(srv.signal_fd, &si, sizeof si)) < 0 && errno == EINTR) {
+  }
+  if (n == (ssize_t)sizeof si)
+    stop((int)si.ssi_signo);
+  else if (status < 0 || (n < 0 && errno != EAGAIN))
+    stop(SIGTERM); /* cannot happen; stopping beats a daemon deaf to signals */
+}
+
+/* The stop signals stay blocked in every thread and are read from a
+ * signalfd the loop polls: no handler runs, so none can be lost or run at
+ * a bad moment. (libuv's handlers, run by the thread the signal lands on,
+ * lost one now and then under TSan, which defers a handler to the
+ * thread's next intercepted call.) One sent before this is pending, and
+ * read at the loop's first turn. Returns 0 or a negative errno. */
+static int catch_stop_signals(const sigset_t *stop_signals) {
+  srv.signal_fd = signalfd(-1, stop_signals, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (srv.signal_fd < 0)
+    return -errno;
+  int rc = uv_poll_init(srv.loop, &srv.signals, srv.signal_fd);
+  if (rc == 0)
+    rc = uv_poll_start(&srv.signals, UV_READABLE, on_signal);
+  if (rc != 0) {
+    close(srv.signal_fd);
+    srv.signal_fd = -1;
+  }
+  return rc;
 }
 
 /* ======================================================================
@@ -944,15 +978,14 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   srv.loop = uv_default_loop();
   srv.started_ns = uv_hrtime();
   signal(SIGPIPE, SIG_IGN);
-  /* SIGTERM and SIGINT reach the loop's thread only: every other thread
-   * (the worker's, the writer, the summaries', libuv's pool, started by
-   * the first query) starts with them blocked. A signal taken by another
-   * thread was sometimes lost under TSan, which defers a thread's signals. */
-  sigset_t stop_signals, mask;
+  /* SIGTERM and SIGINT are blocked from here on, in this thread and in
+   * every thread it starts (the worker's, the writer, the summaries',
+   * libuv's pool): the loop reads them from a signalfd. */
+  sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, &mask);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
   if (htd_mkdir_parent(opt->db_path, 0700) != 0) {
     fprintf(stderr, "heaptraced: cannot create the directory of %s: %s\n", opt->db_path,
             strerror(errno));
@@ -991,16 +1024,15 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     return 1;
   }
   /* The signals are caught before anyone can connect: whoever sees the
-   * socket accept may stop the daemon at once. (Before, SIGTERM would kill
-   * the daemon; while libuv installs a handler, it may drop one.) */
-  uv_signal_init(srv.loop, &srv.sigterm);
-  uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
-  uv_signal_init(srv.loop, &srv.sigint);
-  uv_signal_start(&srv.sigint, on_signal, SIGINT);
+   * socket accept may stop the daemon at once. */
+  int sig_rc = catch_stop_signals(&stop_signals);
+  if (sig_rc != 0)
+    fprintf(stderr, "heaptraced: cannot watch for SIGTERM and SIGINT (signalfd): %s\n",
+            strerror(-sig_rc));
   int src = summaries_start(); /* with the stop signals blocked */
   if (src != 0)
     htd_log(HTD_LOG_WARN, "no summary thread (%s): queries will read the events", strerror(src));
-  if (listen_on(opt->socket_path) != 0) {
+  if (sig_rc != 0 || listen_on(opt->socket_path) != 0) {
     summaries_stop();
     htd_worker_stop(srv.worker, on_result);
     htd_store_close(srv.store);
@@ -1018,10 +1050,8 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   }
   if (detach)
     detach(opt->log_path);
-  summary_start(0); /* sessions a previous daemon ended without one */
-  /* A stop signal that came meanwhile is taken now. */
-  pthread_sigmask(SIG_SETMASK, &mask, NULL);
-  uv_run(srv.loop, UV_RUN_DEFAULT);
+  summary_start(0);                 /* sessions a previous daemon ended without one */
+  uv_run(srv.loop, UV_RUN_DEFAULT); /* a stop signal sent meanwhile is read at once */
   unlink(opt->socket_path);
   summaries_stop();
   /* What the worker still holds is decoded and queued before the store
@@ -1032,6 +1062,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   htd_worker_free(srv.worker);
   close(db_lock);
   uv_loop_close(srv.loop);
+  close(srv.signal_fd);           /* the signals stay blocked: a second one waits for the exit */
   htd_wake_free(&srv.store_wake); /* the threads that sent are gone */
   htd_wake_free(&srv.worker_wake);
   if (lost) {

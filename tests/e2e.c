@@ -231,9 +231,13 @@ void e2e_restart_daemon(e2e_t *e) {
 }
 
 void e2e_stop_daemon(e2e_t *e) {
+  e2e_stop_daemon_with(e, SIGTERM);
+}
+
+void e2e_stop_daemon_with(e2e_t *e, int sig) {
   if (e->daemon <= 0)
     return;
-  kill(e->daemon, SIGTERM);
+  kill(e->daemon, sig);
   int status = 0;
   waitpid(e->daemon, &status, 0);
   e->daemon = 0;

@@ -35,6 +35,8 @@ void e2e_start(e2e_t *e);
 void e2e_restart_daemon(e2e_t *e);
 /* SIGTERM, waits, asserts a clean exit. */
 void e2e_stop_daemon(e2e_t *e);
+/* The same with another stop signal (SIGINT). */
+void e2e_stop_daemon_with(e2e_t *e, int sig);
 /* Stops the daemon if running and removes the scratch directory. */
 void e2e_stop(e2e_t *e);
 
