@@ -344,11 +344,22 @@ static void wake_writer(ht_stream_t *s) {
     syscall(SYS_futex, &s->drained, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+/* The events of the stream's committed bytes up to word (a commit word)
+ * that are not shipped yet. Every event has bytes: none, no events. That
+ * matters after a thread restarted its sequence for a new epoch: until its
+ * first event of the epoch is published, word is still its last of the old
+ * one, with the old sequence, and its head where the new epoch's bytes
+ * begin (restart_head), as shipped_bytes then is. */
+static uint32_t events_to(const ht_stream_t *s, uint64_t word) {
+  uint32_t bytes = (uint32_t)word - (uint32_t)s->shipped_bytes;
+  return bytes ? (uint32_t)(word >> 32) - (uint32_t)s->shipped_seq : 0;
+}
+
 /* Skips the stream's committed bytes up to word (a commit word) without
  * sending them: they belong to a connection that is gone. */
 static void discard_to(ht_stream_t *s, uint64_t word) {
   uint32_t bytes = (uint32_t)word - (uint32_t)s->shipped_bytes;
-  uint32_t count = (uint32_t)(word >> 32) - (uint32_t)s->shipped_seq;
+  uint32_t count = events_to(s, word);
   s->shipped_bytes += bytes;
   s->shipped_seq += count;
   s->undelivered += count;
@@ -415,7 +426,7 @@ static void ship_stream(ht_stream_t *s) {
     return;
   }
   uint32_t bytes = (uint32_t)word - (uint32_t)s->shipped_bytes;
-  uint32_t count = (uint32_t)(word >> 32) - (uint32_t)s->shipped_seq;
+  uint32_t count = events_to(s, word);
   if (count > 0) {
     uint8_t head[HT_PROTO_EVENTS_HEAD];
     ht_proto_events_head(head, s->id, s->shipped_seq, count, bytes);
@@ -689,7 +700,7 @@ static uint64_t unshipped(const ht_stream_t *s) {
   if (s->shipped_epoch != conn_epoch)
     return 0;
   uint64_t word = atomic_load_explicit(&s->commit, memory_order_acquire);
-  return (uint32_t)((uint32_t)(word >> 32) - (uint32_t)s->shipped_seq);
+  return events_to(s, word);
 }
 
 /* Sends END (list_lock and io_lock held) and closes the connection; with
