@@ -25,7 +25,9 @@
  * (a stack the flusher empties), and in drop mode a thread that would wait
  * for io_lock to send a SITE record leaves the record to the flusher
  * instead (its stream holds the site; the flusher sends it before the
- * stream's events).
+ * stream's events). In drop mode a thread that does wait for the locks (a
+ * fork, a heap's registration) makes a flusher stuck on a full socket give
+ * the connection up within HT_DROP_PATIENCE_MS.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -59,6 +61,9 @@
  * growing interval, and not announced again until a connection lasts. */
 #define HT_REFUSED_MS 1000
 #define HT_END_WAIT_MS 5000
+/* Drop mode: a program thread that needs the socket (a fork, a heap's
+ * registration) waits this long at most for one that is full. */
+#define HT_DROP_PATIENCE_MS 100
 
 _Atomic int ht__tracing;
 ht_mode_t ht__mode = HT_MODE_BLOCK;
@@ -87,6 +92,16 @@ static pthread_mutex_t stall_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Drop mode: how a wait for a full socket may end before HT_STALL_WARN_MS
+ * (set by whoever takes io_lock; see wait_writable). */
+typedef enum {
+  PATIENCE_FLUSHER, /* once a program thread waits for the locks */
+  PATIENCE_CALLER,  /* after HT_DROP_PATIENCE_MS: a program thread's own write */
+  PATIENCE_EXIT,    /* never (the exit, ht_flush): delivery is what is asked for */
+} patience_t;
+static patience_t io_patience;
+/* Program threads waiting for list_lock or io_lock (lock_for_caller). */
+static _Atomic int io_waiters;
 static ht_stream_t *streams;
 /* New threads' streams, pushed without a lock (ht__transport_adopt) and
  * moved to `streams` by whoever walks it next (collect_adopted). */
@@ -164,7 +179,7 @@ void ht__transport_stalled(uint64_t since_ns) {
     stalled_since = since_ns;
     double s = (double)(ht__clock_real_ns() - since_ns) / 1e9;
     if (ht__mode == HT_MODE_DROP)
-      ht__warn("heaptrace: heaptraced at %s has read nothing for %.0f s (stopped, or behind with "
+      ht__warn("heaptrace: heaptraced at %s has read nothing for %.1f s (stopped, or behind with "
                "its writes); in drop mode the program does not wait: the connection is given up, "
                "events are counted as undelivered, and a new one is tried",
                cfg.socket_path, s);
@@ -205,26 +220,50 @@ static void stall_over(void) {
 /* Waits until the socket takes more, saying so once the daemon has read
  * nothing for HT_STALL_WARN_MS. A lossless program waits for it (in the
  * flusher, or in its exit): returns 0. In drop mode nothing may wait that
- * long - a fork, the exit, ht_flush() and a heap's registration take the
- * flusher's locks (new threads and new sites do not) - so the
- * connection is given up: -1.
+ * long, so the connection is given up: -1. It is given up sooner where a
+ * program thread would wait - its own write, or the flusher's while the
+ * thread waits for the locks (a fork, a heap's registration; new threads
+ * and new sites do not take them): after HT_DROP_PATIENCE_MS. The exit and
+ * ht_flush(), which ask for delivery, keep waiting: giving up would leave
+ * their last events uncounted.
  * since_ns: when the wait began (0: now). */
 static int wait_writable(uint64_t *since_ns) {
   if (!*since_ns)
     *since_ns = ht__clock_real_ns();
-  uint64_t waited_ms = (ht__clock_real_ns() - *since_ns) / 1000000u;
-  int stalled_now = waited_ms >= HT_STALL_WARN_MS;
-  if (!stalled_now) {
+  int drop = ht__mode == HT_MODE_DROP;
+  for (;;) {
+    uint64_t waited_ms = (ht__clock_real_ns() - *since_ns) / 1000000u;
+    if (waited_ms >= HT_STALL_WARN_MS)
+      break;
+    uint64_t slice = HT_STALL_WARN_MS - waited_ms;
+    if (drop && io_patience != PATIENCE_EXIT) {
+      if (waited_ms >= HT_DROP_PATIENCE_MS &&
+          (io_patience == PATIENCE_CALLER || atomic_load(&io_waiters) > 0))
+        break;
+      /* the flusher looks for waiters this often */
+      slice = slice < HT_DROP_PATIENCE_MS ? slice : HT_DROP_PATIENCE_MS;
+    }
     struct pollfd p = {sock_fd, POLLOUT, 0};
-    if (poll(&p, 1, (int)(HT_STALL_WARN_MS - waited_ms)) != 0)
+    if (poll(&p, 1, (int)slice) != 0)
       return 0;
   }
   ht__transport_stalled(*since_ns);
-  if (ht__mode == HT_MODE_DROP)
+  if (drop)
     return -1;
   struct pollfd p = {sock_fd, POLLOUT, 0};
   poll(&p, 1, -1);
   return 0;
+}
+
+/* Takes io_lock, after list_lock with `list`, for a program thread (see
+ * wait_writable). */
+static void lock_for_caller(int list) {
+  atomic_fetch_add(&io_waiters, 1);
+  if (list)
+    pthread_mutex_lock(&list_lock);
+  pthread_mutex_lock(&io_lock);
+  atomic_fetch_sub(&io_waiters, 1);
+  io_patience = PATIENCE_CALLER;
 }
 
 /* Drop mode, a daemon that reads nothing: the connection goes (the
@@ -287,10 +326,13 @@ static int write_buf(const void *buf, size_t len) {
  * (ht__stream_pend_site). */
 static int lock_io_for_record(void) {
   if (ht__mode != HT_MODE_DROP) {
-    pthread_mutex_lock(&io_lock);
+    lock_for_caller(0);
     return 1;
   }
-  return pthread_mutex_trylock(&io_lock) == 0;
+  if (pthread_mutex_trylock(&io_lock) != 0)
+    return 0;
+  io_patience = PATIENCE_CALLER;
+  return 1;
 }
 
 /* Drop mode: 1 when the socket takes a record now (POLLOUT: a quarter of
@@ -315,7 +357,7 @@ int ht__transport_send_record_epoch(const uint8_t *buf, size_t len, uint32_t *ep
 }
 
 int ht__transport_send_record(const uint8_t *buf, size_t len) {
-  pthread_mutex_lock(&io_lock);
+  lock_for_caller(0);
   int rc = write_buf(buf, len);
   pthread_mutex_unlock(&io_lock);
   return rc;
@@ -463,10 +505,12 @@ static void collect_adopted(void) {
   }
 }
 
-/* Ships every stream; unmaps streams whose thread exited once drained. */
-static void ship_all(void) {
+/* Ships every stream; unmaps streams whose thread exited once drained.
+ * patience: the flusher's or the exit's (see wait_writable). */
+static void ship_all(patience_t patience) {
   pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
+  io_patience = patience;
   collect_adopted();
   ht_stream_t **link = &streams;
   while (*link) {
@@ -730,9 +774,10 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
  * as undelivered. */
 static void end_session(uint8_t reason, uint8_t signal, int wait) {
   atomic_store(&ht__tracing, 0);
-  ship_all();
+  ship_all(PATIENCE_EXIT);
   pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
+  io_patience = PATIENCE_EXIT;
   send_end(reason, signal, wait);
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
@@ -774,10 +819,11 @@ static void *flusher_main(void *arg) {
     ht__clock_anchor(0);
     pthread_mutex_lock(&list_lock);
     pthread_mutex_lock(&io_lock);
+    io_patience = PATIENCE_FLUSHER;
     maybe_reconnect();
     pthread_mutex_unlock(&io_lock);
     pthread_mutex_unlock(&list_lock);
-    ship_all();
+    ship_all(PATIENCE_FLUSHER);
   }
   return NULL;
 }
@@ -801,8 +847,7 @@ static void transport_shutdown(void) {
  * next traced call. */
 static void atfork_prepare(void) {
   pthread_mutex_lock(&init_lock);
-  pthread_mutex_lock(&list_lock);
-  pthread_mutex_lock(&io_lock);
+  lock_for_caller(1);
   ht__clock_hold(1); /* no clock update half-published in the child */
 }
 
@@ -849,6 +894,7 @@ static void init_locked(void) {
   if (!ever_connected && !(hello_flags & HT_HELLO_F_FORKED))
     ht__clock_init(-1); /* a fork child keeps the parent's mapping */
   pthread_mutex_lock(&io_lock);
+  io_patience = PATIENCE_CALLER;
   int rc = connect_daemon();
   pthread_mutex_unlock(&io_lock);
   if (rc != 0) {
@@ -905,7 +951,7 @@ int ht_flush(void) {
   ht__transport_init();
   if (!atomic_load(&ht__tracing))
     return HT_ENOTCONN;
-  ship_all();
+  ship_all(PATIENCE_EXIT); /* asked to deliver: in drop mode too, as the exit does */
   pthread_mutex_lock(&io_lock);
   int rc = sock_fd >= 0 ? 0 : HT_ENOTCONN;
   pthread_mutex_unlock(&io_lock);

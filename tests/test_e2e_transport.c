@@ -580,6 +580,53 @@ Test(e2e_transport, in_drop_mode_new_threads_and_sites_do_not_wait_for_a_stuck_f
   e2e_result_free(&r);
 }
 
+/* Drop mode, the flusher waiting on a full socket: a fork and a heap's
+ * registration take the transport's locks, and wait at most a moment
+ * (HT_DROP_PATIENCE_MS, 100 ms) before the connection is given up.
+ * Before, each waited until the flusher gave up by itself, up to 5 s.
+ * Every event is still stored or counted once the daemon reads again. */
+Test(e2e_transport, in_drop_mode_a_fork_and_a_registration_do_not_wait_for_a_stuck_flusher) {
+  char go[200], out[200];
+  snprintf(go, sizeof go, "%s/go", env.dir);
+  char *argv[] = {(char *)e2e_bin("drop_waits"), "1000", go, NULL};
+  char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
+  e2e_signal_daemon(&env, SIGSTOP);
+  pid_t pid = e2e_spawn(&env, argv, envv);
+  snprintf(out, sizeof out, "%s/out.%d", env.dir, (int)pid);
+  char *timed = NULL;
+  for (int waited = 0; waited < 60000; waited += 50) {
+    free(timed);
+    timed = e2e_read_file(out);
+    if (timed && strstr(timed, "register_ms=") && strchr(timed, '\n'))
+      break;
+    e2e_sleep_ms(50);
+  }
+  e2e_signal_daemon(&env, SIGCONT);
+  FILE *f = fopen(go, "w");
+  cr_assert(f != NULL);
+  fclose(f);
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(timed != NULL && strstr(timed, "register_ms="), "no timings: %s", r.err);
+  cr_assert(lt(long, e2e_field(timed, "fork_ms"), 1000), "%s\n%s", timed, r.err);
+  cr_assert(lt(long, e2e_field(timed, "register_ms"), 1000), "%s\n%s", timed, r.err);
+  cr_assert(ge(int, e2e_count_lines(r.err, "the connection is given up"), 1), "%s", r.err);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  double stored = 0, lost = 0;
+  int n = 0;
+  for (const cJSON *s; (s = session_of_pid(ss, pid, n)) != NULL; n++) {
+    stored += e2e_num(s, "events");
+    lost += e2e_num(s, "lost");
+  }
+  cr_assert(ge(int, n, 2), "one session: the connection was never given up\n%s", r.err);
+  cr_assert(eq(str, (char *)e2e_str(session_of_pid(ss, pid, n - 1), "end_reason"), "clean"));
+  cr_assert(eq(dbl, stored + lost, (double)e2e_field(r.out, "events")), "stored %.0f lost %.0f",
+            stored, lost);
+  cJSON_Delete(ss);
+  free(timed);
+  e2e_result_free(&r);
+}
+
 Test(e2e_transport, a_bad_mode_warns_once_and_stays_lossless) {
   char *argv[] = {(char *)e2e_bin("threads_client"), "1", "2000", NULL};
   char *envv[] = {"HEAPTRACE_MODE=fast", NULL};

@@ -134,9 +134,10 @@ HT_EXTERN void ht__free_at(void *ptr, const ht_where_t *where);
 #endif
 
 /* Ships every event recorded so far to the daemon and waits until it has
- * been written to the socket. Returns 0, or HT_ENOTCONN when tracing is off.
- * exit() does this itself; call it before an exec, which runs no exit
- * handler (what the last 50 ms recorded would be lost). */
+ * been written to the socket. Returns 0, or HT_ENOTCONN when tracing is off
+ * or the connection was lost (in drop mode: the daemon read nothing for
+ * 5 s). exit() does this itself; call it before an exec, which runs no
+ * exit handler (what the last 50 ms recorded would be lost). */
 HT_EXTERN int ht_flush(void);
 
 /* Returns 1 when events are being streamed to a daemon, else 0. */
