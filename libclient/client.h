@@ -83,7 +83,7 @@ typedef struct ht_stream {
   /* Owned by the writing thread. */
   uint8_t *ring; /* HT_RING_BYTES + HT_PROTO_MAX_EVENT_BYTES of slack */
   uint64_t head; /* bytes ever written */
-  uint64_t seq;  /* next sequence number in this session */
+  uint64_t seq;  /* events ever published (epochs number theirs from restart_seq) */
   uint64_t tail_cache;
   uint64_t publish_limit; /* head past which a publish takes the slow path */
   uint32_t epoch_seen;    /* connection epoch the encoder state belongs to */
@@ -107,7 +107,7 @@ typedef struct ht_stream {
   _Alignas(64) _Atomic uint64_t commit; /* low 32: head, high 32: seq (both mod 2^32) */
   _Atomic uint64_t lost;                /* events dropped (drop mode), total */
   _Atomic uint64_t restart_head;        /* head where the epoch_ack epoch starts */
-  _Atomic uint64_t restart_seq;         /* seq the old epoch had reached then */
+  _Atomic uint64_t restart_seq;         /* seq there: the epoch's events count from it */
   _Atomic uint32_t epoch_ack;           /* epoch the thread has switched to */
   _Atomic int orphaned;                 /* the thread has exited */
   _Atomic uint32_t waiting;             /* the thread sleeps until the ring drains */
@@ -123,6 +123,7 @@ typedef struct ht_stream {
   _Atomic uint32_t pend_tail;             /* pend_sites taken */
   /* Owned by the shipping side. */
   _Alignas(64) uint64_t shipped_bytes, shipped_seq, lost_sent;
+  uint64_t epoch_seq;   /* seq where the shipped epoch began: its events' 0 */
   uint64_t undelivered; /* events discarded while disconnected, not yet reported */
   uint32_t shipped_epoch;
   uint32_t id;

@@ -11,10 +11,13 @@
  * copied to the start, where the byte stream continues.
  *
  * A new connection (after the daemon went away, or in a fork child) is a
- * new epoch: the delta state and sequence numbers start again at zero. The
- * thread notices the epoch on its next event, restarts its encoder and
- * publishes where the new epoch begins; the shipping side discards what
- * was encoded for the old connection and reports it as undelivered.
+ * new epoch: the delta state starts again at zero, and so do the sequence
+ * numbers the daemon sees. The thread notices the epoch on its next event,
+ * restarts its encoder and publishes where the new epoch begins (head and
+ * seq); the shipping side discards what was encoded for the old connection
+ * and reports it as undelivered. The commit word's seq runs on across
+ * epochs, so that any word, of whichever epoch, counts the events up to it
+ * (the shipping side numbers an epoch's events from its restart_seq).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -98,14 +101,13 @@ ht_stream_t *ht__stream_get_slow(void) {
   return s;
 }
 
-/* A new connection epoch: the next event starts a fresh delta state and
- * sequence; tell the shipping side where (release: after these stores). */
+/* A new connection epoch: the next event starts a fresh delta state; tell
+ * the shipping side where the epoch begins (release: after these stores). */
 void ht__stream_restart(ht_stream_t *s, uint32_t epoch) {
   atomic_store_explicit(&s->restart_head, s->head, memory_order_relaxed);
   atomic_store_explicit(&s->restart_seq, s->seq, memory_order_relaxed);
   ht__stream_carry(s, 0, 0); /* the new connection's delta state starts at zero */
   memset(&s->enc, 0, sizeof s->enc);
-  s->seq = 0;
   s->epoch_seen = epoch;
   atomic_store_explicit(&s->epoch_ack, epoch, memory_order_release);
 }

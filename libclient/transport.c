@@ -386,15 +386,14 @@ static void wake_writer(ht_stream_t *s) {
     syscall(SYS_futex, &s->drained, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* The events of the stream's committed bytes up to word (a commit word)
- * that are not shipped yet. Every event has bytes: none, no events. That
- * matters after a thread restarted its sequence for a new epoch: until its
- * first event of the epoch is published, word is still its last of the old
- * one, with the old sequence, and its head where the new epoch's bytes
- * begin (restart_head), as shipped_bytes then is. */
+/* The events committed up to word (a commit word) and not shipped yet.
+ * The word's seq runs on across epochs (stream.c), so this holds for a
+ * word of any epoch: the thread's last of an old one, which it still shows
+ * after restarting until it publishes an event of the new one, or one of
+ * an epoch this side never shipped in (two new connections while the
+ * thread made no event). */
 static uint32_t events_to(const ht_stream_t *s, uint64_t word) {
-  uint32_t bytes = (uint32_t)word - (uint32_t)s->shipped_bytes;
-  return bytes ? (uint32_t)(word >> 32) - (uint32_t)s->shipped_seq : 0;
+  return (uint32_t)(word >> 32) - (uint32_t)s->shipped_seq;
 }
 
 /* Skips the stream's committed bytes up to word (a commit word) without
@@ -417,7 +416,7 @@ static int follow_epoch(ht_stream_t *s) {
     return 1;
   uint64_t word = atomic_load_explicit(&s->commit, memory_order_acquire);
   if (atomic_load_explicit(&s->epoch_ack, memory_order_acquire) != conn_epoch) {
-    /* Read after the commit word: everything in it is of the old epoch. */
+    /* Read after the commit word: everything in it is of older epochs. */
     discard_to(s, word);
     return 0;
   }
@@ -425,7 +424,7 @@ static int follow_epoch(ht_stream_t *s) {
   uint64_t seq = atomic_load_explicit(&s->restart_seq, memory_order_relaxed);
   s->undelivered += seq - s->shipped_seq;
   s->shipped_bytes = head;
-  s->shipped_seq = 0;
+  s->shipped_seq = s->epoch_seq = seq;
   /* Drops not yet reported belong to a connection that is gone: they go
    * with the undelivered events into this one's LOST record. */
   uint64_t lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
@@ -471,7 +470,7 @@ static void ship_stream(ht_stream_t *s) {
   uint32_t count = events_to(s, word);
   if (count > 0) {
     uint8_t head[HT_PROTO_EVENTS_HEAD];
-    ht_proto_events_head(head, s->id, s->shipped_seq, count, bytes);
+    ht_proto_events_head(head, s->id, s->shipped_seq - s->epoch_seq, count, bytes);
     size_t pos = (size_t)(s->shipped_bytes & (HT_RING_BYTES - 1));
     size_t first = bytes <= HT_RING_BYTES - pos ? bytes : HT_RING_BYTES - pos;
     struct iovec iov[3] = {{head, sizeof head}, {s->ring + pos, first}, {s->ring, bytes - first}};
@@ -487,7 +486,7 @@ static void ship_stream(ht_stream_t *s) {
   /* Unsent, the drops go with the undelivered events to the next
    * connection (follow_epoch). */
   if (lost > s->lost_sent &&
-      send_lost(s->id, s->shipped_seq, lost - s->lost_sent, HT_LOST_DROPPED) == 0)
+      send_lost(s->id, s->shipped_seq - s->epoch_seq, lost - s->lost_sent, HT_LOST_DROPPED) == 0)
     s->lost_sent = lost;
 }
 
