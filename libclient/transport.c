@@ -484,10 +484,17 @@ static void ship_stream(ht_stream_t *s) {
     wake_writer(s);
   uint64_t lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
   /* Unsent, the drops go with the undelivered events to the next
-   * connection (follow_epoch). */
+   * connection (follow_epoch), or to END. */
   if (lost > s->lost_sent &&
       send_lost(s->id, s->shipped_seq - s->epoch_seq, lost - s->lost_sent, HT_LOST_DROPPED) == 0)
     s->lost_sent = lost;
+}
+
+/* Events the stream's thread dropped (drop mode) that no LOST record has
+ * reported: a shipment reports them when connected (ship_stream), a new
+ * epoch takes them into its undelivered count (follow_epoch). */
+static uint64_t unreported_drops(const ht_stream_t *s) {
+  return atomic_load_explicit(&s->lost, memory_order_relaxed) - s->lost_sent;
 }
 
 /* Moves the streams adopted since the last walk into `streams`, in the
@@ -518,11 +525,13 @@ static void ship_all(patience_t patience) {
     ship_stream(s);
     uint64_t word = atomic_load_explicit(&s->commit, memory_order_relaxed);
     if (orphan && (uint32_t)word == (uint32_t)s->shipped_bytes) {
-      /* The thread is gone; what it could not deliver is still reported:
-       * now if connected in its epoch, else at END. */
-      if (s->undelivered && (s->shipped_epoch != conn_epoch ||
-                             send_lost(s->id, 0, s->undelivered, HT_LOST_UNDELIVERED) != 0))
-        orphan_undelivered += s->undelivered;
+      /* The thread is gone; what it could not deliver is still reported,
+       * drops not yet reported with it: now if connected in its epoch,
+       * else at END. */
+      uint64_t left = s->undelivered + unreported_drops(s);
+      if (left &&
+          (s->shipped_epoch != conn_epoch || send_lost(s->id, 0, left, HT_LOST_UNDELIVERED) != 0))
+        orphan_undelivered += left;
       *link = s->next;
       ht__stream_unmap(s);
       continue;
@@ -754,7 +763,7 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
   uint64_t undelivered = orphan_undelivered;
   collect_adopted();
   for (ht_stream_t *s = streams; s; s = s->next)
-    undelivered += s->undelivered + unshipped(s);
+    undelivered += s->undelivered + unshipped(s) + unreported_drops(s);
   uint8_t buf[32];
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, sizeof buf);
@@ -827,6 +836,28 @@ static void *flusher_main(void *arg) {
   return NULL;
 }
 
+/* The exit, with no connection (the daemon went away, or drop mode gave
+ * the connection up) and the next try not due yet: one try now, so that a
+ * daemon that is there again learns, in a session of its own, how many
+ * events it did not get (END counts them), rather than nothing. Not after
+ * a connection the daemon closed as soon as it was made: one that refuses
+ * this client (peer credentials, protocol version) would refuse again. */
+static void reconnect_for_exit(void) {
+  pthread_mutex_lock(&list_lock);
+  pthread_mutex_lock(&io_lock);
+  io_patience = PATIENCE_EXIT;
+  if (sock_fd < 0 && ever_connected && brief_losses == 0) {
+    hello_flags |= HT_HELLO_F_RECONNECT;
+    if (connect_daemon() == 0) {
+      collect_adopted();
+      for (ht_stream_t *s = streams; s; s = s->next)
+        atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
+    }
+  }
+  pthread_mutex_unlock(&io_lock);
+  pthread_mutex_unlock(&list_lock);
+}
+
 /* atexit: ship everything, close the session cleanly. */
 static void transport_shutdown(void) {
   if (!atomic_load(&ht__tracing))
@@ -838,6 +869,7 @@ static void transport_shutdown(void) {
     flusher_running = 0;
     atomic_store(&flusher_alive, 0);
   }
+  reconnect_for_exit();
   end_session(HT_END_CLEAN, 0, 1);
 }
 

@@ -627,6 +627,47 @@ Test(e2e_transport, in_drop_mode_a_fork_and_a_registration_do_not_wait_for_a_stu
   e2e_result_free(&r);
 }
 
+/* Drop mode, the daemon stopped until the program has exited: the
+ * connection was given up (a fork and a registration ask for it), the
+ * next try was not due yet, and the exit tries once more. The stopped
+ * daemon's queue takes that connection, so once it reads again a last
+ * session of the program ends clean, its END counting every event no
+ * session stored. Before, the exit had no connection and those events
+ * were counted nowhere. */
+Test(e2e_transport, in_drop_mode_an_exit_after_a_given_up_connection_counts_what_was_not_delivered) {
+  char go[200];
+  snprintf(go, sizeof go, "%s/go", env.dir);
+  FILE *f = fopen(go, "w");
+  cr_assert(f != NULL);
+  fclose(f);
+  char *argv[] = {(char *)e2e_bin("drop_waits"), "300", go, NULL};
+  char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
+  e2e_signal_daemon(&env, SIGSTOP);
+  pid_t pid = e2e_spawn(&env, argv, envv);
+  int status;
+  cr_assert(waitpid(pid, &status, 0) == pid);
+  e2e_signal_daemon(&env, SIGCONT);
+  cr_assert(eq(int, WIFEXITED(status) && WEXITSTATUS(status) == 0, 1), "status 0x%x", status);
+  char out[200];
+  snprintf(out, sizeof out, "%s/out.%d", env.dir, (int)pid);
+  char *text = e2e_read_file(out);
+  cr_assert(text != NULL);
+  e2e_wait_disconnected(&env, 10000);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  double stored = 0, lost = 0;
+  int n = 0;
+  for (const cJSON *s; (s = session_of_pid(ss, pid, n)) != NULL; n++) {
+    stored += e2e_num(s, "events");
+    lost += e2e_num(s, "lost");
+  }
+  cr_assert(ge(int, n, 2), "one session: the connection was never given up\n%s", text);
+  cr_assert(eq(str, (char *)e2e_str(session_of_pid(ss, pid, n - 1), "end_reason"), "clean"));
+  cr_assert(eq(dbl, stored + lost, (double)e2e_field(text, "events")), "stored %.0f lost %.0f",
+            stored, lost);
+  cJSON_Delete(ss);
+  free(text);
+}
+
 Test(e2e_transport, a_bad_mode_warns_once_and_stays_lossless) {
   char *argv[] = {(char *)e2e_bin("threads_client"), "1", "2000", NULL};
   char *envv[] = {"HEAPTRACE_MODE=fast", NULL};
