@@ -186,10 +186,10 @@ int ht__tls_join(void) {
   ht_tls_t *t = &ht__tls;
   if (t->state == HT_TLS_GONE)
     return 0;
-  /* The first transaction of the process starts the transport, so that
-   * ht__tracing_on() needs no initialisation check on the hot path. */
+  /* The first transaction of the process starts the transport (and puts
+   * the fork handlers in place), so that ht__tracing_on() needs no
+   * initialisation check on the hot path. */
   ht__transport_init();
-  ht__fork_guard();
   pthread_once(&key_once, make_key);
   void *m = mmap(NULL, sizeof(ht_tls_sites_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                  -1, 0);

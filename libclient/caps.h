@@ -103,14 +103,6 @@ static inline int ht__heap_has(const ht_heap_t *h, uint32_t caps) {
 /* The region whose block area contains p, or NULL (system heap, foreign). */
 ht_heap_t *ht__heap_of(const void *p);
 
-/* Registers (once) fork handlers that take every allocator lock in the
- * lock order before fork() and release them after, in parent and child,
- * so that a child never inherits a lock some other thread held. Call it
- * after ht__transport_init(): prepare handlers run in reverse order of
- * registration, and ours must take the heap locks before the transport's
- * take its io lock. */
-void ht__fork_guard(void);
-
 /* Takes (1) or releases (0) the accounting site lock, the type locks and
  * the thread-list lock: the fork handlers' helpers. */
 void ht__acct_sites_hold(int hold);

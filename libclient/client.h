@@ -193,6 +193,14 @@ extern _Atomic int ht__tracing;
 /* Connects (once per process) when the library is first used. */
 void ht__transport_init(void);
 
+/* Registers (once) fork handlers that take every allocator lock in the
+ * lock order before fork() and release them after, in parent and child,
+ * so that a child never inherits a lock some other thread held
+ * (registry.c). ht__transport_init() registers them, after its own:
+ * prepare handlers run in reverse order of registration, and these must
+ * take the heap locks before the transport's take its io lock. */
+void ht__fork_guard(void);
+
 /* Writes one whole non-event record (SITE, HEAP) to the daemon right away.
  * Records must reach the daemon before the events that refer to them; the
  * flusher takes the same lock, so an event committed after this returns is

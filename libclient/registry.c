@@ -162,11 +162,10 @@ static int add_region(const char *name, const uint32_t caps[HT_CAPS_PRIOS], intp
                       intptr_t end, uint32_t *id) {
   if (!caps || start == 0 || end <= start)
     return HT_EINVAL;
-  /* Transport first: its fork handlers must be registered before ours,
-   * so that ours run first and take the heap locks before its io lock (a
-   * heap lock holder may wait for the io lock, never the reverse). */
+  /* It registers the fork handlers too, its own and then ours, so that
+   * ours run first and take the heap locks before its io lock (a heap
+   * lock holder may wait for the io lock, never the reverse). */
   ht__transport_init();
-  ht__fork_guard();
   pthread_mutex_lock(&reg_lock);
   unsigned n = ht__nheaps();
   int rc = 0;

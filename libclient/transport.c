@@ -894,6 +894,10 @@ static void atfork_child(void) {
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
   pthread_mutex_unlock(&init_lock);
+  /* A parent that never connected (tracing off, or not started: then the
+   * child's first traced call starts it) leaves nothing to start again. */
+  if (!ever_connected)
+    return;
   flusher_running = 0;
   atomic_store(&flusher_alive, 0);
   atomic_store(&flusher_stop, 0);
@@ -940,7 +944,6 @@ static void init_locked(void) {
   }
   atomic_store(&ht__tracing, 1);
   if (!exit_hooks_set) {
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     atexit(transport_shutdown);
     exit_hooks_set = 1;
   }
@@ -967,9 +970,28 @@ int ht__transport_flusher_alive(void) {
   return atomic_load(&flusher_alive);
 }
 
+/* The fork handlers, the transport's and then the heaps' and accounting's
+ * (registry.c: theirs run first), are in place before anyone takes one of
+ * their locks - when the library is loaded, or at the latest when the
+ * transport starts: a fork while another thread makes the process's
+ * first traced call (connects, joins the accounting) waits until it is
+ * done. Registered later, such a fork left the child with init_lock or
+ * the accounting's thread list held by a thread it does not have, and the
+ * child's first traced call hung. */
+static pthread_once_t fork_hooks_once = PTHREAD_ONCE_INIT;
+static void set_fork_hooks(void) {
+  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+  ht__fork_guard();
+}
+
+__attribute__((constructor)) static void fork_hooks_at_load(void) {
+  pthread_once(&fork_hooks_once, set_fork_hooks);
+}
+
 void ht__transport_init(void) {
   if (HT_LIKELY(atomic_load_explicit(&init_state, memory_order_acquire)))
     return;
+  pthread_once(&fork_hooks_once, set_fork_hooks);
   pthread_mutex_lock(&init_lock);
   if (!atomic_load_explicit(&init_state, memory_order_relaxed)) {
     init_locked();
