@@ -659,7 +659,7 @@ Test(e2e_transport, in_drop_mode_a_fork_and_a_registration_do_not_wait_for_a_stu
  * session of the program ends clean, its END counting every event no
  * session stored. Before, the exit had no connection and those events
  * were counted nowhere. */
-Test(e2e_transport, in_drop_mode_an_exit_after_a_given_up_connection_counts_what_was_not_delivered) {
+Test(e2e_transport, in_drop_mode_an_exit_after_a_given_up_connection_counts_the_undelivered) {
   char go[200];
   snprintf(go, sizeof go, "%s/go", env.dir);
   FILE *f = fopen(go, "w");
