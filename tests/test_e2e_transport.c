@@ -530,6 +530,24 @@ Test(e2e_transport, a_daemon_with_a_full_connection_queue_does_not_hold_the_prog
   free(err);
 }
 
+/* The sessions of a drop-mode program whose connection was given up at
+ * least once: more than one, the last ended clean, and between them every
+ * event the program made (out's events=) stored or counted as lost. */
+static void check_given_up_sessions(pid_t pid, const char *out, const char *err) {
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  double stored = 0, lost = 0;
+  int n = 0;
+  for (const cJSON *s; (s = session_of_pid(ss, pid, n)) != NULL; n++) {
+    stored += e2e_num(s, "events");
+    lost += e2e_num(s, "lost");
+  }
+  cr_assert(ge(int, n, 2), "one session: the connection was never given up\n%s", err);
+  cr_assert(eq(str, (char *)e2e_str(session_of_pid(ss, pid, n - 1), "end_reason"), "clean"));
+  cr_assert(eq(dbl, stored + lost, (double)e2e_field(out, "events")), "stored %.0f lost %.0f",
+            stored, lost);
+  cJSON_Delete(ss);
+}
+
 /* Drop mode across a given-up connection: the program goes on in a new
  * session once the daemon reads again, and every event is stored or
  * counted - those dropped while the old connection was stuck included
@@ -541,18 +559,7 @@ Test(e2e_transport, in_drop_mode_every_event_across_a_given_up_connection_is_cou
   pid_t pid;
   e2e_result_t r = run_past_a_stall(argv, envv, &pid);
   cr_assert(eq(int, e2e_count_lines(r.err, "the connection is given up"), 1), "%s", r.err);
-  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
-  double stored = 0, lost = 0;
-  int n = 0;
-  for (const cJSON *s; (s = session_of_pid(ss, pid, n)) != NULL; n++) {
-    stored += e2e_num(s, "events");
-    lost += e2e_num(s, "lost");
-  }
-  cr_assert(ge(int, n, 2), "one session: the connection was not given up\n%s", r.err);
-  cr_assert(eq(str, (char *)e2e_str(session_of_pid(ss, pid, n - 1), "end_reason"), "clean"));
-  cr_assert(eq(dbl, stored + lost, (double)e2e_field(r.out, "events")), "stored %.0f lost %.0f",
-            stored, lost);
-  cJSON_Delete(ss);
+  check_given_up_sessions(pid, r.out, r.err);
   e2e_result_free(&r);
 }
 
@@ -636,18 +643,7 @@ Test(e2e_transport, in_drop_mode_a_fork_and_a_registration_do_not_wait_for_a_stu
   cr_assert(lt(long, e2e_field(timed, "fork_ms"), 1000), "%s\n%s", timed, r.err);
   cr_assert(lt(long, e2e_field(timed, "register_ms"), 1000), "%s\n%s", timed, r.err);
   cr_assert(ge(int, e2e_count_lines(r.err, "the connection is given up"), 1), "%s", r.err);
-  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
-  double stored = 0, lost = 0;
-  int n = 0;
-  for (const cJSON *s; (s = session_of_pid(ss, pid, n)) != NULL; n++) {
-    stored += e2e_num(s, "events");
-    lost += e2e_num(s, "lost");
-  }
-  cr_assert(ge(int, n, 2), "one session: the connection was never given up\n%s", r.err);
-  cr_assert(eq(str, (char *)e2e_str(session_of_pid(ss, pid, n - 1), "end_reason"), "clean"));
-  cr_assert(eq(dbl, stored + lost, (double)e2e_field(r.out, "events")), "stored %.0f lost %.0f",
-            stored, lost);
-  cJSON_Delete(ss);
+  check_given_up_sessions(pid, r.out, r.err);
   free(timed);
   e2e_result_free(&r);
 }
@@ -678,18 +674,7 @@ Test(e2e_transport, in_drop_mode_an_exit_after_a_given_up_connection_counts_the_
   char *text = e2e_read_file(out);
   cr_assert(text != NULL);
   e2e_wait_disconnected(&env, 10000);
-  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
-  double stored = 0, lost = 0;
-  int n = 0;
-  for (const cJSON *s; (s = session_of_pid(ss, pid, n)) != NULL; n++) {
-    stored += e2e_num(s, "events");
-    lost += e2e_num(s, "lost");
-  }
-  cr_assert(ge(int, n, 2), "one session: the connection was never given up\n%s", text);
-  cr_assert(eq(str, (char *)e2e_str(session_of_pid(ss, pid, n - 1), "end_reason"), "clean"));
-  cr_assert(eq(dbl, stored + lost, (double)e2e_field(text, "events")), "stored %.0f lost %.0f",
-            stored, lost);
-  cJSON_Delete(ss);
+  check_given_up_sessions(pid, text, "");
   free(text);
 }
 
