@@ -762,6 +762,28 @@ static void close_any(uv_handle_t *h, void *arg) {
     uv_close(h, NULL);
 }
 
+/* A stopping daemon takes what an ingest client had sent: its side of the
+ * socket is shut for reading first, so that the client's later writes
+ * fail (the client counts those events as undelivered, and reports them
+ * to its next session), and what was already in the socket - a client
+ * waiting on a full one has a socket buffer's worth - is read to the end
+ * and stored. Before, that was dropped with the connection, counted by
+ * neither side. A frame cut short by the shutdown is not stored; the
+ * client counts it as undelivered too. */
+static void drain(conn_t *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 || shutdown(fd, SHUT_RD) != 0)
+    return;
+  while (!c->closing && c->len < HTD_CONN_BUFFER) {
+    ssize_t n = read(fd, c->buf + c->len, HTD_CONN_BUFFER - c->len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) /* all read (the session ends 'daemon-stopped'), or an error */
+      return;
+    on_read((uv_stream_t *)&c->pipe, n, NULL);
+  }
+}
+
 /* SIGTERM/SIGINT: stop accepting, end every session (its chunks queued),
  * close every handle; htd_serve then commits and closes the store. */
 static void stop(int signum) {
@@ -770,6 +792,8 @@ static void stop(int signum) {
   srv.stopping = 1;
   htd_log(HTD_LOG_INFO, "signal %d: stopping", signum);
   for (conn_t *c = srv.conns; c; c = c->next) {
+    if (c->ws && !c->closing)
+      drain(c);
     if (!c->ws || c->closing)
       continue;
     /* Frames already received are processed before the session ends. */

@@ -202,14 +202,16 @@ static e2e_result_t run_another_daemon(const char *db) {
 }
 
 /* Starts ht_stream_client ROUNDS in the background on the daemon's socket,
- * its stderr into err_path. */
-static pid_t spawn_stream_client(const char *rounds, const char *err_path) {
+ * its stderr into err_path, its stdout into out_path (NULL: nowhere). */
+static pid_t spawn_stream_client_out(const char *rounds, const char *err_path,
+                                     const char *out_path) {
   pid_t pid = fork();
   cr_assert(ge(int, pid, 0));
   if (pid == 0) {
     int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int null = open("/dev/null", O_WRONLY);
-    dup2(null, STDOUT_FILENO);
+    int out =
+        out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600) : open("/dev/null", O_WRONLY);
+    dup2(out, STDOUT_FILENO);
     dup2(err, STDERR_FILENO);
     setenv("HEAPTRACE_SOCKET", env.socket, 1);
     setenv("ASAN_OPTIONS", "detect_leaks=0", 1); /* it keeps a block on purpose */
@@ -217,6 +219,10 @@ static pid_t spawn_stream_client(const char *rounds, const char *err_path) {
     _exit(127);
   }
   return pid;
+}
+
+static pid_t spawn_stream_client(const char *rounds, const char *err_path) {
+  return spawn_stream_client_out(rounds, err_path, NULL);
 }
 
 /* Starts tests/programs/dying_listener on socket (a free path), holding
@@ -661,6 +667,66 @@ Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout =
   const cJSON *r = session_of(all, BACKLOG_RAW_PID);
   cr_assert(ne(ptr, (void *)r, NULL), "no session of the raw client");
   cr_assert(eq(str, str(r, "end_reason"), "clean"));
+  cJSON_Delete(all);
+}
+
+/* SIGTERM while a client waits (the backlog at its limit, the client's
+ * socket full): the stopping daemon shuts its side for reading and stores
+ * what the socket held; the client's later writes fail, and it reports
+ * those events to the daemon started again. Between the two sessions
+ * every event the client made is stored or counted as lost. Before, the
+ * socket's contents went with the connection, counted nowhere. */
+Test(e2e_daemon, a_daemon_stopped_while_a_client_waits_loses_nothing_uncounted, .timeout = 120) {
+  env.max_backlog_mib = 8;
+  e2e_stop_daemon(&env);
+  e2e_restart_daemon(&env);
+  sqlite3 *db = shut_out_the_writer();
+  char err_path[160], out_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  pid_t client = spawn_stream_client_out(STREAM_ROUNDS_FOREVER, err_path, out_path);
+  for (int waited = 0; !daemon_paused(); waited += 20) {
+    cr_assert(lt(int, waited, WAIT_MS), "the daemon did not stop reading in %d ms", WAIT_MS);
+    e2e_sleep_ms(20);
+  }
+  e2e_sleep_ms(300); /* the client fills its socket */
+  kill(env.daemon, SIGTERM);
+  e2e_sleep_ms(100);
+  let_the_writer_in(db); /* the daemon commits what it holds, and exits */
+  int status;
+  cr_assert(eq(int, waitpid(env.daemon, &status, 0), env.daemon));
+  env.daemon = 0;
+  cr_assert(eq(int, WIFEXITED(status) && WEXITSTATUS(status) == 0, 1), "status 0x%x; see %s",
+            status, env.log);
+  /* The client goes on, and reports what it could not deliver meanwhile
+   * to the daemon started again. */
+  e2e_restart_daemon(&env);
+  wait_connected(1, "the client's new session");
+  e2e_sleep_ms(200);
+  kill(client, SIGUSR1); /* ends its rounds */
+  cr_assert(eq(int, wait_exit(client, 60000), 0));
+  e2e_wait_disconnected(&env, WAIT_MS);
+  char *out = e2e_read_file(out_path);
+  long long rounds = -1;
+  cr_assert(out && sscanf(out, "done: %lld rounds", &rounds) == 1, "client said: %s", out);
+  free(out);
+  cJSON *all = sessions(0);
+  double stored = 0, lost = 0;
+  int n = 0;
+  const cJSON *s, *last = NULL;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if (e2e_num(s, "pid") != client)
+      continue;
+    if (n++ == 0)
+      cr_assert(eq(str, str(s, "end_reason"), "daemon-stopped"));
+    stored += e2e_num(s, "events");
+    lost += e2e_num(s, "lost");
+    last = s;
+  }
+  cr_assert(eq(int, n, 2), "%d sessions of the client; see %s", n, err_path);
+  cr_assert(eq(str, str(last, "end_reason"), "clean"));
+  cr_assert(eq(dbl, stored + lost, 2.0 * (double)rounds + 1), "stored %.0f lost %.0f", stored,
+            lost);
   cJSON_Delete(all);
 }
 
