@@ -100,7 +100,7 @@ typedef enum {
   PATIENCE_EXIT,    /* never (the exit, ht_flush): delivery is what is asked for */
 } patience_t;
 static patience_t io_patience;
-/* Program threads waiting for list_lock or io_lock (lock_for_caller). */
+/* Program threads waiting for list_lock or io_lock (lock_io). */
 static _Atomic int io_waiters;
 static ht_stream_t *streams;
 /* New threads' streams, pushed without a lock (ht__transport_adopt) and
@@ -255,15 +255,19 @@ static int wait_writable(uint64_t *since_ns) {
   return 0;
 }
 
-/* Takes io_lock, after list_lock with `list`, for a program thread (see
- * wait_writable). */
-static void lock_for_caller(int list) {
-  atomic_fetch_add(&io_waiters, 1);
+/* Takes io_lock, after list_lock with `list`, for a holder of patience p
+ * (see wait_writable); a program thread (PATIENCE_CALLER) counts itself
+ * among the waiters meanwhile. */
+static void lock_io(int list, patience_t p) {
+  int caller = p == PATIENCE_CALLER;
+  if (caller)
+    atomic_fetch_add(&io_waiters, 1);
   if (list)
     pthread_mutex_lock(&list_lock);
   pthread_mutex_lock(&io_lock);
-  atomic_fetch_sub(&io_waiters, 1);
-  io_patience = PATIENCE_CALLER;
+  if (caller)
+    atomic_fetch_sub(&io_waiters, 1);
+  io_patience = p;
 }
 
 /* Drop mode, a daemon that reads nothing: the connection goes (the
@@ -326,7 +330,7 @@ static int write_buf(const void *buf, size_t len) {
  * (ht__stream_pend_site). */
 static int lock_io_for_record(void) {
   if (ht__mode != HT_MODE_DROP) {
-    lock_for_caller(0);
+    lock_io(0, PATIENCE_CALLER);
     return 1;
   }
   if (pthread_mutex_trylock(&io_lock) != 0)
@@ -357,7 +361,7 @@ int ht__transport_send_record_epoch(const uint8_t *buf, size_t len, uint32_t *ep
 }
 
 int ht__transport_send_record(const uint8_t *buf, size_t len) {
-  lock_for_caller(0);
+  lock_io(0, PATIENCE_CALLER);
   int rc = write_buf(buf, len);
   pthread_mutex_unlock(&io_lock);
   return rc;
@@ -514,9 +518,7 @@ static void collect_adopted(void) {
 /* Ships every stream; unmaps streams whose thread exited once drained.
  * patience: the flusher's or the exit's (see wait_writable). */
 static void ship_all(patience_t patience) {
-  pthread_mutex_lock(&list_lock);
-  pthread_mutex_lock(&io_lock);
-  io_patience = patience;
+  lock_io(1, patience);
   collect_adopted();
   ht_stream_t **link = &streams;
   while (*link) {
@@ -702,10 +704,23 @@ static void warn_reconnected(void) {
            cfg.socket_path);
 }
 
-/* The flusher's retry: a new session once the daemon is back. Streams
- * learn the new epoch from their epoch word. list_lock and io_lock held.
- * The interval doubles with every try (lose_connection starts it again,
- * but for a daemon that refuses). */
+/* A new connection, flagged as a reconnection; on success the streams
+ * learn its epoch from their epoch word. list_lock and io_lock held.
+ * Returns connect_daemon()'s result. */
+static int reconnect(void) {
+  hello_flags |= HT_HELLO_F_RECONNECT;
+  int rc = connect_daemon();
+  if (rc == 0) {
+    collect_adopted();
+    for (ht_stream_t *s = streams; s; s = s->next)
+      atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
+  }
+  return rc;
+}
+
+/* The flusher's retry: a new session once the daemon is back. list_lock
+ * and io_lock held. The interval doubles with every try (lose_connection
+ * starts it again, but for a daemon that refuses). */
 static void maybe_reconnect(void) {
   uint64_t lasted = sock_fd >= 0 ? ht__clock_real_ns() - connected_ns : 0;
   if (brief_losses >= 2 && lasted >= HT_REFUSED_MS * 1000000ull) {
@@ -720,15 +735,11 @@ static void maybe_reconnect(void) {
     warn_reconnected();
   if (sock_fd >= 0 || !ever_connected || ht__clock_real_ns() < retry_at_ns)
     return;
-  hello_flags |= HT_HELLO_F_RECONNECT;
   retry_ms = retry_ms * 2 > HT_RETRY_MAX_MS ? HT_RETRY_MAX_MS : retry_ms * 2;
-  if (connect_daemon() != 0) {
+  if (reconnect() != 0) {
     retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
     return;
   }
-  collect_adopted();
-  for (ht_stream_t *s = streams; s; s = s->next)
-    atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
   if (brief_losses < 2 && !atomic_load(&stalled))
     warn_reconnected(); /* a stall is over when the daemon reads (stall_over) */
 }
@@ -783,9 +794,7 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
 static void end_session(uint8_t reason, uint8_t signal, int wait) {
   atomic_store(&ht__tracing, 0);
   ship_all(PATIENCE_EXIT);
-  pthread_mutex_lock(&list_lock);
-  pthread_mutex_lock(&io_lock);
-  io_patience = PATIENCE_EXIT;
+  lock_io(1, PATIENCE_EXIT);
   send_end(reason, signal, wait);
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
@@ -825,9 +834,7 @@ static void *flusher_main(void *arg) {
       break;
     }
     ht__clock_anchor(0);
-    pthread_mutex_lock(&list_lock);
-    pthread_mutex_lock(&io_lock);
-    io_patience = PATIENCE_FLUSHER;
+    lock_io(1, PATIENCE_FLUSHER);
     maybe_reconnect();
     pthread_mutex_unlock(&io_lock);
     pthread_mutex_unlock(&list_lock);
@@ -843,17 +850,9 @@ static void *flusher_main(void *arg) {
  * a connection the daemon closed as soon as it was made: one that refuses
  * this client (peer credentials, protocol version) would refuse again. */
 static void reconnect_for_exit(void) {
-  pthread_mutex_lock(&list_lock);
-  pthread_mutex_lock(&io_lock);
-  io_patience = PATIENCE_EXIT;
-  if (sock_fd < 0 && ever_connected && brief_losses == 0) {
-    hello_flags |= HT_HELLO_F_RECONNECT;
-    if (connect_daemon() == 0) {
-      collect_adopted();
-      for (ht_stream_t *s = streams; s; s = s->next)
-        atomic_store_explicit(&s->epoch, conn_epoch, memory_order_relaxed);
-    }
-  }
+  lock_io(1, PATIENCE_EXIT);
+  if (sock_fd < 0 && ever_connected && brief_losses == 0)
+    reconnect();
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
 }
@@ -878,7 +877,7 @@ static void transport_shutdown(void) {
  * next traced call. */
 static void atfork_prepare(void) {
   pthread_mutex_lock(&init_lock);
-  lock_for_caller(1);
+  lock_io(1, PATIENCE_CALLER);
   ht__clock_hold(1); /* no clock update half-published in the child */
 }
 
@@ -928,8 +927,7 @@ static void init_locked(void) {
     return;
   if (!ever_connected && !(hello_flags & HT_HELLO_F_FORKED))
     ht__clock_init(-1); /* a fork child keeps the parent's mapping */
-  pthread_mutex_lock(&io_lock);
-  io_patience = PATIENCE_CALLER;
+  lock_io(0, PATIENCE_CALLER);
   int rc = connect_daemon();
   pthread_mutex_unlock(&io_lock);
   if (rc != 0) {
