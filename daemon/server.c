@@ -792,9 +792,10 @@ static void stop(int signum) {
   srv.stopping = 1;
   htd_log(HTD_LOG_INFO, "signal %d: stopping", signum);
   for (conn_t *c = srv.conns; c; c = c->next) {
-    if (c->ws && !c->closing)
-      drain(c);
     if (!c->ws || c->closing)
+      continue;
+    drain(c);
+    if (c->closing) /* its END came in what was drained, or it broke the protocol */
       continue;
     /* Frames already received are processed before the session ends. */
     htd_worker_end(srv.worker, c->ws, HT_END_DAEMON_STOPPED, "heaptraced stopped");
