@@ -22,26 +22,7 @@
 
 #include <heaptrace/heaptrace.h>
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-/* Allocates and frees for ms milliseconds; returns the events made. */
-static unsigned long long churn(double ms) {
-  unsigned long long events = 0;
-  for (double until = now_ms() + ms; now_ms() < until;) {
-    for (int i = 0; i < 1000; i++) {
-      void *p = ht_malloc((size_t)(16 + i));
-      if (!p)
-        abort();
-      ht_free(p);
-    }
-    events += 2000;
-  }
-  return events;
-}
+#include "churn.h"
 
 static _Alignas(16) char region[64 * 1024];
 

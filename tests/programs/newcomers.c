@@ -17,17 +17,12 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include <heaptrace/heaptrace.h>
 
-#define NEWCOMER_EVENTS 4
+#include "churn.h"
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+#define NEWCOMER_EVENTS 4
 
 static void *newcomer(void *arg) {
   (void)arg;
@@ -47,16 +42,7 @@ int main(int argc, char **argv) {
   }
   double churn_ms = atof(argv[1]);
   long threads = atol(argv[2]);
-  unsigned long long events = 0;
-  for (double until = now_ms() + churn_ms; now_ms() < until;) {
-    for (int i = 0; i < 1000; i++) {
-      void *p = ht_malloc((size_t)(16 + i));
-      if (!p)
-        abort();
-      ht_free(p);
-    }
-    events += 2000;
-  }
+  unsigned long long events = churn(churn_ms);
   double worst = 0;
   for (long i = 0; i < threads; i++) {
     double t0 = now_ms();
