@@ -52,6 +52,15 @@ void e2e_stop(e2e_t *e);
   }                                                                                                \
   TestSuite(name, .init = e2e_suite_setup, .fini = e2e_suite_teardown, .timeout = (seconds))
 
+/* cr_skip_test for a test of an E2E_SUITE: Criterion runs no .fini after a
+ * skip, so the suite's daemon is stopped (and its directory removed)
+ * first, or it would be left running. */
+#define e2e_skip_test(e, ...)                                                                      \
+  do {                                                                                             \
+    e2e_stop(e);                                                                                   \
+    cr_skip_test(__VA_ARGS__);                                                                     \
+  } while (0)
+
 /* Runs argv (argv[0] a path) with HEAPTRACE_SOCKET set to the daemon's
  * socket plus the NULL-terminated "NAME=value" list env (may be NULL). */
 e2e_result_t e2e_run(e2e_t *e, char *const argv[], char *const env[]);

@@ -994,7 +994,7 @@ static e2e_result_t run_client_as_nobody(void) {
  * cannot even reach the socket; the daemon never sees the attempt. */
 Test(e2e_daemon, second_user_cannot_reach_the_socket_in_its_private_directory) {
   if (getuid() != 0)
-    cr_skip_test("needs root to run a client as another user");
+    e2e_skip_test(&env, "needs root to run a client as another user");
   e2e_result_t r = run_client_as_nobody();
   cr_assert(eq(int, r.status, 0), "client as nobody: %s", r.err);
   char warn[300];
@@ -1017,7 +1017,7 @@ Test(e2e_daemon, second_user_cannot_reach_the_socket_in_its_private_directory) {
  * on when the daemon hangs up. */
 Test(e2e_daemon, second_user_is_refused_by_peer_credentials_when_the_socket_is_reachable) {
   if (getuid() != 0)
-    cr_skip_test("needs root to run a client as another user");
+    e2e_skip_test(&env, "needs root to run a client as another user");
   cr_assert(eq(int, chmod(env.dir, 0711), 0));
   cr_assert(eq(int, chmod(env.socket, 0666), 0));
   e2e_result_t r = run_client_as_nobody();

@@ -125,7 +125,7 @@ static e2e_result_t heapctl_as_nobody(const char *cmd, pid_t *pid) {
  * before a byte is read. */
 Test(e2e_security, control_request_from_another_uid_is_refused_by_peer_credentials) {
   if (getuid() != 0)
-    cr_skip_test("needs root to run heapctl as another user");
+    e2e_skip_test(&env, "needs root to run heapctl as another user");
   raw_session_t g;
   raw_session_begin(&g, env.socket, GOOD_PID, "secret");
   raw_session_finish(&g);
