@@ -43,13 +43,22 @@ typedef int (*htq_held_fn)(uint64_t ptr, void *user);
  * length of its instruction window - nanoseconds. Generous by far. */
 #define HTQ_REORDER_NS 50000u
 
+/* How long a realloc's thread may be held up between the allocator giving
+ * the old address back and the clock read that times the realloc
+ * (PROTOCOL.md, "Event times"): a preempted thread waits for a CPU for
+ * milliseconds on a loaded machine, seconds almost never. An allocation
+ * that finds its address held looks this far ahead for such a realloc. */
+#define HTQ_MOVE_NS 1000000000u
+
 /* Calls fn for every stored event of session, merged across streams by
  * time (a free before an allocation at the same instant). With held (may
  * be NULL), an allocation at an address that is still live waits, up to
  * HTQ_REORDER_NS of the other streams' time, for the free that gives it
  * back, which then comes first: a block is never allocated twice because
- * its free was timed a moment later than its next allocation. Returns 0,
- * a nonzero value fn returned, or -1 with err filled. */
+ * its free was timed a moment later than its next allocation. A realloc
+ * that moves away from the address, next in its stream and timed up to
+ * HTQ_MOVE_NS later, comes first instead. Returns 0, a nonzero value fn
+ * returned, or -1 with err filled. */
 int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, void *user,
                char *err, size_t errlen);
 

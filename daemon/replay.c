@@ -9,7 +9,13 @@
  * allocation's time is read unfenced, PROTOCOL.md "Event times"): an
  * allocation at an address the consumer still holds leaves the heap
  * (parked) until an event frees that address, or until the other
- * streams are HTQ_REORDER_NS past it; then it comes next. A genuine
+ * streams are HTQ_REORDER_NS past it; then it comes next. A realloc that
+ * moves gives its old address back inside the allocator, before its time
+ * is read, by as long as its thread was held up there (milliseconds when
+ * it was preempted): when a stream's next event is a realloc moving away
+ * from the address an allocation finds held, timed no more than
+ * HTQ_MOVE_NS after it, that realloc comes out first, ahead of its time,
+ * and the allocation's stream is not held back. A genuine
  * double allocation (a free the client never saw) only waits. At most
  * MAX_PARKED streams wait at once (a real trace has one now and then);
  * past that an allocation goes as it is, so that no session, however
@@ -24,6 +30,7 @@
 #include "query.h"
 
 #define MAX_PARKED 64
+#define MOVE_CHAIN 4 /* reallocs moving away, each from the next one's address */
 
 typedef struct {
   sqlite3_stmt *stmt;
@@ -137,6 +144,13 @@ static void unpark(merge_t *g, size_t i, int due) {
   push(g, c);
 }
 
+/* Parks c, the heap's head. */
+static void park(merge_t *g, cursor_t *c) {
+  g->parked[g->nparked++] = c;
+  g->heap[0] = g->heap[--g->live];
+  sift_down(g->heap, g->live, 0);
+}
+
 /* The parked stream whose wait is over: the others are past its time by
  * HTQ_REORDER_NS, or none is left. SIZE_MAX when there is none. */
 static size_t overdue(const merge_t *g) {
@@ -148,6 +162,63 @@ static size_t overdue(const merge_t *g) {
     return best;
   uint64_t t = g->parked[best]->ev.time_ns, next = g->heap[0]->ev.time_ns;
   return next > t && next - t > HTQ_REORDER_NS ? best : SIZE_MAX;
+}
+
+/* The heap index of a stream's next event that is a realloc moving away
+ * from address at, timed from t to HTQ_MOVE_NS after it. SIZE_MAX when
+ * there is none. */
+static size_t moves_from(const merge_t *g, uint64_t at, uint64_t t) {
+  for (size_t i = 0; i < g->live; i++) {
+    const ht_event_t *ev = &g->heap[i]->ev;
+    if (ev->op == HT_OP_REALLOC && htq_event_frees(ev) == at && ev->time_ns >= t &&
+        ev->time_ns - t <= HTQ_MOVE_NS)
+      return i;
+  }
+  return SIZE_MAX;
+}
+
+/* What goes before p, whose address the consumer holds: a realloc that
+ * moves away from it, next in its stream, gave the address back before p
+ * got it (PROTOCOL.md, "Event times"), and got its own before that. If the
+ * consumer holds that one too, it waits for a realloc moving away from it
+ * in turn, and so on, up to MOVE_CHAIN of them. The heap index of the
+ * first of them, SIZE_MAX when there is none. */
+static size_t moving_away(const merge_t *g, const cursor_t *p, htq_held_fn held, void *user) {
+  uint64_t at = htq_event_allocates(&p->ev), t = p->ev.time_ns;
+  for (int n = 0; held && n < MOVE_CHAIN; n++) {
+    size_t i = moves_from(g, at, t);
+    if (i == SIZE_MAX || !held(at = g->heap[i]->ev.ptr, user))
+      return i;
+  }
+  return SIZE_MAX;
+}
+
+/* Hands the event of the heap's i-th stream to fn and moves the stream
+ * on; what the event frees unparks the streams waiting for it. Returns 0
+ * or a nonzero value fn returned; *damaged is set for a damaged chunk. */
+static int emit(merge_t *g, size_t i, htq_event_fn fn, void *user, int *damaged) {
+  cursor_t *c = g->heap[i];
+  c->due = 0;
+  int rc = fn(&c->ev, user);
+  if (rc != 0)
+    return rc;
+  uint64_t back = htq_event_frees(&c->ev);
+  int r = cursor_next(c);
+  if (r < 0) {
+    *damaged = 1;
+    return -1;
+  }
+  if (r == 0) {
+    g->heap[i] = g->heap[--g->live];
+    if (i < g->live)
+      sift_up(g->heap, i);
+  }
+  if (i < g->live)
+    sift_down(g->heap, g->live, i);
+  for (size_t k = g->nparked; back && k-- > 0;)
+    if (htq_event_allocates(&g->parked[k]->ev) == back)
+      unpark(g, k, 0);
+  return 0;
 }
 
 static int64_t *stream_ids(sqlite3 *db, int64_t session, size_t *n) {
@@ -211,33 +282,31 @@ int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, 
   for (size_t i = g.live / 2; i-- > 0;)
     sift_down(g.heap, g.live, i);
   while (g.live > 0 || g.nparked > 0) {
-    size_t late = overdue(&g);
+    size_t late = overdue(&g), first = 0;
     if (late != SIZE_MAX) {
-      unpark(&g, late, 1);
-      continue;
+      /* A realloc that moved away from the address may have come since. */
+      if ((first = moving_away(&g, g.parked[late], held, user)) == SIZE_MAX) {
+        unpark(&g, late, 1);
+        continue;
+      }
+    } else {
+      cursor_t *c = g.heap[0];
+      uint64_t at = htq_event_allocates(&c->ev);
+      if (held && at && !c->due && held(at, user) &&
+          (first = moving_away(&g, c, held, user)) == SIZE_MAX) {
+        if (g.nparked < MAX_PARKED) {
+          park(&g, c);
+          continue;
+        }
+        first = 0;
+      }
     }
-    cursor_t *c = g.heap[0];
-    uint64_t at = htq_event_allocates(&c->ev);
-    if (held && at && !c->due && g.nparked < MAX_PARKED && held(at, user)) {
-      g.parked[g.nparked++] = c;
-      g.heap[0] = g.heap[--g.live];
-      sift_down(g.heap, g.live, 0);
-      continue;
-    }
-    c->due = 0;
-    rc = fn(&c->ev, user);
+    int damaged = 0;
+    rc = emit(&g, first, fn, user, &damaged);
+    if (damaged)
+      goto corrupt;
     if (rc != 0)
       goto out;
-    uint64_t back = htq_event_frees(&c->ev);
-    int r = cursor_next(c);
-    if (r < 0)
-      goto corrupt;
-    if (r == 0)
-      g.heap[0] = g.heap[--g.live];
-    sift_down(g.heap, g.live, 0);
-    for (size_t i = g.nparked; back && i-- > 0;)
-      if (htq_event_allocates(&g.parked[i]->ev) == back)
-        unpark(&g, i, 0);
   }
   goto out;
 corrupt:

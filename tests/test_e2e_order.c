@@ -11,8 +11,8 @@
  * allocation (no free ever comes) must still be counted as one. Each case
  * is asked of the ended session (its stored summary) through the daemon
  * and offline, the first also while it runs. Last, a real traced program
- * whose threads free each other's blocks (tests/programs/handover_client)
- * must come out exact.
+ * whose threads free and realloc each other's blocks
+ * (tests/programs/handover_client) must come out exact.
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -232,6 +232,93 @@ Test(e2e_order, frames_of_the_two_streams_in_either_order_give_the_same_history)
   assert_handed_over(ask_both(session_id(g.pid)));
 }
 
+/* A realloc that moves gives its old address back inside the allocator
+ * and is timed after it returns; its thread may be preempted in between.
+ * THIRD and FOURTH are two more addresses. */
+#define THIRD 0x7f0000030000ull
+#define FOURTH 0x7f0000040000ull
+
+/* Appends to s a realloc from `from` (old_usable bytes) to `to` (usable
+ * bytes) at time t, its stream holding that one block. */
+static void realloc_at(raw_stream_t *s, uint32_t site, uint64_t t, uint64_t from, uint64_t to,
+                       uint64_t old_usable, uint64_t usable) {
+  ht_event_t ev = {.op = HT_OP_REALLOC,
+                   .time_ns = t,
+                   .site = site,
+                   .caps = HT_SYSTEM_HEAP_CAPS,
+                   .ptr = to,
+                   .old_ptr = from,
+                   .size = usable,
+                   .usable = usable,
+                   .old_usable = old_usable,
+                   .cur_bytes = (int64_t)usable,
+                   .cur_blocks = 1,
+                   .total_bytes = usable > old_usable ? usable : old_usable};
+  raw_stream_append(s, &ev);
+}
+
+/* Stream 1 holds ADDR from t and reallocs it to THIRD, timed `late` after
+ * stream 2 got ADDR at t + 1000. */
+static answer_t moved_late(uint32_t pid, uint64_t late) {
+  session_t g;
+  begin(&g, pid);
+  uint64_t t = raw_now_ns() + 1000000;
+  at(&g.a, t);
+  raw_stream_malloc(&g.a, SITE_A, ADDR, 64);
+  at(&g.b, t + 1000);
+  raw_stream_malloc(&g.b, SITE_B, ADDR, 48);
+  realloc_at(&g.a, SITE_A, t + 1000 + late, ADDR, THIRD, 64, 128);
+  finish(&g);
+  return ask_both(session_id(pid));
+}
+
+/* 5 ms late, far past the 50 us an allocation waits for a free: the
+ * realloc, next in its stream, still comes first. */
+Test(e2e_order, a_realloc_timed_well_after_another_thread_got_its_old_address_comes_first) {
+  answer_t a = moved_late(720007, 5000000);
+  cr_assert(eq(dbl, a.doubles, 0), "the old address was allocated twice");
+  cr_assert(eq(dbl, a.unmatched, 0));
+  cr_assert(eq(dbl, a.cur_blocks, 2));
+  cr_assert(eq(dbl, a.cur_bytes, 48 + 128));
+  cr_assert(eq(dbl, a.peak_bytes, 64 + 128), "the realloc holds both blocks for a moment");
+  cr_assert(eq(dbl, a.leak_bytes, 48 + 128));
+}
+
+/* Two threads preempted in a realloc, one after the other: stream 3
+ * moved OTHER to FOURTH, stream 1 then got OTHER for ADDR, and stream 2
+ * then got ADDR; both reallocs are timed after stream 2's allocation. */
+Test(e2e_order, a_chain_of_late_reallocs_comes_out_in_the_order_they_gave_addresses_back) {
+  session_t g;
+  begin(&g, 720009);
+  raw_stream_t c;
+  uint64_t t = raw_now_ns() + 1000000;
+  raw_stream_init(&c, 3, t);
+  at(&g.a, t);
+  raw_stream_malloc(&g.a, SITE_A, ADDR, 64);
+  at(&c, t + 100);
+  raw_stream_malloc(&c, SITE_A, OTHER, 16);
+  at(&g.b, t + 2000);
+  raw_stream_malloc(&g.b, SITE_B, ADDR, 48);
+  realloc_at(&g.a, SITE_A, t + 5000000, ADDR, OTHER, 64, 128);
+  realloc_at(&c, SITE_A, t + 4000000, OTHER, FOURTH, 16, 32);
+  raw_send_events(&g.c, &c);
+  finish(&g);
+  answer_t a = ask_both(session_id(g.pid));
+  cr_assert(eq(dbl, a.doubles, 0), "an address was allocated twice");
+  cr_assert(eq(dbl, a.unmatched, 0));
+  cr_assert(eq(dbl, a.cur_blocks, 3));
+  cr_assert(eq(dbl, a.cur_bytes, 48 + 128 + 32));
+  cr_assert(eq(dbl, a.leak_bytes, 48 + 128 + 32));
+}
+
+/* How far ahead a realloc is looked for has its bound (HTQ_MOVE_NS, 1 s):
+ * one timed 2 s later stays where it is, and the allocation counts as a
+ * double. */
+Test(e2e_order, a_realloc_more_than_a_second_late_is_not_waited_for) {
+  answer_t a = moved_late(720008, 2000000000);
+  cr_assert(eq(dbl, a.doubles, 1));
+}
+
 /* No free of the address ever comes: the allocation waits for the other
  * streams to be HTQ_REORDER_NS (50 us) past it, then counts as what it is,
  * before the free 200 us later (the peak shows where it went). */
@@ -266,6 +353,8 @@ Test(e2e_order, threads_that_free_each_others_blocks_come_out_exact) {
   cr_assert(eq(dbl, e2e_num(j, "allocations"), (double)e2e_field(r.out, "allocations")), "%s",
             r.out);
   cr_assert(eq(dbl, e2e_num(j, "frees"), (double)e2e_field(r.out, "frees")));
+  cr_assert(eq(dbl, e2e_num(j, "reallocs"), (double)e2e_field(r.out, "reallocs")));
+  cr_assert(gt(dbl, e2e_num(j, "reallocs"), 0));
   cr_assert(eq(dbl, e2e_num(j, "events"), (double)e2e_field(r.out, "events")));
   cr_assert(eq(dbl, e2e_num(j, "double_allocations"), 0));
   cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));

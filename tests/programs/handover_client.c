@@ -9,13 +9,17 @@
  * (above glibc's per-thread cache, so every free goes back to an arena
  * that all threads share), the block into a shared pool, and, once the
  * pool holds more than POOL_KEEP blocks, the oldest block out of the pool
- * and ht_free, whichever thread allocated it. At the end main frees what
- * the pool holds, and each thread leaks one LEAK_BYTES block. It prints
- * what the daemon should report:
- *   allocations=A frees=F live_blocks=B live_bytes=N events=E
+ * and ht_free, whichever thread allocated it; every other block is first
+ * grown or shrunk with ht_realloc by the thread that took it out, so that
+ * reallocs that move give their old address back to the arena while the
+ * other threads allocate. At the end main frees what the pool holds, and
+ * each thread leaks one LEAK_BYTES block. It prints what the daemon should
+ * report:
+ *   allocations=A frees=F reallocs=R live_blocks=B live_bytes=N events=E
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +32,7 @@
 #define MAX_THREADS 64
 
 static long ops;
+static atomic_long reallocs;
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *pool[POOL_CAP];
 static size_t pool_head, pool_len; /* a ring: oldest at pool_head */
@@ -55,7 +60,14 @@ static void *worker(void *arg) {
     if (!p)
       abort();
     p[0] = 1;
-    ht_free(exchange(p));
+    char *q = exchange(p);
+    if (q && i % 2) {
+      if (!(q = ht_realloc(q, 1040 + (size_t)(x >> 40) % 3073)))
+        abort();
+      q[0] = 2;
+      atomic_fetch_add_explicit(&reallocs, 1, memory_order_relaxed);
+    }
+    ht_free(q);
   }
   if (!ht_malloc(LEAK_BYTES)) /* leaked */
     abort();
@@ -84,8 +96,8 @@ int main(int argc, char **argv) {
     pool_head = (pool_head + 1) % POOL_CAP;
     pool_len--;
   }
-  long allocs = threads * (ops + 1), frees = threads * ops;
-  printf("allocations=%ld frees=%ld live_blocks=%ld live_bytes=%ld events=%ld\n", allocs, frees,
-         threads, threads * LEAK_BYTES, allocs + frees);
+  long allocs = threads * (ops + 1), frees = threads * ops, moved = atomic_load(&reallocs);
+  printf("allocations=%ld frees=%ld reallocs=%ld live_blocks=%ld live_bytes=%ld events=%ld\n",
+         allocs, frees, moved, threads, threads * LEAK_BYTES, allocs + frees + moved);
   return 0;
 }
