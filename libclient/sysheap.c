@@ -6,8 +6,10 @@
  * free before the block goes back, so that when another thread gets the
  * same address its event is later in time than the free that released it
  * (but for a few nanoseconds of unfenced clock reads, which the daemon's
- * replay allows for). For the same reason a realloc that must move is done
- * as allocate, record, copy, free.
+ * replay allows for). A realloc is glibc's own, so that a block grows in
+ * place (or, mmap'd, moves without a copy) as it would untraced; one that
+ * moves gives its old address back before its event is timed, and the
+ * replay waits for it (PROTOCOL.md, "Event times").
  *
  * The plain entry points (ht_malloc & co.) also take blocks of the caps
  * heaps: ht_free and ht_realloc find a region block by its address, and
@@ -232,17 +234,7 @@ HT_INLINE void *sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps,
   /* Out of the typed set first: once libc has the old address back,
    * another thread may enter it again. */
   uint16_t type = ht__typed_take(ptr);
-  void *np;
-  if (size <= old_usable) {
-    /* glibc shrinks in place. Only an mmap'd chunk may move here, and
-     * its old address goes back to the kernel, not to another malloc, so
-     * the free-before-reuse order of events still holds. */
-    np = realloc(ptr, size);
-  } else {
-    np = malloc(size);
-    if (np)
-      memcpy(np, ptr, old_usable);
-  }
+  void *np = realloc(ptr, size);
   if (!np) {
     adopt_type(c, ptr, type);
     return NULL;
@@ -253,8 +245,6 @@ HT_INLINE void *sys_realloc(ht_call_t *c, void *ptr, size_t size, uint32_t caps,
   size_t usable = usable_of(np);
   ht_txn_t x = {HT_OP_REALLOC, 0, caps, np, ptr, size, usable, old_usable, 0};
   commit(c, &x, kept, (int64_t)usable - (int64_t)old_usable, 0, hot);
-  if (np != ptr && size > old_usable)
-    free(ptr);
   return np;
 }
 

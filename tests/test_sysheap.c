@@ -283,3 +283,65 @@ Test(sysheap_sites, a_typed_realloc_counts_at_the_typed_site_and_leaves_the_macr
   ht_free(r);
   ht_free(u);
 }
+
+/* ---- a traced realloc is glibc's own ---- */
+
+TestSuite(sysheap_realloc, .init = setup, .timeout = 60);
+
+#define GROW_STEP 4096u
+#define GROW_TOP ((size_t)4 << 20) /* past the mmap threshold: mremap's ground */
+
+/* Grows one block from GROW_STEP to GROW_TOP bytes a step at a time,
+ * traced or not, checking that its bytes come along; returns how often
+ * its address changed. */
+static unsigned grow(int traced) {
+  unsigned char *p = NULL;
+  unsigned moves = 0;
+  for (size_t n = GROW_STEP; n <= GROW_TOP; n += GROW_STEP) {
+    unsigned char *np = traced ? ht_realloc(p, n) : realloc(p, n);
+    cr_assert(ne(ptr, np, NULL));
+    if (p)
+      cr_assert(eq(u8, np[n - GROW_STEP - 1], (unsigned char)(n / GROW_STEP - 1)),
+                "the block's bytes did not come along at %zu bytes", n);
+    moves += p && np != p;
+    np[n - 1] = (unsigned char)(n / GROW_STEP);
+    p = np;
+  }
+  traced ? ht_free(p) : free(p);
+  return moves;
+}
+
+/* Untraced, glibc grows a block in place, or moves an mmap'd one with
+ * mremap, and seldom copies: a program that grows a buffer a little at a
+ * time runs in linear time. Traced, it must too: a realloc that always
+ * moved copied the whole block at every step, 2 GiB here, and a program
+ * growing a 16 MiB buffer by pages ran 1000 times as long. The same
+ * rule holds under a sanitizer, whose realloc always moves. */
+Test(sysheap_realloc, a_growing_block_moves_no_more_often_than_with_glibcs_realloc) {
+  start_client();
+  unsigned steps = (unsigned)(GROW_TOP / GROW_STEP) - 1;
+  unsigned plain = grow(0), traced = grow(1);
+  cr_assert(le(u32, traced, plain + steps / 16), "traced: %u moves in %u steps; untraced %u",
+            traced, steps, plain);
+}
+
+Test(sysheap_realloc, a_traced_realloc_accounts_the_usable_sizes_before_and_after) {
+  start_client();
+  ht_totals_t before, mid, after;
+  ht_get_totals(&before);
+  void *p = ht_malloc(100);
+  ht_get_totals(&mid);
+  void *q = ht_realloc(p, 300000); /* a heap chunk becomes an mmap'd one */
+  cr_assert(ne(ptr, q, NULL));
+  ht_get_totals(&after);
+  cr_assert(eq(i64, after.cur_bytes - mid.cur_bytes,
+               (int64_t)malloc_usable_size(q) - (int64_t)(mid.cur_bytes - before.cur_bytes)));
+  cr_assert(eq(i64, after.cur_blocks, mid.cur_blocks));
+  q = ht_realloc(q, 20); /* and back */
+  ht_get_totals(&mid);
+  cr_assert(eq(i64, mid.cur_bytes - before.cur_bytes, (int64_t)malloc_usable_size(q)));
+  ht_free(q);
+  ht_get_totals(&after);
+  cr_assert(eq(i64, after.cur_bytes, before.cur_bytes));
+  cr_assert(eq(i64, after.cur_blocks, before.cur_blocks));
+}
