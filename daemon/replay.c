@@ -18,8 +18,11 @@
  * and the allocation's stream is not held back. A genuine
  * double allocation (a free the client never saw) only waits. At most
  * MAX_PARKED streams wait at once (a real trace has one now and then);
- * past that an allocation goes as it is, so that no session, however
- * made, costs more than that per event.
+ * past that an allocation goes as it is. The look for a realloc reads
+ * every stream's next event, and may read SCAN_PER_EVENT of them for each
+ * event handed out (a real trace looks now and then, among a few streams);
+ * past that it is not made. So no session, however made, costs more than
+ * that per event.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +34,7 @@
 
 #define MAX_PARKED 64
 #define MOVE_CHAIN 4 /* reallocs moving away, each from the next one's address */
+#define SCAN_PER_EVENT 64
 
 typedef struct {
   sqlite3_stmt *stmt;
@@ -130,6 +134,7 @@ typedef struct {
   size_t live;
   cursor_t **parked;
   size_t nparked;
+  uint64_t scan_budget; /* next events the look for a realloc may still read */
 } merge_t;
 
 static void push(merge_t *g, cursor_t *c) {
@@ -167,7 +172,10 @@ static size_t overdue(const merge_t *g) {
 /* The heap index of a stream's next event that is a realloc moving away
  * from address at, timed from t to HTQ_MOVE_NS after it. SIZE_MAX when
  * there is none. */
-static size_t moves_from(const merge_t *g, uint64_t at, uint64_t t) {
+static size_t moves_from(merge_t *g, uint64_t at, uint64_t t) {
+  if (g->scan_budget < g->live)
+    return SIZE_MAX;
+  g->scan_budget -= g->live;
   for (size_t i = 0; i < g->live; i++) {
     const ht_event_t *ev = &g->heap[i]->ev;
     if (ev->op == HT_OP_REALLOC && htq_event_frees(ev) == at && ev->time_ns >= t &&
@@ -183,7 +191,7 @@ static size_t moves_from(const merge_t *g, uint64_t at, uint64_t t) {
  * consumer holds that one too, it waits for a realloc moving away from it
  * in turn, and so on, up to MOVE_CHAIN of them. The heap index of the
  * first of them, SIZE_MAX when there is none. */
-static size_t moving_away(const merge_t *g, const cursor_t *p, htq_held_fn held, void *user) {
+static size_t moving_away(merge_t *g, const cursor_t *p, htq_held_fn held, void *user) {
   uint64_t at = htq_event_allocates(&p->ev), t = p->ev.time_ns;
   for (int n = 0; held && n < MOVE_CHAIN; n++) {
     size_t i = moves_from(g, at, t);
@@ -199,6 +207,7 @@ static size_t moving_away(const merge_t *g, const cursor_t *p, htq_held_fn held,
 static int emit(merge_t *g, size_t i, htq_event_fn fn, void *user, int *damaged) {
   cursor_t *c = g->heap[i];
   c->due = 0;
+  g->scan_budget += SCAN_PER_EVENT;
   int rc = fn(&c->ev, user);
   if (rc != 0)
     return rc;
@@ -281,6 +290,7 @@ int htq_replay(sqlite3 *db, int64_t session, htq_event_fn fn, htq_held_fn held, 
   }
   for (size_t i = g.live / 2; i-- > 0;)
     sift_down(g.heap, g.live, i);
+  g.scan_budget = (uint64_t)SCAN_PER_EVENT * g.live;
   while (g.live > 0 || g.nparked > 0) {
     size_t late = overdue(&g), first = 0;
     if (late != SIZE_MAX) {
