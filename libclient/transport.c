@@ -273,8 +273,13 @@ static void lock_io(int list, patience_t p) {
 /* Drop mode, a daemon that reads nothing: the connection goes (the
  * daemon ends the session 'disconnected' once it reads again), what was
  * not shipped is counted as undelivered, and the flusher tries a new one
- * with backoff. Said once per stall (ht__transport_stalled). */
-static void give_up_connection(void) {
+ * with backoff: from the first interval again if the connection carried
+ * events for HT_REFUSED_MS before the stall began at since_ns (the
+ * daemon read then, and may soon again), else the doubled one, as after
+ * the loss of a connection. Said once per stall (ht__transport_stalled). */
+static void give_up_connection(uint64_t since_ns) {
+  if (since_ns >= connected_ns && since_ns - connected_ns >= HT_REFUSED_MS * 1000000ull)
+    retry_ms = HT_RETRY_FIRST_MS;
   drop_socket();
   retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
 }
@@ -296,7 +301,7 @@ static int write_all(struct iovec *iov, int iovcnt) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         if (wait_writable(&since) == 0)
           continue;
-        give_up_connection();
+        give_up_connection(since);
         return HT_ENOTCONN;
       }
       lose_connection(errno);

@@ -685,6 +685,73 @@ Test(e2e_transport, in_drop_mode_an_exit_after_a_given_up_connection_counts_the_
   free(text);
 }
 
+static double wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* A session of pid that began (its HELLO) at t_ms or later, wall clock;
+ * NULL if none. */
+static const cJSON *session_since(const cJSON *ss, pid_t pid, double t_ms) {
+  const cJSON *s;
+  for (int n = 0; (s = session_of_pid(ss, pid, n)) != NULL; n++)
+    if (e2e_num(s, "start_ms") >= t_ms)
+      return s;
+  return NULL;
+}
+
+/* Polls for up to ms until a session of pid began at t_ms or later. */
+static int began_since(pid_t pid, double t_ms, int ms) {
+  for (int waited = 0;; waited += 100) {
+    cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+    int found = session_since(ss, pid, t_ms) != NULL;
+    cJSON_Delete(ss);
+    if (found || waited >= ms)
+      return found;
+    e2e_sleep_ms(100);
+  }
+}
+
+/* Drop mode: while the daemon reads nothing, each new connection is given
+ * up in turn and the retry interval doubles (0.1, 0.2, 0.4 ... s; 3.2 s or
+ * more after 6 s). Once a connection has carried events for a second it
+ * starts again from 0.1 s, also when that connection is given up in its
+ * turn: a daemon stopped for half a second again has the program back
+ * within moments. Before, the next try waited the last interval out, up
+ * to 5 s, dropping everything meanwhile. */
+Test(e2e_transport, in_drop_mode_a_connection_that_worked_starts_the_retry_interval_again) {
+  char stop[200];
+  snprintf(stop, sizeof stop, "%s/stop", env.dir);
+  char *argv[] = {(char *)e2e_bin("retrying"), stop, NULL};
+  char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
+  pid_t pid = e2e_spawn(&env, argv, envv);
+  e2e_sleep_ms(1500);
+  e2e_signal_daemon(&env, SIGSTOP);
+  e2e_sleep_ms(6000);
+  e2e_signal_daemon(&env, SIGCONT);
+  double back = wall_ms();
+  cr_assert(began_since(pid, back, 8000), "no connection in 8 s after the daemon read again");
+  e2e_sleep_ms(1500); /* it carries events for a second and more */
+  double stopped = wall_ms();
+  e2e_signal_daemon(&env, SIGSTOP);
+  e2e_sleep_ms(500);
+  e2e_signal_daemon(&env, SIGCONT);
+  int again = began_since(pid, stopped, 1500);
+  FILE *f = fopen(stop, "w");
+  cr_assert(f != NULL);
+  fclose(f);
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(again,
+            "no new connection within 2 s of a stop of 0.5 s: the retry interval was not "
+            "started again\n%s",
+            r.err);
+  e2e_wait_disconnected(&env, 10000);
+  check_given_up_sessions(pid, r.out, r.err);
+  e2e_result_free(&r);
+}
+
 Test(e2e_transport, a_bad_mode_warns_once_and_stays_lossless) {
   char *argv[] = {(char *)e2e_bin("threads_client"), "1", "2000", NULL};
   char *envv[] = {"HEAPTRACE_MODE=fast", NULL};
