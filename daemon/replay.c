@@ -217,13 +217,12 @@ static int emit(merge_t *g, size_t i, htq_event_fn fn, void *user, int *damaged)
     *damaged = 1;
     return -1;
   }
-  if (r == 0) {
+  if (r == 0)
     g->heap[i] = g->heap[--g->live];
-    if (i < g->live)
-      sift_up(g->heap, i);
-  }
-  if (i < g->live)
+  if (i < g->live) { /* a stream's times may go back: a hostile one's */
+    sift_up(g->heap, i);
     sift_down(g->heap, g->live, i);
+  }
   for (size_t k = g->nparked; back && k-- > 0;)
     if (htq_event_allocates(&g->parked[k]->ev) == back)
       unpark(g, k, 0);
