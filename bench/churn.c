@@ -285,10 +285,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "churn: an allocation failed\n");
     return 1;
   }
+  const char *mode = off ? "off" : traced ? "traced" : "plain";
   printf("churn: mode=%s threads=%" PRIu64 " ops=%" PRIu64 " events=%" PRIu64 " mallocs=%" PRIu64
          " frees=%" PRIu64 " reallocs=%" PRIu64 " seconds=%.6f cpu=%.6f\n",
-         off ? "off" : traced ? "traced" : "plain", threads, ops, mallocs + frees + reallocs, mallocs, frees,
-         reallocs, t1 - t0, cpu);
+         mode, threads, ops, mallocs + frees + reallocs, mallocs, frees, reallocs, t1 - t0, cpu);
   fflush(stdout);
   return 0;
 }

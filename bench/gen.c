@@ -100,7 +100,9 @@ static void rng_seed(rng_t *r, uint64_t seed) {
     r->s[i] = splitmix64(&seed);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t rnd(rng_t *r) {
   uint64_t *s = r->s;
@@ -114,9 +116,14 @@ static uint64_t rnd(rng_t *r) {
   return res;
 }
 
-static double unif(rng_t *r) { return (double)(rnd(r) >> 11) * 0x1.0p-53; } /* [0, 1) */
+/* Uniform in [0, 1). */
+static double unif(rng_t *r) {
+  return (double)(rnd(r) >> 11) * 0x1.0p-53;
+}
 
-static uint64_t below(rng_t *r, uint64_t n) { return n ? rnd(r) % n : 0; }
+static uint64_t below(rng_t *r, uint64_t n) {
+  return n ? rnd(r) % n : 0;
+}
 
 /* Power law from 16 bytes (tail exponent 0.9), at most max, then jittered so
  * that requested sizes are not all multiples of 16. */
@@ -160,16 +167,16 @@ static uint8_t *obuf_room(obuf_t *o, size_t n) {
 }
 
 /* Appends one record built by put (a ht_proto_put_* encoder). */
-#define OBUF_PUT(o, put, rec)                                                    \
-  do {                                                                         \
-    ht_wbuf_t w_;                                                              \
-    ht_wbuf_init(&w_, obuf_room((o), 64 * 1024), 64 * 1024);                   \
-    put(&w_, (rec));                                                           \
-    if (w_.overflow) {                                                         \
-      fprintf(stderr, "gen: record does not fit\n");                           \
-      exit(1);                                                                 \
-    }                                                                          \
-    (o)->len += w_.len;                                                        \
+#define OBUF_PUT(o, put, rec)                                                                      \
+  do {                                                                                             \
+    ht_wbuf_t w_;                                                                                  \
+    ht_wbuf_init(&w_, obuf_room((o), 64 * 1024), 64 * 1024);                                       \
+    put(&w_, (rec));                                                                               \
+    if (w_.overflow) {                                                                             \
+      fprintf(stderr, "gen: record does not fit\n");                                               \
+      exit(1);                                                                                     \
+    }                                                                                              \
+    (o)->len += w_.len;                                                                            \
   } while (0)
 
 /* ======================================================================
@@ -203,10 +210,10 @@ typedef struct {
 
 typedef struct {
   uint32_t id;
-  blkvec_t stack; /* short-lived blocks, newest last */
-  uint32_t depth; /* target depth of the stack */
-  uint32_t site;  /* site of the previous allocation */
-  uint64_t top;   /* bump pointer (chunk address) */
+  blkvec_t stack;  /* short-lived blocks, newest last */
+  uint32_t depth;  /* target depth of the stack */
+  uint32_t site;   /* site of the previous allocation */
+  uint64_t top;    /* bump pointer (chunk address) */
   ptrvec_t *lists; /* free chunks per chunk size / 16, most recent last */
   /* wire */
   ht_evstate_t st;
@@ -282,8 +289,7 @@ static uint64_t sys_alloc(stream_t *s, uint32_t size, uint32_t align, uint32_t *
   return ptr;
 }
 
-static void region_init(region_t *g, uint32_t id, const char *name, uint32_t caps,
-                        uint64_t base) {
+static void region_init(region_t *g, uint32_t id, const char *name, uint32_t caps, uint64_t base) {
   memset(g, 0, sizeof *g);
   g->id = id;
   g->name = name;
@@ -466,8 +472,8 @@ static uint32_t heap_site_caps(uint32_t site) {
 static void heap_alloc(client_t *c, stream_t *s, int want_long) {
   uint32_t site = 1 + (uint32_t)below(&c->rng, GEN_HEAP_SITES);
   uint32_t caps = heap_site_caps(site);
-  uint32_t size = below(&c->rng, 10) < 7 ? c->site_size[site]
-                                          : pareto_size(&c->rng, GEN_HEAP_MAX_SIZE);
+  uint32_t size =
+      below(&c->rng, 10) < 7 ? c->site_size[site] : pareto_size(&c->rng, GEN_HEAP_MAX_SIZE);
   ht_event_t ev = {0};
   ev.site = site;
   ev.caps = caps;
@@ -508,8 +514,7 @@ static void sys_alloc_event(client_t *c, stream_t *s, int is_long) {
     site = s->site;
   else
     site = s->site = zipf_site(c);
-  uint32_t size = below(&c->rng, 10) < 7 ? c->site_size[site]
-                                          : pareto_size(&c->rng, GEN_MAX_SIZE);
+  uint32_t size = below(&c->rng, 10) < 7 ? c->site_size[site] : pareto_size(&c->rng, GEN_MAX_SIZE);
   uint32_t r = (uint32_t)below(&c->rng, 100), align = 0;
   ht_event_t ev = {0};
   ev.op = HT_OP_MALLOC;
@@ -693,8 +698,8 @@ static void put_sites(client_t *c) {
     int heap_site = c->heaps && id <= GEN_HEAP_SITES;
     int free_site = id > c->nsites - c->nsites / 5;
     snprintf(file, sizeof file, "src/%s%02u.c", heap_site ? "drv" : "mod", id % 23);
-    snprintf(func, sizeof func, "%s_%u", heap_site ? "dma_buf" : free_site ? "release" : "make",
-             id);
+    const char *verb = heap_site ? "dma_buf" : free_site ? "release" : "make";
+    snprintf(func, sizeof func, "%s_%u", verb, id);
     ht_site_rec_t s = {.id = id, .line = 10 + id * 7};
     s.file = ht_str(file);
     s.func = ht_str(func);
@@ -738,8 +743,7 @@ static void generate(client_t *c, uint64_t seed) {
                 0x3c000000u);
     for (int i = 0; i < 2; i++) {
       region_t *g = &c->regions[i];
-      ht_heap_rec_t hr = {.id = g->id, .caps = {g->caps, 0, 0}, .start = g->base,
-                          .size = g->size};
+      ht_heap_rec_t hr = {.id = g->id, .caps = {g->caps, 0, 0}, .start = g->base, .size = g->size};
       hr.name = ht_str(g->name);
       OBUF_PUT(&c->out, ht_proto_put_heap, &hr);
     }
@@ -749,9 +753,8 @@ static void generate(client_t *c, uint64_t seed) {
    * the last fifth are free sites. */
   c->site_size = xrealloc(NULL, (c->nsites + 1) * sizeof *c->site_size);
   for (uint32_t id = 1; id <= c->nsites; id++)
-    c->site_size[id] = pareto_size(&c->rng, c->heaps && id <= GEN_HEAP_SITES
-                                                ? GEN_HEAP_MAX_SIZE
-                                                : GEN_MAX_SIZE);
+    c->site_size[id] =
+        pareto_size(&c->rng, c->heaps && id <= GEN_HEAP_SITES ? GEN_HEAP_MAX_SIZE : GEN_MAX_SIZE);
   c->zipf_first = c->heaps ? GEN_HEAP_SITES + 1 : 1;
   c->zipf_n = c->nsites - c->nsites / 5 - c->zipf_first + 1;
   c->zipf_cdf = xrealloc(NULL, c->zipf_n * sizeof *c->zipf_cdf);
@@ -800,8 +803,9 @@ static void generate(client_t *c, uint64_t seed) {
   ht_end_rec_t e = {.reason = HT_END_CLEAN, .undelivered = 0};
   OBUF_PUT(&c->out, ht_proto_put_end, &e);
   if (c->gen != c->events || c->longpool.n != c->live) {
-    fprintf(stderr, "gen: client %d generated %" PRIu64 " events (wanted %" PRIu64
-                    "), %zu live (wanted %" PRIu64 ")\n",
+    fprintf(stderr,
+            "gen: client %d generated %" PRIu64 " events (wanted %" PRIu64
+            "), %zu live (wanted %" PRIu64 ")\n",
             c->index, c->gen, c->events, c->longpool.n, c->live);
     exit(1);
   }
@@ -892,8 +896,8 @@ static int client_main(const opts_t *o, int index, int ready_fd, int go_fd, int 
   (void)got;
   res.t_first = now_s();
   if (write_full(fd, c.out.p, c.out.len) != 0) {
-    fprintf(stderr, "gen: client %d: sending failed after some bytes: %s (daemon log?)\n",
-            index, strerror(errno));
+    fprintf(stderr, "gen: client %d: sending failed after some bytes: %s (daemon log?)\n", index,
+            strerror(errno));
   } else {
     shutdown(fd, SHUT_WR);
     char sink[256];
@@ -934,8 +938,13 @@ static void usage(FILE *to) {
 }
 
 int main(int argc, char **argv) {
-  opts_t o = {.events = 20000000, .live = 1000, .seed = 1, .clients = 4, .streams = 4,
-              .sites = 300, .frame_bytes = 64 * 1024};
+  opts_t o = {.events = 20000000,
+              .live = 1000,
+              .seed = 1,
+              .clients = 4,
+              .streams = 4,
+              .sites = 300,
+              .frame_bytes = 64 * 1024};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--heaps")) {
@@ -977,9 +986,10 @@ int main(int argc, char **argv) {
       o.streams > GEN_MAX_STREAMS || o.sites < 40 || o.frame_bytes < 1024 ||
       o.frame_bytes > HT_PROTO_MAX_FRAME - 64 || o.events < o.clients * 10 ||
       o.live * 2 > o.events) {
-    fprintf(stderr, "gen: need --socket; 1..%d clients, 1..%d streams, at least 40 sites, "
-                    "1..1000 KiB frames, 10 events per client, --live at most half the "
-                    "events\n",
+    fprintf(stderr,
+            "gen: need --socket; 1..%d clients, 1..%d streams, at least 40 sites, "
+            "1..1000 KiB frames, 10 events per client, --live at most half the "
+            "events\n",
             GEN_MAX_CLIENTS, GEN_MAX_STREAMS);
     return 1;
   }
@@ -1045,7 +1055,6 @@ int main(int argc, char **argv) {
          " bytes_per_event=%.3f gen_seconds=%.3f gen_events_per_s=%.0f seconds=%.6f"
          " events_per_s=%.0f\n",
          o.clients, o.streams, events, o.live, bytes, (double)bytes / (double)events, gen_s,
-         (double)events / gen_s, end - first,
-         (double)events / (end - first));
+         (double)events / gen_s, end - first, (double)events / (end - first));
   return 0;
 }

@@ -21,7 +21,6 @@ int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int live, cha
 
 /* Initialises m for session and loads its summary, or builds it from the
  * events when there is none. Returns 0 or -1 with err filled. */
-int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, int live, char *err,
-                  size_t errlen);
+int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, int live, char *err, size_t errlen);
 
 #endif

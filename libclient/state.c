@@ -411,7 +411,9 @@ static void apply(parsed_t *p, uint64_t *calls, uint64_t *bytes) {
   apply_heaps(p);
 }
 
-int ht_set_state(const void *state) { return ht_set_state_sized(state, SIZE_MAX); }
+int ht_set_state(const void *state) {
+  return ht_set_state_sized(state, SIZE_MAX);
+}
 
 int ht_set_state_sized(const void *state, size_t size) {
   if (!state)

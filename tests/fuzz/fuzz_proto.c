@@ -137,8 +137,7 @@ static void fuzz_end(const uint8_t *p, size_t n) {
   ht_proto_put_end(&w, &in);
   ht_frame_t f = reframe(&w, HT_REC_END);
   CHECK(ht_proto_decode_end(f.payload, f.payload_len, &back) == 0);
-  CHECK(back.reason == in.reason && back.undelivered == in.undelivered &&
-        back.signal == in.signal);
+  CHECK(back.reason == in.reason && back.undelivered == in.undelivered && back.signal == in.signal);
 }
 
 /* Events are decoded, not written back: ht_proto_event_encode subtracts the
