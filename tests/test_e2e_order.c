@@ -408,3 +408,26 @@ Test(e2e_order, two_thousand_streams_waiting_on_one_address_are_each_counted_onc
           "e2e_order: %d streams waiting on one address, %d events: both answers in %.0f ms\n",
           STREAMS, STREAMS + 2 * MANY, ms);
 }
+
+/* A buffer grown a page at a time (tests/programs/grower): glibc grows it
+ * in place or moves it without a copy, traced as untraced, and every
+ * realloc in place or not comes out exact. */
+Test(e2e_order, a_buffer_grown_a_page_at_a_time_moves_as_seldom_as_untraced_and_counts_exactly) {
+  char *argv[] = {(char *)e2e_bin("grower"), "8", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  long reallocs = e2e_field(r.out, "reallocs"), moves = e2e_field(r.out, "moves");
+  cr_assert(le(long, moves, e2e_field(r.out, "plain_moves") + reallocs / 16), "%s", r.out);
+  cJSON *j = e2e_heapctl_json(&env, 0, "stats", "-s", "1");
+  cr_assert(eq(dbl, e2e_num(j, "allocations"), 1));
+  cr_assert(eq(dbl, e2e_num(j, "frees"), 1));
+  cr_assert(eq(dbl, e2e_num(j, "reallocs"), (double)reallocs));
+  cr_assert(eq(dbl, e2e_num(j, "double_allocations"), 0));
+  cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));
+  cr_assert(eq(dbl, e2e_num(j, "current_bytes"), 0));
+  cr_assert(ge(dbl, e2e_num(j, "peak_bytes"), 8 << 20), "the requested bytes at the end");
+  cr_assert(cJSON_IsTrue(
+      cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "totals"), "agree")));
+  cJSON_Delete(j);
+  e2e_result_free(&r);
+}
