@@ -366,6 +366,89 @@ Test(e2e_order, threads_that_free_each_others_blocks_come_out_exact) {
   e2e_result_free(&r);
 }
 
+/* A session made to tangle the merge: TANGLE_STREAMS streams of random
+ * events on TANGLE_ADDRS shared addresses (allocations, frees and
+ * reallocs that move) at random times, so that allocations find their
+ * addresses held, wait, time out, and reallocs are put first, chains of
+ * them too, in every combination. Whatever the order, each event is
+ * handed out exactly once: the counts by op add up to what was sent,
+ * through the daemon and offline. */
+#define TANGLE_STREAMS 16
+#define TANGLE_EVENTS 3000 /* per stream */
+#define TANGLE_ADDRS 8
+
+Test(e2e_order, a_tangle_of_reallocs_on_a_few_addresses_replays_every_event_once) {
+  session_t g;
+  begin(&g, 720010);
+  static raw_stream_t s[TANGLE_STREAMS];
+  uint64_t t = raw_now_ns() + 1000000, x = 0x9e3779b97f4a7c15ull;
+  double sent[3] = {0}; /* allocations, frees, reallocs */
+  for (uint32_t i = 0; i < TANGLE_STREAMS; i++)
+    raw_stream_init(&s[i], 10 + i, t);
+  for (int n = 0; n < TANGLE_EVENTS; n++) {
+    for (uint32_t i = 0; i < TANGLE_STREAMS; i++) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      raw_stream_t *r = &s[i];
+      r->time_ns += x % 100000; /* up to 100 us apart, 1000 ns more below */
+      uint64_t a = ADDR + 0x100 * ((x >> 20) % TANGLE_ADDRS);
+      uint64_t b = ADDR + 0x100 * ((x >> 30) % TANGLE_ADDRS);
+      int op = (int)((x >> 40) % 3);
+      if (op == 0) {
+        raw_stream_malloc(r, SITE_A, a, 64);
+      } else if (op == 1) {
+        raw_stream_free(r, SITE_A, a, 64);
+      } else {
+        r->time_ns += 1000;
+        ht_event_t ev = {.op = HT_OP_REALLOC,
+                         .time_ns = r->time_ns,
+                         .site = SITE_B,
+                         .caps = HT_SYSTEM_HEAP_CAPS,
+                         .ptr = a == b ? b + 0x80 : b,
+                         .old_ptr = a,
+                         .size = 64,
+                         .usable = 64,
+                         .old_usable = 64,
+                         .cur_bytes = r->cur_bytes,
+                         .cur_blocks = r->cur_blocks,
+                         .total_bytes = r->total_bytes};
+        raw_stream_append(r, &ev);
+      }
+      sent[op]++;
+      if (r->len > sizeof r->buf - 4 * HT_PROTO_MAX_EVENT_BYTES)
+        raw_send_events(&g.c, r);
+    }
+  }
+  /* Last, each stream's final event is a realloc timed 5 ms late, moving
+   * away from a block the next stream allocates at its address first: it
+   * is put first from the middle of the merge, and its stream ends. */
+  uint64_t end = 0;
+  for (uint32_t i = 0; i < TANGLE_STREAMS; i++)
+    end = s[i].time_ns > end ? s[i].time_ns : end;
+  for (uint32_t i = 0; i < TANGLE_STREAMS; i++) {
+    uint32_t prev = (i + TANGLE_STREAMS - 1) % TANGLE_STREAMS;
+    at(&s[i], end + 10000 + i);
+    raw_stream_malloc(&s[i], SITE_A, FOURTH + 0x100 * i, 64);
+    at(&s[i], end + 20000 + i);
+    raw_stream_malloc(&s[i], SITE_B, FOURTH + 0x100 * prev, 64);
+    realloc_at(&s[i], SITE_A, end + 5000000 + i, FOURTH + 0x100 * i, FOURTH + 0x10000 + 0x100 * i,
+               64, 64);
+    sent[0] += 2;
+    sent[2]++;
+    raw_send_events(&g.c, &s[i]);
+  }
+  finish(&g);
+  char ids[16];
+  snprintf(ids, sizeof ids, "%d", session_id(g.pid));
+  for (int offline = 0; offline < 2; offline++) {
+    cJSON *st = e2e_heapctl_json(&env, offline, "stats", "-s", ids);
+    cr_assert(eq(dbl, e2e_num(st, "allocations"), sent[0]), "offline %d", offline);
+    cr_assert(eq(dbl, e2e_num(st, "frees"), sent[1]), "offline %d", offline);
+    cr_assert(eq(dbl, e2e_num(st, "reallocs"), sent[2]), "offline %d", offline);
+    cr_assert(eq(dbl, e2e_num(st, "events"), (double)TANGLE_STREAMS * (TANGLE_EVENTS + 3)));
+    cJSON_Delete(st);
+  }
+}
+
 /* A session made to keep many streams waiting at once: STREAMS streams
  * allocate one address that nothing frees, then one stream sends MANY
  * allocate/free pairs of other addresses. At most 64 wait at a time (the
