@@ -144,13 +144,19 @@ static void drop_socket(void) {
   sock_fd = -1;
 }
 
+/* 1 when the connection had lasted HT_REFUSED_MS by t_ns (a time of its
+ * own, on the clock of connected_ns): it was not refused. */
+static int lasted_by(uint64_t t_ns) {
+  return t_ns - connected_ns >= HT_REFUSED_MS * 1000000ull;
+}
+
 /* The daemon went away, or the program closed the socket: the program
  * goes on; the flusher reconnects. */
 static void lose_connection(int err) {
   if (sock_fd < 0)
     return;
   uint64_t now = ht__clock_real_ns();
-  brief_losses = now - connected_ns < HT_REFUSED_MS * 1000000ull ? brief_losses + 1 : 0;
+  brief_losses = lasted_by(now) ? 0 : brief_losses + 1;
   if (!sock_is_ours()) {
     ht__warn("heaptrace: the program closed heaptrace's connection to heaptraced (descriptor "
              "%d); events are counted as undelivered until a new one is made",
@@ -278,7 +284,7 @@ static void lock_io(int list, patience_t p) {
  * daemon read then, and may soon again), else the doubled one, as after
  * the loss of a connection. Said once per stall (ht__transport_stalled). */
 static void give_up_connection(uint64_t since_ns) {
-  if (since_ns >= connected_ns && since_ns - connected_ns >= HT_REFUSED_MS * 1000000ull)
+  if (lasted_by(since_ns))
     retry_ms = HT_RETRY_FIRST_MS;
   drop_socket();
   retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
