@@ -194,6 +194,25 @@ void raw_stream_free(raw_stream_t *s, uint32_t site, uint64_t ptr, uint64_t size
   append_op(s, HT_OP_FREE, site, ptr, size);
 }
 
+void raw_stream_realloc(raw_stream_t *s, uint32_t site, uint64_t from, uint64_t to,
+                        uint64_t old_size, uint64_t size) {
+  ht_event_t ev = {0};
+  ev.op = HT_OP_REALLOC;
+  ev.time_ns = s->time_ns += 1000;
+  ev.site = site;
+  ev.caps = HT_SYSTEM_HEAP_CAPS;
+  ev.ptr = to;
+  ev.old_ptr = from;
+  ev.size = ev.usable = size;
+  ev.old_usable = old_size;
+  s->cur_bytes += (int64_t)size - (int64_t)old_size;
+  s->total_bytes += size > old_size ? size - old_size : 0;
+  ev.cur_bytes = s->cur_bytes;
+  ev.cur_blocks = s->cur_blocks;
+  ev.total_bytes = s->total_bytes;
+  raw_stream_append(s, &ev);
+}
+
 int raw_send_events_as(raw_client_t *c, raw_stream_t *s, uint64_t first_seq, uint32_t count) {
   uint8_t head[HT_PROTO_EVENTS_HEAD];
   ht_proto_events_head(head, s->id, first_seq, count, s->len);

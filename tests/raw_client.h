@@ -76,6 +76,10 @@ void raw_stream_init(raw_stream_t *s, uint32_t id, uint64_t t0_ns);
  * HT_SYSTEM_HEAP_CAPS, usable == size) and updates the running totals. */
 void raw_stream_malloc(raw_stream_t *s, uint32_t site, uint64_t ptr, uint64_t size);
 void raw_stream_free(raw_stream_t *s, uint32_t site, uint64_t ptr, uint64_t size);
+/* Appends a REALLOC of the block at from (old_size bytes) to to (size
+ * bytes, usable == size), and moves the running totals by the change. */
+void raw_stream_realloc(raw_stream_t *s, uint32_t site, uint64_t from, uint64_t to,
+                        uint64_t old_size, uint64_t size);
 /* Appends ev as it is (seq and stream come from the frame; time_ns is
  * taken as given). For events no client would produce. */
 void raw_stream_append(raw_stream_t *s, const ht_event_t *ev);

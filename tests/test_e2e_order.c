@@ -199,19 +199,8 @@ Test(e2e_order, a_realloc_that_moves_into_an_address_freed_a_moment_later_comes_
   raw_stream_malloc(&g.b, SITE_B, OTHER, 16);
   at(&g.a, t);
   raw_stream_free(&g.a, SITE_A, ADDR, 64);
-  ht_event_t ev = {.op = HT_OP_REALLOC,
-                   .time_ns = t - 40,
-                   .site = SITE_B,
-                   .caps = HT_SYSTEM_HEAP_CAPS,
-                   .ptr = ADDR,
-                   .old_ptr = OTHER,
-                   .size = 48,
-                   .usable = 48,
-                   .old_usable = 16,
-                   .cur_bytes = 48,
-                   .cur_blocks = 1,
-                   .total_bytes = 16 + 32};
-  raw_stream_append(&g.b, &ev);
+  at(&g.b, t - 40);
+  raw_stream_realloc(&g.b, SITE_B, OTHER, ADDR, 16, 48);
   finish(&g);
   answer_t a = ask_both(session_id(g.pid));
   cr_assert(eq(dbl, a.doubles, 0));
@@ -238,25 +227,6 @@ Test(e2e_order, frames_of_the_two_streams_in_either_order_give_the_same_history)
 #define THIRD 0x7f0000030000ull
 #define FOURTH 0x7f0000040000ull
 
-/* Appends to s a realloc from `from` (old_usable bytes) to `to` (usable
- * bytes) at time t, its stream holding that one block. */
-static void realloc_at(raw_stream_t *s, uint32_t site, uint64_t t, uint64_t from, uint64_t to,
-                       uint64_t old_usable, uint64_t usable) {
-  ht_event_t ev = {.op = HT_OP_REALLOC,
-                   .time_ns = t,
-                   .site = site,
-                   .caps = HT_SYSTEM_HEAP_CAPS,
-                   .ptr = to,
-                   .old_ptr = from,
-                   .size = usable,
-                   .usable = usable,
-                   .old_usable = old_usable,
-                   .cur_bytes = (int64_t)usable,
-                   .cur_blocks = 1,
-                   .total_bytes = usable > old_usable ? usable : old_usable};
-  raw_stream_append(s, &ev);
-}
-
 /* Stream 1 holds ADDR from t and reallocs it to THIRD, timed `late` after
  * stream 2 got ADDR at t + 1000. */
 static answer_t moved_late(uint32_t pid, uint64_t late) {
@@ -267,7 +237,8 @@ static answer_t moved_late(uint32_t pid, uint64_t late) {
   raw_stream_malloc(&g.a, SITE_A, ADDR, 64);
   at(&g.b, t + 1000);
   raw_stream_malloc(&g.b, SITE_B, ADDR, 48);
-  realloc_at(&g.a, SITE_A, t + 1000 + late, ADDR, THIRD, 64, 128);
+  at(&g.a, t + 1000 + late);
+  raw_stream_realloc(&g.a, SITE_A, ADDR, THIRD, 64, 128);
   finish(&g);
   return ask_both(session_id(pid));
 }
@@ -299,8 +270,10 @@ Test(e2e_order, a_chain_of_late_reallocs_comes_out_in_the_order_they_gave_addres
   raw_stream_malloc(&c, SITE_A, OTHER, 16);
   at(&g.b, t + 2000);
   raw_stream_malloc(&g.b, SITE_B, ADDR, 48);
-  realloc_at(&g.a, SITE_A, t + 5000000, ADDR, OTHER, 64, 128);
-  realloc_at(&c, SITE_A, t + 4000000, OTHER, FOURTH, 16, 32);
+  at(&g.a, t + 5000000);
+  raw_stream_realloc(&g.a, SITE_A, ADDR, OTHER, 64, 128);
+  at(&c, t + 4000000);
+  raw_stream_realloc(&c, SITE_A, OTHER, FOURTH, 16, 32);
   raw_send_events(&g.c, &c);
   finish(&g);
   answer_t a = ask_both(session_id(g.pid));
@@ -393,26 +366,12 @@ Test(e2e_order, a_tangle_of_reallocs_on_a_few_addresses_replays_every_event_once
       uint64_t a = ADDR + 0x100 * ((x >> 20) % TANGLE_ADDRS);
       uint64_t b = ADDR + 0x100 * ((x >> 30) % TANGLE_ADDRS);
       int op = (int)((x >> 40) % 3);
-      if (op == 0) {
+      if (op == 0)
         raw_stream_malloc(r, SITE_A, a, 64);
-      } else if (op == 1) {
+      else if (op == 1)
         raw_stream_free(r, SITE_A, a, 64);
-      } else {
-        r->time_ns += 1000;
-        ht_event_t ev = {.op = HT_OP_REALLOC,
-                         .time_ns = r->time_ns,
-                         .site = SITE_B,
-                         .caps = HT_SYSTEM_HEAP_CAPS,
-                         .ptr = a == b ? b + 0x80 : b,
-                         .old_ptr = a,
-                         .size = 64,
-                         .usable = 64,
-                         .old_usable = 64,
-                         .cur_bytes = r->cur_bytes,
-                         .cur_blocks = r->cur_blocks,
-                         .total_bytes = r->total_bytes};
-        raw_stream_append(r, &ev);
-      }
+      else
+        raw_stream_realloc(r, SITE_B, a, a == b ? b + 0x80 : b, 64, 64);
       sent[op]++;
       if (r->len > sizeof r->buf - 4 * HT_PROTO_MAX_EVENT_BYTES)
         raw_send_events(&g.c, r);
@@ -430,8 +389,8 @@ Test(e2e_order, a_tangle_of_reallocs_on_a_few_addresses_replays_every_event_once
     raw_stream_malloc(&s[i], SITE_A, FOURTH + 0x100 * i, 64);
     at(&s[i], end + 20000 + i);
     raw_stream_malloc(&s[i], SITE_B, FOURTH + 0x100 * prev, 64);
-    realloc_at(&s[i], SITE_A, end + 5000000 + i, FOURTH + 0x100 * i, FOURTH + 0x10000 + 0x100 * i,
-               64, 64);
+    at(&s[i], end + 5000000 + i);
+    raw_stream_realloc(&s[i], SITE_A, FOURTH + 0x100 * i, FOURTH + 0x10000 + 0x100 * i, 64, 64);
     sent[0] += 2;
     sent[2]++;
     raw_send_events(&g.c, &s[i]);
