@@ -19,6 +19,7 @@
 
 #include "caps.h"
 #include "client.h"
+#include "programs/grow.h"
 #include "test_rand.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -288,28 +289,7 @@ Test(sysheap_sites, a_typed_realloc_counts_at_the_typed_site_and_leaves_the_macr
 
 TestSuite(sysheap_realloc, .init = setup, .timeout = 60);
 
-#define GROW_STEP 4096u
 #define GROW_TOP ((size_t)4 << 20) /* past the mmap threshold: mremap's ground */
-
-/* Grows one block from GROW_STEP to GROW_TOP bytes a step at a time,
- * traced or not, checking that its bytes come along; returns how often
- * its address changed. */
-static unsigned grow(int traced) {
-  unsigned char *p = NULL;
-  unsigned moves = 0;
-  for (size_t n = GROW_STEP; n <= GROW_TOP; n += GROW_STEP) {
-    unsigned char *np = traced ? ht_realloc(p, n) : realloc(p, n);
-    cr_assert(ne(ptr, np, NULL));
-    if (p)
-      cr_assert(eq(u8, np[n - GROW_STEP - 1], (unsigned char)(n / GROW_STEP - 1)),
-                "the block's bytes did not come along at %zu bytes", n);
-    moves += p && np != p;
-    np[n - 1] = (unsigned char)(n / GROW_STEP);
-    p = np;
-  }
-  traced ? ht_free(p) : free(p);
-  return moves;
-}
 
 /* Untraced, glibc grows a block in place, or moves an mmap'd one with
  * mremap, and seldom copies: a program that grows a buffer a little at a
@@ -319,10 +299,12 @@ static unsigned grow(int traced) {
  * rule holds under a sanitizer, whose realloc always moves. */
 Test(sysheap_realloc, a_growing_block_moves_no_more_often_than_with_glibcs_realloc) {
   start_client();
-  unsigned steps = (unsigned)(GROW_TOP / GROW_STEP) - 1;
-  unsigned plain = grow(0), traced = grow(1);
-  cr_assert(le(u32, traced, plain + steps / 16), "traced: %u moves in %u steps; untraced %u",
-            traced, steps, plain);
+  unsigned long steps = 0, untraced = 0;
+  long plain = grow_block(GROW_TOP, 0, &untraced), traced = grow_block(GROW_TOP, 1, &steps);
+  cr_assert(ge(long, plain, 0), "untraced: an allocation failed or the bytes did not come along");
+  cr_assert(ge(long, traced, 0), "traced: an allocation failed or the bytes did not come along");
+  cr_assert(le(long, traced, plain + (long)steps / 16),
+            "traced: %ld moves in %lu steps; untraced %ld", traced, steps, plain);
 }
 
 Test(sysheap_realloc, a_traced_realloc_accounts_the_usable_sizes_before_and_after) {
