@@ -537,6 +537,13 @@ Test(e2e_transport, a_daemon_with_a_full_connection_queue_does_not_hold_the_prog
   free(err);
 }
 
+/* Creates the (empty) file at path, a signal to a test program. */
+static void touch(const char *path) {
+  FILE *f = fopen(path, "w");
+  cr_assert(f != NULL, "cannot create %s", path);
+  fclose(f);
+}
+
 /* The sessions of a drop-mode program whose connection was given up at
  * least once: more than one, the last ended clean, and between them every
  * event the program made (out's events=) stored or counted as lost. */
@@ -641,9 +648,7 @@ Test(e2e_transport, in_drop_mode_a_fork_and_a_registration_do_not_wait_for_a_stu
     e2e_sleep_ms(50);
   }
   e2e_signal_daemon(&env, SIGCONT);
-  FILE *f = fopen(go, "w");
-  cr_assert(f != NULL);
-  fclose(f);
+  touch(go);
   e2e_result_t r = e2e_wait(&env, pid);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   cr_assert(timed != NULL && strstr(timed, "register_ms="), "no timings: %s", r.err);
@@ -665,9 +670,7 @@ Test(e2e_transport, in_drop_mode_a_fork_and_a_registration_do_not_wait_for_a_stu
 Test(e2e_transport, in_drop_mode_an_exit_after_a_given_up_connection_counts_the_undelivered) {
   char go[200];
   snprintf(go, sizeof go, "%s/go", env.dir);
-  FILE *f = fopen(go, "w");
-  cr_assert(f != NULL);
-  fclose(f);
+  touch(go);
   char *argv[] = {(char *)e2e_bin("drop_waits"), "300", go, NULL};
   char *envv[] = {"HEAPTRACE_MODE=drop", NULL};
   e2e_signal_daemon(&env, SIGSTOP);
@@ -707,9 +710,7 @@ static int began_within(pid_t pid, double from_ms, double to_ms) {
  * makes a burst (burst: its file). */
 static void stop_with_a_burst(const char *burst, int ms) {
   e2e_signal_daemon(&env, SIGSTOP);
-  FILE *f = fopen(burst, "w");
-  cr_assert(f != NULL);
-  fclose(f);
+  touch(burst);
   e2e_sleep_ms(ms);
   unlink(burst);
   e2e_signal_daemon(&env, SIGCONT);
@@ -737,9 +738,7 @@ Test(e2e_transport, in_drop_mode_a_connection_that_worked_starts_the_retry_inter
   double stopped = wall_ms();
   stop_with_a_burst(burst, 1000);
   e2e_sleep_ms(2000);
-  FILE *f = fopen(stop, "w");
-  cr_assert(f != NULL);
-  fclose(f);
+  touch(stop);
   e2e_result_t r = e2e_wait(&env, pid);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   e2e_wait_disconnected(&env, 10000);
