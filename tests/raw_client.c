@@ -163,23 +163,26 @@ void raw_stream_append(raw_stream_t *s, const ht_event_t *ev) {
   s->count++;
 }
 
-static void append_op(raw_stream_t *s, uint32_t op, uint32_t site, uint64_t ptr, uint64_t size) {
+/* Appends op - MALLOC, FREE, or REALLOC from old_ptr (old_size bytes) -
+ * of size bytes at ptr, 1000 ns after the stream's last event, and moves
+ * the running totals as the op implies. */
+static void append_op(raw_stream_t *s, uint32_t op, uint32_t site, uint64_t ptr, uint64_t old_ptr,
+                      uint64_t old_size, uint64_t size) {
   ht_event_t ev = {0};
   ev.op = op;
   ev.time_ns = s->time_ns += 1000;
   ev.site = site;
   ev.caps = HT_SYSTEM_HEAP_CAPS;
   ev.ptr = ptr;
+  ev.old_ptr = old_ptr;
   ev.size = size;
   ev.usable = size;
-  if (op == HT_OP_FREE) {
-    s->cur_bytes -= (int64_t)size;
-    s->cur_blocks--;
-  } else {
-    s->cur_bytes += (int64_t)size;
-    s->cur_blocks++;
-    s->total_bytes += size;
-  }
+  ev.old_usable = old_size;
+  int64_t dbytes = op == HT_OP_FREE ? -(int64_t)size : (int64_t)size - (int64_t)old_size;
+  s->cur_bytes += dbytes;
+  s->cur_blocks += op == HT_OP_FREE ? -1 : op == HT_OP_REALLOC ? 0 : 1;
+  if (dbytes > 0)
+    s->total_bytes += (uint64_t)dbytes;
   ev.cur_bytes = s->cur_bytes;
   ev.cur_blocks = s->cur_blocks;
   ev.total_bytes = s->total_bytes;
@@ -187,30 +190,16 @@ static void append_op(raw_stream_t *s, uint32_t op, uint32_t site, uint64_t ptr,
 }
 
 void raw_stream_malloc(raw_stream_t *s, uint32_t site, uint64_t ptr, uint64_t size) {
-  append_op(s, HT_OP_MALLOC, site, ptr, size);
+  append_op(s, HT_OP_MALLOC, site, ptr, 0, 0, size);
 }
 
 void raw_stream_free(raw_stream_t *s, uint32_t site, uint64_t ptr, uint64_t size) {
-  append_op(s, HT_OP_FREE, site, ptr, size);
+  append_op(s, HT_OP_FREE, site, ptr, 0, 0, size);
 }
 
 void raw_stream_realloc(raw_stream_t *s, uint32_t site, uint64_t from, uint64_t to,
                         uint64_t old_size, uint64_t size) {
-  ht_event_t ev = {0};
-  ev.op = HT_OP_REALLOC;
-  ev.time_ns = s->time_ns += 1000;
-  ev.site = site;
-  ev.caps = HT_SYSTEM_HEAP_CAPS;
-  ev.ptr = to;
-  ev.old_ptr = from;
-  ev.size = ev.usable = size;
-  ev.old_usable = old_size;
-  s->cur_bytes += (int64_t)size - (int64_t)old_size;
-  s->total_bytes += size > old_size ? size - old_size : 0;
-  ev.cur_bytes = s->cur_bytes;
-  ev.cur_blocks = s->cur_blocks;
-  ev.total_bytes = s->total_bytes;
-  raw_stream_append(s, &ev);
+  append_op(s, HT_OP_REALLOC, site, to, from, old_size, size);
 }
 
 int raw_send_events_as(raw_client_t *c, raw_stream_t *s, uint64_t first_seq, uint32_t count) {
