@@ -439,6 +439,17 @@ static inline int ht__txn_implied(const ht_txn_t *x, uint32_t op, int64_t dbytes
   return dbytes == (int64_t)x->usable && dblocks == 1;
 }
 
+/* bench/overhead --breakdown builds the library again with HT_BENCH_CUT
+ * set, to measure what each part of an event costs by leaving it out of
+ * ht__trace_op: 1, no clock read (each event is timed 1 ns after the
+ * stream's last); 2, nothing after the clock read (no event is encoded or
+ * sent); 3, no ring (the event is encoded into a scratch buffer, never
+ * published nor sent). Such a library traces nothing usable; it is never
+ * installed. 0 in every other build. */
+#ifndef HT_BENCH_CUT
+#define HT_BENCH_CUT 0
+#endif
+
 /* The body of ht__trace_txn for op MALLOC, CALLOC, FREE or REALLOC: the
  * event is encoded straight from the transaction by the encoder of its op,
  * in the ring, with no ht_event_t in between, and its running totals are
@@ -467,9 +478,18 @@ ht__trace_op(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks, u
    * early, which the daemon's replay allows for (PROTOCOL.md, "Event
    * times"). The general path (aligned allocations, failures, events that
    * carry the totals) keeps the ordered read. */
-  uint64_t t = ht__now_ns();
+  uint64_t t = HT_BENCH_CUT == 1 ? s->enc.time_ns + 1 : ht__now_ns();
+  if (HT_BENCH_CUT == 2) {
+    __asm__ volatile("" ::"r"(t)); /* the read stays */
+    return;
+  }
   uint32_t site = ht__wire_site_of(s, c);
+#if HT_BENCH_CUT == 3
+  static __thread uint8_t scratch[HT_PROTO_MAX_EVENT_BYTES];
+  uint8_t *out = scratch;
+#else
   uint8_t *out = ht__stream_room(s);
+#endif
   if (HT_UNLIKELY(!out)) {
     ht__stream_carry(s, dbytes, dblocks); /* dropped: the next event sends the totals */
     return;
@@ -484,7 +504,10 @@ ht__trace_op(ht_call_t *c, const ht_txn_t *x, int64_t dbytes, int64_t dblocks, u
   else /* MALLOC or CALLOC: one encoder, the op byte tells them apart */
     n = ht_event_encode_alloc(out, &s->enc, x->op, t, site, x->heap, x->caps, ptr, x->size,
                               x->usable);
-  ht__stream_publish(s, n);
+  if (HT_BENCH_CUT == 3)
+    __asm__ volatile("" ::"r"(n), "r"(out) : "memory"); /* the stores stay */
+  else
+    ht__stream_publish(s, n);
 }
 
 /* Records one successful transaction: the accounting, then (tracing) its
