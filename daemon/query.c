@@ -73,6 +73,11 @@ int htq_open(const char *path, sqlite3 **db, char *err, size_t errlen) {
              path);
     return -1;
   }
+  if (S_ISDIR(sb.st_mode)) {
+    snprintf(err, errlen, "%s is a directory, not a database (give the database file's path)",
+             path);
+    return -1;
+  }
   if (sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
     snprintf(err, errlen, "cannot open database %s: %s", path, sqlite3_errmsg(*db));
     goto fail;

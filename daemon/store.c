@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "chunk.h"
@@ -387,6 +388,12 @@ htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *noti
   st->done_tail = &st->done;
   st->notify = notify;
   st->notify_arg = notify_arg;
+  struct stat sb;
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    snprintf(msg, msglen, "%s is a directory, not a database (give the database file's path)",
+             path);
+    goto fail;
+  }
   if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
       SQLITE_OK) {
     snprintf(msg, msglen, "cannot open database %s: %s", path, sqlite3_errmsg(st->db));

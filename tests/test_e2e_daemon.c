@@ -548,6 +548,21 @@ Test(e2e_daemon, a_bad_max_backlog_is_refused_naming_the_option_and_the_value) {
   }
 }
 
+Test(e2e_daemon, a_directory_given_as_the_database_is_refused_naming_it) {
+  char sock[160], dir[160];
+  snprintf(sock, sizeof sock, "%s/other.sock", env.dir);
+  snprintf(dir, sizeof dir, "%s/a-directory", env.dir);
+  cr_assert(eq(int, mkdir(dir, 0700), 0));
+  char *argv[] = {
+      (char *)e2e_bin("heaptraced"), "--foreground", "--socket", sock, "--db", dir, NULL};
+  e2e_result_t r = run_bounded(argv, 3000);
+  cr_assert(eq(int, r.status, 1), "status %d:\n%s", r.status, r.out);
+  char said[256];
+  snprintf(said, sizeof said, "%s is a directory, not a database", dir);
+  cr_assert(ne(ptr, strstr(r.out, said), NULL), "%s", r.out);
+  e2e_result_free(&r);
+}
+
 /* A connection of the test's own holding a write transaction on the
  * daemon's database: the daemon's writer cannot commit until
  * let_the_writer_in(). */

@@ -640,6 +640,10 @@ Test(e2e_schemas, missing_database_file_is_named) {
   cr_assert(access(path, F_OK) != 0, "heapctl created %s", path);
 }
 
+Test(e2e_schemas, directory_given_as_database_is_named) {
+  expect_usage(heapctl_raw("--db", env.dir, "leaks", NULL), "--db a directory", "is a directory");
+}
+
 static void write_file(const char *path, const void *p, size_t n) {
   FILE *f = fopen(path, "wb");
   cr_assert(f != NULL, "cannot create %s", path);
