@@ -926,6 +926,17 @@ static void atfork_child(void) {
   atomic_store(&ht__tracing, cfg.disabled ? 0 : 1);
 }
 
+/* Why connect_daemon() failed with rc, for the warning: a file at the
+ * path that is not a socket refuses like a socket nobody listens on. */
+static const char *connect_failure(int rc) {
+  struct stat sb;
+  if (rc == -EAGAIN)
+    return "its queue of new connections is full: is it stopped?";
+  if (rc == -ECONNREFUSED && stat(cfg.socket_path, &sb) == 0 && !S_ISSOCK(sb.st_mode))
+    return "the path is not a socket";
+  return strerror(-rc);
+}
+
 static void init_locked(void) {
   if (!cfg_loaded) {
     ht__config_load(&cfg);
@@ -946,9 +957,7 @@ static void init_locked(void) {
     if (!(hello_flags & HT_HELLO_F_FORKED))
       ht__warn("heaptrace: cannot connect to heaptraced at %s (%s); tracing is off. "
                "Start heaptraced or set HEAPTRACE_SOCKET.",
-               cfg.socket_path[0] ? cfg.socket_path : "(no path)",
-               rc == -EAGAIN ? "its queue of new connections is full: is it stopped?"
-                             : strerror(-rc));
+               cfg.socket_path[0] ? cfg.socket_path : "(no path)", connect_failure(rc));
     return;
   }
   atomic_store(&ht__tracing, 1);

@@ -544,6 +544,19 @@ static void touch(const char *path) {
   fclose(f);
 }
 
+Test(e2e_transport, a_file_at_the_socket_path_that_is_no_socket_is_named_in_the_warning) {
+  e2e_stop_daemon(&env);
+  unlink(env.socket);
+  touch(env.socket);
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "1000", "0", "0", "3", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 3));
+  cr_assert(eq(long, e2e_field(r.out, "allocations"), 2002));
+  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "(the path is not a socket)"), 1), "%s", r.err);
+  e2e_result_free(&r);
+}
+
 /* The sessions of a drop-mode program whose connection was given up at
  * least once: more than one, the last ended clean, and between them every
  * event the program made (out's events=) stored or counted as lost. */
