@@ -369,34 +369,52 @@ static const char *site_type(htq_model_t *m, uint32_t site) {
   return s ? s->type : "";
 }
 
-static int block_group_cmp(const void *x, const void *y) {
-  const htq_block_t *p = x, *q = y;
+#define CMP(a, b) ((a) < (b) ? -1 : (a) > (b))
+
+/* The order of a leak group's key: blocks of one group compare equal. */
+static int group_key_cmp(const htq_block_t *p, const htq_block_t *q) {
   switch (sort_ctx.by) {
   case BY_SITE:
-    return p->site < q->site ? -1 : p->site > q->site;
+    return CMP(p->site, q->site);
   case BY_TYPE:
     return strcmp(site_type(sort_ctx.m, p->site), site_type(sort_ctx.m, q->site));
   case BY_CAPS:
-    return p->caps < q->caps ? -1 : p->caps > q->caps;
+    return CMP(p->caps, q->caps);
   case BY_HEAP:
-    return p->heap < q->heap ? -1 : p->heap > q->heap;
+    return CMP(p->heap, q->heap);
   }
   return 0;
 }
 
-static int group_bytes_cmp(const void *x, const void *y) {
-  const cJSON *const *p = x, *const *q = y;
-  double a = cJSON_GetObjectItem(*p, "bytes")->valuedouble;
-  double b = cJSON_GetObjectItem(*q, "bytes")->valuedouble;
-  return a < b ? 1 : a > b ? -1 : 0;
+/* Groups in key order, each oldest block first (its sample): a total
+ * order, so that the answer does not depend on how the live blocks were
+ * held (replayed, or read back from a summary). */
+static int block_group_cmp(const void *x, const void *y) {
+  const htq_block_t *p = x, *q = y;
+  int k = group_key_cmp(p, q);
+  if (k)
+    return k;
+  if (p->time_ns != q->time_ns)
+    return CMP(p->time_ns, q->time_ns);
+  return p->stream != q->stream ? CMP(p->stream, q->stream) : CMP(p->seq, q->seq);
 }
 
-static cJSON *group_json(htq_model_t *m, group_by_t by, const htq_block_t *first, size_t n) {
+typedef struct {
+  cJSON *json;
+  uint64_t bytes;
+  size_t index; /* in key order: ties keep it */
+} group_t;
+
+static int group_bytes_cmp(const void *x, const void *y) {
+  const group_t *p = x, *q = y;
+  return p->bytes != q->bytes ? CMP(q->bytes, p->bytes) : CMP(p->index, q->index);
+}
+
+/* The group of n blocks from first (its sample), bytes in all. */
+static cJSON *group_json(htq_model_t *m, group_by_t by, const htq_block_t *first, size_t n,
+                         uint64_t bytes) {
   cJSON *g = cJSON_CreateObject();
   char key[512], caps[160], addr[32];
-  uint64_t bytes = 0;
-  for (size_t i = 0; i < n; i++)
-    bytes += first[i].size;
   htq_site_t *s = htq_model_site(m, first->site);
   htq_heap_t *h = htq_model_heap(m, first->heap);
   ht_caps_format(first->caps, caps, sizeof caps);
@@ -449,7 +467,7 @@ static cJSON *leak_groups(htq_model_t *m, group_by_t by, double min_bytes, doubl
                           uint64_t *nblocks, uint64_t *nbytes) {
   size_t n = 0;
   htq_block_t *blocks = malloc((m->live.count ? m->live.count : 1) * sizeof *blocks);
-  cJSON **groups = malloc((m->live.count ? m->live.count : 1) * sizeof *groups);
+  group_t *groups = malloc((m->live.count ? m->live.count : 1) * sizeof *groups);
   if (!blocks || !groups) {
     free(blocks);
     free(groups);
@@ -465,23 +483,25 @@ static cJSON *leak_groups(htq_model_t *m, group_by_t by, double min_bytes, doubl
   *nbytes = 0;
   for (size_t i = 0; i < n;) {
     size_t j = i + 1;
-    while (j < n && block_group_cmp(&blocks[i], &blocks[j]) == 0)
+    while (j < n && group_key_cmp(&blocks[i], &blocks[j]) == 0)
       j++;
-    groups[ngroups++] = group_json(m, by, &blocks[i], j - i);
+    uint64_t bytes = 0;
     for (size_t k = i; k < j; k++)
-      *nbytes += blocks[k].size;
+      bytes += blocks[k].size;
+    groups[ngroups] = (group_t){group_json(m, by, &blocks[i], j - i, bytes), bytes, ngroups};
+    ngroups++;
+    *nbytes += bytes;
     i = j;
   }
   qsort(groups, ngroups, sizeof *groups, group_bytes_cmp);
   cJSON *list = cJSON_CreateArray();
   size_t shown = 0;
   for (size_t i = 0; i < ngroups; i++) {
-    double bytes = cJSON_GetObjectItem(groups[i], "bytes")->valuedouble;
-    if (bytes < min_bytes || (top > 0 && (double)shown >= top)) {
-      cJSON_Delete(groups[i]);
+    if ((double)groups[i].bytes < min_bytes || (top > 0 && (double)shown >= top)) {
+      cJSON_Delete(groups[i].json);
       continue;
     }
-    cJSON_AddItemToArray(list, groups[i]);
+    cJSON_AddItemToArray(list, groups[i].json);
     shown++;
   }
   free(groups);
@@ -595,6 +615,11 @@ static cJSON *types_json(htq_model_t *m) {
   return types;
 }
 
+static int capstat_cmp(const void *x, const void *y) {
+  const htq_capstat_t *p = x, *q = y;
+  return CMP(p->caps, q->caps);
+}
+
 static cJSON *stats_result(ctx_t *c, size_t max_sites) {
   htq_model_t *m = &c->m;
   cJSON *r = cJSON_CreateObject();
@@ -623,6 +648,9 @@ static cJSON *stats_result(ctx_t *c, size_t max_sites) {
   cJSON_AddNumberToObject(agree, "daemon_usable_bytes", (double)m->cur_usable);
   cJSON_AddNumberToObject(agree, "daemon_blocks", (double)m->cur_blocks);
   cJSON_AddBoolToObject(agree, "agree", cb == m->cur_usable && cn == m->cur_blocks);
+  /* In order of the masks: the model meets them in the order of the
+   * session's events, a summary reads them back sorted. */
+  qsort(m->caps, m->ncaps, sizeof *m->caps, capstat_cmp);
   cJSON *caps = cJSON_AddArrayToObject(r, "caps");
   for (size_t i = 0; i < m->ncaps; i++) {
     cJSON *o = cJSON_CreateObject();
@@ -671,6 +699,11 @@ static cJSON *cmd_stats(sqlite3 *db, const cJSON *req) {
 /* ======================================================================
  * lwm and frag
  * ==================================================================== */
+
+static int mask_cmp(const void *x, const void *y) {
+  const htq_mask_t *p = x, *q = y;
+  return CMP(p->mask, q->mask);
+}
 
 static const htq_mask_t *find_mask(const htq_model_t *m, uint32_t mask) {
   for (size_t i = 0; i < m->nmasks; i++)
@@ -724,6 +757,8 @@ static cJSON *lwm_result(ctx_t *c, const char *heap_filter, int caps_given, uint
     }
     cJSON_AddItemToArray(heaps, o);
   }
+  /* In order of the masks, as stats lists caps (capstat_cmp). */
+  qsort(c->m.masks, c->m.nmasks, sizeof *c->m.masks, mask_cmp);
   cJSON *masks = cJSON_AddArrayToObject(r, "caps");
   for (size_t i = 0; i < c->m.nmasks; i++)
     if (!caps_given || c->m.masks[i].mask == caps)

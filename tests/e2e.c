@@ -159,6 +159,15 @@ long long e2e_sql_number(e2e_t *e, const char *sql) {
   return v;
 }
 
+void e2e_wait_summary(e2e_t *e, int session) {
+  char sql[96];
+  snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM summaries WHERE session = %d", session);
+  for (int waited = 0; e2e_sql_number(e, sql) != 1; waited += 25) {
+    cr_assert(waited < 5000, "no summary of session %d after 5 s", session);
+    e2e_sleep_ms(25);
+  }
+}
+
 void e2e_assert_integrity(e2e_t *e) {
   char *out = e2e_sql_text(e, "PRAGMA integrity_check");
   cr_assert(strcmp(out, "ok\n") == 0, "integrity_check: %s", out);

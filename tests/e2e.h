@@ -139,6 +139,10 @@ int e2e_settle(e2e_t *e);
 char *e2e_sql_text(e2e_t *e, const char *sql);
 /* The one number it prints (asserts it prints exactly a number). */
 long long e2e_sql_number(e2e_t *e, const char *sql);
+/* Waits until the daemon has stored the summary of session (queries read
+ * it from then on, instead of replaying the events); asserts that it
+ * comes within 5 s. */
+void e2e_wait_summary(e2e_t *e, int session);
 /* Asserts that the database passes PRAGMA integrity_check. */
 void e2e_assert_integrity(e2e_t *e);
 /* Waits until no ingest connection is open any more (status), asserting

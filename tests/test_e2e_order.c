@@ -17,6 +17,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -154,6 +155,58 @@ Test(e2e_order, an_allocation_timed_before_the_free_that_gave_its_address_comes_
   assert_handed_over(ask_both(id)); /* running: replayed for the query */
   finish(&g);
   assert_handed_over(ask_both(id)); /* ended: the stored summary */
+}
+
+/* The sample address of site A's leak group, through the daemon or
+ * offline; the group must hold `blocks` blocks. */
+static uint64_t leak_sample(int id, int offline, double blocks) {
+  char ids[16];
+  snprintf(ids, sizeof ids, "%d", id);
+  cJSON *lk = e2e_heapctl_json(&env, offline, "leaks", "-s", ids);
+  const cJSON *g, *mine = NULL;
+  cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(lk, "groups")) {
+    if (e2e_num(g, "line") == 10)
+      mine = g;
+  }
+  cr_assert(mine != NULL, "no leak group of site A");
+  cr_assert(eq(dbl, e2e_num(mine, "blocks"), blocks));
+  uint64_t at = strtoull(e2e_str(mine, "sample_address"), NULL, 16);
+  cJSON_Delete(lk);
+  return at;
+}
+
+/* A leak group's sample is its oldest live block, however the session's
+ * live blocks are held: replayed while it runs, or read back from its
+ * stored summary. Before, it was whichever block came first in the
+ * table of live blocks, and the replay's table (grown by thousands of
+ * blocks freed since) and the summary's differ in size and order. */
+Test(e2e_order, a_leak_groups_sample_is_its_oldest_block_replayed_or_summarised) {
+  session_t g;
+  begin(&g, 720013);
+  uint64_t x = 0x2545f4914f6cdd1dull, oldest = 0;
+  for (int i = 0; i < 40; i++) { /* the leaks: addresses in no order */
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    uint64_t p = 0x7f2000000000ull + (x & 0xffffff0ull);
+    oldest = oldest ? oldest : p;
+    raw_stream_malloc(&g.a, SITE_A, p, 24);
+  }
+  for (int round = 0; round < 2; round++) { /* 4000 blocks live at once, then none */
+    for (uint64_t i = 0; i < 2000; i++)
+      raw_stream_malloc(&g.b, SITE_B, 0x7f3000000000ull + (round * 2000 + i) * 64, 32);
+    raw_send_events(&g.c, &g.b);
+  }
+  for (uint64_t i = 0; i < 4000; i++) {
+    raw_stream_free(&g.b, SITE_B, 0x7f3000000000ull + i * 64, 32);
+    if (g.b.count == 2000)
+      raw_send_events(&g.c, &g.b);
+  }
+  ship(&g);
+  int id = session_id(g.pid);
+  cr_assert(eq(u64, leak_sample(id, 0, 40), oldest), "running, replayed");
+  finish(&g);
+  e2e_wait_summary(&env, id);
+  cr_assert(eq(u64, leak_sample(id, 0, 40), oldest), "ended, from its summary");
+  cr_assert(eq(u64, leak_sample(id, 1, 40), oldest), "ended, offline");
 }
 
 /* heapctl events lists the session in the order the analysis used: the

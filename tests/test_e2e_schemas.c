@@ -55,16 +55,21 @@ TestSuite(e2e_schemas, .init = setup, .fini = teardown, .timeout = 120);
 #define MAX_ARGS 16
 
 /* heapctl --socket SOCK | --db DB, then args (NULL-terminated). */
-static e2e_result_t heapctl_argv(int offline, const char *const *args) {
+/* heapctl FLAG WHERE args... (FLAG: --db or --socket). */
+static e2e_result_t heapctl_at(const char *flag, const char *where, const char *const *args) {
   char *argv[MAX_ARGS + 4];
   int n = 0;
   argv[n++] = (char *)e2e_bin("heapctl");
-  argv[n++] = offline ? "--db" : "--socket";
-  argv[n++] = offline ? env.db : env.socket;
+  argv[n++] = (char *)flag;
+  argv[n++] = (char *)where;
   for (; *args && n < MAX_ARGS + 3; args++)
     argv[n++] = (char *)*args;
   argv[n] = NULL;
   return e2e_run(&env, argv, NULL);
+}
+
+static e2e_result_t heapctl_argv(int offline, const char *const *args) {
+  return offline ? heapctl_at("--db", env.db, args) : heapctl_at("--socket", env.socket, args);
 }
 
 /* heapctl with exactly the arguments given (no --socket/--db added). */
@@ -300,27 +305,6 @@ static void feed(feed_t *f, ht_event_t ev, uint64_t old_usable) {
   raw_stream_append(&f->s, &ev);
 }
 
-/* The daemon stores a session's summary after the session ends; queries
- * read it instead of replaying the events. Waiting for it makes the tests
- * below read the same numbers every time. */
-static void wait_for_summary(int session) {
-  char cmd[300];
-  snprintf(cmd, sizeof cmd, "sqlite3 '%s' 'SELECT COUNT(*) FROM summaries WHERE session = %d'",
-           env.db, session);
-  for (int i = 0; i < 200; i++) {
-    FILE *p = popen(cmd, "r");
-    cr_assert(p != NULL);
-    int n = 0;
-    if (fscanf(p, "%d", &n) != 1)
-      n = 0;
-    pclose(p);
-    if (n == 1)
-      return;
-    usleep(25000);
-  }
-  cr_assert(0, "no summary of session %d after 5 s", session);
-}
-
 /* Session 3: heap 1 "dram0" (bounded) and the system heap; a typed site;
  * malloc, calloc, aligned_alloc, realloc, free and a failed malloc. */
 static void bounded_session(void) {
@@ -405,7 +389,7 @@ static void bounded_session(void) {
   shutdown(c.fd, SHUT_WR);
   cr_assert(raw_wait_closed(&c, RAW_WAIT_MS), "the daemon did not close the session after END");
   raw_close(&c);
-  wait_for_summary(3);
+  e2e_wait_summary(&env, 3); /* the tests below read the same numbers every time */
 }
 
 /* Every command on session 3, with its schema. */
@@ -500,6 +484,48 @@ Test(e2e_schemas, bounded_heap_results_are_valid_live_and_offline) {
   for (size_t i = 0; i < sizeof bounded_commands / sizeof *bounded_commands; i++)
     check_valid(1, bounded_commands[i].schema, bounded_commands[i].args);
   check_bounded_output(1);
+}
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...) {
+  char cmd[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(cmd, sizeof cmd, fmt, ap);
+  va_end(ap);
+  cr_assert(eq(int, system(cmd), 0), "failed: %s", cmd);
+}
+
+/* heapctl --db FILE with args; its output (asserts success). Caller frees. */
+static char *offline_output(const char *file, const char *const *args) {
+  e2e_result_t r = heapctl_at("--db", file, args);
+  cr_assert(eq(int, r.status, 0), "heapctl --db %s %s: %s", file, join(args), r.err);
+  free(r.err);
+  return r.out;
+}
+
+/* A running session's answers are replayed from its events; an ended
+ * one's are read from its stored summary. The two must be the same to the
+ * byte, lists in the same order: every command on session 3 (and the diff
+ * with session 1), offline, against a copy of the database with the
+ * summaries taken out. */
+Test(e2e_schemas, a_summary_and_a_replay_of_the_events_answer_alike) {
+  bounded_session();
+  e2e_stop_daemon(&env);
+  char copy[200];
+  snprintf(copy, sizeof copy, "%s/replayed.db", env.dir);
+  sh("cp '%s' '%s'", env.db, copy);
+  sh("sqlite3 '%s' 'DELETE FROM summaries; DELETE FROM site_stats; DELETE FROM heap_stats; "
+     "DELETE FROM heap_samples; DELETE FROM caps_lwm; DELETE FROM caps_stats; "
+     "DELETE FROM live_blocks;'",
+     copy);
+  for (size_t i = 0; i < sizeof bounded_commands / sizeof *bounded_commands; i++) {
+    const char *const *args = bounded_commands[i].args;
+    char *summarised = offline_output(env.db, args), *replayed = offline_output(copy, args);
+    cr_assert(eq(str, replayed, summarised), "heapctl %s", join(args));
+    free(summarised);
+    free(replayed);
+  }
 }
 
 /* ======================================================================
@@ -649,16 +675,6 @@ static void write_file(const char *path, const void *p, size_t n) {
   cr_assert(f != NULL, "cannot create %s", path);
   cr_assert(eq(sz, fwrite(p, 1, n, f), n));
   fclose(f);
-}
-
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void sh(const char *fmt, ...) {
-  char cmd[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(cmd, sizeof cmd, fmt, ap);
-  va_end(ap);
-  cr_assert(eq(int, system(cmd), 0), "failed: %s", cmd);
 }
 
 Test(e2e_schemas, file_that_is_not_a_database_is_a_usage_error) {
