@@ -371,8 +371,10 @@ static const char *site_type(htq_model_t *m, uint32_t site) {
 
 #define CMP(a, b) ((a) < (b) ? -1 : (a) > (b))
 
-/* The order of a leak group's key: blocks of one group compare equal. */
-static int group_key_cmp(const htq_block_t *p, const htq_block_t *q) {
+/* The order of leak groups' keys (qsort's comparator for htq_block_t):
+ * blocks of one group compare equal. */
+static int group_key_cmp(const void *x, const void *y) {
+  const htq_block_t *p = x, *q = y;
   switch (sort_ctx.by) {
   case BY_SITE:
     return CMP(p->site, q->site);
@@ -386,17 +388,12 @@ static int group_key_cmp(const htq_block_t *p, const htq_block_t *q) {
   return 0;
 }
 
-/* Groups in key order, each oldest block first (its sample): a total
- * order, so that the answer does not depend on how the live blocks were
- * held (replayed, or read back from a summary). */
-static int block_group_cmp(const void *x, const void *y) {
-  const htq_block_t *p = x, *q = y;
-  int k = group_key_cmp(p, q);
-  if (k)
-    return k;
+/* 1 when p was allocated before q: events are ordered by time, then
+ * stream and sequence number, so that no two blocks tie. */
+static int older(const htq_block_t *p, const htq_block_t *q) {
   if (p->time_ns != q->time_ns)
-    return CMP(p->time_ns, q->time_ns);
-  return p->stream != q->stream ? CMP(p->stream, q->stream) : CMP(p->seq, q->seq);
+    return p->time_ns < q->time_ns;
+  return p->stream != q->stream ? p->stream < q->stream : p->seq < q->seq;
 }
 
 typedef struct {
@@ -410,17 +407,19 @@ static int group_bytes_cmp(const void *x, const void *y) {
   return p->bytes != q->bytes ? CMP(q->bytes, p->bytes) : CMP(p->index, q->index);
 }
 
-/* The group of n blocks from first (its sample), bytes in all. */
-static cJSON *group_json(htq_model_t *m, group_by_t by, const htq_block_t *first, size_t n,
+/* The group of n blocks, bytes in all, shown by its oldest block (the
+ * sample): whichever order the live blocks were held in (replayed, or
+ * read back from a summary), the answer is the same. */
+static cJSON *group_json(htq_model_t *m, group_by_t by, const htq_block_t *sample, size_t n,
                          uint64_t bytes) {
   cJSON *g = cJSON_CreateObject();
   char key[512], caps[160], addr[32];
-  htq_site_t *s = htq_model_site(m, first->site);
-  htq_heap_t *h = htq_model_heap(m, first->heap);
-  ht_caps_format(first->caps, caps, sizeof caps);
+  htq_site_t *s = htq_model_site(m, sample->site);
+  htq_heap_t *h = htq_model_heap(m, sample->heap);
+  ht_caps_format(sample->caps, caps, sizeof caps);
   switch (by) {
   case BY_SITE:
-    add_site(g, s, first->site);
+    add_site(g, s, sample->site);
     break;
   case BY_TYPE:
     snprintf(key, sizeof key, "%s", s && s->type[0] ? s->type : "(untyped)");
@@ -435,16 +434,16 @@ static cJSON *group_json(htq_model_t *m, group_by_t by, const htq_block_t *first
     break;
   }
   if (by == BY_SITE || by == BY_CAPS)
-    add_caps(g, "caps", first->caps);
+    add_caps(g, "caps", sample->caps);
   if (by == BY_SITE || by == BY_HEAP) {
-    cJSON_AddNumberToObject(g, "heap", first->heap);
+    cJSON_AddNumberToObject(g, "heap", sample->heap);
     cJSON_AddStringToObject(g, "heap_name", h ? h->name : "?");
   }
   cJSON_AddNumberToObject(g, "blocks", (double)n);
   cJSON_AddNumberToObject(g, "bytes", (double)bytes);
-  snprintf(addr, sizeof addr, "0x%llx", (unsigned long long)first->ptr);
+  snprintf(addr, sizeof addr, "0x%llx", (unsigned long long)sample->ptr);
   cJSON_AddStringToObject(g, "sample_address", addr);
-  cJSON_AddNumberToObject(g, "sample_size", (double)first->size);
+  cJSON_AddNumberToObject(g, "sample_size", (double)sample->size);
   return g;
 }
 
@@ -477,7 +476,7 @@ static cJSON *leak_groups(htq_model_t *m, group_by_t by, double min_bytes, doubl
     if (m->live.slots[i].ptr)
       blocks[n++] = m->live.slots[i];
   sort_ctx = (group_ctx_t){m, by};
-  qsort(blocks, n, sizeof *blocks, block_group_cmp);
+  qsort(blocks, n, sizeof *blocks, group_key_cmp);
   size_t ngroups = 0;
   *nblocks = n;
   *nbytes = 0;
@@ -486,9 +485,13 @@ static cJSON *leak_groups(htq_model_t *m, group_by_t by, double min_bytes, doubl
     while (j < n && group_key_cmp(&blocks[i], &blocks[j]) == 0)
       j++;
     uint64_t bytes = 0;
-    for (size_t k = i; k < j; k++)
+    size_t oldest = i;
+    for (size_t k = i; k < j; k++) {
       bytes += blocks[k].size;
-    groups[ngroups] = (group_t){group_json(m, by, &blocks[i], j - i, bytes), bytes, ngroups};
+      if (older(&blocks[k], &blocks[oldest]))
+        oldest = k;
+    }
+    groups[ngroups] = (group_t){group_json(m, by, &blocks[oldest], j - i, bytes), bytes, ngroups};
     ngroups++;
     *nbytes += bytes;
     i = j;
