@@ -551,10 +551,12 @@ static uint64_t top_value(const htq_site_t *s) {
   return top_key == TOP_BYTES ? s->bytes : top_key == TOP_COUNT ? s->allocs : s->temporary;
 }
 
+/* Hottest first; sites as hot as each other by id, so that the order is
+ * the same whatever order the model holds its sites in. */
 static int top_cmp(const void *x, const void *y) {
   const htq_site_t *const *a = x, *const *b = y;
   uint64_t va = top_value(*a), vb = top_value(*b);
-  return va < vb ? 1 : va > vb ? -1 : 0;
+  return va != vb ? CMP(vb, va) : CMP((*a)->id, (*b)->id);
 }
 
 /* The sites that allocated, hottest first by key, at most limit of them
