@@ -655,7 +655,8 @@ static cJSON *stats_result(ctx_t *c, size_t max_sites) {
   cJSON_AddBoolToObject(agree, "agree", cb == m->cur_usable && cn == m->cur_blocks);
   /* In order of the masks: the model meets them in the order of the
    * session's events, a summary reads them back sorted. */
-  qsort(m->caps, m->ncaps, sizeof *m->caps, capstat_cmp);
+  if (m->ncaps > 1) /* m->caps is NULL until a first one */
+    qsort(m->caps, m->ncaps, sizeof *m->caps, capstat_cmp);
   cJSON *caps = cJSON_AddArrayToObject(r, "caps");
   for (size_t i = 0; i < m->ncaps; i++) {
     cJSON *o = cJSON_CreateObject();
