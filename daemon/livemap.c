@@ -4,6 +4,7 @@
  * replay of millions of allocate/free pairs keeps probe sequences short.
  * Address 0 marks an empty slot: no allocator returns NULL for a block.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +24,9 @@ void htq_livemap_free(htq_livemap_t *m) {
   memset(m, 0, sizeof *m);
 }
 
-static int grow(htq_livemap_t *m) {
-  size_t ncap = m->cap ? m->cap * 2 : 1024;
+/* Moves every block to a table of ncap slots (a power of two that holds
+ * them). Returns 0, or -1 (out of memory; m unchanged). */
+static int resize(htq_livemap_t *m, size_t ncap) {
   htq_block_t *old = m->slots;
   size_t ocap = m->cap;
   m->slots = calloc(ncap, sizeof *m->slots);
@@ -45,8 +47,27 @@ static int grow(htq_livemap_t *m) {
   return 0;
 }
 
+static int grow(htq_livemap_t *m) {
+  return resize(m, m->cap ? m->cap * 2 : 1024);
+}
+
+/* The table holds count blocks up to 3/4 full. */
+static int fits(size_t count, size_t cap) {
+  return (count + 1) * 4 <= cap * 3;
+}
+
+int htq_livemap_reserve(htq_livemap_t *m, size_t n) {
+  size_t cap = m->cap ? m->cap : 1024;
+  while (!fits(n, cap)) {
+    if (cap > SIZE_MAX / 4 / sizeof *m->slots)
+      return -1;
+    cap *= 2;
+  }
+  return cap > m->cap ? resize(m, cap) : 0;
+}
+
 int htq_livemap_put(htq_livemap_t *m, const htq_block_t *b) {
-  if ((m->count + 1) * 4 > m->cap * 3 && grow(m) != 0)
+  if (!fits(m->count, m->cap) && grow(m) != 0)
     return -1;
   size_t i = slot_of(m, b->ptr);
   while (m->slots[i].ptr && m->slots[i].ptr != b->ptr)

@@ -85,6 +85,9 @@ void htq_livemap_free(htq_livemap_t *m);
 /* Inserts or replaces; returns 1 if a block was replaced, 0 if new, -1 on
  * out of memory. */
 int htq_livemap_put(htq_livemap_t *m, const htq_block_t *b);
+/* Makes room for n blocks at once, so that putting them rehashes nothing
+ * on the way. Returns 0, or -1 out of memory. */
+int htq_livemap_reserve(htq_livemap_t *m, size_t n);
 /* Removes ptr into out; returns 1 if it was live, 0 if not. */
 int htq_livemap_take(htq_livemap_t *m, uint64_t ptr, htq_block_t *out);
 /* 1 if ptr is live, 0 if not. */

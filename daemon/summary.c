@@ -351,10 +351,16 @@ static int load_masks_and_caps(sqlite3 *db, int64_t ses, htq_model_t *m) {
   return 0;
 }
 
+/* A summary's live blocks, as many as its current blocks (a hint for the
+ * table's size: nothing is lost if it is wrong). */
+#define LIVE_HINT_MAX (1u << 26)
+
 static int load_live(sqlite3 *db, int64_t ses, htq_model_t *m) {
   sqlite3_stmt *s = query(db, "SELECT * FROM live_blocks WHERE session = ?1", ses);
   if (!s)
     return -1;
+  if (m->cur_blocks > 0 && m->cur_blocks <= LIVE_HINT_MAX)
+    htq_livemap_reserve(&m->live, (size_t)m->cur_blocks);
   while (sqlite3_step(s) == SQLITE_ROW) {
     htq_block_t b = {(uint64_t)I(1), (uint64_t)I(2), (uint64_t)I(3), (uint64_t)I(9), (uint64_t)I(8),
                      (uint32_t)I(4), (uint32_t)I(5), (uint32_t)I(6), (uint32_t)I(7)};
