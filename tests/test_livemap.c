@@ -10,17 +10,9 @@
 #include <string.h>
 
 #include "query.h"
+#include "test_rand.h"
 
 #define KEYS 5000 /* addresses in play */
-
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static uint64_t rnd(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
-}
 
 /* The i-th address: scattered, 16-aligned, never 0. */
 static uint64_t addr(size_t i) {
@@ -38,11 +30,11 @@ Test(livemap, random_puts_takes_and_lookups_agree_with_a_plain_array) {
   htq_livemap_init(&m);
   size_t count = 0;
   for (int op = 0; op < 400000; op++) {
-    size_t i = rnd() % KEYS;
+    size_t i = test_rand() % KEYS;
     /* Mostly grow until half the keys are live, then churn. */
-    int put = count < KEYS / 2 ? rnd() % 4 != 0 : rnd() % 2 == 0;
+    int put = count < KEYS / 2 ? test_rand() % 4 != 0 : test_rand() % 2 == 0;
     if (put) {
-      uint64_t size = 1 + rnd() % 4096;
+      uint64_t size = 1 + test_rand() % 4096;
       htq_block_t b = block(i, size);
       int replaced = htq_livemap_put(&m, &b);
       cr_assert(eq(int, replaced, live_size[i] != 0), "put %zu", i);
@@ -58,7 +50,7 @@ Test(livemap, random_puts_takes_and_lookups_agree_with_a_plain_array) {
       live_size[i] = 0;
     }
     cr_assert(eq(sz, m.count, count));
-    size_t probe = rnd() % KEYS;
+    size_t probe = test_rand() % KEYS;
     cr_assert(eq(int, htq_livemap_has(&m, addr(probe)), live_size[probe] != 0), "has %zu", probe);
   }
   size_t seen = 0;
