@@ -64,6 +64,13 @@ static int64_t scalar(sqlite3 *db, const char *sql, int64_t bind, int *ok) {
   return v;
 }
 
+int htq_refuse_directory(const char *path, const struct stat *sb, char *err, size_t errlen) {
+  if (!S_ISDIR(sb->st_mode))
+    return 0;
+  snprintf(err, errlen, "%s is a directory, not a database (give the database file's path)", path);
+  return -1;
+}
+
 int htq_open(const char *path, sqlite3 **db, char *err, size_t errlen) {
   struct stat sb;
   *db = NULL;
@@ -73,11 +80,8 @@ int htq_open(const char *path, sqlite3 **db, char *err, size_t errlen) {
              path);
     return -1;
   }
-  if (S_ISDIR(sb.st_mode)) {
-    snprintf(err, errlen, "%s is a directory, not a database (give the database file's path)",
-             path);
+  if (htq_refuse_directory(path, &sb, err, errlen) != 0)
     return -1;
-  }
   /* Each connection serves one query on one thread (heapctl, or a
    * worker of the daemon's pool): no need for SQLite's locking of every
    * call on it, which was a tenth of reading 100 k live blocks. */

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "ht_proto.h"
 
@@ -22,6 +23,11 @@
 /* Opens a database read-only and checks that it is a heaptrace store this
  * build can read. Returns 0, or -1 with err naming the file and the fault. */
 int htq_open(const char *path, sqlite3 **db, char *err, size_t errlen);
+
+/* For the database at path, whose stat is sb: -1 with err saying so when
+ * it is a directory (SQLite's own words for one are "disk I/O error" or
+ * "unable to open database file"), else 0. */
+int htq_refuse_directory(const char *path, const struct stat *sb, char *err, size_t errlen);
 
 /* Runs one request. Never returns NULL unless out of memory. */
 cJSON *htq_execute(sqlite3 *db, const cJSON *request);

@@ -15,12 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "chunk.h"
 #include "pack.h"
 #include "htd.h"
+#include "query.h"
 #include "htd_schema_v1.h"
 #include "htd_schema_v2.h"
 #include "htd_schema_v3.h"
@@ -389,11 +389,8 @@ htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *noti
   st->notify = notify;
   st->notify_arg = notify_arg;
   struct stat sb;
-  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-    snprintf(msg, msglen, "%s is a directory, not a database (give the database file's path)",
-             path);
+  if (stat(path, &sb) == 0 && htq_refuse_directory(path, &sb, msg, msglen) != 0)
     goto fail;
-  }
   if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
       SQLITE_OK) {
     snprintf(msg, msglen, "cannot open database %s: %s", path, sqlite3_errmsg(st->db));
