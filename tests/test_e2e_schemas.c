@@ -54,8 +54,7 @@ TestSuite(e2e_schemas, .init = setup, .fini = teardown, .timeout = 120);
 
 #define MAX_ARGS 16
 
-/* heapctl --socket SOCK | --db DB, then args (NULL-terminated). */
-/* heapctl FLAG WHERE args... (FLAG: --db or --socket). */
+/* heapctl FLAG WHERE args... (FLAG: --db or --socket; args NULL-terminated). */
 static e2e_result_t heapctl_at(const char *flag, const char *where, const char *const *args) {
   char *argv[MAX_ARGS + 4];
   int n = 0;
@@ -68,6 +67,7 @@ static e2e_result_t heapctl_at(const char *flag, const char *where, const char *
   return e2e_run(&env, argv, NULL);
 }
 
+/* heapctl --socket SOCK | --db DB, then args. */
 static e2e_result_t heapctl_argv(int offline, const char *const *args) {
   return offline ? heapctl_at("--db", env.db, args) : heapctl_at("--socket", env.socket, args);
 }
