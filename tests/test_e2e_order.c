@@ -24,6 +24,7 @@
 
 #include "e2e.h"
 #include "raw_client.h"
+#include "test_rand.h"
 
 E2E_SUITE(e2e_order, 30);
 
@@ -183,10 +184,9 @@ static uint64_t leak_sample(int id, int offline, double blocks) {
 Test(e2e_order, a_leak_groups_sample_is_its_oldest_block_replayed_or_summarised) {
   session_t g;
   begin(&g, 720013);
-  uint64_t x = 0x2545f4914f6cdd1dull, oldest = 0;
+  uint64_t oldest = 0;
   for (int i = 0; i < 40; i++) { /* the leaks: addresses in no order */
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    uint64_t p = 0x7f2000000000ull + (x & 0xffffff0ull);
+    uint64_t p = 0x7f2000000000ull + (test_rand() & 0xffffff0ull);
     oldest = oldest ? oldest : p;
     raw_stream_malloc(&g.a, SITE_A, p, 24);
   }
