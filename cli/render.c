@@ -276,6 +276,8 @@ static void render_status(FILE *out, const cJSON *r) {
   fprintf(out, "queue       %.0f bytes not stored yet, of %.0f MiB allowed%s\n",
           num(r, "queue_bytes"), num(r, "queue_limit_bytes") / (1024.0 * 1024.0),
           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "paused")) ? " (clients paused)" : "");
+  fprintf(out, "buffers     %.0f bytes kept for the next programs' events\n",
+          num(r, "buffers_kept_bytes"));
 }
 
 void hctl_render(FILE *out, const char *cmd, const cJSON *result) {

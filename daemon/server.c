@@ -45,6 +45,9 @@
 
 #define HTD_CONN_BUFFER (HT_PROTO_FRAME_PREFIX + HT_PROTO_MAX_FRAME + 64 * 1024)
 #define HTD_TICK_MS 100
+/* Batches' buffers outlive a program by this long (bufpool.h): the next
+ * program run within it finds them there. */
+#define HTD_KEEP_BUFFERS_MS 60000
 /* How long a start waits for a predecessor killed with -9 to finish exiting. */
 #define HTD_EXITING_WAIT_MS 10000
 /* What the daemon holds for clients is bounded: frames the ingest worker
@@ -653,6 +656,7 @@ static cJSON *status_reply(void) {
   cJSON_AddNumberToObject(r, "queue_bytes",
                           (double)(htd_store_backlog(srv.store) + htd_worker_backlog(srv.worker)));
   cJSON_AddNumberToObject(r, "queue_limit_bytes", (double)srv.opt->max_backlog);
+  cJSON_AddNumberToObject(r, "buffers_kept_bytes", (double)htd_worker_kept(srv.worker));
   cJSON_AddBoolToObject(r, "paused", srv.paused);
   struct stat sb;
   cJSON_AddNumberToObject(r, "db_bytes", stat(srv.opt->db_path, &sb) == 0 ? (double)sb.st_size : 0);
@@ -1041,7 +1045,8 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     return 1;
   }
   srv.next_session = htd_store_last_session(srv.store);
-  htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, opt->max_backlog / 2};
+  htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, opt->max_backlog / 2,
+                              HTD_KEEP_BUFFERS_MS / HTD_TICK_MS};
   srv.worker = htd_worker_start(srv.store, &hooks, msg, sizeof msg);
   if (!srv.worker) {
     fprintf(stderr, "heaptraced: %s\n", msg);

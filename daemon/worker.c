@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bufpool.h"
 #include "worker.h"
 
 #define WHY_MAX 256
@@ -73,6 +74,7 @@ struct htd_worker {
   msg_t tick;
   pthread_mutex_t list_lock;
   htd_wsess_t *sessions;
+  htd_bufpool_t pool; /* the loop's: batches are made and freed there */
 };
 
 void htd_reject_detail(char *out, size_t cap, int err, const char *why) {
@@ -323,6 +325,7 @@ htd_worker_t *htd_worker_start(htd_store_t *st, const htd_worker_hooks_t *hooks,
   w->inbox_tail = &w->inbox;
   w->outbox_tail = &w->outbox;
   w->tick.kind = MSG_TICK;
+  htd_bufpool_init(&w->pool, hooks->soft_limit, hooks->keep_ticks);
   pthread_mutex_init(&w->lock, NULL);
   pthread_mutex_init(&w->list_lock, NULL);
   pthread_cond_init(&w->cond[0], NULL);
@@ -380,7 +383,7 @@ htd_wsess_t *htd_worker_adopt(htd_worker_t *w, htd_session_t *s) {
 
 int htd_worker_frames(htd_worker_t *w, htd_wsess_t *ws, void *conn, const uint8_t *bytes,
                       size_t len) {
-  msg_t *m = malloc(sizeof *m + len);
+  msg_t *m = htd_bufpool_get(&w->pool, sizeof *m + len);
   if (!m)
     return HT_ENOMEM;
   *m = (msg_t){.kind = MSG_FRAMES, .ws = ws, .conn = conn, .len = len};
@@ -410,6 +413,7 @@ void htd_worker_end(htd_worker_t *w, htd_wsess_t *ws, ht_end_t reason, const cha
 }
 
 void htd_worker_tick(htd_worker_t *w) {
+  htd_bufpool_tick(&w->pool);
   pthread_mutex_lock(&w->lock);
   int queued = w->tick_queued;
   w->tick_queued = 1;
@@ -445,7 +449,10 @@ void htd_worker_dispatch(htd_worker_t *w, void (*fn)(const htd_worker_result_t *
     msg_t *next = list->next;
     htd_worker_result_t r = {list->conn, list->rc, list->why};
     fn(&r);
-    free(list);
+    if (list->kind == MSG_FRAMES)
+      htd_bufpool_put(&w->pool, list);
+    else
+      free(list);
     list = next;
   }
 }
@@ -455,6 +462,10 @@ size_t htd_worker_backlog(htd_worker_t *w) {
   size_t b = w->backlog;
   pthread_mutex_unlock(&w->lock);
   return b;
+}
+
+size_t htd_worker_kept(const htd_worker_t *w) {
+  return w->pool.kept_bytes;
 }
 
 void htd_worker_stop(htd_worker_t *w, void (*fn)(const htd_worker_result_t *r)) {
@@ -479,5 +490,6 @@ void htd_worker_free(htd_worker_t *w) {
   pthread_mutex_destroy(&w->list_lock);
   pthread_cond_destroy(&w->cond[0]);
   pthread_cond_destroy(&w->cond[1]);
+  htd_bufpool_release(&w->pool);
   free(w);
 }

@@ -35,8 +35,11 @@ typedef struct {
    * to the store (END frame, protocol error or htd_worker_end). */
   void (*ended)(int64_t session);
   /* Past this many bytes of frames waiting, the normal-priority thread
-   * works too: a long burst is not left for the end. */
+   * works too: a long burst is not left for the end. Up to as many bytes
+   * of batches' buffers are kept for the next batches (bufpool.h)... */
   size_t soft_limit;
+  /* ...until this many ticks (htd_worker_tick) have passed with no batch. */
+  unsigned keep_ticks;
 } htd_worker_hooks_t;
 
 /* What came of one batch, on the loop thread. rc is 0; 1 when the batch
@@ -88,6 +91,10 @@ void htd_worker_dispatch(htd_worker_t *w, void (*fn)(const htd_worker_result_t *
 
 /* Bytes of frames queued and not yet processed. */
 size_t htd_worker_backlog(htd_worker_t *w);
+
+/* Bytes of memory for batches kept for the next ones (bufpool.h). Loop
+ * thread. */
+size_t htd_worker_kept(const htd_worker_t *w);
 
 /* Processes everything queued and stops the thread; results not yet
  * dispatched go to fn. Later calls run at once on the caller's thread
