@@ -765,6 +765,29 @@ Test(e2e_daemon, a_client_exit_does_not_wait_until_its_session_is_stored) {
   cJSON_Delete(all);
 }
 
+/* The memory a program's frames were received into is kept, emptied, for
+ * the next program (daemon/bufpool.h): a program that sends several slabs'
+ * worth leaves at least one kept, and never more than half the backlog
+ * limit. */
+#define KEPT_SLAB (2.0 * 1024 * 1024) /* HTD_BUFPOOL_SLAB */
+Test(e2e_daemon, memory_for_a_programs_frames_is_kept_for_the_next_one, .timeout = 60) {
+  cr_assert(eq(dbl, status_number("buffers_kept_bytes"), 0), "nothing kept before any program");
+  char err_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  pid_t client = spawn_stream_client("600000", err_path); /* about 4 slabs of frames */
+  cr_assert(eq(int, wait_exit(client, 30000), 0));
+  cJSON *all = sessions(0); /* answered once the session is stored */
+  const cJSON *s = session_of(all, (uint32_t)client);
+  cr_assert(eq(dbl, e2e_num(s, "events"), 1200001));
+  cJSON_Delete(all);
+  double kept = 0;
+  for (int waited = 0; (kept = status_number("buffers_kept_bytes")) < KEPT_SLAB; waited += 20) {
+    cr_assert(lt(int, waited, WAIT_MS), "%.0f bytes kept after %d ms", kept, WAIT_MS);
+    e2e_sleep_ms(20);
+  }
+  cr_assert(le(dbl, kept, status_number("queue_limit_bytes") / 2));
+}
+
 /* Whoever sees the socket accept may stop the daemon at once: its signals
  * are blocked before it listens and read from a signalfd (a SIGTERM in
  * between killed it; a handler's was now and then lost under TSan, and the
