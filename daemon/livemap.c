@@ -56,16 +56,6 @@ static int fits(size_t count, size_t cap) {
   return (count + 1) * 4 <= cap * 3;
 }
 
-int htq_livemap_reserve(htq_livemap_t *m, size_t n) {
-  size_t cap = m->cap ? m->cap : 1024;
-  while (!fits(n, cap)) {
-    if (cap > SIZE_MAX / 4 / sizeof *m->slots)
-      return -1;
-    cap *= 2;
-  }
-  return cap > m->cap ? resize(m, cap) : 0;
-}
-
 int htq_livemap_put(htq_livemap_t *m, const htq_block_t *b) {
   if (!fits(m->count, m->cap) && grow(m) != 0)
     return -1;

@@ -177,7 +177,54 @@ void htq_model_free(htq_model_t *m) {
   }
   free(m->caps);
   free(m->streams);
+  free(m->leaks);
   htq_livemap_free(&m->live);
+}
+
+/* ======================================================================
+ * Leaks
+ * ==================================================================== */
+
+static int leak_key_cmp(const void *x, const void *y) {
+  const htq_block_t *p = *(const htq_block_t *const *)x, *q = *(const htq_block_t *const *)y;
+  if (p->site != q->site)
+    return p->site < q->site ? -1 : 1;
+  if (p->heap != q->heap)
+    return p->heap < q->heap ? -1 : 1;
+  return p->caps < q->caps ? -1 : p->caps > q->caps;
+}
+
+int htq_model_leaks(htq_model_t *m) {
+  if (m->leaks || m->live.count == 0)
+    return 0;
+  const htq_block_t **live = malloc(m->live.count * sizeof *live);
+  htq_leak_t *leaks = malloc(m->live.count * sizeof *leaks);
+  if (!live || !leaks) {
+    free(live);
+    free(leaks);
+    return -1;
+  }
+  size_t n = 0, nleaks = 0;
+  for (size_t i = 0; i < m->live.cap; i++)
+    if (m->live.slots[i].ptr)
+      live[n++] = &m->live.slots[i];
+  qsort(live, n, sizeof *live, leak_key_cmp);
+  for (size_t i = 0; i < n; i++) {
+    htq_leak_t *g = nleaks > 0 ? &leaks[nleaks - 1] : NULL;
+    if (!g || leak_key_cmp(&live[i], &live[i - 1]) != 0) {
+      g = &leaks[nleaks++];
+      *g = (htq_leak_t){live[i]->site, live[i]->heap, live[i]->caps, 0, 0, *live[i]};
+    }
+    g->blocks++;
+    g->bytes += live[i]->size;
+    if (htq_block_older(live[i], &g->oldest))
+      g->oldest = *live[i];
+  }
+  free(live);
+  htq_leak_t *fit = realloc(leaks, nleaks * sizeof *leaks);
+  m->leaks = fit ? fit : leaks;
+  m->nleaks = nleaks;
+  return 0;
 }
 
 /* ======================================================================

@@ -22,7 +22,7 @@
 
 /* A summary written by another version of the model is not used: the
  * session is analysed again. Bump when what the model computes changes. */
-#define HTQ_MODEL_VERSION 1
+#define HTQ_MODEL_VERSION 2
 #define HTQ_SAMPLE_NS 1000000ull /* timeline: at most one sample per heap per ms */
 #define HTQ_MAX_SAMPLES 20000    /* per heap; the interval doubles past this */
 #define HTQ_MAX_HEAPS 64
@@ -82,6 +82,15 @@ typedef struct {
   uint64_t allocs, bytes, live_blocks, live_bytes;
 } htq_capstat_t;
 
+/* The live blocks of one (site, heap, caps): the finest grouping of the
+ * leaks, so that each grouping heapctl offers (by site, type, caps or
+ * heap) is a sum of these. */
+typedef struct {
+  uint32_t site, heap, caps;
+  uint64_t blocks, bytes; /* requested bytes */
+  htq_block_t oldest;     /* the group's sample */
+} htq_leak_t;
+
 typedef struct {
   uint32_t id;
   int64_t bytes, blocks; /* the client's running totals, last seen */
@@ -89,7 +98,9 @@ typedef struct {
 } htq_stream_t;
 
 typedef struct {
-  htq_livemap_t live;
+  htq_livemap_t live; /* empty in a model loaded from a summary */
+  htq_leak_t *leaks;  /* by (site, heap, caps); NULL until htq_model_leaks */
+  size_t nleaks;
   htq_site_t *sites;
   size_t nsites;
   htq_heap_t heaps[HTQ_MAX_HEAPS]; /* heaps[0] is the system heap */
@@ -115,6 +126,11 @@ int htq_model_event(const ht_event_t *ev, void *model); /* an htq_event_fn */
 /* Replays the session's events into an initialised model. */
 int htq_model_build(htq_model_t *m, sqlite3 *db, int64_t session, char *err, size_t errlen);
 void htq_model_free(htq_model_t *m);
+
+/* Groups the live blocks of a model built from events by (site, heap,
+ * caps) into m->leaks, in that order; a model loaded from a summary has
+ * them already. Returns 0, or -1 out of memory. */
+int htq_model_leaks(htq_model_t *m);
 
 htq_site_t *htq_model_site(htq_model_t *m, uint32_t id);
 htq_heap_t *htq_model_heap(htq_model_t *m, uint32_t id);

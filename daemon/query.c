@@ -234,7 +234,7 @@ static void ctx_free(ctx_t *c) {
 }
 
 /* Resolves the session and, when need_model is 1, loads or builds its
- * model (2: with the live blocks too). Returns NULL, or an error reply. */
+ * model (2: with the leaks too). Returns NULL, or an error reply. */
 static cJSON *ctx_open(ctx_t *c, sqlite3 *db, const cJSON *req, int need_model) {
   memset(c, 0, sizeof *c);
   c->db = db;
@@ -369,40 +369,32 @@ static const char *site_type(htq_model_t *m, uint32_t site) {
 
 #define CMP(a, b) ((a) < (b) ? -1 : (a) > (b))
 
-/* A live block with its leak group's key, worked out once: by site, caps
- * or heap a number; by type the site's type name. */
+/* A (site, heap, caps) part of the leaks with its group's key, worked
+ * out once: by site, caps or heap a number; by type the site's type name. */
 typedef struct {
   uint64_t key;
   const char *type; /* by type only, else NULL */
-  const htq_block_t *b;
+  const htq_leak_t *g;
 } keyed_t;
 
-static keyed_t keyed(htq_model_t *m, group_by_t by, const htq_block_t *b) {
+static keyed_t keyed(htq_model_t *m, group_by_t by, const htq_leak_t *g) {
   switch (by) {
   case BY_SITE:
-    return (keyed_t){b->site, NULL, b};
+    return (keyed_t){g->site, NULL, g};
   case BY_TYPE:
-    return (keyed_t){0, site_type(m, b->site), b};
+    return (keyed_t){0, site_type(m, g->site), g};
   case BY_CAPS:
-    return (keyed_t){b->caps, NULL, b};
+    return (keyed_t){g->caps, NULL, g};
   case BY_HEAP:
-    return (keyed_t){b->heap, NULL, b};
+    return (keyed_t){g->heap, NULL, g};
   }
-  return (keyed_t){0, NULL, b};
+  return (keyed_t){0, NULL, g};
 }
 
-/* The order of leak groups: blocks of one group compare equal. */
+/* The order of leak groups: parts of one group compare equal. */
 static int group_key_cmp(const void *x, const void *y) {
   const keyed_t *p = x, *q = y;
   return p->type ? strcmp(p->type, q->type) : CMP(p->key, q->key);
-}
-
-/* 1 when p was allocated before q: events are ordered by time, then
- * stream and sequence number, so that no two blocks tie. */
-static int older(const htq_block_t *p, const htq_block_t *q) {
-  if (p->time_ns != q->time_ns)
-    return p->time_ns < q->time_ns;
-  return p->stream != q->stream ? p->stream < q->stream : p->seq < q->seq;
 }
 
 typedef struct {
@@ -417,9 +409,9 @@ static int group_bytes_cmp(const void *x, const void *y) {
 }
 
 /* The group of n blocks, bytes in all, shown by its oldest block (the
- * sample): whichever order the live blocks were held in (replayed, or
- * read back from a summary), the answer is the same. */
-static cJSON *group_json(htq_model_t *m, group_by_t by, const htq_block_t *sample, size_t n,
+ * sample): whichever order the live blocks were met in (replayed, or read
+ * back from a summary), the answer is the same. */
+static cJSON *group_json(htq_model_t *m, group_by_t by, const htq_block_t *sample, uint64_t n,
                          uint64_t bytes) {
   cJSON *g = cJSON_CreateObject();
   char key[512], caps[160], addr[32];
@@ -470,37 +462,41 @@ static int parse_by(const cJSON *req, group_by_t *by) {
   return -1;
 }
 
-/* The leak groups of a model, biggest first, filtered; NULL on OOM. */
+/* The leak groups of a model, biggest first, filtered; NULL on OOM. Each
+ * sums the model's parts of the leaks (htq_model_leaks) that share its key:
+ * a few rows, however many blocks are live. */
 static cJSON *leak_groups(htq_model_t *m, group_by_t by, double min_bytes, double top,
                           uint64_t *nblocks, uint64_t *nbytes) {
-  size_t n = 0;
-  keyed_t *blocks = malloc((m->live.count ? m->live.count : 1) * sizeof *blocks);
-  group_t *groups = malloc((m->live.count ? m->live.count : 1) * sizeof *groups);
-  if (!blocks || !groups) {
-    free(blocks);
+  if (htq_model_leaks(m) != 0)
+    return NULL;
+  size_t n = m->nleaks;
+  keyed_t *parts = malloc((n ? n : 1) * sizeof *parts);
+  group_t *groups = malloc((n ? n : 1) * sizeof *groups);
+  if (!parts || !groups) {
+    free(parts);
     free(groups);
     return NULL;
   }
-  for (size_t i = 0; i < m->live.cap; i++)
-    if (m->live.slots[i].ptr)
-      blocks[n++] = keyed(m, by, &m->live.slots[i]);
-  qsort(blocks, n, sizeof *blocks, group_key_cmp);
+  for (size_t i = 0; i < n; i++)
+    parts[i] = keyed(m, by, &m->leaks[i]);
+  qsort(parts, n, sizeof *parts, group_key_cmp);
   size_t ngroups = 0;
-  *nblocks = n;
-  *nbytes = 0;
+  *nblocks = *nbytes = 0;
   for (size_t i = 0; i < n;) {
     size_t j = i + 1;
-    while (j < n && group_key_cmp(&blocks[i], &blocks[j]) == 0)
+    while (j < n && group_key_cmp(&parts[i], &parts[j]) == 0)
       j++;
-    uint64_t bytes = 0;
-    const htq_block_t *oldest = blocks[i].b;
+    uint64_t blocks = 0, bytes = 0;
+    const htq_block_t *oldest = &parts[i].g->oldest;
     for (size_t k = i; k < j; k++) {
-      bytes += blocks[k].b->size;
-      if (older(blocks[k].b, oldest))
-        oldest = blocks[k].b;
+      blocks += parts[k].g->blocks;
+      bytes += parts[k].g->bytes;
+      if (htq_block_older(&parts[k].g->oldest, oldest))
+        oldest = &parts[k].g->oldest;
     }
-    groups[ngroups] = (group_t){group_json(m, by, oldest, j - i, bytes), bytes, ngroups};
+    groups[ngroups] = (group_t){group_json(m, by, oldest, blocks, bytes), bytes, ngroups};
     ngroups++;
+    *nblocks += blocks;
     *nbytes += bytes;
     i = j;
   }
@@ -516,7 +512,7 @@ static cJSON *leak_groups(htq_model_t *m, group_by_t by, double min_bytes, doubl
     shown++;
   }
   free(groups);
-  free(blocks);
+  free(parts);
   return list;
 }
 

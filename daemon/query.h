@@ -16,7 +16,7 @@
 
 #include "ht_proto.h"
 
-#define HTQ_SCHEMA_VERSION 3
+#define HTQ_SCHEMA_VERSION 4
 #define HTQ_FAILED 1
 #define HTQ_USAGE 2
 
@@ -91,13 +91,18 @@ void htq_livemap_free(htq_livemap_t *m);
 /* Inserts or replaces; returns 1 if a block was replaced, 0 if new, -1 on
  * out of memory. */
 int htq_livemap_put(htq_livemap_t *m, const htq_block_t *b);
-/* Makes room for n blocks at once, so that putting them rehashes nothing
- * on the way. Returns 0, or -1 out of memory. */
-int htq_livemap_reserve(htq_livemap_t *m, size_t n);
 /* Removes ptr into out; returns 1 if it was live, 0 if not. */
 int htq_livemap_take(htq_livemap_t *m, uint64_t ptr, htq_block_t *out);
 /* 1 if ptr is live, 0 if not. */
 int htq_livemap_has(const htq_livemap_t *m, uint64_t ptr);
 /* Iteration: i from 0 while < cap; slots with ptr != 0 are live. */
+
+/* 1 when p was allocated before q: events are ordered by time, then
+ * stream and sequence number, so that no two blocks tie. */
+static inline int htq_block_older(const htq_block_t *p, const htq_block_t *q) {
+  if (p->time_ns != q->time_ns)
+    return p->time_ns < q->time_ns;
+  return p->stream != q->stream ? p->stream < q->stream : p->seq < q->seq;
+}
 
 #endif

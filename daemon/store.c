@@ -24,6 +24,7 @@
 #include "htd_schema_v1.h"
 #include "htd_schema_v2.h"
 #include "htd_schema_v3.h"
+#include "htd_schema_v4.h"
 
 #define HTD_COMMIT_INTERVAL_MS 50
 #define HTD_RETRY_MS 1000 /* a failing write (disk full) is tried again this often */
@@ -136,6 +137,7 @@ static const char *const migrations[] = {
     htd_schema_v1, /* 0 -> 1: sessions, sites, heaps, event chunks */
     htd_schema_v2, /* 1 -> 2: session summaries */
     htd_schema_v3, /* 2 -> 3: packed event chunks */
+    htd_schema_v4, /* 3 -> 4: leaks summarised by group */
 };
 #define HTD_SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 

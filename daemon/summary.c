@@ -31,10 +31,10 @@ static const char *const clear_sql[] = {
     "DELETE FROM summaries WHERE session = ?1",   "DELETE FROM site_stats WHERE session = ?1",
     "DELETE FROM heap_stats WHERE session = ?1",  "DELETE FROM heap_samples WHERE session = ?1",
     "DELETE FROM caps_lwm WHERE session = ?1",    "DELETE FROM caps_stats WHERE session = ?1",
-    "DELETE FROM live_blocks WHERE session = ?1",
+    "DELETE FROM live_blocks WHERE session = ?1", "DELETE FROM leak_groups WHERE session = ?1",
 };
 
-enum { S_SUMMARY, S_SITE, S_HEAP, S_SAMPLE, S_MASK, S_CAPS, S_LIVE, S_COUNT };
+enum { S_SUMMARY, S_SITE, S_HEAP, S_SAMPLE, S_MASK, S_CAPS, S_LEAKS, S_COUNT };
 static const char *const insert_sql[S_COUNT] = {
     "INSERT INTO summaries VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,"
     "?18,?19,?20,?21)",
@@ -44,7 +44,7 @@ static const char *const insert_sql[S_COUNT] = {
     "INSERT INTO heap_samples VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
     "INSERT INTO caps_lwm VALUES(?1,?2,?3,?4,?5,?6,?7)",
     "INSERT INTO caps_stats VALUES(?1,?2,?3,?4,?5,?6)",
-    "INSERT INTO live_blocks VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    "INSERT INTO leak_groups VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
 };
 
 static int write_rows(sqlite3_stmt **st, int64_t ses, const htq_model_t *m) {
@@ -153,22 +153,34 @@ static int write_rows(sqlite3_stmt **st, int64_t ses, const htq_model_t *m) {
     if (put_row(st[S_CAPS], v, 6) != 0)
       return -1;
   }
-  for (size_t i = 0; i < m->live.cap; i++) {
-    const htq_block_t *b = &m->live.slots[i];
-    if (!b->ptr)
-      continue;
-    int64_t v[] = {ses,     (int64_t)b->ptr, (int64_t)b->size, (int64_t)b->usable, b->site, b->heap,
-                   b->caps, b->stream,       (int64_t)b->seq,  (int64_t)b->time_ns};
-    if (put_row(st[S_LIVE], v, 10) != 0)
+  for (size_t i = 0; i < m->nleaks; i++) {
+    const htq_leak_t *g = &m->leaks[i];
+    const htq_block_t *b = &g->oldest;
+    int64_t v[] = {ses,
+                   g->site,
+                   g->heap,
+                   g->caps,
+                   (int64_t)g->blocks,
+                   (int64_t)g->bytes,
+                   (int64_t)b->ptr,
+                   (int64_t)b->size,
+                   (int64_t)b->usable,
+                   (int64_t)b->time_ns,
+                   b->stream,
+                   (int64_t)b->seq};
+    if (put_row(st[S_LEAKS], v, 12) != 0)
       return -1;
   }
   return 0;
 }
 
-int htq_summary_write(sqlite3 *db, int64_t session, const htq_model_t *m, char *err,
-                      size_t errlen) {
+int htq_summary_write(sqlite3 *db, int64_t session, htq_model_t *m, char *err, size_t errlen) {
   sqlite3_stmt *st[S_COUNT] = {0};
   int rc = -1;
+  if (htq_model_leaks(m) != 0) {
+    snprintf(err, errlen, "out of memory grouping the leaks of session %lld", (long long)session);
+    return -1;
+  }
   if (exec(db, "BEGIN IMMEDIATE") != 0)
     goto out;
   for (size_t i = 0; i < sizeof clear_sql / sizeof *clear_sql; i++) {
@@ -351,23 +363,30 @@ static int load_masks_and_caps(sqlite3 *db, int64_t ses, htq_model_t *m) {
   return 0;
 }
 
-/* A summary's live blocks, as many as its current blocks (a hint for the
- * table's size: nothing is lost if it is wrong). */
-#define LIVE_HINT_MAX (1u << 26)
-
-static int load_live(sqlite3 *db, int64_t ses, htq_model_t *m) {
-  sqlite3_stmt *s = query(db, "SELECT * FROM live_blocks WHERE session = ?1", ses);
+/* A summary's leaks, by (site, heap, caps). */
+static int load_leaks(sqlite3 *db, int64_t ses, htq_model_t *m) {
+  sqlite3_stmt *s =
+      query(db,
+            "SELECT site, heap, caps, blocks, bytes, ptr, size, usable, t, stream, seq "
+            "FROM leak_groups WHERE session = ?1 ORDER BY site, heap, caps",
+            ses);
   if (!s)
     return -1;
-  if (m->cur_blocks > 0 && m->cur_blocks <= LIVE_HINT_MAX)
-    htq_livemap_reserve(&m->live, (size_t)m->cur_blocks);
+  size_t cap = 0;
   while (sqlite3_step(s) == SQLITE_ROW) {
-    htq_block_t b = {(uint64_t)I(1), (uint64_t)I(2), (uint64_t)I(3), (uint64_t)I(9), (uint64_t)I(8),
-                     (uint32_t)I(4), (uint32_t)I(5), (uint32_t)I(6), (uint32_t)I(7)};
-    if (htq_livemap_put(&m->live, &b) < 0) {
-      sqlite3_finalize(s);
-      return -1;
+    if (m->nleaks == cap) {
+      cap = cap ? 2 * cap : 64;
+      htq_leak_t *g = realloc(m->leaks, cap * sizeof *g);
+      if (!g) {
+        sqlite3_finalize(s);
+        return -1;
+      }
+      m->leaks = g;
     }
+    htq_block_t b = {(uint64_t)I(5), (uint64_t)I(6),  (uint64_t)I(7),
+                     (uint64_t)I(8), (uint64_t)I(10), (uint32_t)I(0),
+                     (uint32_t)I(1), (uint32_t)I(2),  (uint32_t)I(9)};
+    m->leaks[m->nleaks++] = (htq_leak_t){b.site, b.heap, b.caps, (uint64_t)I(3), (uint64_t)I(4), b};
   }
   sqlite3_finalize(s);
   return 0;
@@ -379,7 +398,7 @@ int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int live, cha
   if (found <= 0)
     return found;
   if (load_sites(db, session, m) != 0 || load_heaps(db, session, m) != 0 ||
-      load_masks_and_caps(db, session, m) != 0 || (live && load_live(db, session, m) != 0)) {
+      load_masks_and_caps(db, session, m) != 0 || (live && load_leaks(db, session, m) != 0)) {
     snprintf(err, errlen, "reading the summary of session %lld: %s", (long long)session,
              sqlite3_errmsg(db));
     return -1;

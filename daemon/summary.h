@@ -9,13 +9,13 @@
 #include "model.h"
 
 /* Stores m as the summary of session, replacing any earlier one, in one
- * transaction. Returns 0 or -1 with err filled. */
-int htq_summary_write(sqlite3 *db, int64_t session, const htq_model_t *m, char *err, size_t errlen);
+ * transaction; its live blocks are grouped first (htq_model_leaks) and
+ * stored by group. Returns 0 or -1 with err filled. */
+int htq_summary_write(sqlite3 *db, int64_t session, htq_model_t *m, char *err, size_t errlen);
 
-/* Fills an initialised model (htq_model_init) from the stored summary; the
- * live blocks only when live is set (they are the bulk of it). Returns 1 if
- * loaded, 0 if the session has no summary of this model version, -1 on
- * error. */
+/* Fills an initialised model (htq_model_init) from the stored summary; its
+ * leaks (m->leaks) only when live is set. Returns 1 if loaded, 0 if the
+ * session has no summary of this model version, -1 on error. */
 int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int live, char *err,
                      size_t errlen);
 

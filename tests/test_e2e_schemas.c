@@ -517,7 +517,7 @@ Test(e2e_schemas, a_summary_and_a_replay_of_the_events_answer_alike) {
   sh("cp '%s' '%s'", env.db, copy);
   sh("sqlite3 '%s' 'DELETE FROM summaries; DELETE FROM site_stats; DELETE FROM heap_stats; "
      "DELETE FROM heap_samples; DELETE FROM caps_lwm; DELETE FROM caps_stats; "
-     "DELETE FROM live_blocks;'",
+     "DELETE FROM leak_groups;'",
      copy);
   for (size_t i = 0; i < sizeof bounded_commands / sizeof *bounded_commands; i++) {
     const char *const *args = bounded_commands[i].args;

@@ -129,10 +129,10 @@ Test(e2e_store, a_first_schema_database_is_migrated_and_its_session_still_answer
   kill(pid, SIGTERM);
   r = e2e_wait(&env, pid);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
-  cr_assert(strstr(r.err, "migrating the database from schema version 1 to 3") != NULL, "%s",
+  cr_assert(strstr(r.err, "migrating the database from schema version 1 to 4") != NULL, "%s",
             r.err);
   e2e_result_free(&r);
-  cr_assert(eq(int, user_version(path), 3));
+  cr_assert(eq(int, user_version(path), 4));
   char *q[] = {(char *)e2e_bin("heapctl"), "--db", path, "leaks", "-s", "1", "--json", NULL};
   r = e2e_run(&env, q, NULL);
   cr_assert(eq(int, r.status, 0), "%s", r.err);

@@ -1,8 +1,7 @@
 /* test_livemap.c - the daemon's set of live blocks (daemon/livemap.c).
  *
  * Random puts, takes and look-ups against a plain array of what must be
- * live, through many growths and backward-shift deletions; and a table
- * made room for at once takes that many blocks without moving them.
+ * live, through many growths and backward-shift deletions.
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -63,26 +62,5 @@ Test(livemap, random_puts_takes_and_lookups_agree_with_a_plain_array) {
     seen++;
   }
   cr_assert(eq(sz, seen, count));
-  htq_livemap_free(&m);
-}
-
-Test(livemap, a_table_made_room_for_takes_that_many_blocks_without_growing) {
-  htq_livemap_t m;
-  htq_livemap_init(&m);
-  cr_assert(eq(int, htq_livemap_reserve(&m, 100000), 0));
-  size_t cap = m.cap;
-  cr_assert(ge(sz, cap * 3, (size_t)100001 * 4), "cap %zu", cap);
-  for (size_t i = 0; i < 100000; i++) {
-    htq_block_t b = block(i, 32);
-    b.ptr = 0x7f0000000000ull + i * 64;
-    cr_assert(eq(int, htq_livemap_put(&m, &b), 0));
-  }
-  cr_assert(eq(sz, m.cap, cap), "the table grew after it was made room for");
-  cr_assert(eq(sz, m.count, 100000));
-  for (size_t i = 0; i < 100000; i++)
-    cr_assert(htq_livemap_has(&m, 0x7f0000000000ull + i * 64));
-  /* Less room than it has is no change. */
-  cr_assert(eq(int, htq_livemap_reserve(&m, 10), 0));
-  cr_assert(eq(sz, m.cap, cap));
   htq_livemap_free(&m);
 }
