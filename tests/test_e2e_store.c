@@ -196,3 +196,50 @@ Test(e2e_store, a_summary_of_another_model_version_is_not_used) {
   cJSON_Delete(j);
   e2e_result_free(&r);
 }
+
+/* The number of a single-valued query's result, or -1. */
+static int64_t sql_number(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *s;
+  int64_t v = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+    v = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  return v;
+}
+
+/* A summary of model version 1 kept every live block in live_blocks; the
+ * daemon started on such a database writes the summary again, leaks by
+ * group, and the old rows go. The same leaks are answered after. */
+Test(e2e_store, the_daemon_writes_a_first_model_summary_again_with_its_leaks_by_group) {
+  char *argv[] = {(char *)e2e_bin("leaky"), NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0));
+  e2e_result_free(&r);
+  e2e_wait_summary(&env, 1);
+  e2e_stop_daemon(&env);
+  r = e2e_heapctl_db(&env, "leaks", "--json", NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  char *before = strdup(r.out);
+  e2e_result_free(&r);
+
+  sqlite3 *db;
+  cr_assert(eq(int, sqlite3_open(env.db, &db), SQLITE_OK));
+  /* what a first-model summary left: a version 1 row and live blocks */
+  exec_sql(db, "UPDATE summaries SET version = 1; DELETE FROM leak_groups;"
+               "INSERT INTO live_blocks VALUES(1, 4096, 8, 8, 1, 0, 0, 1, 1, 1)");
+  e2e_restart_daemon(&env);
+  int64_t version = 0;
+  for (int i = 0; i < 200 && version != 2; i++) {
+    struct timespec ts = {0, 25000000};
+    nanosleep(&ts, NULL);
+    version = sql_number(db, "SELECT version FROM summaries WHERE session = 1");
+  }
+  cr_assert(eq(i64, version, 2), "the summary was not written again");
+  cr_assert(gt(i64, sql_number(db, "SELECT COUNT(*) FROM leak_groups WHERE session = 1"), 0));
+  cr_assert(eq(i64, sql_number(db, "SELECT COUNT(*) FROM live_blocks"), 0));
+  sqlite3_close(db);
+  r = e2e_heapctl_db(&env, "leaks", "--json", NULL);
+  cr_assert(eq(str, r.out, before));
+  e2e_result_free(&r);
+  free(before);
+}
