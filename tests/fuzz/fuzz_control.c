@@ -307,6 +307,7 @@ static void make_database(void) {
   exec_sql(w, read_schema("schema.sql"));
   exec_sql(w, read_schema("migrate-2.sql"));
   exec_sql(w, read_schema("migrate-3.sql"));
+  exec_sql(w, read_schema("migrate-4.sql"));
   insert_session(w, 1, "clean", 1, 1, HTD_CODEC_RAW);
   insert_session(w, 2, "disconnected", 0, 1, HTD_CODEC_PACKED);
   insert_session(w, 3, "running", 1, 1, HTD_CODEC_ZSTD);
