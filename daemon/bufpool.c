@@ -6,9 +6,11 @@
  * once the last is given back, the slab is cut again from its start if it
  * is the current one, else kept or freed.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_POPULATE */
 #include <stdalign.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "bufpool.h"
 
@@ -26,6 +28,18 @@ typedef struct {
  * the alignment, as both headers are). */
 #define MAX_CUT (HTD_BUFPOOL_SLAB - sizeof(htd_slab_t))
 
+/* A new slab, its pages there at once: one call instead of a fault per
+ * page while the loop cuts it. NULL when out of memory. */
+static htd_slab_t *slab_map(void) {
+  void *s = mmap(NULL, HTD_BUFPOOL_SLAB, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  return s == MAP_FAILED ? NULL : s;
+}
+
+static void slab_unmap(htd_slab_t *s) {
+  munmap(s, HTD_BUFPOOL_SLAB);
+}
+
 static size_t aligned(size_t n) {
   return (n + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1);
 }
@@ -41,7 +55,7 @@ static htd_slab_t *slab_take(htd_bufpool_t *p) {
   if (s) {
     p->kept = s->next;
     p->kept_bytes -= HTD_BUFPOOL_SLAB;
-  } else if (!(s = malloc(HTD_BUFPOOL_SLAB))) {
+  } else if (!(s = slab_map())) {
     return NULL;
   }
   *s = (htd_slab_t){.used = sizeof *s};
@@ -51,7 +65,7 @@ static htd_slab_t *slab_take(htd_bufpool_t *p) {
 /* s has no buffer out and is not the current slab: kept, if there is room. */
 static void slab_done(htd_bufpool_t *p, htd_slab_t *s) {
   if (p->kept_bytes + HTD_BUFPOOL_SLAB > p->keep_max) {
-    free(s);
+    slab_unmap(s);
     return;
   }
   s->next = p->kept;
@@ -108,11 +122,11 @@ void htd_bufpool_release(htd_bufpool_t *p) {
   while (p->kept) {
     htd_slab_t *s = p->kept;
     p->kept = s->next;
-    free(s);
+    slab_unmap(s);
   }
   p->kept_bytes = 0;
   if (p->cur && p->cur->live == 0) {
-    free(p->cur);
+    slab_unmap(p->cur);
     p->cur = NULL;
   }
   p->idle = 0;

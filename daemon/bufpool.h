@@ -10,8 +10,11 @@
  * back is kept, up to a limit, for the next ones: a daemon that has served a
  * program before writes the next one's events into memory that is there
  * already. Slabs are filled front to back, so a kept slab is written all
- * over and reusing it faults nothing. After a while with no use the kept
- * slabs go back to the system.
+ * over and reusing it faults nothing. A new slab is mapped with its pages
+ * populated, in one call rather than a fault per page (a fresh daemon's
+ * first program: the loop's CPU while it ran went from 0.055 to 0.043 s
+ * in bench/overhead's workload, means of 15 interleaved runs). After a
+ * while with no use the kept slabs go back to the system.
  *
  * Buffers larger than a slab holds are plain allocations. A pool is used by
  * one thread (the loop's); it has no lock.
