@@ -84,7 +84,8 @@ static const command_help_t commands[] = {
      OPT_SESSION | OPT_FROM | OPT_LIMIT},
     {"export", "[-s SESSION] [-o FILE|-]",
      "one JSON report (schemas/report.schema.json), written atomically", OPT_SESSION | OPT_OUTPUT},
-    {"status", "", "daemon health: uptime, sessions connected, events/s, queue, database", 0},
+    {"status", "", "daemon health: uptime, sessions connected, events/s, queue, buffers, database",
+     0},
 };
 
 static void usage(FILE *to) {
