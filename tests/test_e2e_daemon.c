@@ -481,14 +481,10 @@ Test(e2e_daemon, summaries_run_at_a_lower_priority) {
 #define BUSY_ROUNDS "1000000"
 #endif
 
-/* A client's exit waits only until the daemon has read its END; a query
- * made after it answers once the whole session is stored. The events that
- * wait for the idle-priority worker are then decoded at normal priority,
- * so programs that keep every core busy do not starve the query. */
-Test(e2e_daemon,
-     a_query_after_a_client_exit_is_answered_while_other_programs_keep_every_core_busy) {
+/* Programs that keep every core busy: two spinning processes a core,
+ * into spin[] (64 at most). Returns how many. */
+static int start_spinners(pid_t *spin) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  pid_t spin[64];
   int nspin = (int)(2 * (ncpu > 0 && ncpu < 32 ? ncpu : 1));
   for (int i = 0; i < nspin; i++) {
     spin[i] = fork();
@@ -497,16 +493,31 @@ Test(e2e_daemon,
       for (volatile unsigned long n = 0;; n++) {
       }
   }
+  return nspin;
+}
+
+static void stop_spinners(const pid_t *spin, int nspin) {
+  for (int i = 0; i < nspin; i++) {
+    kill(spin[i], SIGKILL);
+    waitpid(spin[i], NULL, 0);
+  }
+}
+
+/* A client's exit waits only until the daemon has read its END; a query
+ * made after it answers once the whole session is stored. The events that
+ * wait for the idle-priority worker are then decoded at normal priority,
+ * so programs that keep every core busy do not starve the query. */
+Test(e2e_daemon,
+     a_query_after_a_client_exit_is_answered_while_other_programs_keep_every_core_busy) {
+  pid_t spin[64];
+  int nspin = start_spinners(spin);
   char err_path[160];
   snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
   pid_t client = spawn_stream_client(BUSY_ROUNDS, err_path);
   int status = wait_exit(client, 30000);
   char *argv[] = {(char *)e2e_bin("heapctl"), "--socket", env.socket, "sessions", "--json", NULL};
   e2e_result_t r = run_bounded(argv, 30000);
-  for (int i = 0; i < nspin; i++) {
-    kill(spin[i], SIGKILL);
-    waitpid(spin[i], NULL, 0);
-  }
+  stop_spinners(spin, nspin);
   cr_assert(eq(int, status, 0));
   cr_assert(eq(int, r.status, 0), "heapctl sessions: status %d, output:\n%s", r.status, r.out);
   cJSON *all = e2e_json(&r);
@@ -766,19 +777,31 @@ Test(e2e_daemon, a_client_exit_does_not_wait_until_its_session_is_stored) {
 }
 
 /* The memory a program's frames were received into is kept, emptied, for
- * the next program (daemon/bufpool.h): a program that sends several slabs'
- * worth leaves at least one kept, and never more than half the backlog
- * limit. */
+ * the next program (daemon/bufpool.h). While other programs keep every
+ * core busy the frames wait for the idle-priority worker, filling slab
+ * after slab; once decoded, the slabs are kept: at least one, never more
+ * than half the backlog limit. (With a core free the worker keeps up and
+ * one slab is cut again and again: nothing to keep.) */
 #define KEPT_SLAB (2.0 * 1024 * 1024) /* HTD_BUFPOOL_SLAB */
-Test(e2e_daemon, memory_for_a_programs_frames_is_kept_for_the_next_one, .timeout = 60) {
+#ifdef HT_TEST_TSAN
+#define KEPT_ROUNDS 300000 /* about 3 slabs of frames; the TSan client is slow */
+#else
+#define KEPT_ROUNDS 600000 /* about 6 */
+#endif
+Test(e2e_daemon, memory_for_a_programs_frames_is_kept_for_the_next_one, .timeout = 90) {
   cr_assert(eq(dbl, status_number("buffers_kept_bytes"), 0), "nothing kept before any program");
-  char err_path[160];
+  char err_path[160], rounds[32];
   snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  pid_t client = spawn_stream_client("600000", err_path); /* about 4 slabs of frames */
-  cr_assert(eq(int, wait_exit(client, 30000), 0));
+  snprintf(rounds, sizeof rounds, "%d", KEPT_ROUNDS);
+  pid_t spin[64];
+  int nspin = start_spinners(spin);
+  pid_t client = spawn_stream_client(rounds, err_path);
+  int status = wait_exit(client, 60000);
+  stop_spinners(spin, nspin);
+  cr_assert(eq(int, status, 0));
   cJSON *all = sessions(0); /* answered once the session is stored */
   const cJSON *s = session_of(all, (uint32_t)client);
-  cr_assert(eq(dbl, e2e_num(s, "events"), 1200001));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 2.0 * KEPT_ROUNDS + 1));
   cJSON_Delete(all);
   double kept = 0;
   for (int waited = 0; (kept = status_number("buffers_kept_bytes")) < KEPT_SLAB; waited += 20) {
