@@ -221,6 +221,11 @@ int htq_model_leaks(htq_model_t *m) {
       g->oldest = *live[i];
   }
   free(live);
+  if (nleaks == 0) { /* only blocks at address 0, which the table cannot show */
+    free(leaks);
+    return 0;
+  }
+  /* Never realloc to 0 bytes: glibc frees the block and returns NULL. */
   htq_leak_t *fit = realloc(leaks, nleaks * sizeof *leaks);
   m->leaks = fit ? fit : leaks;
   m->nleaks = nleaks;
