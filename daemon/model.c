@@ -210,11 +210,9 @@ int htq_model_leaks(htq_model_t *m) {
       live[n++] = &m->live.slots[i];
   qsort(live, n, sizeof *live, leak_key_cmp);
   for (size_t i = 0; i < n; i++) {
-    htq_leak_t *g = nleaks > 0 ? &leaks[nleaks - 1] : NULL;
-    if (!g || leak_key_cmp(&live[i], &live[i - 1]) != 0) {
-      g = &leaks[nleaks++];
-      *g = (htq_leak_t){live[i]->site, live[i]->heap, live[i]->caps, 0, 0, *live[i]};
-    }
+    if (i == 0 || leak_key_cmp(&live[i], &live[i - 1]) != 0)
+      leaks[nleaks++] = (htq_leak_t){0, 0, *live[i]};
+    htq_leak_t *g = &leaks[nleaks - 1];
     g->blocks++;
     g->bytes += live[i]->size;
     if (htq_block_older(live[i], &g->oldest))

@@ -82,13 +82,12 @@ typedef struct {
   uint64_t allocs, bytes, live_blocks, live_bytes;
 } htq_capstat_t;
 
-/* The live blocks of one (site, heap, caps): the finest grouping of the
- * leaks, so that each grouping heapctl offers (by site, type, caps or
- * heap) is a sum of these. */
+/* The live blocks of one (site, heap, caps), the key every one of them
+ * and so its oldest has: the finest grouping of the leaks, so that each
+ * grouping heapctl offers (by site, type, caps or heap) is a sum of these. */
 typedef struct {
-  uint32_t site, heap, caps;
   uint64_t blocks, bytes; /* requested bytes */
-  htq_block_t oldest;     /* the group's sample */
+  htq_block_t oldest;     /* the group's sample; its site, heap and caps are the key */
 } htq_leak_t;
 
 typedef struct {

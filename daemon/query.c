@@ -380,13 +380,13 @@ typedef struct {
 static keyed_t keyed(htq_model_t *m, group_by_t by, const htq_leak_t *g) {
   switch (by) {
   case BY_SITE:
-    return (keyed_t){g->site, NULL, g};
+    return (keyed_t){g->oldest.site, NULL, g};
   case BY_TYPE:
-    return (keyed_t){0, site_type(m, g->site), g};
+    return (keyed_t){0, site_type(m, g->oldest.site), g};
   case BY_CAPS:
-    return (keyed_t){g->caps, NULL, g};
+    return (keyed_t){g->oldest.caps, NULL, g};
   case BY_HEAP:
-    return (keyed_t){g->heap, NULL, g};
+    return (keyed_t){g->oldest.heap, NULL, g};
   }
   return (keyed_t){0, NULL, g};
 }

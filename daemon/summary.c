@@ -157,9 +157,9 @@ static int write_rows(sqlite3_stmt **st, int64_t ses, const htq_model_t *m) {
     const htq_leak_t *g = &m->leaks[i];
     const htq_block_t *b = &g->oldest;
     int64_t v[] = {ses,
-                   g->site,
-                   g->heap,
-                   g->caps,
+                   b->site,
+                   b->heap,
+                   b->caps,
                    (int64_t)g->blocks,
                    (int64_t)g->bytes,
                    (int64_t)b->ptr,
@@ -386,19 +386,19 @@ static int load_leaks(sqlite3 *db, int64_t ses, htq_model_t *m) {
     htq_block_t b = {(uint64_t)I(5), (uint64_t)I(6),  (uint64_t)I(7),
                      (uint64_t)I(8), (uint64_t)I(10), (uint32_t)I(0),
                      (uint32_t)I(1), (uint32_t)I(2),  (uint32_t)I(9)};
-    m->leaks[m->nleaks++] = (htq_leak_t){b.site, b.heap, b.caps, (uint64_t)I(3), (uint64_t)I(4), b};
+    m->leaks[m->nleaks++] = (htq_leak_t){(uint64_t)I(3), (uint64_t)I(4), b};
   }
   sqlite3_finalize(s);
   return 0;
 }
 
-int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int live, char *err,
+int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int leaks, char *err,
                      size_t errlen) {
   int found = load_totals(db, session, m);
   if (found <= 0)
     return found;
   if (load_sites(db, session, m) != 0 || load_heaps(db, session, m) != 0 ||
-      load_masks_and_caps(db, session, m) != 0 || (live && load_leaks(db, session, m) != 0)) {
+      load_masks_and_caps(db, session, m) != 0 || (leaks && load_leaks(db, session, m) != 0)) {
     snprintf(err, errlen, "reading the summary of session %lld: %s", (long long)session,
              sqlite3_errmsg(db));
     return -1;
@@ -406,11 +406,11 @@ int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int live, cha
   return 1;
 }
 
-int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, int live, char *err,
+int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, int leaks, char *err,
                   size_t errlen) {
   if (htq_model_init(m, db, session, err, errlen) != 0)
     return -1;
-  int rc = htq_summary_load(db, session, m, live, err, errlen);
+  int rc = htq_summary_load(db, session, m, leaks, err, errlen);
   if (rc < 0)
     return -1;
   if (rc == 1)

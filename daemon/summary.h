@@ -14,13 +14,14 @@
 int htq_summary_write(sqlite3 *db, int64_t session, htq_model_t *m, char *err, size_t errlen);
 
 /* Fills an initialised model (htq_model_init) from the stored summary; its
- * leaks (m->leaks) only when live is set. Returns 1 if loaded, 0 if the
+ * leaks (m->leaks) only when leaks is set. Returns 1 if loaded, 0 if the
  * session has no summary of this model version, -1 on error. */
-int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int live, char *err,
+int htq_summary_load(sqlite3 *db, int64_t session, htq_model_t *m, int leaks, char *err,
                      size_t errlen);
 
 /* Initialises m for session and loads its summary, or builds it from the
  * events when there is none. Returns 0 or -1 with err filled. */
-int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, int live, char *err, size_t errlen);
+int htq_model_get(htq_model_t *m, sqlite3 *db, int64_t session, int leaks, char *err,
+                  size_t errlen);
 
 #endif

@@ -29,9 +29,9 @@ Test(leaks, live_blocks_are_counted_by_site_heap_and_caps_with_the_oldest_as_sam
   const uint64_t sample[4] = {0x2000, 0x6000, 0x5000, 0x4000};
   for (size_t i = 0; i < 4; i++) {
     const htq_leak_t *g = &m.leaks[i];
-    cr_assert(eq(u32, g->site, key[i][0]), "part %zu", i);
-    cr_assert(eq(u32, g->heap, key[i][1]), "part %zu", i);
-    cr_assert(eq(u32, g->caps, key[i][2]), "part %zu", i);
+    cr_assert(eq(u32, g->oldest.site, key[i][0]), "part %zu", i);
+    cr_assert(eq(u32, g->oldest.heap, key[i][1]), "part %zu", i);
+    cr_assert(eq(u32, g->oldest.caps, key[i][2]), "part %zu", i);
     cr_assert(eq(u64, g->blocks, blocks[i]), "part %zu", i);
     cr_assert(eq(u64, g->bytes, bytes[i]), "part %zu", i);
     cr_assert(eq(u64, g->oldest.ptr, sample[i]), "part %zu", i);
