@@ -34,3 +34,26 @@ thread_cpu() {
       printf "%.2f %.2f %.2f %.2f %.2f", main / k, ingest / k, writer / k, workers / k, wait / 1e9
     }' /proc/"$1"/task/*/comm /proc/"$1"/task/*/stat /proc/"$1"/task/*/schedstat 2>/dev/null
 }
+
+# Waits until file $1 has $5 lines (default 1) matching the extended regex
+# $2, for at most $4 seconds (default 10), while pid $3 lives. Returns 1
+# when the time is up or the process is gone.
+wait_for_line() {
+  local i c n=$((${4:-10} * 100))
+  for ((i = 0; i < n; i++)); do
+    c=$(grep -cE -- "$2" "$1" 2>/dev/null) || true
+    [ "${c:-0}" -ge "${5:-1}" ] && return 0
+    kill -0 "$3" 2>/dev/null || return 1
+    sleep 0.01
+  done
+  return 1
+}
+
+# field NAME LINE: the value of NAME=value in a "key=value ..." line.
+field() {
+  local kv
+  for kv in $2; do
+    [ "${kv%%=*}" = "$1" ] && { echo "${kv#*=}"; return 0; }
+  done
+  return 1
+}
