@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "ht_proto.h"
+#include "ledger.h"
 
 /* ---- logging (log.c) ---- */
 typedef enum { HTD_LOG_ERROR, HTD_LOG_WARN, HTD_LOG_INFO, HTD_LOG_DEBUG } htd_level_t;
@@ -65,10 +66,13 @@ typedef struct htd_job {
 } htd_job_t;
 
 /* Opens (creating or migrating) the database and starts the writer thread.
- * notify is called from the writer thread when done-callbacks are ready;
- * it must only wake the loop (htd_wake_send). Returns NULL with msg filled. */
-htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *notify_arg, char *msg,
-                            size_t msglen);
+ * The nleft ledger entries a killed daemon left (ledger.h) are accounted
+ * for first: what of each session was received and never committed is
+ * counted as lost. notify is called from the writer thread when
+ * done-callbacks are ready; it must only wake the loop (htd_wake_send).
+ * Returns NULL with msg filled. */
+htd_store_t *htd_store_open(const char *path, const htd_ledger_entry_t *left, size_t nleft,
+                            void (*notify)(void *), void *notify_arg, char *msg, size_t msglen);
 /* Queues a job; the store takes ownership. */
 void htd_store_submit(htd_store_t *st, htd_job_t *job);
 /* Runs the done-callbacks of committed jobs; call on the loop thread. */

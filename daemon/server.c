@@ -77,6 +77,7 @@ typedef struct conn {
   pid_t pid;
   htd_wsess_t *ws; /* ingest: the session, the worker's */
   int64_t session_id;
+  int ledger; /* ingest: the session's ledger entry, or -1 */
   /* control */
   uv_work_t work;
   char *request;
@@ -95,6 +96,7 @@ typedef struct {
   htd_wake_t store_wake, worker_wake;
   htd_store_t *store;
   htd_worker_t *worker;
+  htd_ledger_t *ledger;
   conn_t *conns;
   size_t nconns;
   int64_t next_session;
@@ -254,13 +256,16 @@ static void summary_start(int64_t session) {
 }
 
 static void summary_after_commit(void *arg, int status) {
-  if (status == 0)
-    summary_start((int64_t)(intptr_t)arg);
+  if (status != 0)
+    return; /* the ledger keeps the entry: the next start counts what was not stored */
+  htd_ledger_finish(srv.ledger, (int64_t)(intptr_t)arg);
+  summary_start((int64_t)(intptr_t)arg);
 }
 
-/* Schedules the summary once everything queued so far (the session's end
- * among it) is committed. Called by the ingest worker (its `ended` hook)
- * right after it queued a session's end; thread-safe. */
+/* Schedules the summary, and frees the session's ledger entry, once
+ * everything queued so far (the session's end among it) is committed.
+ * Called by the ingest worker (its `ended` hook) right after it queued a
+ * session's end; thread-safe. */
 static void summary_when_committed(int64_t session) {
   htd_job_t *j = htd_job_new(HTD_JOB_BARRIER, 0);
   if (!j)
@@ -377,6 +382,11 @@ static int first_frame(conn_t *c, const ht_frame_t *f) {
     return -1;
   }
   c->kind = CONN_INGEST;
+  ht_hello_t *h = malloc(sizeof *h);
+  c->ledger = h && ht_proto_decode_hello(f->payload, f->payload_len, h) == 0
+                  ? htd_ledger_begin(srv.ledger, c->session_id, h)
+                  : -1;
+  free(h);
   return 0;
 }
 
@@ -440,12 +450,44 @@ static void report_after_end(conn_t *c, size_t off) {
           (long long)c->session_id, (int)c->pid, what, ht_err_name(HT_EORDER));
 }
 
-/* The events an EVENTS frame says it holds (the worker decodes them). */
-static uint64_t events_in(const ht_frame_t *f) {
+/* What frames handed to the worker say, for the ledger: events received,
+ * and the events the client reports dropped or undelivered. */
+typedef struct {
+  uint64_t events, dropped, undelivered;
+} said_t;
+
+/* Adds what frame f says (the worker decodes it; a bad one says nothing). */
+static void count_frame(const ht_frame_t *f, said_t *n) {
   ht_evreader_t r;
-  if (f->type != HT_REC_EVENTS || ht_proto_events_begin(&r, f->payload, f->payload_len) != 0)
-    return 0;
-  return r.hdr.count;
+  ht_lost_rec_t lost;
+  ht_end_rec_t end;
+  switch (f->type) {
+  case HT_REC_EVENTS:
+    if (ht_proto_events_begin(&r, f->payload, f->payload_len) == 0)
+      n->events += r.hdr.count;
+    break;
+  case HT_REC_LOST:
+    if (ht_proto_decode_lost(f->payload, f->payload_len, &lost) == 0) {
+      if (lost.why == HT_LOST_DROPPED)
+        n->dropped += lost.count;
+      else
+        n->undelivered += lost.count;
+    }
+    break;
+  case HT_REC_END:
+    if (ht_proto_decode_end(f->payload, f->payload_len, &end) == 0)
+      n->undelivered += end.undelivered;
+    break;
+  default:
+    break;
+  }
+}
+
+/* The worker has the frames n counted: into the session's ledger entry. */
+static void count_handed(conn_t *c, said_t *n) {
+  srv.events += n->events;
+  htd_ledger_add(srv.ledger, c->ledger, n->events, n->dropped, n->undelivered);
+  *n = (said_t){0};
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
@@ -468,21 +510,25 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
    * in one batch per read. */
   size_t off = 0, from = 0;
   int had_end = 0;
+  said_t said = {0};
   while (!had_end) {
     ht_frame_t f;
     int rc = ht_proto_frame(c->buf + off, c->len - off, &f);
     if (rc == HT_EAGAIN)
       break;
     if (rc != 0) {
-      if (c->kind == CONN_INGEST && send_frames(c, from, off) != 0)
-        return;
+      if (c->kind == CONN_INGEST) {
+        if (send_frames(c, from, off) != 0)
+          return;
+        count_handed(c, &said);
+      }
       conn_reject(c, rc, "frame length outside 1..HT_PROTO_MAX_FRAME");
       return;
     }
     off += f.total;
     if (c->kind == CONN_INGEST) {
       had_end = f.type == HT_REC_END;
-      srv.events += events_in(&f);
+      count_frame(&f, &said);
       continue;
     }
     if (first_frame(c, &f) != 0)
@@ -491,6 +537,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   }
   if (send_frames(c, from, off) != 0)
     return;
+  count_handed(c, &said);
   if (had_end) {
     /* Everything the client sent is the worker's now: closing tells the
      * client (which waits for EOF at exit) that a query made after it
@@ -538,6 +585,7 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   uv_pipe_init(srv.loop, &c->pipe, 0);
   c->pipe.data = c;
+  c->ledger = -1;
   c->next = srv.conns;
   if (srv.conns)
     srv.conns->prev = c;
@@ -1037,13 +1085,23 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     close(db_lock);
     return 1;
   }
-  mode_t old = umask(0077); /* database, WAL and log: owner only */
-  srv.store = htd_store_open(opt->db_path, store_notify, NULL, msg, sizeof msg);
+  mode_t old = umask(0077); /* database, WAL, ledger and log: owner only */
+  char ledger_path[PATH_MAX];
+  snprintf(ledger_path, sizeof ledger_path, "%s.ledger", opt->db_path);
+  srv.ledger = htd_ledger_open(ledger_path, msg, sizeof msg);
+  size_t nleft = 0;
+  const htd_ledger_entry_t *left = srv.ledger ? htd_ledger_left(srv.ledger, &nleft) : NULL;
+  srv.store = srv.ledger
+                  ? htd_store_open(opt->db_path, left, nleft, store_notify, NULL, msg, sizeof msg)
+                  : NULL;
   umask(old);
   if (!srv.store) {
     fprintf(stderr, "heaptraced: %s\n", msg);
+    htd_ledger_close(srv.ledger);
+    close(db_lock);
     return 1;
   }
+  htd_ledger_settle(srv.ledger);
   srv.next_session = htd_store_last_session(srv.store);
   htd_worker_hooks_t hooks = {worker_notify, NULL, summary_when_committed, opt->max_backlog / 2,
                               HTD_KEEP_BUFFERS_MS / HTD_TICK_MS};
@@ -1051,6 +1109,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   if (!srv.worker) {
     fprintf(stderr, "heaptraced: %s\n", msg);
     htd_store_close(srv.store);
+    htd_ledger_close(srv.ledger);
     return 1;
   }
   /* The signals are caught before anyone can connect: whoever sees the
@@ -1067,6 +1126,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
     htd_worker_stop(srv.worker, on_result);
     htd_store_close(srv.store);
     htd_worker_free(srv.worker);
+    htd_ledger_close(srv.ledger);
     return 1;
   }
   uv_timer_init(srv.loop, &srv.tick);
@@ -1090,6 +1150,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   htd_worker_stop(srv.worker, on_result);
   size_t lost = htd_store_close(srv.store);
   htd_worker_free(srv.worker);
+  htd_ledger_close(srv.ledger); /* after the store's last done-callbacks freed its entries */
   close(db_lock);
   uv_loop_close(srv.loop);
   close(srv.signal_fd);           /* the signals stay blocked: a second one waits for the exit */

@@ -20,6 +20,7 @@
 #include "chunk.h"
 #include "pack.h"
 #include "htd.h"
+#include "ledger.h"
 #include "query.h"
 #include "htd_schema_v1.h"
 #include "htd_schema_v2.h"
@@ -152,7 +153,98 @@ static int user_version(sqlite3 *db) {
   return v;
 }
 
-static int migrate(sqlite3 *db, char *msg, size_t msglen) {
+/* ======================================================================
+ * What a killed daemon had received and not stored (ledger.h)
+ * ==================================================================== */
+
+/* The recovery's statements; ?1 the session. */
+
+/* A session whose start was never committed: named from the entry. */
+#define RECOVER_NAME                                                                               \
+  "INSERT OR IGNORE INTO sessions(id, pid, ppid, flags, start_ns, start_mono_ns, app, exe,"        \
+  " argv, end_reason, end_detail) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, '[]',"                    \
+  " 'daemon-stopped', 'heaptraced stopped before it stored the start of the session')"
+
+/* Each count the entry holds, less what the database holds of it (and what
+ * an earlier recovery of the same entry counted), is lost: ?2 the entry's
+ * count, ?3 its kind in the lost table. Received events are there as
+ * chunks; the client's reports as lost rows. */
+#define RECOVER_LOST                                                                               \
+  "INSERT INTO lost(session, stream, first_seq, count, why)"                                       \
+  " SELECT ?1, 0, 0, n, ?3 FROM (SELECT ?2"                                                        \
+  " - (SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = ?1 AND why = ?3)"                  \
+  " - CASE ?3 WHEN 'unstored' THEN"                                                                \
+  " (SELECT COALESCE(SUM(count), 0) FROM event_chunks WHERE session = ?1) ELSE 0 END AS n)"        \
+  " WHERE n > 0"
+
+#define RECOVER_TOTAL                                                                              \
+  "UPDATE sessions SET lost = (SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = ?1)"       \
+  " WHERE id = ?1"
+
+static const char *const recover_sql[] = {RECOVER_NAME, RECOVER_LOST, RECOVER_TOTAL};
+
+/* Runs a recovery statement for entry e: count and why for the second. */
+static int recover_step(sqlite3_stmt *s, const htd_ledger_entry_t *e, uint64_t count,
+                        const char *why) {
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  sqlite3_bind_int64(s, 1, e->session);
+  if (why) {
+    sqlite3_bind_int64(s, 2, count > INT64_MAX ? INT64_MAX : (int64_t)count);
+    sqlite3_bind_text(s, 3, why, -1, SQLITE_STATIC);
+  } else if (sqlite3_bind_parameter_count(s) > 1) {
+    sqlite3_bind_int64(s, 2, e->pid);
+    sqlite3_bind_int64(s, 3, e->ppid);
+    sqlite3_bind_int64(s, 4, e->flags);
+    sqlite3_bind_int64(s, 5, e->start_ns);
+    sqlite3_bind_int64(s, 6, e->start_mono_ns);
+    sqlite3_bind_text(s, 7, e->app, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 8, e->exe, -1, SQLITE_STATIC);
+  }
+  return sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+}
+
+/* Counts as lost, in each session a killed daemon left in the ledger, what
+ * it had received and not committed. In the caller's transaction; running
+ * it again on the same entries adds nothing. */
+static int recover(sqlite3 *db, const htd_ledger_entry_t *left, size_t nleft, char *msg,
+                   size_t msglen) {
+  enum { N = sizeof recover_sql / sizeof *recover_sql };
+  sqlite3_stmt *s[N] = {0};
+  int rc = 0;
+  for (size_t k = 0; k < N && rc == 0; k++)
+    if (sqlite3_prepare_v2(db, recover_sql[k], -1, &s[k], NULL) != SQLITE_OK)
+      rc = -1;
+  for (size_t i = 0; i < nleft && rc == 0; i++) {
+    const htd_ledger_entry_t *e = &left[i];
+    int64_t changes = sqlite3_total_changes64(db);
+    rc = recover_step(s[0], e, 0, NULL);
+    int named = sqlite3_total_changes64(db) != changes;
+    changes = sqlite3_total_changes64(db);
+    if (rc == 0)
+      rc = recover_step(s[1], e, e->events, "unstored");
+    if (rc == 0)
+      rc = recover_step(s[1], e, e->dropped, "dropped");
+    if (rc == 0)
+      rc = recover_step(s[1], e, e->undelivered, "undelivered");
+    if (rc == 0 && sqlite3_total_changes64(db) != changes)
+      htd_log(HTD_LOG_WARN,
+              "session %lld (pid %u): heaptraced stopped before it stored all it had received; "
+              "what it did not store is counted as lost%s",
+              (long long)e->session, e->pid,
+              named ? " (the session is named from the ledger)" : "");
+    if (rc == 0)
+      rc = recover_step(s[2], e, 0, NULL);
+  }
+  if (rc != 0)
+    snprintf(msg, msglen, "cannot account for the ledger's sessions: %s", sqlite3_errmsg(db));
+  for (size_t k = 0; k < N; k++)
+    sqlite3_finalize(s[k]);
+  return rc;
+}
+
+static int migrate(sqlite3 *db, const htd_ledger_entry_t *left, size_t nleft, char *msg,
+                   size_t msglen) {
   if (exec(db, "BEGIN IMMEDIATE", msg, msglen) != 0)
     return -1;
   int v = user_version(db);
@@ -182,6 +274,8 @@ static int migrate(sqlite3 *db, char *msg, size_t msglen) {
            " lost = (SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = sessions.id)"
            " WHERE end_reason = 'running'",
            msg, msglen) != 0)
+    goto fail;
+  if (recover(db, left, nleft, msg, msglen) != 0)
     goto fail;
   return exec(db, "COMMIT", msg, msglen);
 fail:
@@ -378,8 +472,8 @@ static void *writer_main(void *arg) {
  * Public
  * ==================================================================== */
 
-htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *notify_arg, char *msg,
-                            size_t msglen) {
+htd_store_t *htd_store_open(const char *path, const htd_ledger_entry_t *left, size_t nleft,
+                            void (*notify)(void *), void *notify_arg, char *msg, size_t msglen) {
   htd_store_t *st = calloc(1, sizeof *st);
   if (!st) {
     snprintf(msg, msglen, "out of memory");
@@ -405,7 +499,7 @@ htd_store_t *htd_store_open(const char *path, void (*notify)(void *), void *noti
     snprintf(msg, msglen, "database %s is not usable: %s", path, err);
     goto fail;
   }
-  if (migrate(st->db, err, sizeof err) != 0) {
+  if (migrate(st->db, left, nleft, err, sizeof err) != 0) {
     snprintf(msg, msglen, "database %s: %s", path, err);
     goto fail;
   }

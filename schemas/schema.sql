@@ -57,12 +57,13 @@ CREATE TABLE IF NOT EXISTS event_chunks (
   PRIMARY KEY (session, stream, first_seq)
 ) WITHOUT ROWID;
 
--- Events a client dropped (drop mode) or the daemon found missing.
+-- Events a client dropped (drop mode) or could not deliver, the daemon
+-- found missing, or a killed daemon had received and not stored.
 CREATE TABLE IF NOT EXISTS lost (
   session   INTEGER NOT NULL REFERENCES sessions(id),
-  stream    INTEGER NOT NULL,
+  stream    INTEGER NOT NULL,             -- 0: the session's, not one stream's
   first_seq INTEGER NOT NULL,
   count     INTEGER NOT NULL,
-  why       TEXT NOT NULL                 -- 'dropped' or 'gap'
+  why       TEXT NOT NULL                 -- 'dropped', 'undelivered', 'gap' or 'unstored'
 );
 CREATE INDEX IF NOT EXISTS lost_by_session ON lost(session);

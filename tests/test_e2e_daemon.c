@@ -954,6 +954,128 @@ Test(e2e_daemon, session_killed_with_the_daemon_lists_the_events_it_stored) {
   cJSON_Delete(st);
 }
 
+/* The rounds ht_stream_client says it did, from its stdout at out_path. */
+static long long rounds_done(const char *out_path) {
+  char *out = e2e_read_file(out_path);
+  long long rounds = -1;
+  cr_assert(out && sscanf(out, "done: %lld rounds", &rounds) == 1, "client said: %s", out);
+  free(out);
+  return rounds;
+}
+
+/* The sessions of pid, which must be one. */
+static const cJSON *only_session_of(const cJSON *all, pid_t pid) {
+  const cJSON *s, *found = NULL;
+  int n = 0;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if (e2e_num(s, "pid") == pid) {
+      found = s;
+      n++;
+    }
+  }
+  cr_assert(eq(int, n, 1), "%d sessions of pid %d", n, (int)pid);
+  return found;
+}
+
+/* Kills the daemon with what it read of a program's session not stored:
+ * the program has exited (the daemon had read its END), and the test's
+ * own write transaction kept the writer out. The daemon started again
+ * counts what the killed one had received and never committed as lost,
+ * from the ledger beside the database (daemon/ledger.h): the session's
+ * stored and lost events are every event the program made. Before, the
+ * session listed what was stored and lost nothing: the rest was gone
+ * uncounted. */
+Test(e2e_daemon, a_daemon_killed_before_storing_what_it_read_counts_the_rest_as_lost) {
+  /* A session stored whole before: its entry is gone, nothing is added. */
+  assert_good_session_works(GOOD_PID);
+
+  char err_path[160], out_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  pid_t client = spawn_stream_client_out(STREAM_ROUNDS_FOREVER, err_path, out_path);
+  /* Part of the session is stored: a query's barrier commits what came. */
+  double stored = 0;
+  for (int waited = 0; stored < 1000; waited += 20) {
+    cr_assert(lt(int, waited, WAIT_MS), "nothing of the client's session was stored");
+    e2e_sleep_ms(20);
+    cJSON *all = sessions(0);
+    const cJSON *s = session_of(all, (uint32_t)client);
+    stored = s ? e2e_num(s, "events") : 0;
+    cJSON_Delete(all);
+  }
+  sqlite3 *db = shut_out_the_writer();
+  kill(client, SIGUSR1); /* ends its rounds */
+  cr_assert(eq(int, wait_exit(client, 30000), 0));
+  long long rounds = rounds_done(out_path);
+  kill_daemon();
+  let_the_writer_in(db);
+  char ledger[200], kept[200], cp[420];
+  snprintf(ledger, sizeof ledger, "%s.ledger", env.db);
+  snprintf(kept, sizeof kept, "%s/kept.ledger", env.dir);
+  snprintf(cp, sizeof cp, "cp '%s' '%s'", ledger, kept);
+  cr_assert(eq(int, system(cp), 0));
+
+  e2e_restart_daemon(&env);
+  cr_assert(eq(int, e2e_log_lines(&env, "what it did not store is counted as lost"), 1), "see %s",
+            env.log);
+  cJSON *all = sessions(0);
+  const cJSON *s = only_session_of(all, client);
+  cr_assert(eq(str, str(s, "end_reason"), "daemon-stopped"));
+  double events = e2e_num(s, "events"), lost = e2e_num(s, "lost");
+  cr_assert(ge(dbl, events, stored), "stored %.0f, then %.0f", stored, events);
+  cr_assert(gt(dbl, lost, 0), "nothing counted as lost");
+  cr_assert(eq(dbl, events + lost, 2.0 * (double)rounds + 1), "stored %.0f lost %.0f of %lld",
+            events, lost, 2 * rounds + 1);
+  int id = (int)e2e_num(s, "id");
+  cJSON_Delete(all);
+  cJSON *st = stats(0, id);
+  cr_assert(eq(dbl, e2e_num(cJSON_GetObjectItemCaseSensitive(st, "session"), "lost"), lost));
+  cJSON_Delete(st);
+
+  /* Counted once, even by a daemon that finds the same entries again (one
+   * killed after it counted them and before it cleared them). */
+  e2e_stop_daemon(&env);
+  cr_assert(eq(int, rename(kept, ledger), 0));
+  e2e_restart_daemon(&env);
+  all = sessions(0);
+  cr_assert(eq(dbl, e2e_num(only_session_of(all, client), "lost"), lost));
+  const cJSON *good = session_of(all, GOOD_PID);
+  cr_assert(eq(str, str(good, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(good, "lost"), 0));
+  cJSON_Delete(all);
+  cr_assert(eq(int, e2e_log_lines(&env, "what it did not store is counted as lost"), 1));
+}
+
+/* The same when not even the session's start was stored: the session is
+ * named from what the ledger kept of its handshake, with every event it
+ * made lost. */
+Test(e2e_daemon, a_daemon_killed_before_storing_a_sessions_start_names_it_and_counts_it_lost) {
+  sqlite3 *db = shut_out_the_writer();
+  char err_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  pid_t client = spawn_stream_client("20000", err_path);
+  cr_assert(eq(int, wait_exit(client, 30000), 0));
+  kill_daemon();
+  let_the_writer_in(db);
+
+  e2e_restart_daemon(&env);
+  cJSON *all = sessions(0);
+  const cJSON *s = only_session_of(all, client);
+  cr_assert(eq(str, str(s, "app"), "ht_stream_client"));
+  cr_assert(eq(str, str(s, "end_reason"), "daemon-stopped"));
+  cr_assert(eq(str, str(s, "end_detail"),
+               "heaptraced stopped before it stored the start of the session"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 0));
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 2 * 20000 + 1));
+  cJSON_Delete(all);
+  /* Its number is its own: the next session gets the one after it. */
+  assert_good_session_works(GOOD_PID);
+  all = sessions(0);
+  cr_assert(eq(dbl, e2e_num(session_of(all, GOOD_PID), "id"),
+               e2e_num(only_session_of(all, client), "id") + 1));
+  cJSON_Delete(all);
+}
+
 /* A daemon killed with -9 keeps its listening socket until its last thread
  * has exited (up to seconds for a thread at idle priority on a busy
  * machine). A client that connected then went on in a session nobody
