@@ -45,6 +45,7 @@ typedef enum {
   HTD_JOB_LOST,
   HTD_JOB_BARRIER,
   HTD_JOB_PROGRESS,
+  HTD_JOB_UNREAD,
 } htd_job_kind_t;
 
 /* A BARRIER job's f: it orders a query after earlier writes, and may be

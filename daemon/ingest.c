@@ -42,6 +42,9 @@ typedef struct {
 struct htd_session {
   htd_store_t *st;
   int64_t id;
+  uint32_t pid;    /* the handshake's */
+  uint16_t flags;  /* HT_HELLO_F_* */
+  uint16_t version;
   int ended;
   uint64_t events, lost;
   uint64_t reported_events, reported_lost; /* last progress queued */
@@ -307,6 +310,30 @@ static int on_lost(htd_session_t *s, const ht_frame_t *f) {
   return 0;
 }
 
+/* A reconnected client's account of the connection it lost: the store
+ * counts as lost, in that connection's session, what was written on it and
+ * never read (store.c, once that session has ended). */
+static int on_previous(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen) {
+  ht_previous_rec_t rec;
+  int rc = ht_proto_decode_previous(f->payload, f->payload_len, &rec);
+  if (rc != 0)
+    return rc;
+  if (s->version < 3 || !(s->flags & HT_HELLO_F_RECONNECT)) {
+    snprintf(why, whylen, "a previous record in a session that continues none");
+    return HT_EORDER;
+  }
+  if (rec.events > HTD_MAX_LOST)
+    return HT_ELIMIT;
+  htd_job_t *j = htd_job_new(HTD_JOB_UNREAD, s->id);
+  if (!j)
+    return HT_ENOMEM;
+  j->a = s->pid;
+  j->b = (int64_t)rec.start_ns;
+  j->c = (int64_t)rec.events;
+  htd_store_submit(s->st, j);
+  return 0;
+}
+
 static void queue_end(htd_session_t *s, const char *reason, const char *detail) {
   htd_session_flush(s);
   s->ended = 1;
@@ -341,6 +368,9 @@ int htd_session_frame(htd_session_t *s, const ht_frame_t *f, char *why, size_t w
     break;
   case HT_REC_LOST:
     rc = on_lost(s, f);
+    break;
+  case HT_REC_PREVIOUS:
+    rc = on_previous(s, f, why, whylen);
     break;
   case HT_REC_HELLO:
     snprintf(why, whylen, "a second handshake");
@@ -399,6 +429,9 @@ int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t w
       cJSON_AddItemToArray(argv, cJSON_CreateString(a));
     free(a);
   }
+  s->pid = h.pid;
+  s->flags = h.flags;
+  s->version = h.version;
   htd_job_t *j = htd_job_new(HTD_JOB_SESSION_BEGIN, s->id);
   if (!j || !argv) {
     cJSON_Delete(argv);

@@ -29,6 +29,7 @@
 
 #define HTD_COMMIT_INTERVAL_MS 50
 #define HTD_RETRY_MS 1000 /* a failing write (disk full) is tried again this often */
+#define HTD_DEFERRED_MAX 256 /* PREVIOUS records waiting for their session's end */
 
 /* One statement per job kind, in htd_job_kind_t order. */
 /* One statement per job kind, in htd_job_kind_t order. Parameters: ?1 the
@@ -50,6 +51,7 @@ static const char *const job_sql[] = {
                      " VALUES(?1, ?2, ?3, ?4, ?8)",
     [HTD_JOB_BARRIER] = NULL,
     [HTD_JOB_PROGRESS] = "UPDATE sessions SET events = ?2, lost = ?3 WHERE id = ?1",
+    [HTD_JOB_UNREAD] = NULL, /* run_unread */
 };
 #define HTD_JOB_KINDS (sizeof job_sql / sizeof *job_sql)
 
@@ -68,6 +70,15 @@ struct htd_store {
   void *notify_arg;
   htd_squeezer_t *squeezer; /* writer thread only */
   size_t failed;            /* writes given up (at a stop, while failing) */
+  /* PREVIOUS records whose session was still running here: counted once
+   * its end is committed (run_unread). Writer thread only. */
+  sqlite3_stmt *unread[3];
+  struct {
+    int64_t session;
+    int64_t events;
+    int ran; /* counted in the batch being committed */
+  } deferred[HTD_DEFERRED_MAX];
+  size_t ndeferred;
 };
 
 /* Copies what a client sent into a C string that is well-formed UTF-8:
@@ -287,7 +298,117 @@ fail:
  * Writer
  * ==================================================================== */
 
+/* ======================================================================
+ * Events a client wrote on a connection it lost and the daemon never read
+ * (PREVIOUS records, PROTOCOL.md)
+ * ==================================================================== */
+
+/* The lost connection's session: ?1 the pid, ?2 its HELLO's start, ?3 the
+ * session that reports it (the lost one came before). */
+#define UNREAD_FIND                                                                                \
+  "SELECT id, end_reason = 'running' FROM sessions WHERE pid = ?1 AND start_ns = ?2 AND id < ?3"   \
+  " ORDER BY id DESC LIMIT 1"
+
+/* What ?2 events written to session ?1 left unread: neither stored nor
+ * counted by the ledger's recovery (nor by this, already). */
+#define UNREAD_COUNT                                                                               \
+  "INSERT INTO lost(session, stream, first_seq, count, why)"                                       \
+  " SELECT ?1, 0, 0, n, 'unread' FROM (SELECT ?2"                                                  \
+  " - (SELECT COALESCE(SUM(count), 0) FROM event_chunks WHERE session = ?1)"                       \
+  " - (SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = ?1"                                \
+  " AND why IN ('unstored', 'unread')) AS n) WHERE n > 0"
+
+static int step_done(sqlite3_stmt *s) {
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  return rc == SQLITE_DONE ? 0 : rc;
+}
+
+/* Counts as lost what of `events` written to ended session `session` was
+ * never read. */
+static int count_unread(htd_store_t *st, int64_t session, int64_t events) {
+  sqlite3_stmt *count = st->unread[1], *total = st->unread[2];
+  sqlite3_bind_int64(count, 1, session);
+  sqlite3_bind_int64(count, 2, events);
+  int rc = step_done(count);
+  if (rc != 0 || sqlite3_changes(st->db) == 0)
+    return rc;
+  htd_log(HTD_LOG_WARN,
+          "session %lld: events its client wrote were never read (the connection was lost); "
+          "counted as lost",
+          (long long)session);
+  sqlite3_bind_int64(total, 1, session);
+  return step_done(total);
+}
+
+/* A PREVIOUS record: a: the reporting session's pid, b: the lost
+ * connection's start, c: the events written on it. Its session, if still
+ * running here, is counted once its end is committed (its last events
+ * are queued before its end). */
+static int run_unread(htd_store_t *st, const htd_job_t *j) {
+  sqlite3_stmt *find = st->unread[0];
+  sqlite3_bind_int64(find, 1, j->a);
+  sqlite3_bind_int64(find, 2, j->b);
+  sqlite3_bind_int64(find, 3, j->session);
+  int rc = sqlite3_step(find);
+  int64_t session = rc == SQLITE_ROW ? sqlite3_column_int64(find, 0) : 0;
+  int running = rc == SQLITE_ROW && sqlite3_column_int(find, 1);
+  sqlite3_reset(find);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    return rc;
+  if (!session) {
+    htd_log(HTD_LOG_WARN,
+            "session %lld (pid %lld): the connection it continues is not in the database; "
+            "what was written on it and never read is not counted",
+            (long long)j->session, (long long)j->a);
+    return 0;
+  }
+  if (!running)
+    return count_unread(st, session, j->c);
+  for (size_t i = 0; i < st->ndeferred; i++)
+    if (st->deferred[i].session == session && st->deferred[i].events == j->c)
+      return 0; /* deferred already, by an attempt at this batch that failed */
+  if (st->ndeferred == HTD_DEFERRED_MAX) {
+    htd_log(HTD_LOG_WARN, "session %lld: too many reconnections waiting; its unread events are "
+            "not counted", (long long)session);
+    return 0;
+  }
+  st->deferred[st->ndeferred].session = session;
+  st->deferred[st->ndeferred].events = j->c;
+  st->deferred[st->ndeferred].ran = 0;
+  st->ndeferred++;
+  return 0;
+}
+
+/* Session `session` has ended: its deferred PREVIOUS records are counted. */
+static int run_deferred(htd_store_t *st, int64_t session) {
+  for (size_t i = 0; i < st->ndeferred; i++) {
+    if (st->deferred[i].session != session)
+      continue;
+    int rc = count_unread(st, session, st->deferred[i].events);
+    if (rc != 0)
+      return rc;
+    st->deferred[i].ran = 1;
+  }
+  return 0;
+}
+
+/* After a batch: the deferred records it counted go if it committed, stay
+ * to be counted again if it was rolled back. */
+static void deferred_done(htd_store_t *st, int committed) {
+  size_t n = 0;
+  for (size_t i = 0; i < st->ndeferred; i++) {
+    if (committed && st->deferred[i].ran)
+      continue;
+    st->deferred[i].ran = 0;
+    st->deferred[n++] = st->deferred[i];
+  }
+  st->ndeferred = n;
+}
+
 static int run_job(htd_store_t *st, const htd_job_t *j) {
+  if (j->kind == HTD_JOB_UNREAD)
+    return run_unread(st, j);
   sqlite3_stmt *s = st->stmt[j->kind];
   if (!s)
     return 0;
@@ -303,6 +424,8 @@ static int run_job(htd_store_t *st, const htd_job_t *j) {
   if (nparams >= 11)
     sqlite3_bind_blob(s, 11, j->blob, (int)j->blob_len, SQLITE_STATIC);
   int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE && j->kind == HTD_JOB_SESSION_END)
+    return run_deferred(st, j->session);
   return rc == SQLITE_DONE ? 0 : rc;
 }
 
@@ -376,6 +499,7 @@ static void commit_batch(htd_store_t *st, htd_job_t *batch) {
   int status = 0;
   for (int attempt = 0;; attempt++) {
     status = try_commit(st, batch, attempt > 0);
+    deferred_done(st, status == 0);
     if (status != 0 && attempt == 0)
       batch = release_early(st, batch);
     if (status == 0) {
@@ -510,6 +634,14 @@ htd_store_t *htd_store_open(const char *path, const htd_ledger_entry_t *left, si
       goto fail;
     }
   }
+  static const char *const unread_sql[] = {UNREAD_FIND, UNREAD_COUNT, RECOVER_TOTAL};
+  for (size_t k = 0; k < 3; k++) {
+    if (sqlite3_prepare_v3(st->db, unread_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &st->unread[k],
+                           NULL) != SQLITE_OK) {
+      snprintf(msg, msglen, "database %s: %s", path, sqlite3_errmsg(st->db));
+      goto fail;
+    }
+  }
   pthread_mutex_init(&st->lock, NULL);
   pthread_cond_init(&st->cond, NULL);
   int rc = pthread_create(&st->thread, NULL, writer_main, st);
@@ -523,6 +655,8 @@ htd_store_t *htd_store_open(const char *path, const htd_ledger_entry_t *left, si
 fail:
   for (size_t k = 0; k < HTD_JOB_KINDS; k++)
     sqlite3_finalize(st->stmt[k]);
+  for (size_t k = 0; k < 3; k++)
+    sqlite3_finalize(st->unread[k]);
   sqlite3_close(st->db);
   free(st);
   return NULL;
@@ -587,6 +721,8 @@ size_t htd_store_close(htd_store_t *st) {
   htd_store_dispatch(st);
   for (size_t k = 0; k < HTD_JOB_KINDS; k++)
     sqlite3_finalize(st->stmt[k]);
+  for (size_t k = 0; k < 3; k++)
+    sqlite3_finalize(st->unread[k]);
   sqlite3_close(st->db);
   pthread_mutex_destroy(&st->lock);
   pthread_cond_destroy(&st->cond);

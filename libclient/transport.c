@@ -80,6 +80,16 @@ static uint64_t retry_at_ns, retry_ms = HT_RETRY_FIRST_MS;
 static uint64_t connected_ns;       /* when the current connection was made */
 static int brief_losses;            /* connections in a row lost within HT_REFUSED_MS */
 static uint64_t orphan_undelivered; /* of streams unmapped before reporting it */
+/* The current connection's HELLO time and the events written on it in
+ * whole EVENTS frames; and, for the next session's PREVIOUS records, those
+ * of the connections lost since (io_lock). A daemon that died may not have
+ * read all that was written: the one started again counts the rest. */
+#define HT_PREVIOUS_MAX 4
+static uint64_t conn_start_ns, conn_written;
+static struct {
+  uint64_t start_ns, events;
+} lost_conns[HT_PREVIOUS_MAX];
+static int nlost_conns;
 static _Atomic int init_state;      /* 0 not yet, 1 done (tracing or not) */
 static int exit_hooks_set;
 /* 1 from the stall warning until the daemon reads again; a wait that
@@ -144,6 +154,22 @@ static void drop_socket(void) {
   sock_fd = -1;
 }
 
+/* The connection is being lost: what was written on it is kept for the
+ * next session to report. The oldest goes when there are too many (a
+ * daemon that keeps dying). io_lock held. */
+static void remember_connection(void) {
+  if (sock_fd < 0 || conn_written == 0)
+    return;
+  if (nlost_conns == HT_PREVIOUS_MAX) {
+    memmove(&lost_conns[0], &lost_conns[1], sizeof lost_conns - sizeof lost_conns[0]);
+    nlost_conns--;
+  }
+  lost_conns[nlost_conns].start_ns = conn_start_ns;
+  lost_conns[nlost_conns].events = conn_written;
+  nlost_conns++;
+  conn_written = 0;
+}
+
 /* 1 when the connection had lasted HT_REFUSED_MS by t_ns (a time of its
  * own, on the clock of connected_ns): it was not refused. */
 static int lasted_by(uint64_t t_ns) {
@@ -174,6 +200,7 @@ static void lose_connection(int err) {
         "version %d); events are counted as undelivered; retrying ever less often, then every %d s",
         cfg.socket_path, HT_PROTO_VERSION, HT_RETRY_MAX_MS / 1000);
   }
+  remember_connection();
   drop_socket();
   retry_at_ns = now + retry_ms * 1000000u;
 }
@@ -286,6 +313,7 @@ static void lock_io(int list, patience_t p) {
 static void give_up_connection(uint64_t since_ns) {
   if (lasted_by(since_ns))
     retry_ms = HT_RETRY_FIRST_MS;
+  remember_connection();
   drop_socket();
   retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
 }
@@ -491,6 +519,8 @@ static void ship_stream(ht_stream_t *s) {
     struct iovec iov[3] = {{head, sizeof head}, {s->ring + pos, first}, {s->ring, bytes - first}};
     if (write_all(iov, bytes > first ? 3 : 2) != 0)
       s->undelivered += count; /* counted, and reported after reconnecting */
+    else
+      conn_written += count;
     s->shipped_bytes += bytes;
     s->shipped_seq += count;
   }
@@ -616,6 +646,8 @@ static int send_hello(void) {
   h.pid = (uint32_t)getpid();
   h.ppid = (uint32_t)getppid();
   h.start_realtime_ns = realtime_ns();
+  conn_start_ns = h.start_realtime_ns;
+  conn_written = 0;
   h.start_mono_ns = ht__clock_real_ns();
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   exe[n > 0 ? n : 0] = '\0';
@@ -652,6 +684,22 @@ static int announce_heaps(void) {
     if (len && write_buf(buf, len) != 0)
       return -1;
   }
+  return 0;
+}
+
+/* Tells the new session what was written on the connections lost before
+ * it (PREVIOUS records). io_lock held. */
+static int report_lost_connections(void) {
+  for (int i = 0; i < nlost_conns; i++) {
+    uint8_t buf[32];
+    ht_wbuf_t w;
+    ht_wbuf_init(&w, buf, sizeof buf);
+    ht_previous_rec_t rec = {lost_conns[i].start_ns, lost_conns[i].events};
+    ht_proto_put_previous(&w, &rec);
+    if (write_buf(buf, w.len) != 0)
+      return -1; /* kept for the next session; the daemon counts each once */
+  }
+  nlost_conns = 0;
   return 0;
 }
 
@@ -700,7 +748,7 @@ static int connect_daemon(void) {
   sock_fd = fd;
   sock_dev = sb.st_dev;
   sock_ino = sb.st_ino;
-  if (send_hello() != 0 || announce_heaps() != 0) {
+  if (send_hello() != 0 || announce_heaps() != 0 || report_lost_connections() != 0) {
     drop_socket();
     return -EPIPE;
   }
@@ -917,6 +965,8 @@ static void atfork_child(void) {
   brief_losses = 0;
   atomic_store(&next_stream_id, 0);
   orphan_undelivered = 0;
+  nlost_conns = 0; /* the parent's connections */
+  conn_written = 0;
   ht__stream_forget_all();
   hello_flags = HT_HELLO_F_FORKED;
   atomic_store(&init_state, 0);

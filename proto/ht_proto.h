@@ -21,7 +21,7 @@
 /* ---- limits: every length on the wire is checked against one of these ---- */
 #define HT_PROTO_MAGIC "HTRC"
 #define HT_PROTO_MAGIC_LEN 4
-#define HT_PROTO_VERSION 2            /* 2: compact events; a version-1 client is still served */
+#define HT_PROTO_VERSION 3 /* 3: PREVIOUS; 2: compact events; older clients are still served */
 #define HT_PROTO_FRAME_PREFIX 4       /* u32 body length */
 #define HT_PROTO_MAX_FRAME (1u << 20) /* body bytes, record type included */
 #define HT_PROTO_MAX_STRING 4096      /* bytes of one string */
@@ -40,6 +40,7 @@
   X(EVENTS, 4, "events")                                                                           \
   X(LOST, 5, "lost")                                                                               \
   X(END, 6, "end")                                                                                 \
+  X(PREVIOUS, 7, "previous")                                                                       \
   X(CTL_REQUEST, 16, "control-request")                                                            \
   X(CTL_REPLY, 17, "control-reply")
 
@@ -309,6 +310,14 @@ typedef struct {
   uint8_t why; /* HT_LOST_* */
 } ht_lost_rec_t;
 
+/* A reconnected client's account of a connection it lost: the one whose
+ * HELLO said start_ns, on which it wrote `events` events in whole EVENTS
+ * frames. The daemon counts as lost those of them that were never read. */
+typedef struct {
+  uint64_t start_ns; /* that HELLO's start_realtime_ns */
+  uint64_t events;
+} ht_previous_rec_t;
+
 typedef struct {
   uint8_t reason;       /* ht_end_t */
   uint64_t undelivered; /* events the client knows it did not deliver */
@@ -337,6 +346,7 @@ int ht_proto_decode_site(const uint8_t *p, size_t n, ht_site_rec_t *out);
 int ht_proto_decode_heap(const uint8_t *p, size_t n, ht_heap_rec_t *out);
 int ht_proto_decode_lost(const uint8_t *p, size_t n, ht_lost_rec_t *out);
 int ht_proto_decode_end(const uint8_t *p, size_t n, ht_end_rec_t *out);
+int ht_proto_decode_previous(const uint8_t *p, size_t n, ht_previous_rec_t *out);
 
 /* Events: begin reads the header, next yields one event at a time.
  * next returns 1 with an event, 0 when the frame is exhausted (and exactly
@@ -359,6 +369,7 @@ void ht_proto_put_site(ht_wbuf_t *w, const ht_site_rec_t *s);
 void ht_proto_put_heap(ht_wbuf_t *w, const ht_heap_rec_t *h);
 void ht_proto_put_lost(ht_wbuf_t *w, const ht_lost_rec_t *l);
 void ht_proto_put_end(ht_wbuf_t *w, const ht_end_rec_t *e);
+void ht_proto_put_previous(ht_wbuf_t *w, const ht_previous_rec_t *p);
 
 /* Writes the prefix and header of an EVENTS frame whose event bytes
  * (data_len of them, already encoded) follow separately, as with writev. */

@@ -127,6 +127,18 @@ static void fuzz_lost(const uint8_t *p, size_t n) {
   CHECK(back.stream == in.stream && back.first_seq == in.first_seq && back.count == in.count);
 }
 
+static void fuzz_previous(const uint8_t *p, size_t n) {
+  ht_previous_rec_t in, back;
+  if (ht_proto_decode_previous(p, n, &in) != 0)
+    return;
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, rewire, sizeof rewire);
+  ht_proto_put_previous(&w, &in);
+  ht_frame_t f = reframe(&w, HT_REC_PREVIOUS);
+  CHECK(ht_proto_decode_previous(f.payload, f.payload_len, &back) == 0);
+  CHECK(back.start_ns == in.start_ns && back.events == in.events);
+}
+
 static void fuzz_end(const uint8_t *p, size_t n) {
   ht_end_rec_t in, back;
   if (ht_proto_decode_end(p, n, &in) != 0)
@@ -186,6 +198,9 @@ static void fuzz_payload(uint8_t type, const uint8_t *p, size_t n,
     break;
   case HT_REC_END:
     fuzz_end(p, n);
+    break;
+  case HT_REC_PREVIOUS:
+    fuzz_previous(p, n);
     break;
   default: /* the daemon rejects unknown types; the codec has no decoder */
     break;

@@ -15,7 +15,7 @@ import sys
 MAGIC = b"HTRC"
 VERSION = 1
 
-REC_HELLO, REC_SITE, REC_HEAP, REC_EVENTS, REC_LOST, REC_END = 1, 2, 3, 4, 5, 6
+REC_HELLO, REC_SITE, REC_HEAP, REC_EVENTS, REC_LOST, REC_END, REC_PREVIOUS = 1, 2, 3, 4, 5, 6, 7
 OP_MALLOC, OP_CALLOC, OP_REALLOC, OP_ALIGNED, OP_FREE, OP_FAILED = 1, 2, 3, 4, 5, 6
 END_CLEAN, END_KILLED = 1, 5
 HELLO_F_DROP = 0x1
@@ -74,6 +74,10 @@ def lost(stream, first_seq, count, why=1):
 def end(reason, undelivered, signal=6):
     killed = bytes([signal]) if reason == END_KILLED else b""
     return frame(REC_END, bytes([reason]) + varint(undelivered) + killed)
+
+
+def previous(start_ns, events):
+    return frame(REC_PREVIOUS, struct.pack("<Q", start_ns) + varint(events))
 
 
 class Stream:
@@ -197,6 +201,7 @@ def seeds():
         "heap": heap(3, [CAP_DMA, CAPS_DEFAULT, 0xFFFFFFFF], 0xFFFF800000000000, 1 << 40, "pool"),
         "lost": lost(0xFFFFFFFF, U64 - 100, 100),
         "end": end(END_KILLED, U64),
+        "previous": previous(U64 - 1, 123456),
         "events": s.frame(every_op(s)),
         "events_empty": Stream(3).frame([]),
         "events_compact": compact_ops(Stream(9)),
