@@ -181,7 +181,7 @@ Test(e2e_transport, sigterm_mid_run_ends_the_session_killed_with_nothing_lost) {
   /* Whatever it had done is all there and consistent: no loss, every
    * free matched, the running totals agree with the events. */
   cJSON *j = e2e_heapctl_json(&env, 0, "stats", "-s", "1");
-  cr_assert(gt(dbl, e2e_num(j, "allocations"), 0));
+  cr_assert(lt(dbl, 0, e2e_num(j, "allocations")));
   cr_assert(eq(dbl, e2e_num(j, "unmatched_frees"), 0));
   cr_assert(cJSON_IsTrue(
       cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "totals"), "agree")));
@@ -255,7 +255,7 @@ Test(e2e_transport, the_program_survives_a_daemon_restart_and_counts_what_was_lo
    * not delivered in the second; nothing disappears unaccounted. */
   double stored = e2e_num(first, "events") + e2e_num(second, "events");
   double lost = e2e_num(first, "lost") + e2e_num(second, "lost");
-  cr_assert(gt(dbl, lost, 0));
+  cr_assert(lt(dbl, 0, lost));
   cr_assert(eq(dbl, stored + lost, (double)e2e_field(r.out, "events")), "stored %.0f lost %.0f",
             stored, lost);
   /* The new session was told the call sites again: its leaks name them. */
@@ -286,7 +286,7 @@ Test(e2e_transport, a_program_that_closes_the_socket_and_reuses_its_number_gets_
   cr_assert(eq(int, r.status, 0), "%s%s", r.out, r.err);
   cr_assert(eq(long, e2e_field(r.out, "stray_bytes"), 0), "%s", r.out);
   cr_assert(eq(long, e2e_field(r.out, "reconnected"), 1), "%s%s", r.out, r.err);
-  cr_assert(gt(long, e2e_field(r.out, "socket_fd"), 2), "not above the standard ones: %s", r.out);
+  cr_assert(lt(long, 2, e2e_field(r.out, "socket_fd")), "not above the standard ones: %s", r.out);
   cr_assert(eq(int, e2e_count_lines(r.err, "the program closed heaptrace's connection"), 1), "%s",
             r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 2), "%s", r.err); /* and reconnected */
@@ -407,7 +407,7 @@ static const cJSON *run_dropping(char **argv, int stop_ms, int stopped_ms, e2e_r
   *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
   const cJSON *s = session_of_pid(*ss, pid, 0);
   cr_assert(s != NULL);
-  cr_assert(gt(dbl, e2e_num(s, "lost"), 0), "nothing was dropped: the stall was too short");
+  cr_assert(lt(dbl, 0, e2e_num(s, "lost")), "nothing was dropped: the stall was too short");
   return s;
 }
 
@@ -634,7 +634,7 @@ Test(e2e_transport, in_drop_mode_new_threads_and_sites_do_not_wait_for_a_stuck_f
   const cJSON *s = session_of_pid(ss, pid, 0);
   cr_assert(s != NULL);
   cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"), "%s", r.err);
-  cr_assert(gt(dbl, e2e_num(s, "lost"), 0), "nothing was dropped: the socket never filled");
+  cr_assert(lt(dbl, 0, e2e_num(s, "lost")), "nothing was dropped: the socket never filled");
   cr_assert(eq(dbl, e2e_num(s, "events") + e2e_num(s, "lost"), (double)e2e_field(r.out, "events")),
             "stored %.0f lost %.0f\n%s", e2e_num(s, "events"), e2e_num(s, "lost"), r.out);
   /* Every event stored names a site the daemon knows. */

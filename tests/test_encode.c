@@ -155,8 +155,8 @@ Test(encode, every_event_decodes_to_what_was_encoded_in_either_form) {
                 i);
     }
   }
-  cr_assert(gt(int, forms[0], 5000), "too few events in the varint form: %d", forms[0]);
-  cr_assert(gt(int, forms[1], 5000), "too few events in the compact form: %d", forms[1]);
+  cr_assert(lt(int, 5000, forms[0]), "too few events in the varint form: %d", forms[0]);
+  cr_assert(lt(int, 5000, forms[1]), "too few events in the compact form: %d", forms[1]);
 }
 
 /* An event just inside or just outside one limit of the compact form: it

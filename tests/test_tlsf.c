@@ -214,7 +214,7 @@ Test(tlsf_create, manages_a_region_larger_than_4gib) {
   ht_tlsf_t *t = ht__tlsf_create((char *)mem + 3, bytes - 3);
   cr_assert(not(zero(ptr, t)));
   assert_empty(t);
-  cr_assert(gt(sz, ht__tlsf_total_bytes(t), (size_t)4 << 30));
+  cr_assert(lt(sz, (size_t)4 << 30, ht__tlsf_total_bytes(t)));
 
   void *small = ht__tlsf_malloc(t, 100);
   void *big = ht__tlsf_malloc(t, (size_t)4 << 30);
@@ -312,7 +312,7 @@ Test(tlsf_malloc, exhaustion_returns_null_and_freeing_everything_restores_one_fr
   size_t n = 0;
   while ((ptrs[n] = ht__tlsf_malloc(t, 40 + (n % 5) * 48)) != NULL)
     n++;
-  cr_assert(gt(sz, n, 100));
+  cr_assert(lt(sz, 100, n));
   assert_consistent(t);
   /* Fill the remaining holes with minimum blocks until nothing is left. */
   while ((ptrs[n] = ht__tlsf_malloc(t, 1)) != NULL)
@@ -895,10 +895,10 @@ static void stress(size_t offset, size_t bytes, uint64_t seed, long ops, size_t 
       bytes, (unsigned long long)seed, s.allocs, s.alloc_fails, s.frees, s.resizes, s.resize_fails,
       s.max_live);
   /* The run must have reached exhaustion and exercised every path. */
-  cr_assert(gt(sz, s.allocs, (size_t)ops / 4));
-  cr_assert(gt(sz, s.alloc_fails, 0));
-  cr_assert(gt(sz, s.resizes, 0));
-  cr_assert(gt(sz, s.resize_fails, 0));
+  cr_assert(lt(sz, (size_t)ops / 4, s.allocs));
+  cr_assert(lt(sz, 0, s.alloc_fails));
+  cr_assert(lt(sz, 0, s.resizes));
+  cr_assert(lt(sz, 0, s.resize_fails));
   while (s.n)
     op_free(&s, s.n - 1);
   assert_empty(s.t);
