@@ -702,6 +702,45 @@ Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout =
   cJSON_Delete(all);
 }
 
+/* The rounds ht_stream_client says it did, from its stdout at out_path. */
+static long long rounds_done(const char *out_path) {
+  char *out = e2e_read_file(out_path);
+  long long rounds = -1;
+  cr_assert(out && sscanf(out, "done: %lld rounds", &rounds) == 1, "client said: %s", out);
+  free(out);
+  return rounds;
+}
+
+/* Ends ht_stream_client's rounds (SIGUSR1), waits until it has exited and
+ * its sessions are stored, and checks that over them every event it made
+ * (2 x its rounds + 1; out_path holds its stdout) is stored or counted as
+ * lost, exactly. first: the end reason of its first session, later: of
+ * every later one (NULL: either is not checked). Returns its sessions. */
+static int end_client_and_count(pid_t client, const char *out_path, const char *first,
+                                const char *later) {
+  kill(client, SIGUSR1);
+  cr_assert(eq(int, wait_exit(client, 60000), 0));
+  e2e_wait_disconnected(&env, 30000);
+  long long rounds = rounds_done(out_path);
+  cJSON *all = sessions(0);
+  double stored = 0, lost = 0;
+  int n = 0;
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if (e2e_num(s, "pid") != client)
+      continue;
+    const char *want = n++ == 0 ? first : later;
+    if (want)
+      cr_assert(eq(str, str(s, "end_reason"), (char *)want), "session %d of the client", n);
+    stored += e2e_num(s, "events");
+    lost += e2e_num(s, "lost");
+  }
+  cJSON_Delete(all);
+  cr_assert(eq(dbl, stored + lost, 2.0 * (double)rounds + 1), "stored %.0f lost %.0f of %lld",
+            stored, lost, 2 * rounds + 1);
+  return n;
+}
+
 /* SIGTERM while a client waits (the backlog at its limit, the client's
  * socket full): the stopping daemon shuts its side for reading and stores
  * what the socket held; the client's later writes fail, and it reports
@@ -735,31 +774,8 @@ Test(e2e_daemon, a_daemon_stopped_while_a_client_waits_loses_nothing_uncounted, 
   e2e_restart_daemon(&env);
   wait_connected(1, "the client's new session");
   e2e_sleep_ms(200);
-  kill(client, SIGUSR1); /* ends its rounds */
-  cr_assert(eq(int, wait_exit(client, 60000), 0));
-  e2e_wait_disconnected(&env, WAIT_MS);
-  char *out = e2e_read_file(out_path);
-  long long rounds = -1;
-  cr_assert(out && sscanf(out, "done: %lld rounds", &rounds) == 1, "client said: %s", out);
-  free(out);
-  cJSON *all = sessions(0);
-  double stored = 0, lost = 0;
-  int n = 0;
-  const cJSON *s, *last = NULL;
-  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if (e2e_num(s, "pid") != client)
-      continue;
-    if (n++ == 0)
-      cr_assert(eq(str, str(s, "end_reason"), "daemon-stopped"));
-    stored += e2e_num(s, "events");
-    lost += e2e_num(s, "lost");
-    last = s;
-  }
+  int n = end_client_and_count(client, out_path, "daemon-stopped", "clean");
   cr_assert(eq(int, n, 2), "%d sessions of the client; see %s", n, err_path);
-  cr_assert(eq(str, str(last, "end_reason"), "clean"));
-  cr_assert(eq(dbl, stored + lost, 2.0 * (double)rounds + 1), "stored %.0f lost %.0f", stored,
-            lost);
-  cJSON_Delete(all);
 }
 
 /* A client's exit does not wait for the database: with the daemon's writer
@@ -960,15 +976,6 @@ Test(e2e_daemon, session_killed_with_the_daemon_lists_the_events_it_stored) {
   cJSON_Delete(st);
 }
 
-/* The rounds ht_stream_client says it did, from its stdout at out_path. */
-static long long rounds_done(const char *out_path) {
-  char *out = e2e_read_file(out_path);
-  long long rounds = -1;
-  cr_assert(out && sscanf(out, "done: %lld rounds", &rounds) == 1, "client said: %s", out);
-  free(out);
-  return rounds;
-}
-
 /* The sessions of pid, which must be one. */
 static const cJSON *only_session_of(const cJSON *all, pid_t pid) {
   const cJSON *s, *found = NULL;
@@ -1104,26 +1111,8 @@ Test(e2e_daemon, a_daemon_killed_with_a_clients_events_unread_counts_them_once_i
   e2e_restart_daemon(&env);
   wait_connected(1, "the client's new session");
   e2e_sleep_ms(200);
-  kill(client, SIGUSR1); /* ends its rounds */
-  cr_assert(eq(int, wait_exit(client, 60000), 0));
-  e2e_wait_disconnected(&env, WAIT_MS);
-  long long rounds = rounds_done(out_path);
-
-  cJSON *all = sessions(0);
-  double stored = 0, lost = 0;
-  int n = 0;
-  const cJSON *s;
-  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if (e2e_num(s, "pid") != client)
-      continue;
-    cr_assert(eq(str, str(s, "end_reason"), n++ == 0 ? "daemon-stopped" : "clean"));
-    stored += e2e_num(s, "events");
-    lost += e2e_num(s, "lost");
-  }
-  cJSON_Delete(all);
+  int n = end_client_and_count(client, out_path, "daemon-stopped", "clean");
   cr_assert(eq(int, n, 2), "%d sessions of the client; see %s", n, err_path);
-  cr_assert(eq(dbl, stored + lost, 2.0 * (double)rounds + 1), "stored %.0f lost %.0f of %lld",
-            stored, lost, 2 * rounds + 1);
   /* (Criterion 2.4's gt() passes on equal values: lt() with the sides
    * swapped is strict.) */
   cr_assert(lt(llong, 0,
@@ -1162,26 +1151,8 @@ Test(e2e_daemon, a_connection_given_up_is_counted_only_once_its_session_is_store
   e2e_sleep_ms(300);
   let_the_writer_in(db);
   e2e_sleep_ms(500);
-  kill(client, SIGUSR1); /* ends its rounds */
-  cr_assert(eq(int, wait_exit(client, 60000), 0));
-  e2e_wait_disconnected(&env, 30000);
-  long long rounds = rounds_done(out_path);
-
-  cJSON *all = sessions(0);
-  double stored = 0, lost = 0;
-  int n = 0;
-  const cJSON *s;
-  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
-    if (e2e_num(s, "pid") != client)
-      continue;
-    n++;
-    stored += e2e_num(s, "events");
-    lost += e2e_num(s, "lost");
-  }
-  cJSON_Delete(all);
+  int n = end_client_and_count(client, out_path, NULL, NULL);
   cr_assert(ge(int, n, 2), "%d sessions of the client; see %s", n, err_path);
-  cr_assert(eq(dbl, stored + lost, 2.0 * (double)rounds + 1), "stored %.0f lost %.0f of %lld",
-            stored, lost, 2 * rounds + 1);
   cr_assert(eq(llong,
                e2e_sql_number(&env, "SELECT COALESCE(SUM(count), 0) FROM lost WHERE why = "
                                     "'unread'"),
