@@ -58,11 +58,12 @@ static void set_session(htd_ledger_entry_t *e, int64_t session) {
   __atomic_store_n(&e->session, session, __ATOMIC_RELEASE);
 }
 
-/* 1 when the mapped file is a ledger of this layout, whole. */
+/* 1 when the file is a ledger of this layout, whole (a growth that failed
+ * may have left it longer). */
 static int looks_right(const header_t *h, size_t file_len) {
   return memcmp(h->magic, LEDGER_MAGIC, sizeof h->magic) == 0 && h->layout == LEDGER_LAYOUT &&
          h->entry_size == sizeof(htd_ledger_entry_t) && h->entries >= 1 &&
-         h->entries <= LEDGER_MAX_ENTRIES && map_bytes(h->entries) == file_len;
+         h->entries <= LEDGER_MAX_ENTRIES && map_bytes(h->entries) <= file_len;
 }
 
 static void start_afresh(htd_ledger_t *l) {
@@ -130,8 +131,14 @@ htd_ledger_t *htd_ledger_open(const char *path, char *msg, size_t msglen) {
     l->cap = LEDGER_FIRST_ENTRIES;
   }
   l->map_len = map_bytes(l->cap);
-  if ((size_t)sb.st_size != l->map_len && ftruncate(l->fd, (off_t)l->map_len) != 0) {
-    snprintf(msg, msglen, "cannot size the ledger %s: %s", path, strerror(errno));
+  /* Its blocks are reserved, not left sparse: a store into a page of a
+   * mapped file that the disk has no room for is SIGBUS. */
+  int err = (size_t)sb.st_size > l->map_len && ftruncate(l->fd, (off_t)l->map_len) != 0
+                ? errno
+                : posix_fallocate(l->fd, 0, (off_t)l->map_len);
+  if (err != 0) {
+    snprintf(msg, msglen, "cannot reserve %zu bytes for the ledger %s: %s", l->map_len, path,
+             strerror(err));
     goto fail;
   }
   void *m = mmap(NULL, l->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, l->fd, 0);
@@ -154,11 +161,13 @@ fail:
 }
 
 const htd_ledger_entry_t *htd_ledger_left(const htd_ledger_t *l, size_t *n) {
-  *n = l->nleft;
-  return l->left;
+  *n = l ? l->nleft : 0;
+  return l ? l->left : NULL;
 }
 
 void htd_ledger_settle(htd_ledger_t *l) {
+  if (!l)
+    return;
   for (size_t i = 0; i < l->nleft; i++)
     htd_ledger_finish(l, l->left[i].session);
   free(l->left);
@@ -169,11 +178,13 @@ void htd_ledger_settle(htd_ledger_t *l) {
 /* Doubles the file and its mapping. Returns 0, or -1 (logged once). */
 static int grow(htd_ledger_t *l) {
   uint32_t ncap = l->cap * 2;
-  const char *why = NULL;
-  if (ncap > LEDGER_MAX_ENTRIES)
-    why = "it holds as many sessions as it may";
-  else if (ftruncate(l->fd, (off_t)map_bytes(ncap)) != 0)
-    why = strerror(errno);
+  int err = ncap > LEDGER_MAX_ENTRIES
+                ? -1
+                : posix_fallocate(l->fd, (off_t)l->map_len, (off_t)(map_bytes(ncap) - l->map_len));
+  /* A file left longer than its header says is read as the header says. */
+  if (err > 0 && ftruncate(l->fd, (off_t)l->map_len) != 0)
+    err = errno;
+  const char *why = err < 0 ? "it holds as many sessions as it may" : err ? strerror(err) : NULL;
   void *m = why ? MAP_FAILED : mremap(l->map, l->map_len, map_bytes(ncap), MREMAP_MAYMOVE);
   if (!why && m == MAP_FAILED)
     why = strerror(errno);

@@ -43,10 +43,11 @@ typedef struct {
 
 typedef struct htd_ledger htd_ledger_t;
 
-/* Opens (creating it 0600) and maps the ledger at path. A file that is
- * not a ledger of this layout is logged and started afresh: it only ever
- * held counts. Returns NULL with msg set when the file cannot be opened,
- * sized or mapped. */
+/* Opens (creating it 0600) and maps the ledger at path, its blocks
+ * reserved on the disk. A file that is not a ledger of this layout is
+ * logged and started afresh: it only ever held counts. Returns NULL with
+ * msg set when the file cannot be opened, reserved or mapped. Every
+ * function below takes a NULL ledger, and does nothing with it. */
 htd_ledger_t *htd_ledger_open(const char *path, char *msg, size_t msglen);
 
 /* The entries a previous daemon left (sessions it had not finished

@@ -1089,11 +1089,14 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   char ledger_path[PATH_MAX];
   snprintf(ledger_path, sizeof ledger_path, "%s.ledger", opt->db_path);
   srv.ledger = htd_ledger_open(ledger_path, msg, sizeof msg);
+  if (!srv.ledger)
+    htd_log(HTD_LOG_WARN,
+            "%s; going on without it: a kill -9 of this daemon would leave the events it had "
+            "received and not stored uncounted",
+            msg);
   size_t nleft = 0;
-  const htd_ledger_entry_t *left = srv.ledger ? htd_ledger_left(srv.ledger, &nleft) : NULL;
-  srv.store = srv.ledger
-                  ? htd_store_open(opt->db_path, left, nleft, store_notify, NULL, msg, sizeof msg)
-                  : NULL;
+  const htd_ledger_entry_t *left = htd_ledger_left(srv.ledger, &nleft);
+  srv.store = htd_store_open(opt->db_path, left, nleft, store_notify, NULL, msg, sizeof msg);
   umask(old);
   if (!srv.store) {
     fprintf(stderr, "heaptraced: %s\n", msg);

@@ -1089,6 +1089,24 @@ Test(e2e_daemon, a_daemon_killed_before_storing_a_sessions_start_names_it_and_co
   cJSON_Delete(all);
 }
 
+/* A ledger that cannot be opened (here a directory where it goes) does not
+ * keep the daemon from serving: it says what it cannot count, and why. */
+Test(e2e_daemon, a_ledger_that_cannot_be_opened_is_said_and_the_daemon_serves_without_it) {
+  e2e_stop_daemon(&env);
+  char ledger[200];
+  snprintf(ledger, sizeof ledger, "%s.ledger", env.db);
+  cr_assert(eq(int, unlink(ledger), 0));
+  cr_assert(eq(int, mkdir(ledger, 0700), 0));
+  e2e_restart_daemon(&env);
+  char line[300];
+  snprintf(line, sizeof line, "cannot open the ledger %s: Is a directory; going on without it",
+           ledger);
+  cr_assert(eq(int, e2e_log_lines(&env, line), 1), "see %s", env.log);
+  assert_good_session_works(GOOD_PID);
+  e2e_stop_daemon(&env);
+  rmdir(ledger);
+}
+
 /* Killed while it read nothing (stopped, its socket full): what the client
  * had written and the daemon never read is counted too. The client goes
  * on, reconnects to the daemon started again and says what it wrote on

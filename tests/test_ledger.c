@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -148,6 +150,39 @@ Test(ledger, it_grows_past_its_first_size_and_keeps_every_entry) {
     cr_assert(eq(i64, e[i].session % 2, 0), "session %lld was finished", (long long)e[i].session);
     cr_assert(eq(u64, e[i].events, (uint64_t)e[i].session));
   }
+  htd_ledger_close(l);
+}
+
+/* A disk without room for more: the ledger does not grow (its blocks are
+ * reserved before they are used, never a SIGBUS), says so once, and keeps
+ * every entry it has. */
+Test(ledger, a_ledger_that_cannot_grow_keeps_what_it_has) {
+  htd_ledger_t *l = open_ledger();
+  ht_hello_t h = hello(900, "full");
+  struct stat sb;
+  cr_assert(eq(int, stat(path, &sb), 0));
+  size_t cap = ((size_t)sb.st_size - 64) / sizeof(htd_ledger_entry_t); /* after the header */
+  int64_t s = 0;
+  while (htd_ledger_sessions(l) < cap) /* every entry the file has */
+    htd_ledger_add(l, htd_ledger_begin(l, ++s, &h), 1, 0, 0);
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit was, rl;
+  getrlimit(RLIMIT_FSIZE, &was);
+  rl = was;
+  rl.rlim_cur = (rlim_t)sb.st_size;
+  cr_assert(eq(int, setrlimit(RLIMIT_FSIZE, &rl), 0));
+  said_count = 0;
+  cr_assert(eq(int, htd_ledger_begin(l, ++s, &h), -1));
+  cr_assert(eq(int, htd_ledger_begin(l, ++s, &h), -1));
+  cr_assert(eq(int, said_count, 1));
+  cr_assert(ne(ptr, strstr(said, "cannot grow"), NULL), "said: %s", said);
+  cr_assert(eq(int, setrlimit(RLIMIT_FSIZE, &was), 0));
+  size_t had = htd_ledger_sessions(l);
+  htd_ledger_close(l);
+  l = open_ledger();
+  size_t n;
+  htd_ledger_left(l, &n);
+  cr_assert(eq(sz, n, had));
   htd_ledger_close(l);
 }
 
