@@ -55,12 +55,30 @@ static void render_sessions(FILE *out, const cJSON *r) {
   }
 }
 
+/* " (unstored 5, unread 2)": why the session's events were lost. */
+static void lost_reasons(const cJSON *s, char *out, size_t cap) {
+  const cJSON *why = cJSON_GetObjectItemCaseSensitive(s, "lost_by_reason"), *w;
+  size_t n = 0;
+  out[0] = '\0';
+  cJSON_ArrayForEach(w, why) {
+    char name[32];
+    int len = snprintf(out + n, cap - n, "%s%s %.0f", n ? ", " : " (",
+                       clean(w->string, name, sizeof name), cJSON_GetNumberValue(w));
+    if (len < 0 || (size_t)len >= cap - n - 1)
+      break;
+    n += (size_t)len;
+  }
+  if (n)
+    snprintf(out + n, cap - n, ")");
+}
+
 static void session_line(FILE *out, const cJSON *r) {
   const cJSON *s = cJSON_GetObjectItemCaseSensitive(r, "session");
-  char app[128];
-  fprintf(out, "session %.0f: %s (pid %.0f), %s, %.0f events, %.0f lost\n", num(s, "id"),
+  char app[128], why[160];
+  lost_reasons(s, why, sizeof why);
+  fprintf(out, "session %.0f: %s (pid %.0f), %s, %.0f events, %.0f lost%s\n", num(s, "id"),
           clean(str(s, "app"), app, sizeof app), num(s, "pid"), str(s, "end_reason"),
-          num(s, "events"), num(s, "lost"));
+          num(s, "events"), num(s, "lost"), why);
 }
 
 static void render_leaks(FILE *out, const cJSON *r) {

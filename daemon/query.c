@@ -119,9 +119,11 @@ fail:
  * Sessions
  * ==================================================================== */
 
+/* The last column: the lost events by why, a JSON object. */
 #define SESSION_COLUMNS                                                                            \
   "id, pid, ppid, app, exe, argv, start_ns, end_ns, end_reason, end_detail, events, lost, "        \
-  "start_mono_ns"
+  "start_mono_ns, (SELECT json_group_object(why, n) FROM (SELECT why, SUM(count) AS n FROM lost"   \
+  " WHERE session = sessions.id GROUP BY why HAVING n > 0 ORDER BY why))"
 
 static cJSON *session_json(sqlite3_stmt *s) {
   cJSON *o = cJSON_CreateObject();
@@ -143,6 +145,10 @@ static cJSON *session_json(sqlite3_stmt *s) {
     cJSON_AddStringToObject(o, "end_detail", (const char *)sqlite3_column_text(s, 9));
   cJSON_AddNumberToObject(o, "events", (double)sqlite3_column_int64(s, 10));
   cJSON_AddNumberToObject(o, "lost", (double)sqlite3_column_int64(s, 11));
+  cJSON *why = cJSON_Parse((const char *)sqlite3_column_text(s, 13));
+  cJSON_AddItemToObject(o, "lost_by_reason", cJSON_IsObject(why) ? why : cJSON_CreateObject());
+  if (why && !cJSON_IsObject(why))
+    cJSON_Delete(why);
   return o;
 }
 
