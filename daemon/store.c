@@ -28,10 +28,13 @@
 #include "htd_schema_v4.h"
 
 #define HTD_COMMIT_INTERVAL_MS 50
-#define HTD_RETRY_MS 1000 /* a failing write (disk full) is tried again this often */
+#define HTD_RETRY_MS 1000    /* a failing write (disk full) is tried again this often */
 #define HTD_DEFERRED_MAX 256 /* PREVIOUS records waiting for their session's end */
 
-/* One statement per job kind, in htd_job_kind_t order. */
+/* Events of session ?1's earlier connection, never read, counted in ?1
+ * because that connection's session is nowhere (run_unread). */
+#define LOST_HERE "(SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = ?1 AND why = 'unread')"
+
 /* One statement per job kind, in htd_job_kind_t order. Parameters: ?1 the
  * session, ?2..?7 the job's integers a..f, ?8..?10 its strings, ?11 its
  * blob. What each integer means per kind is spelled out by the SQL. */
@@ -39,8 +42,11 @@ static const char *const job_sql[] = {
     [HTD_JOB_SESSION_BEGIN] =
         "INSERT INTO sessions(id, pid, ppid, flags, start_ns, start_mono_ns, app, exe, argv)"
         " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?8, ?9, ?10)",
-    [HTD_JOB_SESSION_END] = "UPDATE sessions SET events = ?2, lost = ?3, end_ns = ?4,"
-                            " end_reason = ?8, end_detail = NULLIF(?9, '') WHERE id = ?1",
+    /* lost: the worker's count, and what the store counted here of a
+     * connection before this one that was never read (run_unread). */
+    [HTD_JOB_SESSION_END] =
+        "UPDATE sessions SET events = ?2, lost = ?3 + " LOST_HERE ","
+        " end_ns = ?4, end_reason = ?8, end_detail = NULLIF(?9, '') WHERE id = ?1",
     [HTD_JOB_SITE] = "INSERT OR IGNORE INTO sites(session, id, line, file, func, type)"
                      " VALUES(?1, ?2, ?3, ?8, ?9, ?10)",
     [HTD_JOB_HEAP] = "INSERT OR IGNORE INTO heaps(session, id, caps0, caps1, caps2, start,"
@@ -50,7 +56,7 @@ static const char *const job_sql[] = {
     [HTD_JOB_LOST] = "INSERT INTO lost(session, stream, first_seq, count, why)"
                      " VALUES(?1, ?2, ?3, ?4, ?8)",
     [HTD_JOB_BARRIER] = NULL,
-    [HTD_JOB_PROGRESS] = "UPDATE sessions SET events = ?2, lost = ?3 WHERE id = ?1",
+    [HTD_JOB_PROGRESS] = "UPDATE sessions SET events = ?2, lost = ?3 + " LOST_HERE " WHERE id = ?1",
     [HTD_JOB_UNREAD] = NULL, /* run_unread */
 };
 #define HTD_JOB_KINDS (sizeof job_sql / sizeof *job_sql)
@@ -72,7 +78,7 @@ struct htd_store {
   size_t failed;            /* writes given up (at a stop, while failing) */
   /* PREVIOUS records whose session was still running here: counted once
    * its end is committed (run_unread). Writer thread only. */
-  sqlite3_stmt *unread[3];
+  sqlite3_stmt *unread[4]; /* UNREAD_FIND, UNREAD_COUNT, RECOVER_TOTAL, UNREAD_HERE */
   struct {
     int64_t session;
     int64_t events;
@@ -316,7 +322,14 @@ fail:
   " SELECT ?1, 0, 0, n, 'unread' FROM (SELECT ?2"                                                  \
   " - (SELECT COALESCE(SUM(count), 0) FROM event_chunks WHERE session = ?1)"                       \
   " - (SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = ?1"                                \
-  " AND why IN ('unstored', 'unread')) AS n) WHERE n > 0"
+  " AND (why = 'unstored' OR (why = 'unread' AND first_seq = 0))) AS n) WHERE n > 0"
+
+/* ?2 events of a connection nobody read, lost in session ?1; its first_seq
+ * is that connection's start ?3 (never 0: a session's own unread events
+ * have 0, which UNREAD_COUNT tells apart). */
+#define UNREAD_HERE                                                                                \
+  "INSERT INTO lost(session, stream, first_seq, count, why) SELECT ?1, 0, MAX(?3, 1), ?2,"         \
+  " 'unread' WHERE ?2 > 0"
 
 static int step_done(sqlite3_stmt *s) {
   int rc = sqlite3_step(s);
@@ -341,6 +354,25 @@ static int count_unread(htd_store_t *st, int64_t session, int64_t events) {
   return step_done(total);
 }
 
+/* The events of a connection whose session is nowhere - a daemon died
+ * before it read even its handshake - are lost in the session that
+ * reports them (its lost adds them: LOST_HERE). */
+static int count_unread_here(htd_store_t *st, int64_t session, int64_t events, int64_t start) {
+  sqlite3_stmt *here = st->unread[3];
+  sqlite3_bind_int64(here, 1, session);
+  sqlite3_bind_int64(here, 2, events);
+  sqlite3_bind_int64(here, 3, start);
+  int rc = step_done(here);
+  if (rc != 0 || sqlite3_changes(st->db) == 0)
+    return rc;
+  htd_log(HTD_LOG_WARN,
+          "session %lld: the connection it continues was never read, not even its start; its "
+          "%lld events are counted as lost here",
+          (long long)session, (long long)events);
+  sqlite3_bind_int64(st->unread[2], 1, session);
+  return step_done(st->unread[2]);
+}
+
 /* A PREVIOUS record: a: the reporting session's pid, b: the lost
  * connection's start, c: the events written on it. Its session, if still
  * running here, is counted once its end is committed (its last events
@@ -356,21 +388,18 @@ static int run_unread(htd_store_t *st, const htd_job_t *j) {
   sqlite3_reset(find);
   if (rc != SQLITE_ROW && rc != SQLITE_DONE)
     return rc;
-  if (!session) {
-    htd_log(HTD_LOG_WARN,
-            "session %lld (pid %lld): the connection it continues is not in the database; "
-            "what was written on it and never read is not counted",
-            (long long)j->session, (long long)j->a);
-    return 0;
-  }
+  if (!session) /* never read, not even its handshake: counted here */
+    return count_unread_here(st, j->session, j->c, j->b);
   if (!running)
     return count_unread(st, session, j->c);
   for (size_t i = 0; i < st->ndeferred; i++)
     if (st->deferred[i].session == session && st->deferred[i].events == j->c)
       return 0; /* deferred already, by an attempt at this batch that failed */
   if (st->ndeferred == HTD_DEFERRED_MAX) {
-    htd_log(HTD_LOG_WARN, "session %lld: too many reconnections waiting; its unread events are "
-            "not counted", (long long)session);
+    htd_log(HTD_LOG_WARN,
+            "session %lld: too many reconnections waiting; its unread events are "
+            "not counted",
+            (long long)session);
     return 0;
   }
   st->deferred[st->ndeferred].session = session;
@@ -634,8 +663,8 @@ htd_store_t *htd_store_open(const char *path, const htd_ledger_entry_t *left, si
       goto fail;
     }
   }
-  static const char *const unread_sql[] = {UNREAD_FIND, UNREAD_COUNT, RECOVER_TOTAL};
-  for (size_t k = 0; k < 3; k++) {
+  static const char *const unread_sql[] = {UNREAD_FIND, UNREAD_COUNT, RECOVER_TOTAL, UNREAD_HERE};
+  for (size_t k = 0; k < 4; k++) {
     if (sqlite3_prepare_v3(st->db, unread_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &st->unread[k],
                            NULL) != SQLITE_OK) {
       snprintf(msg, msglen, "database %s: %s", path, sqlite3_errmsg(st->db));
@@ -655,7 +684,7 @@ htd_store_t *htd_store_open(const char *path, const htd_ledger_entry_t *left, si
 fail:
   for (size_t k = 0; k < HTD_JOB_KINDS; k++)
     sqlite3_finalize(st->stmt[k]);
-  for (size_t k = 0; k < 3; k++)
+  for (size_t k = 0; k < 4; k++)
     sqlite3_finalize(st->unread[k]);
   sqlite3_close(st->db);
   free(st);
@@ -721,7 +750,7 @@ size_t htd_store_close(htd_store_t *st) {
   htd_store_dispatch(st);
   for (size_t k = 0; k < HTD_JOB_KINDS; k++)
     sqlite3_finalize(st->stmt[k]);
-  for (size_t k = 0; k < 3; k++)
+  for (size_t k = 0; k < 4; k++)
     sqlite3_finalize(st->unread[k]);
   sqlite3_close(st->db);
   pthread_mutex_destroy(&st->lock);

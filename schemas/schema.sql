@@ -62,8 +62,8 @@ CREATE TABLE IF NOT EXISTS event_chunks (
 CREATE TABLE IF NOT EXISTS lost (
   session   INTEGER NOT NULL REFERENCES sessions(id),
   stream    INTEGER NOT NULL,             -- 0: the session's, not one stream's
-  first_seq INTEGER NOT NULL,
+  first_seq INTEGER NOT NULL,             -- 'unread' of an earlier connection: its start
   count     INTEGER NOT NULL,
-  why       TEXT NOT NULL                 -- 'dropped', 'undelivered', 'gap' or 'unstored'
+  why       TEXT NOT NULL                 -- 'dropped', 'undelivered', 'gap', 'unstored' or 'unread'
 );
 CREATE INDEX IF NOT EXISTS lost_by_session ON lost(session);

@@ -1157,6 +1157,32 @@ Test(e2e_daemon, a_daemon_killed_with_a_clients_events_unread_counts_them_once_i
             env.log);
 }
 
+/* A daemon killed before it read anything of a connection, not even its
+ * handshake: that connection's session is nowhere, so the events written
+ * on it are counted as lost in the session that reports them. */
+Test(e2e_daemon, a_connection_never_read_at_all_is_counted_in_the_session_after_it,
+     .timeout = 120) {
+  char err_path[160], out_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  e2e_signal_daemon(&env, SIGSTOP); /* its listening socket still queues connections */
+  pid_t client = spawn_stream_client_flushing(STREAM_ROUNDS_FOREVER, "100", err_path, out_path);
+  e2e_sleep_ms(500); /* connected, handshake and events written, the socket full */
+  kill_daemon();
+  e2e_restart_daemon(&env);
+  wait_connected(1, "the client's new session");
+  e2e_sleep_ms(200);
+  int n = end_client_and_count(client, out_path, "clean", NULL);
+  cr_assert(eq(int, n, 1), "%d sessions of the client; see %s", n, err_path);
+  cJSON *all = sessions(0);
+  const cJSON *s = only_session_of(all, client);
+  cr_assert(lt(dbl, 0, e2e_num(cJSON_GetObjectItemCaseSensitive(s, "lost_by_reason"), "unread")),
+            "nothing was counted as unread");
+  cJSON_Delete(all);
+  cr_assert(eq(int, e2e_log_lines(&env, "was never read, not even its start"), 1), "see %s",
+            env.log);
+}
+
 /* The same record from a client that gave up a connection the daemon
  * still holds unread (drop mode, the daemon behind: a stall gives the
  * connection up): the daemon reads and stores the rest later, and only
