@@ -42,8 +42,8 @@ typedef struct {
 struct htd_session {
   htd_store_t *st;
   int64_t id;
-  uint32_t pid;    /* the handshake's */
-  uint16_t flags;  /* HT_HELLO_F_* */
+  uint32_t pid;   /* the handshake's */
+  uint16_t flags; /* HT_HELLO_F_* */
   uint16_t version;
   int ended;
   uint64_t events, lost;
@@ -403,19 +403,19 @@ int htd_session_frame(htd_session_t *s, const ht_frame_t *f, char *why, size_t w
   return rc;
 }
 
-int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen) {
-  static ht_hello_t h; /* large (argv table); the loop is single-threaded */
+int htd_session_hello(htd_session_t *s, const ht_frame_t *f, ht_hello_t *h, char *why,
+                      size_t whylen) {
   why[0] = '\0';
   if (f->type != HT_REC_HELLO) {
     snprintf(why, whylen, "first record is %s, not hello", ht_record_name(f->type));
     return HT_EORDER;
   }
-  int rc = ht_proto_decode_hello(f->payload, f->payload_len, &h);
+  int rc = ht_proto_decode_hello(f->payload, f->payload_len, h);
   if (rc == HT_EVERSION) {
     snprintf(why, whylen,
              "the client speaks protocol version %u, this heaptraced version %u: upgrade "
              "heaptraced",
-             h.version, HT_PROTO_VERSION);
+             h->version, HT_PROTO_VERSION);
     return rc;
   }
   if (rc != 0) {
@@ -423,33 +423,33 @@ int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t w
     return rc;
   }
   cJSON *argv = cJSON_CreateArray();
-  for (uint16_t i = 0; argv && i < h.argc; i++) {
-    char *a = htd_strndup(h.argv[i].s, h.argv[i].len);
+  for (uint16_t i = 0; argv && i < h->argc; i++) {
+    char *a = htd_strndup(h->argv[i].s, h->argv[i].len);
     if (a)
       cJSON_AddItemToArray(argv, cJSON_CreateString(a));
     free(a);
   }
-  s->pid = h.pid;
-  s->flags = h.flags;
-  s->version = h.version;
+  s->pid = h->pid;
+  s->flags = h->flags;
+  s->version = h->version;
   htd_job_t *j = htd_job_new(HTD_JOB_SESSION_BEGIN, s->id);
   if (!j || !argv) {
     cJSON_Delete(argv);
     free(j);
     return HT_ENOMEM;
   }
-  j->a = h.pid;
-  j->b = h.ppid;
-  j->c = h.flags;
-  j->d = (int64_t)h.start_realtime_ns;
-  j->e = (int64_t)h.start_mono_ns;
-  j->text[0] = htd_strndup(h.app.s, h.app.len);
-  j->text[1] = htd_strndup(h.exe.s, h.exe.len);
+  j->a = h->pid;
+  j->b = h->ppid;
+  j->c = h->flags;
+  j->d = (int64_t)h->start_realtime_ns;
+  j->e = (int64_t)h->start_mono_ns;
+  j->text[0] = htd_strndup(h->app.s, h->app.len);
+  j->text[1] = htd_strndup(h->exe.s, h->exe.len);
   j->text[2] = cJSON_PrintUnformatted(argv);
   cJSON_Delete(argv);
   htd_store_submit(s->st, j);
-  htd_log(HTD_LOG_INFO, "session %lld: pid %u (%.*s) connected", (long long)s->id, h.pid,
-          (int)h.app.len, h.app.s);
+  htd_log(HTD_LOG_INFO, "session %lld: pid %u (%.*s) connected", (long long)s->id, h->pid,
+          (int)h->app.len, h->app.s);
   return 0;
 }
 

@@ -9,9 +9,11 @@ typedef struct htd_session htd_session_t;
 /* Creates the session of a connection whose first frame is HELLO. */
 htd_session_t *htd_session_new(htd_store_t *st, int64_t id);
 
-/* Feeds the first frame, which must be HELLO; queues the session row.
- * Returns 0 or an HT_E* code with why filled. */
-int htd_session_hello(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen);
+/* Feeds the first frame, which must be HELLO, decoding it into *h (large:
+ * its argv table; it points into f); queues the session row. Returns 0 or
+ * an HT_E* code with why filled. */
+int htd_session_hello(htd_session_t *s, const ht_frame_t *f, ht_hello_t *h, char *why,
+                      size_t whylen);
 
 /* Feeds one frame. Returns 0; 1 when the frame was END (the session is
  * over and its end job queued); or an HT_E* code with why filled, after

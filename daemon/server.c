@@ -364,7 +364,8 @@ static int first_frame(conn_t *c, const ht_frame_t *f) {
     conn_reject(c, HT_ENOMEM, "out of memory");
     return -1;
   }
-  int rc = htd_session_hello(s, f, why, sizeof why);
+  static ht_hello_t h; /* large (its argv table); the loop is single-threaded */
+  int rc = htd_session_hello(s, f, &h, why, sizeof why);
   if (rc != 0) {
     /* No session row exists yet: nothing to mark. */
     htd_session_free(s);
@@ -382,11 +383,7 @@ static int first_frame(conn_t *c, const ht_frame_t *f) {
     return -1;
   }
   c->kind = CONN_INGEST;
-  ht_hello_t *h = malloc(sizeof *h);
-  c->ledger = h && ht_proto_decode_hello(f->payload, f->payload_len, h) == 0
-                  ? htd_ledger_begin(srv.ledger, c->session_id, h)
-                  : -1;
-  free(h);
+  c->ledger = htd_ledger_begin(srv.ledger, c->session_id, &h);
   return 0;
 }
 
