@@ -1,8 +1,9 @@
 /* ledger.c - the ledger of received events (ledger.h).
  *
  * The file: a 64-byte header (magic, layout version, entry size, number of
- * entries), then the entries. It grows by doubling (ftruncate, mremap) when
- * every entry is taken, up to LEDGER_MAX_ENTRIES. An entry's session is
+ * entries), then the entries, its blocks reserved (posix_fallocate). It
+ * grows by doubling (posix_fallocate, mremap) when every entry is taken, up
+ * to LEDGER_MAX_ENTRIES. An entry's session is
  * written last when it is taken and first when it is freed, so that a
  * daemon killed between two stores leaves either a whole entry or a free
  * one.

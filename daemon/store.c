@@ -31,6 +31,15 @@
 #define HTD_RETRY_MS 1000    /* a failing write (disk full) is tried again this often */
 #define HTD_DEFERRED_MAX 256 /* PREVIOUS records waiting for their session's end */
 
+/* The statements that count what a lost connection left unread (run_unread). */
+typedef enum {
+  UNREAD_FIND_STMT,
+  UNREAD_COUNT_STMT,
+  UNREAD_HERE_STMT,
+  TOTAL_STMT,
+  UNREAD_STMTS
+} unread_stmt_t;
+
 /* Events of session ?1's earlier connection, never read, counted in ?1
  * because that connection's session is nowhere (run_unread). */
 #define LOST_HERE "(SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = ?1 AND why = 'unread')"
@@ -78,7 +87,7 @@ struct htd_store {
   size_t failed;            /* writes given up (at a stop, while failing) */
   /* PREVIOUS records whose session was still running here: counted once
    * its end is committed (run_unread). Writer thread only. */
-  sqlite3_stmt *unread[4]; /* UNREAD_FIND, UNREAD_COUNT, RECOVER_TOTAL, UNREAD_HERE */
+  sqlite3_stmt *unread[UNREAD_STMTS]; /* by unread_stmt_t */
   struct {
     int64_t session;
     int64_t events;
@@ -174,7 +183,7 @@ static int user_version(sqlite3 *db) {
  * What a killed daemon had received and not stored (ledger.h)
  * ==================================================================== */
 
-/* The recovery's statements; ?1 the session. */
+/* The recovery's statements (recover); ?1 the session. */
 
 /* A session whose start was never committed: named from the entry. */
 #define RECOVER_NAME                                                                               \
@@ -198,27 +207,11 @@ static int user_version(sqlite3 *db) {
   "UPDATE sessions SET lost = (SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = ?1)"       \
   " WHERE id = ?1"
 
-static const char *const recover_sql[] = {RECOVER_NAME, RECOVER_LOST, RECOVER_TOTAL};
-
-/* Runs a recovery statement for entry e: count and why for the second. */
-static int recover_step(sqlite3_stmt *s, const htd_ledger_entry_t *e, uint64_t count,
-                        const char *why) {
+/* Steps a statement that returns no row, and resets it: 0 or an SQLite code. */
+static int step_done(sqlite3_stmt *s) {
+  int rc = sqlite3_step(s);
   sqlite3_reset(s);
-  sqlite3_clear_bindings(s);
-  sqlite3_bind_int64(s, 1, e->session);
-  if (why) {
-    sqlite3_bind_int64(s, 2, count > INT64_MAX ? INT64_MAX : (int64_t)count);
-    sqlite3_bind_text(s, 3, why, -1, SQLITE_STATIC);
-  } else if (sqlite3_bind_parameter_count(s) > 1) {
-    sqlite3_bind_int64(s, 2, e->pid);
-    sqlite3_bind_int64(s, 3, e->ppid);
-    sqlite3_bind_int64(s, 4, e->flags);
-    sqlite3_bind_int64(s, 5, e->start_ns);
-    sqlite3_bind_int64(s, 6, e->start_mono_ns);
-    sqlite3_bind_text(s, 7, e->app, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 8, e->exe, -1, SQLITE_STATIC);
-  }
-  return sqlite3_step(s) == SQLITE_DONE ? 0 : -1;
+  return rc == SQLITE_DONE ? 0 : rc;
 }
 
 /* Counts as lost, in each session a killed daemon left in the ledger, what
@@ -226,32 +219,49 @@ static int recover_step(sqlite3_stmt *s, const htd_ledger_entry_t *e, uint64_t c
  * it again on the same entries adds nothing. */
 static int recover(sqlite3 *db, const htd_ledger_entry_t *left, size_t nleft, char *msg,
                    size_t msglen) {
-  enum { N = sizeof recover_sql / sizeof *recover_sql };
+  enum { NAME, LOST, TOTAL, N };
+  static const char *const sql[N] = {
+      [NAME] = RECOVER_NAME, [LOST] = RECOVER_LOST, [TOTAL] = RECOVER_TOTAL};
   sqlite3_stmt *s[N] = {0};
   int rc = 0;
   for (size_t k = 0; k < N && rc == 0; k++)
-    if (sqlite3_prepare_v2(db, recover_sql[k], -1, &s[k], NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db, sql[k], -1, &s[k], NULL) != SQLITE_OK)
       rc = -1;
   for (size_t i = 0; i < nleft && rc == 0; i++) {
     const htd_ledger_entry_t *e = &left[i];
     int64_t changes = sqlite3_total_changes64(db);
-    rc = recover_step(s[0], e, 0, NULL);
+    sqlite3_bind_int64(s[NAME], 1, e->session);
+    sqlite3_bind_int64(s[NAME], 2, e->pid);
+    sqlite3_bind_int64(s[NAME], 3, e->ppid);
+    sqlite3_bind_int64(s[NAME], 4, e->flags);
+    sqlite3_bind_int64(s[NAME], 5, e->start_ns);
+    sqlite3_bind_int64(s[NAME], 6, e->start_mono_ns);
+    sqlite3_bind_text(s[NAME], 7, e->app, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s[NAME], 8, e->exe, -1, SQLITE_STATIC);
+    rc = step_done(s[NAME]);
     int named = sqlite3_total_changes64(db) != changes;
     changes = sqlite3_total_changes64(db);
-    if (rc == 0)
-      rc = recover_step(s[1], e, e->events, "unstored");
-    if (rc == 0)
-      rc = recover_step(s[1], e, e->dropped, "dropped");
-    if (rc == 0)
-      rc = recover_step(s[1], e, e->undelivered, "undelivered");
+    const struct {
+      uint64_t count;
+      const char *why;
+    } counts[] = {
+        {e->events, "unstored"}, {e->dropped, "dropped"}, {e->undelivered, "undelivered"}};
+    for (size_t k = 0; k < sizeof counts / sizeof *counts && rc == 0; k++) {
+      sqlite3_bind_int64(s[LOST], 1, e->session);
+      sqlite3_bind_int64(s[LOST], 2,
+                         counts[k].count > INT64_MAX ? INT64_MAX : (int64_t)counts[k].count);
+      sqlite3_bind_text(s[LOST], 3, counts[k].why, -1, SQLITE_STATIC);
+      rc = step_done(s[LOST]);
+    }
     if (rc == 0 && sqlite3_total_changes64(db) != changes)
       htd_log(HTD_LOG_WARN,
               "session %lld (pid %u): heaptraced stopped before it stored all it had received; "
               "what it did not store is counted as lost%s",
               (long long)e->session, e->pid,
               named ? " (the session is named from the ledger)" : "");
+    sqlite3_bind_int64(s[TOTAL], 1, e->session);
     if (rc == 0)
-      rc = recover_step(s[2], e, 0, NULL);
+      rc = step_done(s[TOTAL]);
   }
   if (rc != 0)
     snprintf(msg, msglen, "cannot account for the ledger's sessions: %s", sqlite3_errmsg(db));
@@ -301,10 +311,6 @@ fail:
 }
 
 /* ======================================================================
- * Writer
- * ==================================================================== */
-
-/* ======================================================================
  * Events a client wrote on a connection it lost and the daemon never read
  * (PREVIOUS records, PROTOCOL.md)
  * ==================================================================== */
@@ -331,46 +337,41 @@ fail:
   "INSERT INTO lost(session, stream, first_seq, count, why) SELECT ?1, 0, MAX(?3, 1), ?2,"         \
   " 'unread' WHERE ?2 > 0"
 
-static int step_done(sqlite3_stmt *s) {
-  int rc = sqlite3_step(s);
-  sqlite3_reset(s);
-  return rc == SQLITE_DONE ? 0 : rc;
+/* Runs statement k, which may add a lost row to session; if it did, says
+ * so (what) and sets the session's lost to the sum of its rows. */
+static int add_lost(htd_store_t *st, unread_stmt_t k, int64_t session, const char *what) {
+  int rc = step_done(st->unread[k]);
+  if (rc != 0 || sqlite3_changes(st->db) == 0)
+    return rc;
+  htd_log(HTD_LOG_WARN, "session %lld: %s", (long long)session, what);
+  sqlite3_bind_int64(st->unread[TOTAL_STMT], 1, session);
+  return step_done(st->unread[TOTAL_STMT]);
 }
 
 /* Counts as lost what of `events` written to ended session `session` was
  * never read. */
 static int count_unread(htd_store_t *st, int64_t session, int64_t events) {
-  sqlite3_stmt *count = st->unread[1], *total = st->unread[2];
-  sqlite3_bind_int64(count, 1, session);
-  sqlite3_bind_int64(count, 2, events);
-  int rc = step_done(count);
-  if (rc != 0 || sqlite3_changes(st->db) == 0)
-    return rc;
-  htd_log(HTD_LOG_WARN,
-          "session %lld: events its client wrote were never read (the connection was lost); "
-          "counted as lost",
-          (long long)session);
-  sqlite3_bind_int64(total, 1, session);
-  return step_done(total);
+  sqlite3_bind_int64(st->unread[UNREAD_COUNT_STMT], 1, session);
+  sqlite3_bind_int64(st->unread[UNREAD_COUNT_STMT], 2, events);
+  return add_lost(st, UNREAD_COUNT_STMT, session,
+                  "events its client wrote were never read (the connection was lost); counted "
+                  "as lost");
 }
 
 /* The events of a connection whose session is nowhere - a daemon died
  * before it read even its handshake - are lost in the session that
  * reports them (its lost adds them: LOST_HERE). */
 static int count_unread_here(htd_store_t *st, int64_t session, int64_t events, int64_t start) {
-  sqlite3_stmt *here = st->unread[3];
+  sqlite3_stmt *here = st->unread[UNREAD_HERE_STMT];
   sqlite3_bind_int64(here, 1, session);
   sqlite3_bind_int64(here, 2, events);
   sqlite3_bind_int64(here, 3, start);
-  int rc = step_done(here);
-  if (rc != 0 || sqlite3_changes(st->db) == 0)
-    return rc;
-  htd_log(HTD_LOG_WARN,
-          "session %lld: the connection it continues was never read, not even its start; its "
-          "%lld events are counted as lost here",
-          (long long)session, (long long)events);
-  sqlite3_bind_int64(st->unread[2], 1, session);
-  return step_done(st->unread[2]);
+  char what[160];
+  snprintf(what, sizeof what,
+           "the connection it continues was never read, not even its start; its %lld events are "
+           "counted as lost here",
+           (long long)events);
+  return add_lost(st, UNREAD_HERE_STMT, session, what);
 }
 
 /* A PREVIOUS record: a: the reporting session's pid, b: the lost
@@ -378,7 +379,7 @@ static int count_unread_here(htd_store_t *st, int64_t session, int64_t events, i
  * running here, is counted once its end is committed (its last events
  * are queued before its end). */
 static int run_unread(htd_store_t *st, const htd_job_t *j) {
-  sqlite3_stmt *find = st->unread[0];
+  sqlite3_stmt *find = st->unread[UNREAD_FIND_STMT];
   sqlite3_bind_int64(find, 1, j->a);
   sqlite3_bind_int64(find, 2, j->b);
   sqlite3_bind_int64(find, 3, j->session);
@@ -434,6 +435,10 @@ static void deferred_done(htd_store_t *st, int committed) {
   }
   st->ndeferred = n;
 }
+
+/* ======================================================================
+ * Writer
+ * ==================================================================== */
 
 static int run_job(htd_store_t *st, const htd_job_t *j) {
   if (j->kind == HTD_JOB_UNREAD)
@@ -663,8 +668,13 @@ htd_store_t *htd_store_open(const char *path, const htd_ledger_entry_t *left, si
       goto fail;
     }
   }
-  static const char *const unread_sql[] = {UNREAD_FIND, UNREAD_COUNT, RECOVER_TOTAL, UNREAD_HERE};
-  for (size_t k = 0; k < 4; k++) {
+  static const char *const unread_sql[UNREAD_STMTS] = {
+      [UNREAD_FIND_STMT] = UNREAD_FIND,
+      [UNREAD_COUNT_STMT] = UNREAD_COUNT,
+      [UNREAD_HERE_STMT] = UNREAD_HERE,
+      [TOTAL_STMT] = RECOVER_TOTAL,
+  };
+  for (size_t k = 0; k < UNREAD_STMTS; k++) {
     if (sqlite3_prepare_v3(st->db, unread_sql[k], -1, SQLITE_PREPARE_PERSISTENT, &st->unread[k],
                            NULL) != SQLITE_OK) {
       snprintf(msg, msglen, "database %s: %s", path, sqlite3_errmsg(st->db));
@@ -684,7 +694,7 @@ htd_store_t *htd_store_open(const char *path, const htd_ledger_entry_t *left, si
 fail:
   for (size_t k = 0; k < HTD_JOB_KINDS; k++)
     sqlite3_finalize(st->stmt[k]);
-  for (size_t k = 0; k < 4; k++)
+  for (size_t k = 0; k < UNREAD_STMTS; k++)
     sqlite3_finalize(st->unread[k]);
   sqlite3_close(st->db);
   free(st);
@@ -750,7 +760,7 @@ size_t htd_store_close(htd_store_t *st) {
   htd_store_dispatch(st);
   for (size_t k = 0; k < HTD_JOB_KINDS; k++)
     sqlite3_finalize(st->stmt[k]);
-  for (size_t k = 0; k < 4; k++)
+  for (size_t k = 0; k < UNREAD_STMTS; k++)
     sqlite3_finalize(st->unread[k]);
   sqlite3_close(st->db);
   pthread_mutex_destroy(&st->lock);
