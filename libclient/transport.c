@@ -86,11 +86,9 @@ static uint64_t orphan_undelivered; /* of streams unmapped before reporting it *
  * read all that was written: the one started again counts the rest. */
 #define HT_PREVIOUS_MAX 4
 static uint64_t conn_start_ns, conn_written;
-static struct {
-  uint64_t start_ns, events;
-} lost_conns[HT_PREVIOUS_MAX];
+static struct { uint64_t start_ns, events; } lost_conns[HT_PREVIOUS_MAX];
 static int nlost_conns;
-static _Atomic int init_state;      /* 0 not yet, 1 done (tracing or not) */
+static _Atomic int init_state; /* 0 not yet, 1 done (tracing or not) */
 static int exit_hooks_set;
 /* 1 from the stall warning until the daemon reads again; a wait that
  * began before it did (resumed_ns) is not a new stall. */
@@ -688,18 +686,22 @@ static int announce_heaps(void) {
 }
 
 /* Tells the new session what was written on the connections lost before
- * it (PREVIOUS records). io_lock held. */
+ * it (PREVIOUS records). A record is forgotten once written; one whose
+ * write failed, and those after it, wait for the next session (the daemon
+ * may have read a record written before the failure, and one it reads
+ * twice may be counted twice). io_lock held. */
 static int report_lost_connections(void) {
-  for (int i = 0; i < nlost_conns; i++) {
+  while (nlost_conns > 0) {
     uint8_t buf[32];
     ht_wbuf_t w;
     ht_wbuf_init(&w, buf, sizeof buf);
-    ht_previous_rec_t rec = {lost_conns[i].start_ns, lost_conns[i].events};
+    ht_previous_rec_t rec = {lost_conns[0].start_ns, lost_conns[0].events};
     ht_proto_put_previous(&w, &rec);
     if (write_buf(buf, w.len) != 0)
-      return -1; /* kept for the next session; the daemon counts each once */
+      return -1;
+    nlost_conns--;
+    memmove(&lost_conns[0], &lost_conns[1], (size_t)nlost_conns * sizeof lost_conns[0]);
   }
-  nlost_conns = 0;
   return 0;
 }
 
