@@ -580,6 +580,13 @@ Test(e2e_daemon, a_directory_given_as_the_database_is_refused_naming_it) {
   e2e_result_free(&r);
 }
 
+/* Starts the daemon again with --max-backlog mib. */
+static void restart_with_backlog_mib(unsigned mib) {
+  env.max_backlog_mib = mib;
+  e2e_stop_daemon(&env);
+  e2e_restart_daemon(&env);
+}
+
 /* A connection of the test's own holding a write transaction on the
  * daemon's database: the daemon's writer cannot commit until
  * let_the_writer_in(). */
@@ -636,9 +643,7 @@ static void assert_stream_session_whole(const cJSON *all, pid_t pid) {
  * sessions are whole. */
 Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout = 120) {
   const double limit = 8.0 * 1024 * 1024;
-  env.max_backlog_mib = 8;
-  e2e_stop_daemon(&env);
-  e2e_restart_daemon(&env);
+  restart_with_backlog_mib(8);
   cr_assert(eq(dbl, status_number("queue_limit_bytes"), limit));
 
   sqlite3 *db = shut_out_the_writer();
@@ -748,9 +753,7 @@ static int end_client_and_count(pid_t client, const char *out_path, const char *
  * every event the client made is stored or counted as lost. Before, the
  * socket's contents went with the connection, counted nowhere. */
 Test(e2e_daemon, a_daemon_stopped_while_a_client_waits_loses_nothing_uncounted, .timeout = 120) {
-  env.max_backlog_mib = 8;
-  e2e_stop_daemon(&env);
-  e2e_restart_daemon(&env);
+  restart_with_backlog_mib(8);
   sqlite3 *db = shut_out_the_writer();
   char err_path[160], out_path[160];
   snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
@@ -1190,9 +1193,7 @@ Test(e2e_daemon, a_connection_never_read_at_all_is_counted_in_the_session_after_
  * is nothing. Counting it when the record came would count as lost what
  * was about to be stored. */
 Test(e2e_daemon, a_connection_given_up_is_counted_only_once_its_session_is_stored, .timeout = 120) {
-  env.max_backlog_mib = 8;
-  e2e_stop_daemon(&env);
-  e2e_restart_daemon(&env);
+  restart_with_backlog_mib(8);
   sqlite3 *db = shut_out_the_writer();
   char err_path[160], out_path[160];
   snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
