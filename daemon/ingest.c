@@ -315,14 +315,14 @@ static int on_lost(htd_session_t *s, const ht_frame_t *f) {
  * never read (store.c, once that session has ended). */
 static int on_previous(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen) {
   ht_previous_rec_t rec;
-  int rc = ht_proto_decode_previous(f->payload, f->payload_len, &rec);
+  int rc = ht_proto_decode_previous(f->payload, f->payload_len, s->version, &rec);
   if (rc != 0)
     return rc;
   if (s->version < 3 || !(s->flags & HT_HELLO_F_RECONNECT)) {
     snprintf(why, whylen, "a previous record in a session that continues none");
     return HT_EORDER;
   }
-  if (rec.events > HTD_MAX_LOST)
+  if (rec.events > HTD_MAX_LOST || rec.reported > HTD_MAX_LOST)
     return HT_ELIMIT;
   htd_job_t *j = htd_job_new(HTD_JOB_UNREAD, s->id);
   if (!j)
@@ -330,6 +330,8 @@ static int on_previous(htd_session_t *s, const ht_frame_t *f, char *why, size_t 
   j->a = s->pid;
   j->b = (int64_t)rec.start_ns;
   j->c = (int64_t)rec.events;
+  j->d = (int64_t)rec.reported;
+  j->e = s->version >= 4; /* the record counts the connection's reports */
   htd_store_submit(s->st, j);
   return 0;
 }

@@ -90,7 +90,8 @@ struct htd_store {
   sqlite3_stmt *unread[UNREAD_STMTS]; /* by unread_stmt_t */
   struct {
     int64_t session;
-    int64_t events;
+    int64_t written; /* events, and with `reports` the events reported lost */
+    int reports;
     int ran; /* counted in the batch being committed */
   } deferred[HTD_DEFERRED_MAX];
   size_t ndeferred;
@@ -321,21 +322,27 @@ fail:
   "SELECT id, end_reason = 'running' FROM sessions WHERE pid = ?1 AND start_ns = ?2 AND id < ?3"   \
   " ORDER BY id DESC LIMIT 1"
 
-/* What ?2 events written to session ?1 left unread: neither stored nor
- * counted by the ledger's recovery (nor by this, already). */
+/* What of ?2 events written to session ?1 - with ?3, counting the events
+ * its LOST records reported - was left unread: neither stored (events as
+ * chunks, reports as their lost rows) nor counted by the ledger's recovery
+ * (nor by this, already). */
 #define UNREAD_COUNT                                                                               \
   "INSERT INTO lost(session, stream, first_seq, count, why)"                                       \
   " SELECT ?1, 0, 0, n, 'unread' FROM (SELECT ?2"                                                  \
   " - (SELECT COALESCE(SUM(count), 0) FROM event_chunks WHERE session = ?1)"                       \
   " - (SELECT COALESCE(SUM(count), 0) FROM lost WHERE session = ?1"                                \
-  " AND (why = 'unstored' OR (why = 'unread' AND first_seq = 0))) AS n) WHERE n > 0"
+  " AND (why = 'unstored' OR (why = 'unread' AND first_seq = 0)"                                   \
+  " OR (?3 AND why IN ('dropped', 'undelivered')))) AS n) WHERE n > 0"
 
-/* ?2 events of a connection nobody read, lost in session ?1; its first_seq
- * is that connection's start ?3 (never 0: a session's own unread events
- * have 0, which UNREAD_COUNT tells apart). */
+/* ?2 events of a connection nobody read, lost in session ?1 of pid ?4;
+ * its first_seq is that connection's start ?3 (never 0: a session's own
+ * unread events have 0, which UNREAD_COUNT tells apart). Once: a client
+ * sends the account again when the connection it wrote it on is lost. */
 #define UNREAD_HERE                                                                                \
   "INSERT INTO lost(session, stream, first_seq, count, why) SELECT ?1, 0, MAX(?3, 1), ?2,"         \
-  " 'unread' WHERE ?2 > 0"
+  " 'unread' WHERE ?2 > 0 AND NOT EXISTS (SELECT 1 FROM lost JOIN sessions"                        \
+  " ON sessions.id = lost.session WHERE sessions.pid = ?4 AND lost.stream = 0"                     \
+  " AND lost.why = 'unread' AND lost.first_seq = MAX(?3, 1))"
 
 /* Runs statement k, which may add a lost row to session; if it did, says
  * so (what) and sets the session's lost to the sum of its rows. */
@@ -348,11 +355,13 @@ static int add_lost(htd_store_t *st, unread_stmt_t k, int64_t session, const cha
   return step_done(st->unread[TOTAL_STMT]);
 }
 
-/* Counts as lost what of `events` written to ended session `session` was
- * never read. */
-static int count_unread(htd_store_t *st, int64_t session, int64_t events) {
+/* Counts as lost what of `written` (events, and with `reports` those its
+ * LOST records reported) written to ended session `session` was never
+ * read. */
+static int count_unread(htd_store_t *st, int64_t session, int64_t written, int reports) {
   sqlite3_bind_int64(st->unread[UNREAD_COUNT_STMT], 1, session);
-  sqlite3_bind_int64(st->unread[UNREAD_COUNT_STMT], 2, events);
+  sqlite3_bind_int64(st->unread[UNREAD_COUNT_STMT], 2, written);
+  sqlite3_bind_int(st->unread[UNREAD_COUNT_STMT], 3, reports);
   return add_lost(st, UNREAD_COUNT_STMT, session,
                   "events its client wrote were never read (the connection was lost); counted "
                   "as lost");
@@ -360,24 +369,31 @@ static int count_unread(htd_store_t *st, int64_t session, int64_t events) {
 
 /* The events of a connection whose session is nowhere - a daemon died
  * before it read even its handshake - are lost in the session that
- * reports them (its lost adds them: LOST_HERE). */
-static int count_unread_here(htd_store_t *st, int64_t session, int64_t events, int64_t start) {
+ * reports them (its lost adds them: LOST_HERE), with the events its LOST
+ * records reported lost. */
+static int count_unread_here(htd_store_t *st, int64_t session, int64_t pid, int64_t events,
+                             int64_t reported, int64_t start) {
   sqlite3_stmt *here = st->unread[UNREAD_HERE_STMT];
   sqlite3_bind_int64(here, 1, session);
-  sqlite3_bind_int64(here, 2, events);
+  sqlite3_bind_int64(here, 2, events + reported);
   sqlite3_bind_int64(here, 3, start);
-  char what[160];
+  sqlite3_bind_int64(here, 4, pid);
+  char what[200], more[80] = "";
+  if (reported)
+    snprintf(more, sizeof more, " (and %lld more its client reported lost on it)",
+             (long long)reported);
   snprintf(what, sizeof what,
-           "the connection it continues was never read, not even its start; its %lld events are "
+           "the connection it continues was never read, not even its start; its %lld events%s are "
            "counted as lost here",
-           (long long)events);
+           (long long)events, more);
   return add_lost(st, UNREAD_HERE_STMT, session, what);
 }
 
 /* A PREVIOUS record: a: the reporting session's pid, b: the lost
- * connection's start, c: the events written on it. Its session, if still
- * running here, is counted once its end is committed (its last events
- * are queued before its end). */
+ * connection's start, c: the events written on it, d: the events its LOST
+ * records reported, e: 1 when d is sent (version 4). Its session, if
+ * still running here, is counted once its end is committed (its last
+ * events are queued before its end). */
 static int run_unread(htd_store_t *st, const htd_job_t *j) {
   sqlite3_stmt *find = st->unread[UNREAD_FIND_STMT];
   sqlite3_bind_int64(find, 1, j->a);
@@ -390,11 +406,14 @@ static int run_unread(htd_store_t *st, const htd_job_t *j) {
   if (rc != SQLITE_ROW && rc != SQLITE_DONE)
     return rc;
   if (!session) /* never read, not even its handshake: counted here */
-    return count_unread_here(st, j->session, j->c, j->b);
+    return count_unread_here(st, j->session, j->a, j->c, j->d, j->b);
+  int64_t written = j->c + j->d; /* each at most HTD_MAX_LOST */
+  int reports = j->e != 0;
   if (!running)
-    return count_unread(st, session, j->c);
+    return count_unread(st, session, written, reports);
   for (size_t i = 0; i < st->ndeferred; i++)
-    if (st->deferred[i].session == session && st->deferred[i].events == j->c)
+    if (st->deferred[i].session == session && st->deferred[i].written == written &&
+        st->deferred[i].reports == reports)
       return 0; /* deferred already, by an attempt at this batch that failed */
   if (st->ndeferred == HTD_DEFERRED_MAX) {
     htd_log(HTD_LOG_WARN,
@@ -404,7 +423,8 @@ static int run_unread(htd_store_t *st, const htd_job_t *j) {
     return 0;
   }
   st->deferred[st->ndeferred].session = session;
-  st->deferred[st->ndeferred].events = j->c;
+  st->deferred[st->ndeferred].written = written;
+  st->deferred[st->ndeferred].reports = reports;
   st->deferred[st->ndeferred].ran = 0;
   st->ndeferred++;
   return 0;
@@ -415,7 +435,7 @@ static int run_deferred(htd_store_t *st, int64_t session) {
   for (size_t i = 0; i < st->ndeferred; i++) {
     if (st->deferred[i].session != session)
       continue;
-    int rc = count_unread(st, session, st->deferred[i].events);
+    int rc = count_unread(st, session, st->deferred[i].written, st->deferred[i].reports);
     if (rc != 0)
       return rc;
     st->deferred[i].ran = 1;

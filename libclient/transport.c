@@ -80,13 +80,20 @@ static uint64_t retry_at_ns, retry_ms = HT_RETRY_FIRST_MS;
 static uint64_t connected_ns;       /* when the current connection was made */
 static int brief_losses;            /* connections in a row lost within HT_REFUSED_MS */
 static uint64_t orphan_undelivered; /* of streams unmapped before reporting it */
-/* The current connection's HELLO time and the events written on it in
- * whole EVENTS frames; and, for the next session's PREVIOUS records, those
- * of the connections lost since (io_lock). A daemon that died may not have
- * read all that was written: the one started again counts the rest. */
+/* The current connection's HELLO time, the events written on it in whole
+ * EVENTS frames and those its LOST records counted; and, for PREVIOUS
+ * records, those of the last connections lost, each `sent` once written
+ * on the current connection (io_lock). A daemon that died may not have
+ * read all that was written: the one started again counts the rest. An
+ * account written on a connection that is lost in turn is sent again on
+ * the next, as that one may never have been read either (the daemon
+ * counts each account once, however often it comes). */
 #define HT_PREVIOUS_MAX 4
-static uint64_t conn_start_ns, conn_written;
-static struct { uint64_t start_ns, events; } lost_conns[HT_PREVIOUS_MAX];
+static uint64_t conn_start_ns, conn_written, conn_reported;
+static struct {
+  uint64_t start_ns, events, reported;
+  int sent;
+} lost_conns[HT_PREVIOUS_MAX];
 static int nlost_conns;
 static _Atomic int init_state; /* 0 not yet, 1 done (tracing or not) */
 static int exit_hooks_set;
@@ -153,10 +160,14 @@ static void drop_socket(void) {
 }
 
 /* The connection is being lost: what was written on it is kept for the
- * next session to report. The oldest goes when there are too many (a
- * daemon that keeps dying). io_lock held. */
+ * next session to report, with the accounts written on it. The oldest
+ * goes when there are too many (a daemon that keeps dying). io_lock held. */
 static void remember_connection(void) {
-  if (sock_fd < 0 || conn_written == 0)
+  if (sock_fd < 0)
+    return;
+  for (int i = 0; i < nlost_conns; i++)
+    lost_conns[i].sent = 0;
+  if (conn_written == 0 && conn_reported == 0)
     return;
   if (nlost_conns == HT_PREVIOUS_MAX) {
     memmove(&lost_conns[0], &lost_conns[1], sizeof lost_conns - sizeof lost_conns[0]);
@@ -164,8 +175,11 @@ static void remember_connection(void) {
   }
   lost_conns[nlost_conns].start_ns = conn_start_ns;
   lost_conns[nlost_conns].events = conn_written;
+  lost_conns[nlost_conns].reported = conn_reported;
+  lost_conns[nlost_conns].sent = 0;
   nlost_conns++;
   conn_written = 0;
+  conn_reported = 0;
 }
 
 /* 1 when the connection had lasted HT_REFUSED_MS by t_ns (a time of its
@@ -413,7 +427,10 @@ static int send_lost(uint32_t stream, uint64_t first_seq, uint64_t count, uint8_
   ht_wbuf_init(&w, buf, sizeof buf);
   ht_lost_rec_t rec = {stream, first_seq, count, why};
   ht_proto_put_lost(&w, &rec);
-  return write_buf(buf, w.len);
+  int rc = write_buf(buf, w.len);
+  if (rc == 0)
+    conn_reported += count;
+  return rc;
 }
 
 /* ======================================================================
@@ -646,6 +663,7 @@ static int send_hello(void) {
   h.start_realtime_ns = realtime_ns();
   conn_start_ns = h.start_realtime_ns;
   conn_written = 0;
+  conn_reported = 0;
   h.start_mono_ns = ht__clock_real_ns();
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   exe[n > 0 ? n : 0] = '\0';
@@ -686,21 +704,20 @@ static int announce_heaps(void) {
 }
 
 /* Tells the new session what was written on the connections lost before
- * it (PREVIOUS records). A record is forgotten once written; one whose
- * write failed, and those after it, wait for the next session (the daemon
- * may have read a record written before the failure, and one it reads
- * twice may be counted twice). io_lock held. */
+ * it (PREVIOUS records), those not written on it yet; one whose write
+ * failed, and those after it, wait for the next session. io_lock held. */
 static int report_lost_connections(void) {
-  while (nlost_conns > 0) {
-    uint8_t buf[32];
+  for (int i = 0; i < nlost_conns; i++) {
+    if (lost_conns[i].sent)
+      continue;
+    uint8_t buf[64];
     ht_wbuf_t w;
     ht_wbuf_init(&w, buf, sizeof buf);
-    ht_previous_rec_t rec = {lost_conns[0].start_ns, lost_conns[0].events};
-    ht_proto_put_previous(&w, &rec);
+    ht_previous_rec_t rec = {lost_conns[i].start_ns, lost_conns[i].events, lost_conns[i].reported};
+    ht_proto_put_previous(&w, &rec, HT_PROTO_VERSION);
     if (write_buf(buf, w.len) != 0)
       return -1;
-    nlost_conns--;
-    memmove(&lost_conns[0], &lost_conns[1], (size_t)nlost_conns * sizeof lost_conns[0]);
+    lost_conns[i].sent = 1;
   }
   return 0;
 }
@@ -751,6 +768,7 @@ static int connect_daemon(void) {
   sock_dev = sb.st_dev;
   sock_ino = sb.st_ino;
   if (send_hello() != 0 || announce_heaps() != 0 || report_lost_connections() != 0) {
+    remember_connection(); /* what it took of the accounts is sent again */
     drop_socket();
     return -EPIPE;
   }
@@ -969,6 +987,7 @@ static void atfork_child(void) {
   orphan_undelivered = 0;
   nlost_conns = 0; /* the parent's connections */
   conn_written = 0;
+  conn_reported = 0;
   ht__stream_forget_all();
   hello_flags = HT_HELLO_F_FORKED;
   atomic_store(&init_state, 0);

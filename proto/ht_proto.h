@@ -21,12 +21,14 @@
 /* ---- limits: every length on the wire is checked against one of these ---- */
 #define HT_PROTO_MAGIC "HTRC"
 #define HT_PROTO_MAGIC_LEN 4
-#define HT_PROTO_VERSION 3 /* 3: PREVIOUS; 2: compact events; older clients are still served */
-#define HT_PROTO_FRAME_PREFIX 4       /* u32 body length */
-#define HT_PROTO_MAX_FRAME (1u << 20) /* body bytes, record type included */
-#define HT_PROTO_MAX_STRING 4096      /* bytes of one string */
-#define HT_PROTO_MAX_ARGS 256         /* argv entries in a handshake */
-#define HT_PROTO_MAX_EVENT_BYTES 128  /* one encoded event, worst case */
+/* 4: PREVIOUS counts reports; 3: PREVIOUS; 2: compact events. Clients of
+ * every version are served. */
+#define HT_PROTO_VERSION 4
+#define HT_PROTO_FRAME_PREFIX 4                  /* u32 body length */
+#define HT_PROTO_MAX_FRAME (1u << 20)            /* body bytes, record type included */
+#define HT_PROTO_MAX_STRING 4096                 /* bytes of one string */
+#define HT_PROTO_MAX_ARGS 256                    /* argv entries in a handshake */
+#define HT_PROTO_MAX_EVENT_BYTES 128             /* one encoded event, worst case */
 #define HT_PROTO_EVENTS_HEAD (4 + 1 + 4 + 8 + 4) /* frame prefix + EVENTS header */
 #define HT_PROTO_MAX_FRAME_EVENTS (HT_PROTO_MAX_FRAME / 8)
 #define HT_PROTO_CAPS_PRIOS 3         /* caps masks per heap region */
@@ -312,10 +314,12 @@ typedef struct {
 
 /* A reconnected client's account of a connection it lost: the one whose
  * HELLO said start_ns, on which it wrote `events` events in whole EVENTS
- * frames. The daemon counts as lost those of them that were never read. */
+ * frames and LOST records counting `reported` events (version 4). The
+ * daemon counts as lost what of them it never read. */
 typedef struct {
   uint64_t start_ns; /* that HELLO's start_realtime_ns */
   uint64_t events;
+  uint64_t reported; /* 0 below version 4, which does not send it */
 } ht_previous_rec_t;
 
 typedef struct {
@@ -346,7 +350,8 @@ int ht_proto_decode_site(const uint8_t *p, size_t n, ht_site_rec_t *out);
 int ht_proto_decode_heap(const uint8_t *p, size_t n, ht_heap_rec_t *out);
 int ht_proto_decode_lost(const uint8_t *p, size_t n, ht_lost_rec_t *out);
 int ht_proto_decode_end(const uint8_t *p, size_t n, ht_end_rec_t *out);
-int ht_proto_decode_previous(const uint8_t *p, size_t n, ht_previous_rec_t *out);
+/* PREVIOUS as a client of `version` writes it: `reported` from version 4. */
+int ht_proto_decode_previous(const uint8_t *p, size_t n, uint16_t version, ht_previous_rec_t *out);
 
 /* Events: begin reads the header, next yields one event at a time.
  * next returns 1 with an event, 0 when the frame is exhausted (and exactly
@@ -369,7 +374,7 @@ void ht_proto_put_site(ht_wbuf_t *w, const ht_site_rec_t *s);
 void ht_proto_put_heap(ht_wbuf_t *w, const ht_heap_rec_t *h);
 void ht_proto_put_lost(ht_wbuf_t *w, const ht_lost_rec_t *l);
 void ht_proto_put_end(ht_wbuf_t *w, const ht_end_rec_t *e);
-void ht_proto_put_previous(ht_wbuf_t *w, const ht_previous_rec_t *p);
+void ht_proto_put_previous(ht_wbuf_t *w, const ht_previous_rec_t *p, uint16_t version);
 
 /* Writes the prefix and header of an EVENTS frame whose event bytes
  * (data_len of them, already encoded) follow separately, as with writev. */

@@ -452,18 +452,21 @@ int ht_proto_decode_end(const uint8_t *p, size_t n, ht_end_rec_t *out) {
   return finish(&c);
 }
 
-void ht_proto_put_previous(ht_wbuf_t *w, const ht_previous_rec_t *p) {
+void ht_proto_put_previous(ht_wbuf_t *w, const ht_previous_rec_t *p, uint16_t version) {
   size_t at = open_frame(w, HT_REC_PREVIOUS);
   ht_put_u64(w, p->start_ns);
   ht_put_varint(w, p->events);
+  if (version >= 4)
+    ht_put_varint(w, p->reported);
   close_frame(w, at);
 }
 
-int ht_proto_decode_previous(const uint8_t *p, size_t n, ht_previous_rec_t *out) {
+int ht_proto_decode_previous(const uint8_t *p, size_t n, uint16_t version, ht_previous_rec_t *out) {
   ht_cur_t c;
   ht_cur_init(&c, p, n);
   out->start_ns = ht_get_u64(&c);
   out->events = ht_get_varint(&c);
+  out->reported = version >= 4 ? ht_get_varint(&c) : 0;
   return finish(&c);
 }
 

@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS event_chunks (
 CREATE TABLE IF NOT EXISTS lost (
   session   INTEGER NOT NULL REFERENCES sessions(id),
   stream    INTEGER NOT NULL,             -- 0: the session's, not one stream's
-  first_seq INTEGER NOT NULL,             -- 'unread' of an earlier connection: its start
+  first_seq INTEGER NOT NULL,             -- 'unread' of a connection never read: its start
   count     INTEGER NOT NULL,
   why       TEXT NOT NULL                 -- 'dropped', 'undelivered', 'gap', 'unstored' or 'unread'
 );

@@ -91,14 +91,20 @@ int raw_wait_closed(raw_client_t *c, int timeout_ms) {
  * ==================================================================== */
 
 size_t raw_encode_hello(uint8_t *out, size_t cap, uint32_t pid, const char *app) {
+  return raw_encode_hello_as(out, cap, pid, app, realtime_ns(), 0, HT_PROTO_VERSION);
+}
+
+size_t raw_encode_hello_as(uint8_t *out, size_t cap, uint32_t pid, const char *app,
+                           uint64_t start_realtime_ns, uint16_t flags, uint16_t version) {
   static ht_hello_t h; /* the argv table is large */
   memset(&h, 0, sizeof h);
-  h.version = HT_PROTO_VERSION;
+  h.version = version;
   h.ptr_size = (uint8_t)sizeof(void *);
   h.clock = 1;
+  h.flags = flags;
   h.pid = pid;
   h.ppid = 1;
-  h.start_realtime_ns = realtime_ns();
+  h.start_realtime_ns = start_realtime_ns;
   h.start_mono_ns = raw_now_ns();
   h.app = ht_str(app);
   h.exe = ht_str("/raw/client");

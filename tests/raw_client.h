@@ -44,6 +44,9 @@ int raw_wait_closed(raw_client_t *c, int timeout_ms);
  * entry: app) into out. Returns its length; asserts that it fits. Tests
  * that break a handshake patch these bytes. */
 size_t raw_encode_hello(uint8_t *out, size_t cap, uint32_t pid, const char *app);
+/* The same with the handshake's time, flags (HT_HELLO_F_*) and version. */
+size_t raw_encode_hello_as(uint8_t *out, size_t cap, uint32_t pid, const char *app,
+                           uint64_t start_realtime_ns, uint16_t flags, uint16_t version);
 /* Byte offsets of HELLO fields inside a frame from raw_encode_hello. */
 #define RAW_HELLO_MAGIC_AT 5
 #define RAW_HELLO_VERSION_AT 9

@@ -1160,6 +1160,19 @@ Test(e2e_daemon, a_daemon_killed_with_a_clients_events_unread_counts_them_once_i
             env.log);
 }
 
+/* Kills the stopped daemon, starts it again and, once ht_stream_client
+ * (stdout at out_path, stderr at err_path) has reconnected, ends it: its
+ * one session holds every event it made, stored or counted as lost. */
+static void kill_and_count_in_one_session(pid_t client, const char *err_path,
+                                          const char *out_path) {
+  kill_daemon();
+  e2e_restart_daemon(&env);
+  wait_connected(1, "the client's new session");
+  e2e_sleep_ms(200);
+  int n = end_client_and_count(client, out_path, "clean", NULL);
+  cr_assert(eq(int, n, 1), "%d sessions of the client; see %s", n, err_path);
+}
+
 /* A daemon killed before it read anything of a connection, not even its
  * handshake: that connection's session is nowhere, so the events written
  * on it are counted as lost in the session that reports them. */
@@ -1171,18 +1184,43 @@ Test(e2e_daemon, a_connection_never_read_at_all_is_counted_in_the_session_after_
   e2e_signal_daemon(&env, SIGSTOP); /* its listening socket still queues connections */
   pid_t client = spawn_stream_client_flushing(STREAM_ROUNDS_FOREVER, "100", err_path, out_path);
   e2e_sleep_ms(500); /* connected, handshake and events written, the socket full */
-  kill_daemon();
-  e2e_restart_daemon(&env);
-  wait_connected(1, "the client's new session");
-  e2e_sleep_ms(200);
-  int n = end_client_and_count(client, out_path, "clean", NULL);
-  cr_assert(eq(int, n, 1), "%d sessions of the client; see %s", n, err_path);
+  kill_and_count_in_one_session(client, err_path, out_path);
   cJSON *all = sessions(0);
   const cJSON *s = only_session_of(all, client);
   cr_assert(lt(dbl, 0, e2e_num(cJSON_GetObjectItemCaseSensitive(s, "lost_by_reason"), "unread")),
             "nothing was counted as unread");
   cJSON_Delete(all);
   cr_assert(eq(int, e2e_log_lines(&env, "was never read, not even its start"), 1), "see %s",
+            env.log);
+}
+
+/* The same in drop mode: the client gives the never-read connection up
+ * after its stall and makes another to the stopped daemon, on which it
+ * reports in LOST records what the first could not take; that one is
+ * never read either. Once the daemon is back, the client's account of
+ * each (PREVIOUS) counts those reports with the events written on it:
+ * again every event the client made is stored or counted as lost. */
+Test(e2e_daemon, reports_written_on_a_connection_never_read_are_counted_too, .timeout = 120) {
+  char err_path[160], out_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  e2e_signal_daemon(&env, SIGSTOP);
+  setenv("HEAPTRACE_MODE", "drop", 1);
+  pid_t client = spawn_stream_client_flushing(STREAM_ROUNDS_FOREVER, "100", err_path, out_path);
+  unsetenv("HEAPTRACE_MODE");
+  for (int waited = 0;; waited += 50) {
+    char *err = e2e_read_file(err_path);
+    int given_up = err && strstr(err, "the connection is given up") != NULL;
+    free(err);
+    if (given_up)
+      break;
+    cr_assert(lt(int, waited, 30000), "the client did not give its connection up; see %s",
+              err_path);
+    e2e_sleep_ms(50);
+  }
+  e2e_sleep_ms(1000); /* a new connection, its reports written; its stall is 5 s away */
+  kill_and_count_in_one_session(client, err_path, out_path);
+  cr_assert(le(int, 1, e2e_log_lines(&env, "more its client reported lost on it")), "see %s",
             env.log);
 }
 

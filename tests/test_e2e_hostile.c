@@ -690,6 +690,147 @@ Test(e2e_hostile, control_request_that_is_not_json_gets_an_error_reply) {
 }
 
 /* ======================================================================
+ * A reconnected client's account of a lost connection (PREVIOUS)
+ * ==================================================================== */
+
+#define LOSER_PID 700090u
+/* HELLO times: the lost connection's, and the i-th after it, a second
+ * apart (heapctl shows them in ms). */
+#define LOSER_START 1700000000000000000ull
+#define LOSER_AT(i) (LOSER_START + (uint64_t)(i)*1000000000ull)
+
+/* Connects and says HELLO as a client of `version` whose handshake time is
+ * start, with flags (HT_HELLO_F_*). */
+static void loser_hello(raw_client_t *c, uint32_t pid, uint64_t start, uint16_t flags,
+                        uint16_t version) {
+  uint8_t buf[512];
+  size_t n = raw_encode_hello_as(buf, sizeof buf, pid, "loser", start, flags, version);
+  raw_connect(c, env.socket);
+  cr_assert(eq(int, raw_send(c, buf, n), 0));
+}
+
+/* The connection a daemon lost: 10 mallocs and a LOST record reporting 5
+ * dropped, then closed without END (as by a daemon that died: the session
+ * ends disconnected). */
+static void send_lost_connection(uint32_t pid, uint16_t version) {
+  raw_client_t c;
+  raw_stream_t s;
+  loser_hello(&c, pid, LOSER_START, 0, version);
+  raw_site(&c, HOSTILE_SITE, 1, "loser.c", "lose");
+  raw_stream_init(&s, 1, raw_now_ns());
+  send_mallocs(&c, &s, 10);
+  uint8_t buf[64];
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, sizeof buf);
+  ht_proto_put_lost(&w, &(ht_lost_rec_t){1, 10, 5, HT_LOST_DROPPED});
+  cr_assert(eq(int, raw_send(&c, buf, w.len), 0));
+  raw_close(&c);
+  e2e_wait_disconnected(&env, RAW_WAIT_MS);
+}
+
+/* A reconnected session (its HELLO at start) that sends PREVIOUS records
+ * (as a client of `version`) for the connections that began at starts[i],
+ * with events[i] events and reported[i] reported lost written on each,
+ * then ends clean. */
+static void send_previous(uint32_t pid, uint64_t start, uint16_t version, size_t n,
+                          const uint64_t *starts, const uint64_t *events,
+                          const uint64_t *reported) {
+  raw_client_t c;
+  loser_hello(&c, pid, start, HT_HELLO_F_RECONNECT, version);
+  for (size_t i = 0; i < n; i++) {
+    uint8_t buf[64];
+    ht_wbuf_t w;
+    ht_wbuf_init(&w, buf, sizeof buf);
+    ht_proto_put_previous(&w, &(ht_previous_rec_t){starts[i], events[i], reported[i]}, version);
+    cr_assert(eq(int, raw_send(&c, buf, w.len), 0));
+  }
+  raw_end(&c);
+  cr_assert(raw_wait_closed(&c, RAW_WAIT_MS), "the daemon did not commit the reconnected session");
+  raw_close(&c);
+}
+
+/* The session of pid whose HELLO said start, from all (heapctl sessions). */
+static const cJSON *session_started(const cJSON *all, uint32_t pid, uint64_t start) {
+  const cJSON *s, *found = NULL;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if (e2e_num(s, "pid") == pid && e2e_num(s, "start_ms") == (double)(start / 1000000))
+      found = s;
+  }
+  cr_assert(ne(ptr, (void *)found, NULL), "no session of pid %u started at %llu", pid,
+            (unsigned long long)start);
+  return found;
+}
+
+/* Asserts session s's lost count, and its reasons: dropped and unread. */
+static void assert_lost(const cJSON *s, double dropped, double unread) {
+  const cJSON *why = cJSON_GetObjectItemCaseSensitive(s, "lost_by_reason");
+  const cJSON *d = cJSON_GetObjectItemCaseSensitive(why, "dropped");
+  const cJSON *u = cJSON_GetObjectItemCaseSensitive(why, "unread");
+  cr_assert(eq(dbl, d ? cJSON_GetNumberValue(d) : 0, dropped), "dropped");
+  cr_assert(eq(dbl, u ? cJSON_GetNumberValue(u) : 0, unread), "unread");
+  cr_assert(eq(dbl, e2e_num(s, "lost"), dropped + unread));
+}
+
+/* 14 events written on the lost connection and LOST records counting 12
+ * more: the daemon read 10 events and a record counting 5, so 4 events
+ * and 7 reported were never read: 11 unread. A connection whose session
+ * is nowhere has all of its account counted in the session that reports
+ * it. Said again (a client sends its accounts again when the connection
+ * it wrote them on is lost), nothing more is counted, anywhere. */
+Test(e2e_hostile, previous_counts_what_a_lost_connection_carried_and_was_never_read) {
+  send_lost_connection(LOSER_PID, HT_PROTO_VERSION);
+  const uint64_t starts[] = {LOSER_START, LOSER_AT(-1)}; /* the second is nowhere */
+  const uint64_t events[] = {14, 3}, reported[] = {12, 4};
+  send_previous(LOSER_PID, LOSER_AT(1), HT_PROTO_VERSION, 1, starts, events, reported);
+  send_previous(LOSER_PID, LOSER_AT(2), HT_PROTO_VERSION, 2, starts, events, reported);
+  send_previous(LOSER_PID, LOSER_AT(3), HT_PROTO_VERSION, 2, starts, events, reported);
+  cJSON *all = sessions();
+  const cJSON *lost = session_started(all, LOSER_PID, LOSER_START);
+  cr_assert(eq(str, str(lost, "end_reason"), "disconnected"));
+  cr_assert(eq(dbl, e2e_num(lost, "events"), 10));
+  assert_lost(lost, 5, 11);
+  assert_lost(session_started(all, LOSER_PID, LOSER_AT(1)), 0, 0);
+  assert_lost(session_started(all, LOSER_PID, LOSER_AT(2)), 0, 3 + 4);
+  assert_lost(session_started(all, LOSER_PID, LOSER_AT(3)), 0, 0);
+  cJSON_Delete(all);
+  assert_log_lines("events its client wrote were never read", 1);
+  assert_log_lines("its 3 events (and 4 more its client reported lost on it) are counted as lost "
+                   "here",
+                   1);
+  assert_daemon_stops_cleanly();
+}
+
+/* A version 3 client's record counts events only: of its 14, 4 were
+ * never read; the LOST record the daemon read is not subtracted from
+ * them. */
+Test(e2e_hostile, previous_of_a_version_3_client_counts_its_events_only) {
+  send_lost_connection(LOSER_PID, 3);
+  const uint64_t starts[] = {LOSER_START}, events[] = {14}, reported[] = {0};
+  send_previous(LOSER_PID, LOSER_AT(1), 3, 1, starts, events, reported);
+  cJSON *all = sessions();
+  assert_lost(session_started(all, LOSER_PID, LOSER_START), 5, 4);
+  cJSON_Delete(all);
+  assert_daemon_stops_cleanly();
+}
+
+static void send_previous_unasked(void) {
+  raw_client_t c;
+  hostile_start(&c);
+  uint8_t buf[64];
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, sizeof buf);
+  ht_proto_put_previous(&w, &(ht_previous_rec_t){LOSER_START, 10, 0}, HT_PROTO_VERSION);
+  raw_send(&c, buf, w.len);
+  expect_hangup(&c);
+}
+
+Test(e2e_hostile, previous_in_a_session_that_reconnects_nothing_is_a_protocol_error) {
+  beside_bystander(send_previous_unasked);
+  assert_marked("a previous record in a session that continues none (HT_EORDER)");
+  assert_daemon_stops_cleanly();
+}
+
+/* ======================================================================
  * Volume
  * ==================================================================== */
 

@@ -101,7 +101,7 @@ static int decode_payload(uint8_t type, const uint8_t *p, size_t n,
   case HT_REC_END:
     return ht_proto_decode_end(p, n, &end);
   case HT_REC_PREVIOUS:
-    return ht_proto_decode_previous(p, n, &previous);
+    return ht_proto_decode_previous(p, n, HT_PROTO_VERSION, &previous);
   }
   return HT_ERECORD;
 }
@@ -366,14 +366,34 @@ Test(roundtrip, lost_keeps_every_field) {
 }
 
 Test(roundtrip, previous_keeps_every_field) {
-  ht_previous_rec_t in = {UINT64_MAX - 1, UINT64_MAX}, out;
+  ht_previous_rec_t in = {UINT64_MAX - 1, UINT64_MAX, UINT64_MAX - 2}, out;
   ht_wbuf_t w;
   ht_wbuf_init(&w, wire, sizeof wire);
-  ht_proto_put_previous(&w, &in);
+  ht_proto_put_previous(&w, &in, HT_PROTO_VERSION);
   ht_frame_t f = split_single(&w, HT_REC_PREVIOUS);
-  cr_assert(eq(int, ht_proto_decode_previous(f.payload, f.payload_len, &out), 0));
+  cr_assert(eq(int, ht_proto_decode_previous(f.payload, f.payload_len, HT_PROTO_VERSION, &out), 0));
   cr_assert(eq(u64, out.start_ns, in.start_ns));
   cr_assert(eq(u64, out.events, in.events));
+  cr_assert(eq(u64, out.reported, in.reported));
+}
+
+/* A version 3 client sends no reported count: its record decodes as it
+ * wrote it, and one with the count is not a version 3 record. */
+Test(roundtrip, previous_of_version_3_has_no_reported_count) {
+  ht_previous_rec_t in = {12345, 678, 90}, out;
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, wire, sizeof wire);
+  ht_proto_put_previous(&w, &in, 3);
+  ht_frame_t f = split_single(&w, HT_REC_PREVIOUS);
+  cr_assert(eq(int, ht_proto_decode_previous(f.payload, f.payload_len, 3, &out), 0));
+  cr_assert(eq(u64, out.start_ns, in.start_ns));
+  cr_assert(eq(u64, out.events, in.events));
+  cr_assert(eq(u64, out.reported, 0));
+  cr_assert(eq(int, ht_proto_decode_previous(f.payload, f.payload_len, 4, &out), HT_ETRUNCATED));
+  ht_wbuf_init(&w, wire, sizeof wire);
+  ht_proto_put_previous(&w, &in, 4);
+  f = split_single(&w, HT_REC_PREVIOUS);
+  cr_assert(eq(int, ht_proto_decode_previous(f.payload, f.payload_len, 3, &out), HT_ETRAILING));
 }
 
 Test(roundtrip, end_keeps_every_reason_and_the_undelivered_count) {
@@ -629,12 +649,14 @@ ParameterizedTestParameters(malformed, each_input_gets_its_own_error) {
           0x80, 0x80, 0x80, 0x80, 0x10, 0, 0, HT_LOST_DROPPED),
       ROW("lost with an unknown reason", HT_REC_LOST, HT_ELIMIT, 1, 0, 1, 3),
       ROW("lost cut before its reason", HT_REC_LOST, HT_ETRUNCATED, 1, 0, 1),
-      /* PREVIOUS: start_ns (u64), events */
-      ROW("previous", HT_REC_PREVIOUS, HT_OK, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+      /* PREVIOUS: start_ns (u64), events, reported */
+      ROW("previous", HT_REC_PREVIOUS, HT_OK, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
       ROW("previous cut in its start", HT_REC_PREVIOUS, HT_ETRUNCATED, 1, 2, 3, 4, 5, 6, 7),
       ROW("previous without its count", HT_REC_PREVIOUS, HT_ETRUNCATED, 1, 2, 3, 4, 5, 6, 7, 8),
+      ROW("previous without its reported count", HT_REC_PREVIOUS, HT_ETRUNCATED, 1, 2, 3, 4, 5, 6,
+          7, 8, 9),
       ROW("previous with a byte after it", HT_REC_PREVIOUS, HT_ETRAILING, 1, 2, 3, 4, 5, 6, 7, 8,
-          9, 0),
+          9, 10, 0),
       /* END: reason, undelivered */
       ROW("end with a trailing byte", HT_REC_END, HT_ETRAILING, HT_END_CLEAN, 0, 0xaa),
       ROW("end with reason 0", HT_REC_END, HT_ELIMIT, HT_END_RUNNING, 0),

@@ -76,8 +76,9 @@ def end(reason, undelivered, signal=6):
     return frame(REC_END, bytes([reason]) + varint(undelivered) + killed)
 
 
-def previous(start_ns, events):
-    return frame(REC_PREVIOUS, struct.pack("<Q", start_ns) + varint(events))
+def previous(start_ns, events, reported=None):
+    tail = b"" if reported is None else varint(reported)  # version 4 sends reported
+    return frame(REC_PREVIOUS, struct.pack("<Q", start_ns) + varint(events) + tail)
 
 
 class Stream:
@@ -201,7 +202,7 @@ def seeds():
         "heap": heap(3, [CAP_DMA, CAPS_DEFAULT, 0xFFFFFFFF], 0xFFFF800000000000, 1 << 40, "pool"),
         "lost": lost(0xFFFFFFFF, U64 - 100, 100),
         "end": end(END_KILLED, U64),
-        "previous": previous(U64 - 1, 123456),
+        "previous": previous(U64 - 1, 123456, 7890),
         "events": s.frame(every_op(s)),
         "events_empty": Stream(3).frame([]),
         "events_compact": compact_ops(Stream(9)),
