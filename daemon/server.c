@@ -37,6 +37,7 @@
 
 #include "htd.h"
 #include "ingest.h"
+#include "left.h"
 #include "peer.h"
 #include "query.h"
 #include "summary.h"
@@ -150,6 +151,19 @@ static int summarize(sqlite3 *db, int64_t session) {
   return rc;
 }
 
+/* 1 when session has a summary of this model version. */
+static int has_summary(sqlite3 *db, int64_t session) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM summaries WHERE session = ?1 AND version = ?2", -1, &s,
+                         NULL) != SQLITE_OK)
+    return 0;
+  sqlite3_bind_int64(s, 1, session);
+  sqlite3_bind_int(s, 2, HTQ_MODEL_VERSION);
+  int has = sqlite3_step(s) == SQLITE_ROW;
+  sqlite3_finalize(s);
+  return has;
+}
+
 static void summary_work(int64_t session) {
   sqlite3 *db;
   if (sqlite3_open_v2(srv.opt->db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
@@ -159,7 +173,8 @@ static void summary_work(int64_t session) {
   }
   sqlite3_busy_timeout(db, 30000);
   if (session > 0) {
-    summarize(db, session);
+    if (!has_summary(db, session)) /* the start's look for any may have made it */
+      summarize(db, session);
   } else {
     sqlite3_stmt *s;
     /* Sessions without a summary of this model version. */
@@ -273,6 +288,65 @@ static void summary_when_committed(int64_t session) {
   j->done = summary_after_commit;
   j->done_arg = (void *)(intptr_t)session;
   htd_store_submit(srv.store, j);
+}
+
+/* ======================================================================
+ * Accounts clients left with no daemon to take them (left.h)
+ * ==================================================================== */
+
+/* The account at p (len bytes, from path) as the session of a connection
+ * that said just that: HELLO, then PREVIOUS, LOST and END records. */
+static void take_account(const uint8_t *p, size_t len, const char *path, void *arg) {
+  (void)arg;
+  char why[256] = "", detail[512];
+  ht_frame_t f;
+  int rc = ht_proto_frame(p, len, &f);
+  if (rc == 0 && f.type != HT_REC_HELLO) {
+    rc = HT_EORDER;
+    snprintf(why, sizeof why, "it does not begin with HELLO");
+  }
+  htd_session_t *s = rc == 0 ? htd_session_new(srv.store, srv.next_session + 1) : NULL;
+  static ht_hello_t h; /* large (its argv table); the loop is single-threaded */
+  if (s && (rc = htd_session_hello(s, &f, &h, why, sizeof why)) != 0) {
+    htd_session_free(s);
+    s = NULL;
+  }
+  if (!s) {
+    htd_reject_detail(detail, sizeof detail, rc ? rc : HT_ENOMEM, why);
+    htd_log(HTD_LOG_WARN, "%s: not a client's account: %s", path, detail);
+    return;
+  }
+  srv.next_session++;
+  int64_t id = htd_session_id(s);
+  for (size_t off = f.total; rc == 0 && off < len; off += f.total) {
+    rc = ht_proto_frame(p + off, len - off, &f);
+    if (rc == HT_EAGAIN)
+      rc = HT_ETRUNCATED; /* a file does not grow */
+    if (rc == 0 && f.type != HT_REC_PREVIOUS && f.type != HT_REC_LOST && f.type != HT_REC_END) {
+      rc = HT_EORDER;
+      snprintf(why, sizeof why, "%s records do not belong in an account", ht_record_name(f.type));
+    }
+    if (rc == 0)
+      rc = htd_session_frame(s, &f, why, sizeof why);
+    if (rc == 1 && off + f.total < len) {
+      rc = HT_EORDER; /* the session has ended: said, not marked */
+      snprintf(why, sizeof why, "bytes after its END");
+    }
+  }
+  if (rc < 0) {
+    htd_reject_detail(detail, sizeof detail, rc, why);
+    htd_log(HTD_LOG_WARN, "session %lld: the account left in %s is broken: %s", (long long)id, path,
+            detail);
+  }
+  if (!htd_session_ended(s))
+    htd_session_end(s, rc < 0 ? HT_END_PROTOCOL_ERROR : HT_END_DISCONNECTED,
+                    rc < 0 ? detail : "its account ends before its END");
+  htd_log(HTD_LOG_INFO,
+          "session %lld: pid %u ended while no heaptraced was there; its account, left in %s, is "
+          "taken",
+          (long long)id, h.pid, path);
+  summary_when_committed(id);
+  htd_session_free(s);
 }
 
 /* ======================================================================
@@ -1121,6 +1195,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   int src = summaries_start(); /* with the stop signals blocked */
   if (src != 0)
     htd_log(HTD_LOG_WARN, "no summary thread (%s): queries will read the events", strerror(src));
+  htd_left_take(opt->socket_path, take_account, NULL); /* numbered before new connections */
   if (sig_rc != 0 || listen_on(opt->socket_path) != 0) {
     summaries_stop();
     htd_worker_stop(srv.worker, on_result);

@@ -36,6 +36,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -648,8 +649,10 @@ static size_t read_proc(const char *path, char *buf, size_t cap) {
   return len;
 }
 
-/* Sends HELLO on the new socket. io_lock held. */
-static int send_hello(void) {
+/* Encodes this process's HELLO, with flags (HT_HELLO_F_*; drop mode's is
+ * added) and the handshake's time `start`, into the static buffer it
+ * returns (*out_len bytes); NULL when it does not fit. io_lock held. */
+static const uint8_t *encode_hello(uint16_t flags, uint64_t start, size_t *out_len) {
   static char exe[4096], cmdline[8192];
   static ht_hello_t h;
   static uint8_t buf[16384];
@@ -657,13 +660,10 @@ static int send_hello(void) {
   h.version = HT_PROTO_VERSION;
   h.ptr_size = (uint8_t)sizeof(void *);
   h.clock = 1;
-  h.flags = (uint16_t)(hello_flags | (ht__mode == HT_MODE_DROP ? HT_HELLO_F_DROP : 0));
+  h.flags = (uint16_t)(flags | (ht__mode == HT_MODE_DROP ? HT_HELLO_F_DROP : 0));
   h.pid = (uint32_t)getpid();
   h.ppid = (uint32_t)getppid();
-  h.start_realtime_ns = realtime_ns();
-  conn_start_ns = h.start_realtime_ns;
-  conn_written = 0;
-  conn_reported = 0;
+  h.start_realtime_ns = start;
   h.start_mono_ns = ht__clock_real_ns();
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
   exe[n > 0 ? n : 0] = '\0';
@@ -685,9 +685,18 @@ static int send_hello(void) {
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, sizeof buf);
   ht_proto_put_hello(&w, &h);
-  if (w.overflow)
-    return HT_ENOMEM;
-  return write_buf(buf, w.len);
+  *out_len = w.len;
+  return w.overflow ? NULL : buf;
+}
+
+/* Sends HELLO on the new socket. io_lock held. */
+static int send_hello(void) {
+  conn_start_ns = realtime_ns();
+  conn_written = 0;
+  conn_reported = 0;
+  size_t len;
+  const uint8_t *hello = encode_hello(hello_flags, conn_start_ns, &len);
+  return hello ? write_buf(hello, len) : HT_ENOMEM;
 }
 
 /* A new connection is a new session: it learns every registered region
@@ -703,6 +712,16 @@ static int announce_heaps(void) {
   return 0;
 }
 
+/* The PREVIOUS record of lost connection i, at buf; returns its length. */
+#define HT_PREVIOUS_BYTES 64
+static size_t encode_previous(int i, uint8_t buf[HT_PREVIOUS_BYTES]) {
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf, HT_PREVIOUS_BYTES);
+  ht_previous_rec_t rec = {lost_conns[i].start_ns, lost_conns[i].events, lost_conns[i].reported};
+  ht_proto_put_previous(&w, &rec, HT_PROTO_VERSION);
+  return w.len;
+}
+
 /* Tells the new session what was written on the connections lost before
  * it (PREVIOUS records), those not written on it yet; one whose write
  * failed, and those after it, wait for the next session. io_lock held. */
@@ -710,12 +729,8 @@ static int report_lost_connections(void) {
   for (int i = 0; i < nlost_conns; i++) {
     if (lost_conns[i].sent)
       continue;
-    uint8_t buf[64];
-    ht_wbuf_t w;
-    ht_wbuf_init(&w, buf, sizeof buf);
-    ht_previous_rec_t rec = {lost_conns[i].start_ns, lost_conns[i].events, lost_conns[i].reported};
-    ht_proto_put_previous(&w, &rec, HT_PROTO_VERSION);
-    if (write_buf(buf, w.len) != 0)
+    uint8_t buf[HT_PREVIOUS_BYTES];
+    if (write_buf(buf, encode_previous(i, buf)) != 0)
       return -1;
     lost_conns[i].sent = 1;
   }
@@ -845,10 +860,81 @@ static uint64_t unshipped(const ht_stream_t *s) {
   return events_to(s, word);
 }
 
+/* Writes all of buf to fd; 0 or -1. */
+static int write_file(int fd, const void *buf, size_t len) {
+  const uint8_t *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* No daemon took the session's END (end_len bytes at end; it counts
+ * `undelivered` events): the session's account - HELLO, the PREVIOUS
+ * records of the connections lost, END, as a connection would have carried
+ * them - is left beside the socket, in SOCKET.left.PID.TIME, for the next
+ * daemon to take when it starts. Written under a .tmp name and renamed, so
+ * that a daemon never reads half of one. Nothing is left when there is
+ * nothing to count, never twice, and not for a daemon that closes this
+ * client's connections as soon as they are made (one that refuses its
+ * protocol version would refuse its account too). list_lock and io_lock
+ * held. */
+static void leave_account(const uint8_t *end, size_t end_len, uint64_t undelivered) {
+  static int left;
+  if (left || brief_losses >= 2 || (nlost_conns == 0 && undelivered == 0))
+    return;
+  left = 1;
+  uint64_t now = realtime_ns();
+  static char path[sizeof cfg.socket_path + 64], tmp[sizeof path + 8];
+  snprintf(path, sizeof path, "%s.left.%ld.%llu", cfg.socket_path, (long)getpid(),
+           (unsigned long long)now);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  int rc = fd >= 0 ? 0 : -1;
+  size_t len;
+  const uint8_t *hello = encode_hello(hello_flags | HT_HELLO_F_RECONNECT, now, &len);
+  if (rc == 0)
+    rc = hello ? write_file(fd, hello, len) : -1;
+  for (int i = 0; rc == 0 && i < nlost_conns; i++) {
+    uint8_t buf[HT_PREVIOUS_BYTES];
+    rc = write_file(fd, buf, encode_previous(i, buf));
+  }
+  if (rc == 0)
+    rc = write_file(fd, end, end_len);
+  int err = errno;
+  if (fd >= 0 && close(fd) != 0 && rc == 0) {
+    rc = -1;
+    err = errno;
+  }
+  if (rc == 0 && rename(tmp, path) != 0) {
+    rc = -1;
+    err = errno;
+  }
+  if (rc == 0) {
+    ht__warn("heaptrace: no heaptraced took the end of the session (%llu events undelivered); "
+             "its account is left in %s for the next one to start",
+             (unsigned long long)undelivered, path);
+  } else {
+    if (fd >= 0)
+      unlink(tmp);
+    ht__warn("heaptrace: no heaptraced took the end of the session (%llu events undelivered), "
+             "and its account could not be left in %s: %s",
+             (unsigned long long)undelivered, path, strerror(err));
+  }
+}
+
 /* Sends END (list_lock and io_lock held) and closes the connection; with
- * wait, once the daemon has read it. */
+ * wait, once the daemon has read it. With no connection to take it (the
+ * daemon went away and a last try found none, or it went as END was
+ * written), the session's account is left for the next daemon. */
 static void send_end(uint8_t reason, uint8_t signal, int wait) {
-  if (sock_fd < 0)
+  if (!ever_connected)
     return;
   uint64_t undelivered = orphan_undelivered;
   collect_adopted();
@@ -859,9 +945,13 @@ static void send_end(uint8_t reason, uint8_t signal, int wait) {
   ht_wbuf_init(&w, buf, sizeof buf);
   ht_end_rec_t e = {.reason = reason, .undelivered = undelivered, .signal = signal};
   ht_proto_put_end(&w, &e);
-  if (write_buf(buf, w.len) == 0 && wait)
-    wait_for_receipt(sock_fd);
-  drop_socket();
+  if (sock_fd >= 0 && write_buf(buf, w.len) == 0) {
+    if (wait)
+      wait_for_receipt(sock_fd);
+    drop_socket();
+    return;
+  }
+  leave_account(buf, w.len, undelivered);
 }
 
 /* The session's last moments (exit, a fatal signal): tracing goes off

@@ -716,16 +716,13 @@ static long long rounds_done(const char *out_path) {
   return rounds;
 }
 
-/* Ends ht_stream_client's rounds (SIGUSR1), waits until it has exited and
- * its sessions are stored, and checks that over them every event it made
- * (2 x its rounds + 1; out_path holds its stdout) is stored or counted as
- * lost, exactly. first: the end reason of its first session, later: of
- * every later one (NULL: either is not checked). Returns its sessions. */
-static int end_client_and_count(pid_t client, const char *out_path, const char *first,
-                                const char *later) {
-  kill(client, SIGUSR1);
-  cr_assert(eq(int, wait_exit(client, 60000), 0));
-  e2e_wait_disconnected(&env, 30000);
+/* Checks that over the sessions of ht_stream_client (exited) every event
+ * it made (2 x its rounds + 1; out_path holds its stdout) is stored or
+ * counted as lost, exactly. first: the end reason of its first session,
+ * later: of every later one (NULL: either is not checked). Returns its
+ * sessions. */
+static int count_client_sessions(pid_t client, const char *out_path, const char *first,
+                                 const char *later) {
   long long rounds = rounds_done(out_path);
   cJSON *all = sessions(0);
   double stored = 0, lost = 0;
@@ -744,6 +741,16 @@ static int end_client_and_count(pid_t client, const char *out_path, const char *
   cr_assert(eq(dbl, stored + lost, 2.0 * (double)rounds + 1), "stored %.0f lost %.0f of %lld",
             stored, lost, 2 * rounds + 1);
   return n;
+}
+
+/* Ends ht_stream_client's rounds (SIGUSR1), waits until it has exited and
+ * its sessions are stored, and counts them (count_client_sessions). */
+static int end_client_and_count(pid_t client, const char *out_path, const char *first,
+                                const char *later) {
+  kill(client, SIGUSR1);
+  cr_assert(eq(int, wait_exit(client, 60000), 0));
+  e2e_wait_disconnected(&env, 30000);
+  return count_client_sessions(client, out_path, first, later);
 }
 
 /* SIGTERM while a client waits (the backlog at its limit, the client's
@@ -902,8 +909,9 @@ static pid_t kill_daemon_under_a_client(char *err_path, size_t len) {
 }
 
 /* kill_daemon_under_a_client, then lets the client finish untraced and
- * starts the daemon again on the same database. Returns the killed
- * session's id. */
+ * starts the daemon again on the same database, which takes the account
+ * the client left as it ended (a second session, ended clean, with what it
+ * could not deliver). Returns the killed session's id. */
 static int kill_daemon_during_ingest(void) {
   char err_path[160];
   pid_t client = kill_daemon_under_a_client(err_path, sizeof err_path);
@@ -913,10 +921,15 @@ static int kill_daemon_during_ingest(void) {
   char *err = e2e_read_file(err_path);
   cr_assert(eq(int, e2e_count_lines(err, "heaptrace: lost the connection to heaptraced at"), 1),
             "client stderr:\n%s", err);
+  cr_assert(eq(int, e2e_count_lines(err, "its account is left in"), 1), "client stderr:\n%s", err);
   free(err);
   e2e_restart_daemon(&env);
   cJSON *all = sessions(0);
-  cr_assert(eq(int, session_count(all), 1));
+  cr_assert(eq(int, session_count(all), 2));
+  const cJSON *account = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(all, "sessions"), 1);
+  cr_assert(eq(str, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(account, "end_reason")),
+               "clean"));
+  cr_assert(lt(dbl, 0, e2e_num(account, "lost")), "the account counts nothing undelivered");
   int id =
       (int)e2e_num(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(all, "sessions"), 0), "id");
   cJSON_Delete(all);
@@ -955,11 +968,11 @@ Test(e2e_daemon, kill_9_during_ingest_leaves_an_intact_database_and_a_daemon_sto
   cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 0), "client warned: %s", r.err);
   e2e_result_free(&r);
   all = sessions(0);
-  const cJSON *s = session_id(all, id + 1);
+  const cJSON *s = session_id(all, id + 2); /* after the account the killed client left */
   cr_assert(eq(str, str(s, "end_reason"), "clean"));
   cr_assert(eq(dbl, e2e_num(s, "events"), 2 * 1000 + 1));
   cJSON_Delete(all);
-  st = stats(0, id + 1);
+  st = stats(0, id + 2);
   cr_assert(eq(dbl, e2e_num(st, "allocations"), 1001));
   cr_assert(eq(dbl, e2e_num(st, "frees"), 1000));
   cr_assert(eq(dbl, e2e_num(st, "current_bytes"), 64));
@@ -1222,6 +1235,46 @@ Test(e2e_daemon, reports_written_on_a_connection_never_read_are_counted_too, .ti
   kill_and_count_in_one_session(client, err_path, out_path);
   cr_assert(le(int, 1, e2e_log_lines(&env, "more its client reported lost on it")), "see %s",
             env.log);
+}
+
+/* Accounts left beside the daemon's socket (SOCKET.left.*), from env.dir. */
+static int accounts_left(void) {
+  DIR *d = opendir(env.dir);
+  cr_assert(ne(ptr, (void *)d, NULL));
+  int n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL)
+    n += strstr(de->d_name, ".left.") != NULL;
+  closedir(d);
+  return n;
+}
+
+/* A program that ends while no daemon is there can neither send its END
+ * nor say what it wrote on the connection it lost: it leaves that account
+ * beside the socket, and the daemon takes it when it starts, as the
+ * session of a connection that said just that. Over the client's two
+ * sessions every event it made is stored or counted as lost, exactly. */
+Test(e2e_daemon, a_program_that_ends_with_no_daemon_leaves_its_account_for_the_next,
+     .timeout = 120) {
+  char err_path[160], out_path[160];
+  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  pid_t client = spawn_stream_client_out(STREAM_ROUNDS_FOREVER, err_path, out_path);
+  wait_events_received(1000);
+  kill_daemon();
+  e2e_sleep_ms(300); /* the client goes on, its events undelivered */
+  kill(client, SIGUSR1);
+  cr_assert(eq(int, wait_exit(client, 60000), 0));
+  char *err = e2e_read_file(err_path);
+  cr_assert(eq(int, e2e_count_lines(err, "its account is left in"), 1), "%s", err);
+  free(err);
+  cr_assert(eq(int, accounts_left(), 1));
+  e2e_restart_daemon(&env);
+  int n = count_client_sessions(client, out_path, "daemon-stopped", "clean");
+  cr_assert(eq(int, n, 2), "%d sessions of the client; see %s", n, err_path);
+  cr_assert(eq(int, e2e_log_lines(&env, "ended while no heaptraced was there"), 1), "see %s",
+            env.log);
+  cr_assert(eq(int, accounts_left(), 0), "the account is still there");
 }
 
 /* The same record from a client that gave up a connection the daemon

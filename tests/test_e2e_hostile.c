@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -827,6 +828,61 @@ static void send_previous_unasked(void) {
 Test(e2e_hostile, previous_in_a_session_that_reconnects_nothing_is_a_protocol_error) {
   beside_bystander(send_previous_unasked);
   assert_marked("a previous record in a session that continues none (HT_EORDER)");
+  assert_daemon_stops_cleanly();
+}
+
+/* ======================================================================
+ * Accounts left beside the socket (daemon/left.h)
+ * ==================================================================== */
+
+/* Writes n bytes into env.socket's sibling SOCKET.left.<name>. */
+static void leave_file(const char *name, const void *bytes, size_t n) {
+  char path[200];
+  snprintf(path, sizeof path, "%s.left.%s", env.socket, name);
+  FILE *fp = fopen(path, "wb");
+  cr_assert(ne(ptr, (void *)fp, NULL), "cannot write %s", path);
+  cr_assert(eq(sz, fwrite(bytes, 1, n, fp), n));
+  fclose(fp);
+}
+
+/* Files beside the socket that are no accounts to take: bytes that are not
+ * frames, an account holding events, one cut short, one too large, and a
+ * link. The daemon starts and serves; each is said in its log; those it
+ * read are gone, as is what they pointed at untouched. */
+Test(e2e_hostile, files_left_beside_the_socket_that_are_no_accounts_are_said_and_harm_nothing) {
+  e2e_stop_daemon(&env);
+  leave_file("garbage", "GET / HTTP/1.0\r\n\r\n", 18);
+  uint8_t buf[1024];
+  size_t n = raw_encode_hello_as(buf, sizeof buf, HOSTILE_PID, "hostile", 1234567890000000000ull,
+                                 HT_HELLO_F_RECONNECT, HT_PROTO_VERSION);
+  leave_file("cut", buf, n - 3);
+  uint8_t events[HT_PROTO_EVENTS_HEAD];
+  ht_proto_events_head(events, 1, 0, 0, 0);
+  memcpy(buf + n, events, sizeof events);
+  leave_file("events", buf, n + sizeof events);
+  static uint8_t big[HT_PROTO_MAX_FRAME];
+  leave_file("big", big, sizeof big);
+  char link[200];
+  snprintf(link, sizeof link, "%s.left.link", env.socket);
+  cr_assert(eq(int, symlink(env.log, link), 0));
+  e2e_restart_daemon(&env);
+  assert_log_lines("left.garbage: not a client's account", 1);
+  assert_log_lines("left.cut: not a client's account", 1);
+  assert_log_lines("the account left in", 1);
+  assert_log_lines("events records do not belong in an account (HT_EORDER)", 1);
+  assert_log_lines("left.big: not taken as a client's account: 1048576 bytes", 1);
+  assert_log_lines("left.link: not taken as a client's account", 1);
+  struct stat sb;
+  cr_assert(eq(int, lstat(link, &sb), 0), "the link is gone");
+  snprintf(link, sizeof link, "%s.left.garbage", env.socket);
+  cr_assert(ne(int, lstat(link, &sb), 0), "the garbage is still there");
+  cJSON *all = sessions();
+  const cJSON *s = e2e_session_of_pid(all, HOSTILE_PID);
+  cr_assert(ne(ptr, (void *)s, NULL), "the account with events has no session");
+  cr_assert(eq(str, str(s, "end_reason"), "protocol-error"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 0));
+  cJSON_Delete(all);
+  assert_daemon_alive();
   assert_daemon_stops_cleanly();
 }
 
