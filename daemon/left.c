@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "htd.h"
@@ -52,6 +53,19 @@ static ssize_t read_account(int dfd, const char *name, uint8_t *buf, char *why, 
   return len;
 }
 
+/* An account still being written (NAME.tmp) whose writer died before it
+ * renamed it, HTD_LEFT_ABANDONED_S ago or more, is removed: it would never
+ * be taken. One written now is left to its writer. */
+static void drop_if_abandoned(int dfd, const char *dir, const char *name) {
+  struct stat sb;
+  if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode) ||
+      sb.st_uid != geteuid() || time(NULL) - sb.st_mtime < HTD_LEFT_ABANDONED_S)
+    return;
+  if (unlinkat(dfd, name, 0) == 0)
+    htd_log(HTD_LOG_WARN, "%s/%s: removed, an account its client did not finish writing", dir,
+            name);
+}
+
 size_t htd_left_take(const char *socket_path, htd_left_fn fn, void *arg) {
   char dir[PATH_MAX], prefix[NAME_MAX + 8];
   const char *slash = strrchr(socket_path, '/');
@@ -70,9 +84,12 @@ size_t htd_left_take(const char *socket_path, htd_left_fn fn, void *arg) {
   struct dirent *de;
   while (buf && (de = readdir(d)) != NULL) {
     size_t nlen = strlen(de->d_name);
-    if (strncmp(de->d_name, prefix, plen) != 0 ||
-        (nlen > 4 && strcmp(de->d_name + nlen - 4, ".tmp") == 0))
-      continue; /* not an account, or one still being written */
+    if (strncmp(de->d_name, prefix, plen) != 0)
+      continue;
+    if (nlen > 4 && strcmp(de->d_name + nlen - 4, ".tmp") == 0) {
+      drop_if_abandoned(dirfd(d), dir, de->d_name);
+      continue;
+    }
     char why[128];
     ssize_t len = read_account(dirfd(d), de->d_name, buf, why, sizeof why);
     if (len < 0) {

@@ -10,9 +10,10 @@
  * of a connection that said just that.
  *
  * Only regular files of the daemon's own user, at most HTD_LEFT_MAX bytes,
- * are taken; a file is removed once read, before its frames are stored (a
- * daemon killed in between loses that account rather than count it twice).
- * Its frames go through the same decoders as a connection's.
+ * are taken (a NAME.tmp is one still being written, or abandoned by a
+ * writer that died: removed once a minute old); a file is removed once read, before its frames are
+ * stored (a daemon killed in between loses that account rather than count it twice). Its frames go
+ * through the same decoders as a connection's.
  */
 #ifndef HTD_LEFT_H
 #define HTD_LEFT_H
@@ -21,6 +22,7 @@
 #include <stdint.h>
 
 #define HTD_LEFT_MAX (64u * 1024u) /* a client's account: HELLO, a few PREVIOUS, END */
+#define HTD_LEFT_ABANDONED_S 60    /* a NAME.tmp this old: its writer died writing it */
 
 /* Called with the bytes of one file (at path) taken. */
 typedef void (*htd_left_fn)(const uint8_t *bytes, size_t len, const char *path, void *arg);

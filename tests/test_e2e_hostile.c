@@ -15,6 +15,7 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "e2e.h"
@@ -846,9 +848,11 @@ static void leave_file(const char *name, const void *bytes, size_t n) {
 }
 
 /* Files beside the socket that are no accounts to take: bytes that are not
- * frames, an account holding events, one cut short, one too large, and a
- * link. The daemon starts and serves; each is said in its log; those it
- * read are gone, as is what they pointed at untouched. */
+ * frames, an account holding events, one cut short, one too large, a
+ * link, and accounts still being written, one abandoned two minutes ago.
+ * The daemon starts and serves; each is said in its log; those it read
+ * are gone, the abandoned one too; the link, what it points at and the
+ * one being written now are untouched. */
 Test(e2e_hostile, files_left_beside_the_socket_that_are_no_accounts_are_said_and_harm_nothing) {
   e2e_stop_daemon(&env);
   leave_file("garbage", "GET / HTTP/1.0\r\n\r\n", 18);
@@ -865,6 +869,12 @@ Test(e2e_hostile, files_left_beside_the_socket_that_are_no_accounts_are_said_and
   char link[200];
   snprintf(link, sizeof link, "%s.left.link", env.socket);
   cr_assert(eq(int, symlink(env.log, link), 0));
+  leave_file("1.2.tmp", buf, n);
+  leave_file("3.4.tmp", buf, n);
+  char tmp[200];
+  snprintf(tmp, sizeof tmp, "%s.left.1.2.tmp", env.socket);
+  struct timespec old[2] = {{time(NULL) - 120, 0}, {time(NULL) - 120, 0}};
+  cr_assert(eq(int, utimensat(AT_FDCWD, tmp, old, 0), 0));
   e2e_restart_daemon(&env);
   assert_log_lines("left.garbage: not a client's account", 1);
   assert_log_lines("left.cut: not a client's account", 1);
@@ -876,6 +886,11 @@ Test(e2e_hostile, files_left_beside_the_socket_that_are_no_accounts_are_said_and
   cr_assert(eq(int, lstat(link, &sb), 0), "the link is gone");
   snprintf(link, sizeof link, "%s.left.garbage", env.socket);
   cr_assert(ne(int, lstat(link, &sb), 0), "the garbage is still there");
+  assert_log_lines("left.1.2.tmp: removed, an account its client did not finish writing", 1);
+  cr_assert(ne(int, lstat(tmp, &sb), 0), "the abandoned account is still there");
+  snprintf(tmp, sizeof tmp, "%s.left.3.4.tmp", env.socket);
+  cr_assert(eq(int, lstat(tmp, &sb), 0), "the account being written is gone");
+  assert_log_lines("3.4.tmp", 0);
   cJSON *all = sessions();
   const cJSON *s = e2e_session_of_pid(all, HOSTILE_PID);
   cr_assert(ne(ptr, (void *)s, NULL), "the account with events has no session");
