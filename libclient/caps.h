@@ -127,8 +127,9 @@ const char *ht__type_name(uint16_t idx);
 /* Applies a transaction to type idx's statistics. */
 void ht__type_account(uint16_t idx, int64_t dbytes, int64_t dblocks, uint64_t grown);
 
-/* Live typed blocks of the system heap (an address -> type map, since
- * glibc blocks have no header). */
+/* The typed set of the system heap (an address -> type map, since glibc
+ * blocks have no header); ht__typed_live is the number of its shards that
+ * hold a block: 0 while no typed glibc block is live. */
 extern _Atomic long ht__typed_live;
 int ht__typed_put(const void *p, uint32_t site, uint16_t type);
 uint16_t ht__typed_take_slow(const void *p);

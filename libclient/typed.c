@@ -2,15 +2,19 @@
  * the map that remembers the type of typed system-heap blocks.
  *
  * A type is a name (HT_NEW's #type) interned by content into a static
- * table; its statistics change under type_lock, which only typed
- * transactions take. A caps-heap block keeps its type index in its header;
- * a glibc block has no header, so a typed one is entered into the typed
- * set, an address-keyed open-addressing table in mmap'd memory, split in
- * shards with a lock each. Untyped programs never touch it: every system
- * free first checks ht__typed_live, which stays 0 until HT_NEW is used on
- * the system heap. When a shard is full the block is served but left out
- * of the type's statistics (counted in `untracked`), so that the numbers
- * stay consistent.
+ * table (under type_lock); its statistics are atomic counters, so that a
+ * typed transaction takes no lock for them (a peak is raised by a
+ * compare-and-swap to each value the live count passes through: exact).
+ * Readers see each field as it was at some moment, not all of them at one.
+ * A caps-heap block keeps its type index in its header; a glibc block has
+ * no header, so a typed one is entered into the typed set, an
+ * address-keyed open-addressing table in mmap'd memory, split in shards
+ * with a lock each. Untyped programs never touch it: every system free
+ * first checks ht__typed_live, the number of shards holding a block, which
+ * stays 0 until HT_NEW is used on the system heap (and, changing only
+ * when a shard empties or fills again, is no line the threads fight for). When a shard is full the
+ * block is served but left out of the type's statistics (counted in `untracked`), so that the
+ * numbers stay consistent.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -82,21 +86,49 @@ const char *ht__type_name(uint16_t idx) {
   return types[idx].name;
 }
 
+/* Raises *peak to v if v is higher. */
+static void raise_peak(int64_t *peak, int64_t v) {
+  int64_t p = __atomic_load_n(peak, __ATOMIC_RELAXED);
+  while (v > p &&
+         !__atomic_compare_exchange_n(peak, &p, v, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+  }
+}
+
 void ht__type_account(uint16_t idx, int64_t dbytes, int64_t dblocks, uint64_t grown) {
   if (idx == 0 || idx >= atomic_load_explicit(&ntypes, memory_order_acquire))
     return;
-  pthread_mutex_lock(&type_lock);
   ht_type_stats_t *st = &types[idx].st;
   if (dblocks > 0)
-    st->allocs += (uint64_t)dblocks;
-  st->bytes += grown;
-  st->cur_blocks += dblocks;
-  st->cur_bytes += dbytes;
-  if (st->cur_blocks > st->peak_blocks)
-    st->peak_blocks = st->cur_blocks;
-  if (st->cur_bytes > st->peak_bytes)
-    st->peak_bytes = st->cur_bytes;
-  pthread_mutex_unlock(&type_lock);
+    __atomic_fetch_add(&st->allocs, (uint64_t)dblocks, __ATOMIC_RELAXED);
+  if (grown)
+    __atomic_fetch_add(&st->bytes, grown, __ATOMIC_RELAXED);
+  if (dblocks)
+    raise_peak(&st->peak_blocks, __atomic_add_fetch(&st->cur_blocks, dblocks, __ATOMIC_RELAXED));
+  if (dbytes)
+    raise_peak(&st->peak_bytes, __atomic_add_fetch(&st->cur_bytes, dbytes, __ATOMIC_RELAXED));
+}
+
+/* Type idx's statistics, each field read atomically. */
+static void read_stats(uint16_t idx, ht_type_stats_t *out) {
+  const ht_type_stats_t *st = &types[idx].st;
+  out->name = types[idx].name;
+  out->allocs = __atomic_load_n(&st->allocs, __ATOMIC_RELAXED);
+  out->bytes = __atomic_load_n(&st->bytes, __ATOMIC_RELAXED);
+  out->cur_blocks = __atomic_load_n(&st->cur_blocks, __ATOMIC_RELAXED);
+  out->cur_bytes = __atomic_load_n(&st->cur_bytes, __ATOMIC_RELAXED);
+  out->peak_blocks = __atomic_load_n(&st->peak_blocks, __ATOMIC_RELAXED);
+  out->peak_bytes = __atomic_load_n(&st->peak_bytes, __ATOMIC_RELAXED);
+}
+
+/* Sets type idx's statistics from in (its name stays). */
+static void write_stats(uint16_t idx, const ht_type_stats_t *in) {
+  ht_type_stats_t *st = &types[idx].st;
+  __atomic_store_n(&st->allocs, in->allocs, __ATOMIC_RELAXED);
+  __atomic_store_n(&st->bytes, in->bytes, __ATOMIC_RELAXED);
+  __atomic_store_n(&st->cur_blocks, in->cur_blocks, __ATOMIC_RELAXED);
+  __atomic_store_n(&st->cur_bytes, in->cur_bytes, __ATOMIC_RELAXED);
+  __atomic_store_n(&st->peak_blocks, in->peak_blocks, __ATOMIC_RELAXED);
+  __atomic_store_n(&st->peak_bytes, in->peak_bytes, __ATOMIC_RELAXED);
 }
 
 int ht_get_type_stats(const char *name, ht_type_stats_t *out) {
@@ -105,18 +137,16 @@ int ht_get_type_stats(const char *name, ht_type_stats_t *out) {
   pthread_mutex_lock(&type_lock);
   uint16_t k = type_slots[find_slot(name, hash_name(name))];
   if (k)
-    *out = types[k].st;
+    read_stats(k, out);
   pthread_mutex_unlock(&type_lock);
   return k ? HT_OK : HT_ENOTFOUND;
 }
 
 uint32_t ht__type_snapshot(ht_type_stats_t *out, uint32_t cap) {
-  pthread_mutex_lock(&type_lock);
-  uint32_t n = atomic_load_explicit(&ntypes, memory_order_relaxed);
+  uint32_t n = atomic_load_explicit(&ntypes, memory_order_acquire);
   uint32_t k = 0;
   for (uint32_t i = 1; i < n && k < cap; i++)
-    out[k++] = types[i].st;
-  pthread_mutex_unlock(&type_lock);
+    read_stats((uint16_t)i, &out[k++]);
   return k;
 }
 
@@ -125,20 +155,13 @@ void ht__type_restore(const ht_type_stats_t *in, uint32_t n) {
   uint16_t idx[HT_TYPE_MAX];
   for (uint32_t i = 0; i < n; i++)
     idx[i] = ht__type_intern(in[i].name);
-  pthread_mutex_lock(&type_lock);
-  uint32_t have = atomic_load_explicit(&ntypes, memory_order_relaxed);
-  for (uint32_t i = 1; i < have; i++) {
-    memset(&types[i].st, 0, sizeof types[i].st);
-    types[i].st.name = types[i].name;
-  }
-  for (uint32_t i = 0; i < n; i++) {
-    if (!idx[i])
-      continue;
-    ht_type_stats_t *st = &types[idx[i]].st;
-    *st = in[i];
-    st->name = types[idx[i]].name;
-  }
-  pthread_mutex_unlock(&type_lock);
+  static const ht_type_stats_t zero;
+  uint32_t have = atomic_load_explicit(&ntypes, memory_order_acquire);
+  for (uint32_t i = 1; i < have; i++)
+    write_stats((uint16_t)i, &zero);
+  for (uint32_t i = 0; i < n; i++)
+    if (idx[i])
+      write_stats(idx[i], &in[i]);
 }
 
 /* ======================================================================
@@ -190,9 +213,9 @@ int ht__typed_put(const void *p, uint32_t site, uint16_t type) {
   }
   if (sh->slots && sh->count < TSET_SLOTS / 4 * 3) {
     uint32_t i = probe(sh->slots, (uintptr_t)p, h);
-    sh->count += sh->slots[i].ptr == 0;
+    if (sh->slots[i].ptr == 0 && sh->count++ == 0)
+      atomic_fetch_add_explicit(&ht__typed_live, 1, memory_order_relaxed);
     sh->slots[i] = (tslot_t){(uintptr_t)p, site, type, 0};
-    atomic_fetch_add_explicit(&ht__typed_live, 1, memory_order_relaxed);
     rc = 0;
   }
   pthread_mutex_unlock(&sh->lock);
@@ -230,8 +253,8 @@ static uint16_t lookup(const void *p, int take) {
       type = sh->slots[i].type;
       if (take) {
         remove_slot(sh->slots, i);
-        sh->count--;
-        atomic_fetch_sub_explicit(&ht__typed_live, 1, memory_order_relaxed);
+        if (--sh->count == 0)
+          atomic_fetch_sub_explicit(&ht__typed_live, 1, memory_order_relaxed);
       }
     }
   }

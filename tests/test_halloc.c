@@ -211,3 +211,56 @@ Test(halloc, typed_blocks_from_many_threads_balance_out) {
   cr_assert(ge(i64, st.peak_blocks, 64));
   cr_assert(le(i64, st.peak_blocks, T * 64));
 }
+
+/* Blocks each thread of held_together holds at once. */
+#define HELD 100
+
+struct held {
+  long v[3];
+};
+
+static pthread_barrier_t held_barrier;
+static _Atomic long held_usable;
+
+/* Allocates HELD typed blocks, waits until every thread holds its own,
+ * then frees them. */
+static void *hold_together(void *arg) {
+  (void)arg;
+  struct held *p[HELD];
+  long usable = 0;
+  for (int i = 0; i < HELD; i++) {
+    p[i] = HT_NEW(struct held, 1 + i % 5);
+    usable += (long)malloc_usable_size(p[i]);
+  }
+  held_usable += usable;
+  pthread_barrier_wait(&held_barrier);
+  pthread_barrier_wait(&held_barrier);
+  for (int i = 0; i < HELD; i++)
+    ht_free(p[i]);
+  return NULL;
+}
+
+/* The type's counters take no lock: its peak is still exact when threads
+ * allocate at once - every block of every thread, live at the barrier. */
+Test(halloc, a_types_peak_is_exact_when_threads_allocate_at_once) {
+  enum { T = 4 };
+  pthread_barrier_init(&held_barrier, NULL, T + 1);
+  pthread_t th[T];
+  for (int i = 0; i < T; i++)
+    pthread_create(&th[i], NULL, hold_together, NULL);
+  pthread_barrier_wait(&held_barrier);
+  ht_type_stats_t st;
+  cr_assert(eq(int, ht_type_stats(struct held, &st), HT_OK));
+  cr_assert(eq(i64, st.cur_blocks, T * HELD));
+  cr_assert(eq(i64, st.cur_bytes, held_usable));
+  pthread_barrier_wait(&held_barrier);
+  for (int i = 0; i < T; i++)
+    pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&held_barrier);
+  cr_assert(eq(int, ht_type_stats(struct held, &st), HT_OK));
+  cr_assert(eq(u64, st.allocs, (uint64_t)T * HELD));
+  cr_assert(eq(i64, st.cur_blocks, 0));
+  cr_assert(eq(i64, st.cur_bytes, 0));
+  cr_assert(eq(i64, st.peak_blocks, T * HELD));
+  cr_assert(eq(i64, st.peak_bytes, held_usable));
+}
