@@ -860,13 +860,15 @@ static uint64_t unshipped(const ht_stream_t *s) {
   return events_to(s, word);
 }
 
-/* Writes all of buf to fd; 0 or -1. */
+/* Writes all of buf to fd; 0, or -1 with errno set. */
 static int write_file(int fd, const void *buf, size_t len) {
   const uint8_t *p = buf;
   while (len > 0) {
     ssize_t n = write(fd, p, len);
     if (n < 0 && errno == EINTR)
       continue;
+    if (n == 0)
+      errno = EIO;
     if (n <= 0)
       return -1;
     p += n;
@@ -896,33 +898,31 @@ static void leave_account(const uint8_t *end, size_t end_len, uint64_t undeliver
            (unsigned long long)now);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  int rc = fd >= 0 ? 0 : -1;
-  size_t len;
-  const uint8_t *hello = encode_hello(hello_flags | HT_HELLO_F_RECONNECT, now, &len);
-  if (rc == 0)
-    rc = hello ? write_file(fd, hello, len) : -1;
-  for (int i = 0; rc == 0 && i < nlost_conns; i++) {
-    uint8_t buf[HT_PREVIOUS_BYTES];
-    rc = write_file(fd, buf, encode_previous(i, buf));
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    size_t len;
+    const uint8_t *hello = encode_hello(hello_flags | HT_HELLO_F_RECONNECT, now, &len);
+    int rc = hello ? write_file(fd, hello, len) : (errno = ENOMEM, -1);
+    for (int i = 0; rc == 0 && i < nlost_conns; i++) {
+      uint8_t buf[HT_PREVIOUS_BYTES];
+      rc = write_file(fd, buf, encode_previous(i, buf));
+    }
+    if (rc == 0)
+      rc = write_file(fd, end, end_len);
+    if (rc != 0)
+      err = errno;
+    if (close(fd) != 0 && !err)
+      err = errno;
+    if (!err && rename(tmp, path) != 0)
+      err = errno;
+    if (err)
+      unlink(tmp);
   }
-  if (rc == 0)
-    rc = write_file(fd, end, end_len);
-  int err = errno;
-  if (fd >= 0 && close(fd) != 0 && rc == 0) {
-    rc = -1;
-    err = errno;
-  }
-  if (rc == 0 && rename(tmp, path) != 0) {
-    rc = -1;
-    err = errno;
-  }
-  if (rc == 0) {
+  if (!err) {
     ht__warn("heaptrace: no heaptraced took the end of the session (%llu events undelivered); "
              "its account is left in %s for the next one to start",
              (unsigned long long)undelivered, path);
   } else {
-    if (fd >= 0)
-      unlink(tmp);
     ht__warn("heaptrace: no heaptraced took the end of the session (%llu events undelivered), "
              "and its account could not be left in %s: %s",
              (unsigned long long)undelivered, path, strerror(err));
