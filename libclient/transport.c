@@ -78,8 +78,15 @@ static _Atomic uint32_t conn_epoch; /* bumped by every successful connect; read 
 static uint16_t hello_flags;        /* HT_HELLO_F_RECONNECT / _FORKED for the next HELLO */
 static int ever_connected;
 static uint64_t retry_at_ns, retry_ms = HT_RETRY_FIRST_MS;
-static uint64_t connected_ns;       /* when the current connection was made */
-static int brief_losses;            /* connections in a row lost within HT_REFUSED_MS */
+static uint64_t connected_ns; /* when the current connection was made */
+static int brief_losses;      /* connections in a row lost within HT_REFUSED_MS */
+/* The protocol version this client speaks: HT_PROTO_VERSION, or an older
+ * one while a daemon refuses the newer ones (an older heaptraced refuses a
+ * newer version), down to HT_PROTO_OLDEST, the oldest whose events this
+ * client writes (compact events); trying_older until one lasts (io_lock). */
+#define HT_PROTO_OLDEST 2
+static uint16_t proto_version = HT_PROTO_VERSION;
+static int trying_older;
 static uint64_t orphan_undelivered; /* of streams unmapped before reporting it */
 /* The current connection's HELLO time, the events written on it in whole
  * EVENTS frames and those its LOST records counted; and, for PREVIOUS
@@ -206,12 +213,19 @@ static void lose_connection(int err) {
              "as undelivered until it is back",
              cfg.socket_path, strerror(err));
     retry_ms = HT_RETRY_FIRST_MS;
+  } else if (brief_losses == 2 && proto_version > HT_PROTO_OLDEST) {
+    /* Refused twice: the next tries speak the version before, quietly. */
+    proto_version--;
+    trying_older = 1;
+    brief_losses = 1;
+    retry_ms = HT_RETRY_FIRST_MS;
   } else if (brief_losses == 2) {
-    ht__warn(
-        "heaptrace: heaptraced at %s closes this client's connections as soon as they "
-        "are made (its log says why; one older than this library refuses protocol "
-        "version %d); events are counted as undelivered; retrying ever less often, then every %d s",
-        cfg.socket_path, HT_PROTO_VERSION, HT_RETRY_MAX_MS / 1000);
+    ht__warn("heaptrace: heaptraced at %s closes this client's connections as soon as they "
+             "are made, in protocol versions %d to %d alike (its log says why); events are "
+             "counted as undelivered; retrying ever less often, then every %d s",
+             cfg.socket_path, HT_PROTO_VERSION, HT_PROTO_OLDEST, HT_RETRY_MAX_MS / 1000);
+    proto_version = HT_PROTO_VERSION; /* a daemon restarted later may speak it */
+    trying_older = 0;
   }
   remember_connection();
   drop_socket();
@@ -657,7 +671,7 @@ static const uint8_t *encode_hello(uint16_t flags, uint64_t start, size_t *out_l
   static ht_hello_t h;
   static uint8_t buf[16384];
   memset(&h, 0, sizeof h);
-  h.version = HT_PROTO_VERSION;
+  h.version = proto_version;
   h.ptr_size = (uint8_t)sizeof(void *);
   h.clock = 1;
   h.flags = (uint16_t)(flags | (ht__mode == HT_MODE_DROP ? HT_HELLO_F_DROP : 0));
@@ -718,7 +732,7 @@ static size_t encode_previous(int i, uint8_t buf[HT_PREVIOUS_BYTES]) {
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, HT_PREVIOUS_BYTES);
   ht_previous_rec_t rec = {lost_conns[i].start_ns, lost_conns[i].events, lost_conns[i].reported};
-  ht_proto_put_previous(&w, &rec, HT_PROTO_VERSION);
+  ht_proto_put_previous(&w, &rec, proto_version);
   return w.len;
 }
 
@@ -726,7 +740,7 @@ static size_t encode_previous(int i, uint8_t buf[HT_PREVIOUS_BYTES]) {
  * it (PREVIOUS records), those not written on it yet; one whose write
  * failed, and those after it, wait for the next session. io_lock held. */
 static int report_lost_connections(void) {
-  for (int i = 0; i < nlost_conns; i++) {
+  for (int i = 0; i < nlost_conns && proto_version >= 3; i++) { /* PREVIOUS: version 3 on */
     if (lost_conns[i].sent)
       continue;
     uint8_t buf[HT_PREVIOUS_BYTES];
@@ -794,8 +808,13 @@ static int connect_daemon(void) {
 }
 
 static void warn_reconnected(void) {
-  ht__warn("heaptrace: reconnected to heaptraced at %s; tracing goes on in a new session",
-           cfg.socket_path);
+  if (proto_version < HT_PROTO_VERSION)
+    ht__warn("heaptrace: reconnected to heaptraced at %s in protocol version %d (it is older "
+             "than this library, which speaks %d); tracing goes on in a new session",
+             cfg.socket_path, proto_version, HT_PROTO_VERSION);
+  else
+    ht__warn("heaptrace: reconnected to heaptraced at %s; tracing goes on in a new session",
+             cfg.socket_path);
 }
 
 /* A new connection, flagged as a reconnection; on success the streams
@@ -817,8 +836,9 @@ static int reconnect(void) {
  * starts it again, but for a daemon that refuses). */
 static void maybe_reconnect(void) {
   uint64_t lasted = sock_fd >= 0 ? ht__clock_real_ns() - connected_ns : 0;
-  if (brief_losses >= 2 && lasted >= HT_REFUSED_MS * 1000000ull) {
+  if ((brief_losses >= 2 || trying_older) && lasted >= HT_REFUSED_MS * 1000000ull) {
     brief_losses = 0; /* taken at last: announced once it lasts */
+    trying_older = 0;
     warn_reconnected();
   }
   /* A connection made after a stall (drop mode gave it up, or the daemon
@@ -834,7 +854,7 @@ static void maybe_reconnect(void) {
     retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
     return;
   }
-  if (brief_losses < 2 && !atomic_load(&stalled))
+  if (brief_losses < 2 && !trying_older && !atomic_load(&stalled))
     warn_reconnected(); /* a stall is over when the daemon reads (stall_over) */
 }
 
@@ -903,7 +923,7 @@ static void leave_account(const uint8_t *end, size_t end_len, uint64_t undeliver
     size_t len;
     const uint8_t *hello = encode_hello(hello_flags | HT_HELLO_F_RECONNECT, now, &len);
     int rc = hello ? write_file(fd, hello, len) : (errno = ENOMEM, -1);
-    for (int i = 0; rc == 0 && i < nlost_conns; i++) {
+    for (int i = 0; rc == 0 && proto_version >= 3 && i < nlost_conns; i++) {
       uint8_t buf[HT_PREVIOUS_BYTES];
       rc = write_file(fd, buf, encode_previous(i, buf));
     }
@@ -1073,6 +1093,7 @@ static void atfork_child(void) {
   drop_socket();
   ever_connected = 0;
   brief_losses = 0;
+  trying_older = 0;
   atomic_store(&next_stream_id, 0);
   orphan_undelivered = 0;
   nlost_conns = 0; /* the parent's connections */

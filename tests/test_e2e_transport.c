@@ -378,11 +378,44 @@ Test(e2e_transport, a_daemon_that_refuses_every_connection_gets_one_warning_and_
   cr_assert(eq(int, e2e_count_lines(r.err, "reconnected"), 1), "%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "closes this client's connections"), 1), "%s", r.err);
   cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 3), "%s", r.err);
-  /* Tries at 0, 0.1, 0.3, 0.7 and 1.5 s and so on, each after the loss of
-   * the one before: not one every 0.1 s. */
+  /* Tries at 0 and 0.1 s in version 4, 0.2 in 3, 0.3 in 2 (each refused
+   * twice, counting the one before), then 0.5, 0.9, 1.7 s and so on, each
+   * after the loss of the one before: not one every 0.1 s. */
   long tries = e2e_field(l.out, "connections");
-  cr_assert(ge(long, tries, 3), "%s", l.out);
-  cr_assert(le(long, tries, 7), "%ld connections in about 2 s: the interval did not grow", tries);
+  cr_assert(ge(long, tries, 4), "%s", l.out);
+  cr_assert(le(long, tries, 8), "%ld connections in about 2 s: the interval did not grow", tries);
+  e2e_result_free(&r);
+  e2e_result_free(&l);
+}
+
+/* A daemon older than the library (refusing_listener 3 1500: it refuses
+ * protocol version 4 and takes 3, and drops the first connection it took
+ * after 1.5 s, as one that died would): refused twice, the client speaks
+ * the version before and goes on traced, and says so once that connection
+ * lasts; what it then tells of the connection it lost is in version 3's
+ * shape. */
+Test(e2e_transport, an_older_daemon_is_spoken_to_in_its_own_version) {
+  e2e_stop_daemon(&env);
+  unlink(env.socket);
+  char *largv[] = {(char *)e2e_bin("refusing_listener"), env.socket, "3", "1500", NULL};
+  pid_t listener = e2e_spawn(&env, largv, NULL);
+  struct stat sb;
+  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < 5000; waited += 10)
+    e2e_sleep_ms(10);
+  /* 2 threads x 16000 rounds with a 250 ms pause every 1000: about 4 s. */
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "16000", "0", "250000", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  kill(listener, SIGTERM);
+  e2e_result_t l = e2e_wait(&env, listener);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(long, e2e_field(r.out, "allocations"), 2 * 16000 + 2), "%s", r.out);
+  cr_assert(le(int, 1, e2e_count_lines(r.err, "in protocol version 3 (it is older than")), "%s",
+            r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "closes this client's connections"), 0), "%s", r.err);
+  cr_assert(eq(long, e2e_field(l.out, "accepted"), 3), "%s", l.out);
+  long previous = e2e_field(l.out, "previous");
+  cr_assert(lt(long, 0, previous), "no PREVIOUS record after the dropped connection: %s", l.out);
+  cr_assert(eq(long, e2e_field(l.out, "previous_ok"), previous), "%s", l.out);
   e2e_result_free(&r);
   e2e_result_free(&l);
 }
