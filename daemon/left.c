@@ -66,7 +66,7 @@ static void drop_if_abandoned(int dfd, const char *dir, const char *name) {
             name);
 }
 
-size_t htd_left_take(const char *socket_path, htd_left_fn fn, void *arg) {
+size_t htd_left_take(const char *socket_path, int say, htd_left_fn fn, void *arg) {
   char dir[PATH_MAX], prefix[NAME_MAX + 8];
   const char *slash = strrchr(socket_path, '/');
   if (!slash)
@@ -93,14 +93,16 @@ size_t htd_left_take(const char *socket_path, htd_left_fn fn, void *arg) {
     char why[128];
     ssize_t len = read_account(dirfd(d), de->d_name, buf, why, sizeof why);
     if (len < 0) {
-      htd_log(HTD_LOG_WARN, "%s/%s: not taken as a client's account: %s", dir, de->d_name, why);
+      if (say)
+        htd_log(HTD_LOG_WARN, "%s/%s: not taken as a client's account: %s", dir, de->d_name, why);
       continue;
     }
     char path[PATH_MAX + NAME_MAX + 2];
     snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
     if (unlinkat(dirfd(d), de->d_name, 0) != 0) {
-      htd_log(HTD_LOG_WARN, "%s: not taken as a client's account: cannot remove it: %s", path,
-              strerror(errno));
+      if (say)
+        htd_log(HTD_LOG_WARN, "%s: not taken as a client's account: cannot remove it: %s", path,
+                strerror(errno));
       continue;
     }
     fn(buf, (size_t)len, path, arg);

@@ -6,14 +6,16 @@
  * wrote on the connections it lost. The client (libclient/transport.c)
  * leaves them instead in a file beside the socket, SOCKET.left.PID.TIME:
  * HELLO, PREVIOUS records and END, the frames a connection would have
- * carried. The daemon takes each such file when it starts, as the session
- * of a connection that said just that.
+ * carried. The daemon takes each such file when it starts, and every few
+ * seconds after (one left as it started, or while it could not be
+ * reached), as the session of a connection that said just that.
  *
  * Only regular files of the daemon's own user, at most HTD_LEFT_MAX bytes,
- * are taken (a NAME.tmp is one still being written, or abandoned by a
- * writer that died: removed once a minute old); a file is removed once read, before its frames are
- * stored (a daemon killed in between loses that account rather than count it twice). Its frames go
- * through the same decoders as a connection's.
+ * are taken. A NAME.tmp is one still being written, or one its writer
+ * died writing: removed once a minute old. A file is removed once read,
+ * before its frames are stored: a daemon killed in between loses that
+ * account rather than count it twice. Its frames go through the same
+ * decoders as a connection's.
  */
 #ifndef HTD_LEFT_H
 #define HTD_LEFT_H
@@ -29,8 +31,9 @@ typedef void (*htd_left_fn)(const uint8_t *bytes, size_t len, const char *path, 
 
 /* Takes every account left beside socket_path: reads it, removes it and
  * hands its bytes to fn; files that are not accounts this daemon may take
- * (another user's, not a regular file, too large) are left and logged.
+ * (another user's, not a regular file, too large) are left, and with say
+ * logged (the daemon looks again every few seconds: it says so at start).
  * Returns how many were handed to fn. */
-size_t htd_left_take(const char *socket_path, htd_left_fn fn, void *arg);
+size_t htd_left_take(const char *socket_path, int say, htd_left_fn fn, void *arg);
 
 #endif

@@ -49,6 +49,10 @@
 /* Batches' buffers outlive a program by this long (bufpool.h): the next
  * program run within it finds them there. */
 #define HTD_KEEP_BUFFERS_MS 60000
+/* Accounts clients leave beside the socket (left.h) are looked for at
+ * start and this often after: one left as the daemon started (after its
+ * look, before it listened), or while it could not be reached, is taken. */
+#define HTD_LEFT_LOOK_MS 2000
 /* How long a start waits for a predecessor killed with -9 to finish exiting. */
 #define HTD_EXITING_WAIT_MS 10000
 /* What the daemon holds for clients is bounded: frames the ingest worker
@@ -102,6 +106,7 @@ typedef struct {
   size_t nconns;
   int64_t next_session;
   int paused, stopping;
+  unsigned ticks;
   uint64_t started_ns, events, last_events;
   double events_per_s;
 } server_t;
@@ -855,6 +860,8 @@ static void on_tick(uv_timer_t *t) {
   srv.events_per_s = (double)(srv.events - srv.last_events) * 1000.0 / HTD_TICK_MS;
   srv.last_events = srv.events;
   check_backlog();
+  if (++srv.ticks % (HTD_LEFT_LOOK_MS / HTD_TICK_MS) == 0 && !srv.stopping)
+    htd_left_take(srv.opt->socket_path, 0, take_account, NULL);
 }
 
 static void on_store_wake(void *arg) {
@@ -1195,7 +1202,7 @@ int htd_serve(const htd_options_t *opt, void (*detach)(const char *log_path)) {
   int src = summaries_start(); /* with the stop signals blocked */
   if (src != 0)
     htd_log(HTD_LOG_WARN, "no summary thread (%s): queries will read the events", strerror(src));
-  htd_left_take(opt->socket_path, take_account, NULL); /* numbered before new connections */
+  htd_left_take(opt->socket_path, 1, take_account, NULL); /* numbered before new connections */
   if (sig_rc != 0 || listen_on(opt->socket_path) != 0) {
     summaries_stop();
     htd_worker_stop(srv.worker, on_result);

@@ -901,6 +901,41 @@ Test(e2e_hostile, files_left_beside_the_socket_that_are_no_accounts_are_said_and
   assert_daemon_stops_cleanly();
 }
 
+/* An account left while the daemon runs (one written as it started,
+ * after its first look, or while it could not be reached) is taken within
+ * seconds, as at a start. Written as a client writes it: under a .tmp
+ * name, then renamed. */
+Test(e2e_hostile, an_account_left_while_the_daemon_runs_is_taken_within_seconds) {
+  uint8_t buf[1024];
+  size_t n = raw_encode_hello_as(buf, sizeof buf, HOSTILE_PID, "late", 1234567890000000000ull,
+                                 HT_HELLO_F_RECONNECT, HT_PROTO_VERSION);
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, buf + n, sizeof buf - n);
+  ht_proto_put_end(&w, &(ht_end_rec_t){.reason = HT_END_CLEAN, .undelivered = 42});
+  leave_file("7.8.tmp", buf, n + w.len);
+  char tmp[200], path[200];
+  snprintf(tmp, sizeof tmp, "%s.left.7.8.tmp", env.socket);
+  snprintf(path, sizeof path, "%s.left.7.8", env.socket);
+  cr_assert(eq(int, rename(tmp, path), 0));
+  const cJSON *s = NULL;
+  cJSON *all = NULL;
+  for (int waited = 0; !s; waited += 100) {
+    cr_assert(lt(int, waited, 10000), "the account was not taken in 10 s");
+    e2e_sleep_ms(100);
+    cJSON_Delete(all);
+    all = sessions();
+    s = e2e_session_of_pid(all, HOSTILE_PID);
+  }
+  cr_assert(eq(str, str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), 0));
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 42));
+  cJSON_Delete(all);
+  struct stat sb;
+  cr_assert(ne(int, stat(path, &sb), 0), "the account is still there");
+  assert_log_lines("ended while no heaptraced was there", 1);
+  assert_daemon_stops_cleanly();
+}
+
 /* ======================================================================
  * Volume
  * ==================================================================== */
