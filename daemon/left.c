@@ -80,9 +80,9 @@ size_t htd_left_take(const char *socket_path, int say, htd_left_fn fn, void *arg
   DIR *d = opendir(dir);
   if (!d)
     return 0;
-  uint8_t *buf = malloc(HTD_LEFT_MAX);
+  uint8_t *buf = NULL; /* the daemon looks every few seconds: only when there is one to read */
   struct dirent *de;
-  while (buf && (de = readdir(d)) != NULL) {
+  while ((de = readdir(d)) != NULL) {
     size_t nlen = strlen(de->d_name);
     if (strncmp(de->d_name, prefix, plen) != 0)
       continue;
@@ -90,6 +90,8 @@ size_t htd_left_take(const char *socket_path, int say, htd_left_fn fn, void *arg
       drop_if_abandoned(dirfd(d), dir, de->d_name);
       continue;
     }
+    if (!buf && !(buf = malloc(HTD_LEFT_MAX)))
+      break;
     char why[128];
     ssize_t len = read_account(dirfd(d), de->d_name, buf, why, sizeof why);
     if (len < 0) {
