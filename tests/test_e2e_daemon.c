@@ -201,6 +201,15 @@ static e2e_result_t run_another_daemon(const char *db) {
   return run_bounded(argv, 3000);
 }
 
+/* The files a test's ht_stream_client writes its stderr and (unless
+ * out_path is NULL) its stdout to, in env.dir. */
+#define CLIENT_PATH 160
+static void client_paths(char err_path[CLIENT_PATH], char out_path[CLIENT_PATH]) {
+  snprintf(err_path, CLIENT_PATH, "%s/client.err", env.dir);
+  if (out_path)
+    snprintf(out_path, CLIENT_PATH, "%s/client.out", env.dir);
+}
+
 /* Starts ht_stream_client ROUNDS [FLUSH_EVERY] (flush_every NULL: none) in
  * the background on the daemon's socket, its stderr into err_path, its
  * stdout into out_path (NULL: nowhere). */
@@ -517,8 +526,8 @@ Test(e2e_daemon,
      a_query_after_a_client_exit_is_answered_while_other_programs_keep_every_core_busy) {
   pid_t spin[64];
   int nspin = start_spinners(spin);
-  char err_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  char err_path[CLIENT_PATH];
+  client_paths(err_path, NULL);
   pid_t client = spawn_stream_client(BUSY_ROUNDS, err_path);
   int status = wait_exit(client, 30000);
   char *argv[] = {(char *)e2e_bin("heapctl"), "--socket", env.socket, "sessions", "--json", NULL};
@@ -649,8 +658,8 @@ Test(e2e_daemon, a_full_backlog_makes_clients_wait_and_loses_nothing, .timeout =
   sqlite3 *db = shut_out_the_writer();
   char rounds[32];
   snprintf(rounds, sizeof rounds, "%d", BACKLOG_ROUNDS);
-  char err_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  char err_path[CLIENT_PATH];
+  client_paths(err_path, NULL);
   pid_t client = spawn_stream_client(rounds, err_path);
   for (int waited = 0; !daemon_paused(); waited += 20) {
     cr_assert(lt(int, waited, WAIT_MS), "the daemon did not stop reading in %d ms", WAIT_MS);
@@ -762,9 +771,8 @@ static int end_client_and_count(pid_t client, const char *out_path, const char *
 Test(e2e_daemon, a_daemon_stopped_while_a_client_waits_loses_nothing_uncounted, .timeout = 120) {
   restart_with_backlog_mib(8);
   sqlite3 *db = shut_out_the_writer();
-  char err_path[160], out_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  char err_path[CLIENT_PATH], out_path[CLIENT_PATH];
+  client_paths(err_path, out_path);
   pid_t client = spawn_stream_client_out(STREAM_ROUNDS_FOREVER, err_path, out_path);
   for (int waited = 0; !daemon_paused(); waited += 20) {
     cr_assert(lt(int, waited, WAIT_MS), "the daemon did not stop reading in %d ms", WAIT_MS);
@@ -794,8 +802,8 @@ Test(e2e_daemon, a_daemon_stopped_while_a_client_waits_loses_nothing_uncounted, 
  * 5 s); once the database is free the session is stored whole. */
 Test(e2e_daemon, a_client_exit_does_not_wait_until_its_session_is_stored) {
   sqlite3 *db = shut_out_the_writer();
-  char err_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  char err_path[CLIENT_PATH];
+  client_paths(err_path, NULL);
   pid_t client = spawn_stream_client("1000", err_path);
   int status = wait_exit(client, 3000);
   let_the_writer_in(db);
@@ -822,8 +830,8 @@ Test(e2e_daemon, a_client_exit_does_not_wait_until_its_session_is_stored) {
 #endif
 Test(e2e_daemon, memory_for_a_programs_frames_is_kept_for_the_next_one, .timeout = 90) {
   cr_assert(eq(dbl, status_number("buffers_kept_bytes"), 0), "nothing kept before any program");
-  char err_path[160], rounds[32];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  char err_path[CLIENT_PATH], rounds[32];
+  client_paths(err_path, NULL);
   snprintf(rounds, sizeof rounds, "%d", KEPT_ROUNDS);
   pid_t spin[64];
   int nspin = start_spinners(spin);
@@ -895,11 +903,12 @@ static void kill_daemon(void) {
   env.daemon = 0;
 }
 
-/* Starts ht_stream_client streaming (its stderr into err_path, which holds
- * len bytes) and SIGKILLs the daemon once it has taken KILL_AFTER_EVENTS
- * events, the client still running. Returns the client's pid. */
-static pid_t kill_daemon_under_a_client(char *err_path, size_t len) {
-  snprintf(err_path, len, "%s/client.err", env.dir);
+/* Starts ht_stream_client streaming (its stderr into err_path, which
+ * client_paths fills) and SIGKILLs the daemon once it has taken
+ * KILL_AFTER_EVENTS events, the client still running. Returns the
+ * client's pid. */
+static pid_t kill_daemon_under_a_client(char err_path[CLIENT_PATH]) {
+  client_paths(err_path, NULL);
   pid_t client = spawn_stream_client(STREAM_ROUNDS_FOREVER, err_path);
   wait_events_received(KILL_AFTER_EVENTS);
   cr_assert(eq(int, waitpid(client, NULL, WNOHANG), 0),
@@ -913,8 +922,8 @@ static pid_t kill_daemon_under_a_client(char *err_path, size_t len) {
  * the client left as it ended (a second session, ended clean, with what it
  * could not deliver). Returns the killed session's id. */
 static int kill_daemon_during_ingest(void) {
-  char err_path[160];
-  pid_t client = kill_daemon_under_a_client(err_path, sizeof err_path);
+  char err_path[CLIENT_PATH];
+  pid_t client = kill_daemon_under_a_client(err_path);
   /* The client notices, warns once, and goes on untraced to a clean exit. */
   kill(client, SIGUSR1);
   cr_assert(eq(int, wait_exit(client, 30000), 0));
@@ -1018,9 +1027,8 @@ Test(e2e_daemon, a_daemon_killed_before_storing_what_it_read_counts_the_rest_as_
   /* A session stored whole before: its entry is gone, nothing is added. */
   assert_good_session_works(GOOD_PID);
 
-  char err_path[160], out_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  char err_path[CLIENT_PATH], out_path[CLIENT_PATH];
+  client_paths(err_path, out_path);
   pid_t client = spawn_stream_client_out(STREAM_ROUNDS_FOREVER, err_path, out_path);
   /* Part of the session is stored: a query's barrier commits what came. */
   double stored = 0;
@@ -1080,8 +1088,8 @@ Test(e2e_daemon, a_daemon_killed_before_storing_what_it_read_counts_the_rest_as_
  * made lost. */
 Test(e2e_daemon, a_daemon_killed_before_storing_a_sessions_start_names_it_and_counts_it_lost) {
   sqlite3 *db = shut_out_the_writer();
-  char err_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
+  char err_path[CLIENT_PATH];
+  client_paths(err_path, NULL);
   pid_t client = spawn_stream_client("20000", err_path);
   cr_assert(eq(int, wait_exit(client, 30000), 0));
   kill_daemon();
@@ -1141,9 +1149,8 @@ Test(e2e_daemon, a_ledger_that_cannot_be_opened_is_said_and_the_daemon_serves_wi
  * sessions every event it made is stored or counted as lost, exactly. */
 Test(e2e_daemon, a_daemon_killed_with_a_clients_events_unread_counts_them_once_it_reconnects,
      .timeout = 120) {
-  char err_path[160], out_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  char err_path[CLIENT_PATH], out_path[CLIENT_PATH];
+  client_paths(err_path, out_path);
   /* Flushed every 100 rounds: many small frames, so that the socket holds
    * whole ones when the daemon dies (the frame a write was in when it
    * failed is the client's to count, as undelivered). */
@@ -1191,9 +1198,8 @@ static void kill_and_count_in_one_session(pid_t client, const char *err_path,
  * on it are counted as lost in the session that reports them. */
 Test(e2e_daemon, a_connection_never_read_at_all_is_counted_in_the_session_after_it,
      .timeout = 120) {
-  char err_path[160], out_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  char err_path[CLIENT_PATH], out_path[CLIENT_PATH];
+  client_paths(err_path, out_path);
   e2e_signal_daemon(&env, SIGSTOP); /* its listening socket still queues connections */
   pid_t client = spawn_stream_client_flushing(STREAM_ROUNDS_FOREVER, "100", err_path, out_path);
   e2e_sleep_ms(500); /* connected, handshake and events written, the socket full */
@@ -1214,9 +1220,8 @@ Test(e2e_daemon, a_connection_never_read_at_all_is_counted_in_the_session_after_
  * each (PREVIOUS) counts those reports with the events written on it:
  * again every event the client made is stored or counted as lost. */
 Test(e2e_daemon, reports_written_on_a_connection_never_read_are_counted_too, .timeout = 120) {
-  char err_path[160], out_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  char err_path[CLIENT_PATH], out_path[CLIENT_PATH];
+  client_paths(err_path, out_path);
   e2e_signal_daemon(&env, SIGSTOP);
   setenv("HEAPTRACE_MODE", "drop", 1);
   pid_t client = spawn_stream_client_flushing(STREAM_ROUNDS_FOREVER, "100", err_path, out_path);
@@ -1256,9 +1261,8 @@ static int accounts_left(void) {
  * sessions every event it made is stored or counted as lost, exactly. */
 Test(e2e_daemon, a_program_that_ends_with_no_daemon_leaves_its_account_for_the_next,
      .timeout = 120) {
-  char err_path[160], out_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  char err_path[CLIENT_PATH], out_path[CLIENT_PATH];
+  client_paths(err_path, out_path);
   pid_t client = spawn_stream_client_out(STREAM_ROUNDS_FOREVER, err_path, out_path);
   wait_events_received(1000);
   kill_daemon();
@@ -1286,9 +1290,8 @@ Test(e2e_daemon, a_program_that_ends_with_no_daemon_leaves_its_account_for_the_n
 Test(e2e_daemon, a_connection_given_up_is_counted_only_once_its_session_is_stored, .timeout = 120) {
   restart_with_backlog_mib(8);
   sqlite3 *db = shut_out_the_writer();
-  char err_path[160], out_path[160];
-  snprintf(err_path, sizeof err_path, "%s/client.err", env.dir);
-  snprintf(out_path, sizeof out_path, "%s/client.out", env.dir);
+  char err_path[CLIENT_PATH], out_path[CLIENT_PATH];
+  client_paths(err_path, out_path);
   setenv("HEAPTRACE_MODE", "drop", 1);
   pid_t client = spawn_stream_client_out(STREAM_ROUNDS_FOREVER, err_path, out_path);
   unsetenv("HEAPTRACE_MODE");
@@ -1317,8 +1320,8 @@ Test(e2e_daemon, a_connection_given_up_is_counted_only_once_its_session_is_store
  * would read, and lost it again: a second warning. dying_listener holds
  * that moment for as long as the test needs. */
 Test(e2e_daemon, a_killed_daemon_that_is_still_exiting_is_not_reconnected_to) {
-  char err_path[160];
-  pid_t client = kill_daemon_under_a_client(err_path, sizeof err_path);
+  char err_path[CLIENT_PATH];
+  pid_t client = kill_daemon_under_a_client(err_path);
   unlink(env.socket);
   pid_t dying = spawn_dying_listener(env.socket, NULL);
   /* The client retries 100, 200 and 400 ms after the loss. */
@@ -1455,8 +1458,8 @@ Test(e2e_daemon, second_user_is_refused_by_peer_credentials_when_the_socket_is_r
  * marked running, nobody to recover it -- answers heapctl offline: the
  * session's committed events are analysed where they lie. */
 Test(e2e_daemon, a_database_left_by_a_killed_daemon_answers_offline) {
-  char err_path[160];
-  pid_t client = kill_daemon_under_a_client(err_path, sizeof err_path);
+  char err_path[CLIENT_PATH];
+  pid_t client = kill_daemon_under_a_client(err_path);
   kill(client, SIGUSR1);
   cr_assert(eq(int, wait_exit(client, 30000), 0));
   cJSON *all = sessions(1);

@@ -355,23 +355,34 @@ Test(e2e_transport, without_a_daemon_the_program_runs_and_keeps_its_exit_status)
   runs_untraced_warning_once("cannot connect to heaptraced");
 }
 
+/* In place of the daemon, tests/programs/refusing_listener [MAX_VERSION
+ * [DROP_AFTER_MS]] (NULL: not given); threads_client runs 2 threads x
+ * `rounds` rounds with a 250 ms pause every 1000 beside it. *r gets the
+ * client's result, *l the listener's, stopped once the client is done. */
+static void run_beside_listener(char *max_version, char *drop_after_ms, char *rounds,
+                                e2e_result_t *r, e2e_result_t *l) {
+  e2e_stop_daemon(&env);
+  unlink(env.socket);
+  char *largv[] = {(char *)e2e_bin("refusing_listener"), env.socket, max_version, drop_after_ms,
+                   NULL};
+  pid_t listener = e2e_spawn(&env, largv, NULL);
+  struct stat sb;
+  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < 5000; waited += 10)
+    e2e_sleep_ms(10);
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", rounds, "0", "250000", NULL};
+  *r = e2e_run(&env, argv, NULL);
+  kill(listener, SIGTERM);
+  *l = e2e_wait(&env, listener);
+}
+
 /* A daemon that closes every connection as soon as it is made, as an
  * older heaptraced refuses a newer protocol version: the program runs to
  * its end, warns three times in all (the first loss, the reconnection, and
  * that the daemon refuses it), and tries again less and less often. */
 Test(e2e_transport, a_daemon_that_refuses_every_connection_gets_one_warning_and_fewer_tries) {
-  e2e_stop_daemon(&env);
-  unlink(env.socket);
-  char *largv[] = {(char *)e2e_bin("refusing_listener"), env.socket, NULL};
-  pid_t listener = e2e_spawn(&env, largv, NULL);
-  struct stat sb;
-  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < 5000; waited += 10)
-    e2e_sleep_ms(10);
   /* 2 threads x 8000 rounds with a 250 ms pause every 1000: about 2 s. */
-  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "8000", "0", "250000", NULL};
-  e2e_result_t r = e2e_run(&env, argv, NULL);
-  kill(listener, SIGTERM);
-  e2e_result_t l = e2e_wait(&env, listener);
+  e2e_result_t r, l;
+  run_beside_listener(NULL, NULL, "8000", &r, &l);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   cr_assert(eq(long, e2e_field(r.out, "allocations"), 2 * 8000 + 2), "%s", r.out);
   cr_assert(eq(int, e2e_count_lines(r.err, "lost the connection"), 1), "%s", r.err);
@@ -395,18 +406,9 @@ Test(e2e_transport, a_daemon_that_refuses_every_connection_gets_one_warning_and_
  * lasts; what it then tells of the connection it lost is in version 3's
  * shape. */
 Test(e2e_transport, an_older_daemon_is_spoken_to_in_its_own_version) {
-  e2e_stop_daemon(&env);
-  unlink(env.socket);
-  char *largv[] = {(char *)e2e_bin("refusing_listener"), env.socket, "3", "1500", NULL};
-  pid_t listener = e2e_spawn(&env, largv, NULL);
-  struct stat sb;
-  for (int waited = 0; stat(env.socket, &sb) != 0 && waited < 5000; waited += 10)
-    e2e_sleep_ms(10);
   /* 2 threads x 16000 rounds with a 250 ms pause every 1000: about 4 s. */
-  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "16000", "0", "250000", NULL};
-  e2e_result_t r = e2e_run(&env, argv, NULL);
-  kill(listener, SIGTERM);
-  e2e_result_t l = e2e_wait(&env, listener);
+  e2e_result_t r, l;
+  run_beside_listener("3", "1500", "16000", &r, &l);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   cr_assert(eq(long, e2e_field(r.out, "allocations"), 2 * 16000 + 2), "%s", r.out);
   cr_assert(le(int, 1, e2e_count_lines(r.err, "in protocol version 3 (it is older than")), "%s",
