@@ -6,6 +6,7 @@
  * because this runs inside the first traced allocation.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,33 @@ static int parse_bool(const char *v) {
   return -1;
 }
 
+/* A relative socket path is taken from the working directory the program
+ * has now: made absolute, so that a program that changes its directory
+ * later - a daemon's chdir("/") - still reconnects to the daemon it
+ * started with, and leaves its account (transport.c) beside that daemon's
+ * socket. When the absolute path does not fit, the relative one is kept,
+ * and said. */
+static void socket_from_here(ht_config_t *cfg) {
+  char cwd[sizeof cfg->socket_path], rel[sizeof cfg->socket_path], why[80];
+  memcpy(rel, cfg->socket_path, sizeof rel);
+  const char *r = rel;
+  while (r[0] == '.' && r[1] == '/')
+    r += 2 + strspn(r + 2, "/");
+  const char *here = getcwd(cwd, sizeof cwd);
+  if (!here && errno != ERANGE)
+    snprintf(why, sizeof why, "the working directory cannot be read: %s", strerror(errno));
+  else if (!here || snprintf(cfg->socket_path, sizeof cfg->socket_path, "%s/%s",
+                             strcmp(cwd, "/") == 0 ? "" : cwd, r) >= (int)sizeof cfg->socket_path)
+    snprintf(why, sizeof why, "with the working directory it is longer than %zu bytes",
+             sizeof cfg->socket_path - 1);
+  else
+    return;
+  memcpy(cfg->socket_path, rel, sizeof rel);
+  ht__warn("heaptrace: HEAPTRACE_SOCKET=%s is relative and is kept so (%s): the program reaches "
+           "the daemon only while its working directory is this one",
+           rel, why);
+}
+
 void ht__config_load(ht_config_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
   cfg->mode = HT_MODE_BLOCK;
@@ -90,8 +118,11 @@ void ht__config_load(ht_config_t *cfg) {
 
   v = getenv("HEAPTRACE_SOCKET");
   if (v && v[0] != '\0') {
-    if (copy_str(cfg->socket_path, sizeof cfg->socket_path, v) == 0)
+    if (copy_str(cfg->socket_path, sizeof cfg->socket_path, v) == 0) {
+      if (v[0] != '/')
+        socket_from_here(cfg);
       return;
+    }
     ht__warn("heaptrace: HEAPTRACE_SOCKET is longer than %zu bytes; using the "
              "default socket",
              sizeof cfg->socket_path - 1);

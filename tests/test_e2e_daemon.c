@@ -210,11 +210,15 @@ static void client_paths(char err_path[CLIENT_PATH], char out_path[CLIENT_PATH])
     snprintf(out_path, CLIENT_PATH, "%s/client.out", env.dir);
 }
 
-/* Starts ht_stream_client ROUNDS [FLUSH_EVERY] (flush_every NULL: none) in
- * the background on the daemon's socket, its stderr into err_path, its
- * stdout into out_path (NULL: nowhere). */
-static pid_t spawn_stream_client_flushing(const char *rounds, const char *flush_every,
-                                          const char *err_path, const char *out_path) {
+/* Starts ht_stream_client ROUNDS [FLUSH_EVERY [DIR]] (flush_every NULL:
+ * none) in the background on the daemon's socket, its stderr into
+ * err_path, its stdout into out_path (NULL: nowhere). With moves_to, the
+ * client starts in the socket's directory, is given the socket's name
+ * alone (a relative HEAPTRACE_SOCKET), and moves to moves_to (its DIR)
+ * after its first round. */
+static pid_t spawn_stream_client_in(const char *rounds, const char *flush_every,
+                                    const char *moves_to, const char *err_path,
+                                    const char *out_path) {
   pid_t pid = fork();
   cr_assert(ge(int, pid, 0));
   if (pid == 0) {
@@ -223,12 +227,23 @@ static pid_t spawn_stream_client_flushing(const char *rounds, const char *flush_
         out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600) : open("/dev/null", O_WRONLY);
     dup2(out, STDOUT_FILENO);
     dup2(err, STDERR_FILENO);
-    setenv("HEAPTRACE_SOCKET", env.socket, 1);
+    const char *name = strrchr(env.socket, '/');
+    if (moves_to && (!name || chdir(env.dir) != 0))
+      _exit(126);
+    setenv("HEAPTRACE_SOCKET", moves_to ? name + 1 : env.socket, 1);
     setenv("ASAN_OPTIONS", "detect_leaks=0", 1); /* it keeps a block on purpose */
-    execl(e2e_bin("ht_stream_client"), "ht_stream_client", rounds, flush_every, (char *)NULL);
+    if (moves_to)
+      flush_every = flush_every ? flush_every : "0";
+    execl(e2e_bin("ht_stream_client"), "ht_stream_client", rounds, flush_every, moves_to,
+          (char *)NULL);
     _exit(127);
   }
   return pid;
+}
+
+static pid_t spawn_stream_client_flushing(const char *rounds, const char *flush_every,
+                                          const char *err_path, const char *out_path) {
+  return spawn_stream_client_in(rounds, flush_every, NULL, err_path, out_path);
 }
 
 static pid_t spawn_stream_client_out(const char *rounds, const char *err_path,
@@ -1278,6 +1293,36 @@ Test(e2e_daemon, a_program_that_ends_with_no_daemon_leaves_its_account_for_the_n
   cr_assert(eq(int, n, 2), "%d sessions of the client; see %s", n, err_path);
   cr_assert(eq(int, e2e_log_lines(&env, "ended while no heaptraced was there"), 1), "see %s",
             env.log);
+  cr_assert(eq(int, accounts_left(), 0), "the account is still there");
+}
+
+/* A program given its socket as a relative path (HEAPTRACE_SOCKET=NAME,
+ * started in the socket's directory) that then changes its directory, as
+ * one that daemonizes does, still finds the daemon when it is started
+ * again, and when it ends with no daemon leaves its account beside the
+ * socket, not in the directory it moved to. Over its three sessions (two
+ * daemons killed under it, then its account) every event it made is
+ * stored or counted as lost, exactly. */
+Test(e2e_daemon, a_relative_socket_path_holds_when_the_program_changes_directory, .timeout = 120) {
+  char err_path[CLIENT_PATH], out_path[CLIENT_PATH], elsewhere[CLIENT_PATH];
+  client_paths(err_path, out_path);
+  snprintf(elsewhere, sizeof elsewhere, "%s/elsewhere", env.dir);
+  cr_assert(eq(int, mkdir(elsewhere, 0700), 0));
+  pid_t client = spawn_stream_client_in(STREAM_ROUNDS_FOREVER, NULL, elsewhere, err_path, out_path);
+  wait_events_received(1000);
+  kill_daemon();
+  e2e_restart_daemon(&env);
+  wait_events_received(1000); /* the client found the new daemon */
+  kill_daemon();
+  e2e_sleep_ms(300); /* the client goes on, its events undelivered */
+  kill(client, SIGUSR1);
+  cr_assert(eq(int, wait_exit(client, 60000), 0), "see %s", err_path);
+  cr_assert(eq(int, accounts_left(), 1), "see %s", err_path);
+  cr_assert(eq(int, rmdir(elsewhere), 0), "the client left something in %s: %s", elsewhere,
+            strerror(errno));
+  e2e_restart_daemon(&env);
+  int n = count_client_sessions(client, out_path, "daemon-stopped", NULL);
+  cr_assert(eq(int, n, 3), "%d sessions of the client; see %s", n, err_path);
   cr_assert(eq(int, accounts_left(), 0), "the account is still there");
 }
 

@@ -832,3 +832,19 @@ Test(e2e_transport, a_bad_mode_warns_once_and_stays_lossless) {
   check_counts(1, r.out);
   e2e_result_free(&r);
 }
+
+/* A relative HEAPTRACE_SOCKET is made absolute from the working directory
+ * (test_e2e_daemon); one that would then not fit a socket address is
+ * kept as given, and said once. */
+Test(e2e_transport, a_relative_socket_path_too_long_to_make_absolute_is_said_and_kept) {
+  char name[sizeof "HEAPTRACE_SOCKET=" + 107];
+  snprintf(name, sizeof name, "HEAPTRACE_SOCKET=%0107d", 7); /* 107 bytes: "/" + it is too long */
+  char *argv[] = {(char *)e2e_bin("threads_client"), "1", "100", NULL};
+  char *envv[] = {name, NULL};
+  e2e_result_t r = e2e_run(&env, argv, envv);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "is relative and is kept so"), 1), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "cannot connect to heaptraced at 0000"), 1), "%s",
+            r.err);
+  e2e_result_free(&r);
+}

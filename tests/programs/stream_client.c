@@ -1,7 +1,7 @@
 /* stream_client.c - a traced program whose heap activity is known exactly,
  * for the daemon lifecycle tests.
  *
- *   ht_stream_client ROUNDS [FLUSH_EVERY]
+ *   ht_stream_client ROUNDS [FLUSH_EVERY [DIR]]
  *
  * Does ROUNDS rounds of ht_malloc((i % 256) + 1) + ht_free, then allocates
  * one 64-byte block it never frees: 2 * ROUNDS + 1 events, ROUNDS + 1
@@ -10,13 +10,16 @@
  * then ends the rounds early (the counts above hold for the rounds done).
  * With FLUSH_EVERY, ht_flush() runs after every FLUSH_EVERY rounds, so
  * that the events are written to the socket by ht_flush and never fill the
- * event buffer. It prints, as its last line:
+ * event buffer (0: never). With DIR, it changes its working directory to
+ * DIR after its first round, as a program that daemonizes does. It prints,
+ * as its last line:
  *   done: N rounds, 64 bytes kept at P
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <heaptrace/heaptrace.h>
 
@@ -38,10 +41,11 @@ static long long count_arg(const char *arg) {
 }
 
 int main(int argc, char **argv) {
-  long long rounds = argc == 2 || argc == 3 ? count_arg(argv[1]) : -1;
-  long long flush_every = argc == 3 ? count_arg(argv[2]) : 0;
+  long long rounds = argc >= 2 && argc <= 4 ? count_arg(argv[1]) : -1;
+  long long flush_every = argc >= 3 ? count_arg(argv[2]) : 0;
+  const char *dir = argc == 4 ? argv[3] : NULL;
   if (rounds < 0 || flush_every < 0) {
-    fprintf(stderr, "usage: ht_stream_client ROUNDS [FLUSH_EVERY]\n");
+    fprintf(stderr, "usage: ht_stream_client ROUNDS [FLUSH_EVERY [DIR]]\n");
     return 2;
   }
   signal(SIGUSR1, on_usr1);
@@ -51,6 +55,10 @@ int main(int argc, char **argv) {
     if (!p)
       return 1;
     ht_free(p);
+    if (dir && i == 0 && chdir(dir) != 0) {
+      perror(dir);
+      return 1;
+    }
     if (flush_every && (i + 1) % flush_every == 0)
       ht_flush();
   }
