@@ -225,6 +225,22 @@ void ht__transport_stalled(uint64_t since_ns);
 /* Whether the flusher thread runs (read from a signal handler). */
 int ht__transport_flusher_alive(void);
 
+/* exec (exec.c): the process image is about to be replaced, and the
+ * flusher and every ring with it. Everything recorded is shipped and the
+ * session ends clean, as at exit, once the daemon has read it; returns 1
+ * then, with the transport's locks held, so that nothing is written on a
+ * new connection until the exec is over: a successful one takes them
+ * with the image, a failed one gives them back in
+ * ht__transport_exec_failed. Returns 0, doing nothing, when not tracing,
+ * in a process that does not own the connection (a vfork child shares
+ * its parent's memory), or when the locks are not had within a bound (an
+ * exec from a signal handler that interrupted their holder). */
+int ht__transport_exec(void);
+/* The exec after ht__transport_exec() returned 1 failed: tracing goes on
+ * in a new session (a reconnection; what other threads recorded meanwhile
+ * is counted there as undelivered). errno is kept. */
+void ht__transport_exec_failed(void);
+
 /* Writes one whole record (a SITE record, for a program thread's event)
  * on the current connection; *epoch gets the connection epoch it went to
  * (0 if it went nowhere). Returns 0, HT_ENOTCONN, or, in drop mode only,

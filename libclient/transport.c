@@ -75,6 +75,7 @@ static int sock_fd = -1;
 static dev_t sock_dev; /* the socket's identity: see sock_is_ours */
 static ino_t sock_ino;
 static _Atomic uint32_t conn_epoch; /* bumped by every successful connect; read by adopt */
+static _Atomic pid_t conn_pid;      /* the process that made the connection (exec) */
 static uint16_t hello_flags;        /* HT_HELLO_F_RECONNECT / _FORKED for the next HELLO */
 static int ever_connected;
 static uint64_t retry_at_ns, retry_ms = HT_RETRY_FIRST_MS;
@@ -588,8 +589,16 @@ static void collect_adopted(void) {
 
 /* Ships every stream; unmaps streams whose thread exited once drained.
  * patience: the flusher's or the exit's (see wait_writable). */
+static void ship_all_locked(void);
 static void ship_all(patience_t patience) {
   lock_io(1, patience);
+  ship_all_locked();
+  pthread_mutex_unlock(&io_lock);
+  pthread_mutex_unlock(&list_lock);
+}
+
+/* ship_all's work, list_lock and io_lock held. */
+static void ship_all_locked(void) {
   collect_adopted();
   ht_stream_t **link = &streams;
   while (*link) {
@@ -611,8 +620,6 @@ static void ship_all(patience_t patience) {
     }
     link = &s->next;
   }
-  pthread_mutex_unlock(&io_lock);
-  pthread_mutex_unlock(&list_lock);
 }
 
 /* No lock: a new thread does not wait for a flusher busy on the socket. */
@@ -803,6 +810,7 @@ static int connect_daemon(void) {
   }
   conn_epoch++;
   ever_connected = 1;
+  atomic_store(&conn_pid, getpid());
   connected_ns = ht__clock_real_ns();
   return 0;
 }
@@ -1059,6 +1067,56 @@ static void transport_shutdown(void) {
   }
   reconnect_for_exit();
   end_session(HT_END_CLEAN, 0, 1);
+}
+
+/* list_lock and io_lock (for a holder that asks for delivery), if had
+ * within ms: 0, or -1 holding neither. */
+static int lock_io_within(unsigned ms) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += (time_t)(ms / 1000u);
+  until.tv_nsec += (long)(ms % 1000u) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  if (pthread_mutex_timedlock(&list_lock, &until) != 0)
+    return -1;
+  if (pthread_mutex_timedlock(&io_lock, &until) != 0) {
+    pthread_mutex_unlock(&list_lock);
+    return -1;
+  }
+  io_patience = PATIENCE_EXIT;
+  return 0;
+}
+
+int ht__transport_exec(void) {
+  /* The pid first, without a lock: a vfork child must not touch the
+   * parent's locks, which another of the parent's threads may need. */
+  if (atomic_load(&conn_pid) != getpid() ||
+      !atomic_load_explicit(&init_state, memory_order_acquire) || !atomic_load(&ht__tracing) ||
+      lock_io_within(HT_END_WAIT_MS) != 0)
+    return 0;
+  if (!ever_connected) {
+    pthread_mutex_unlock(&io_lock);
+    pthread_mutex_unlock(&list_lock);
+    return 0;
+  }
+  if (sock_fd < 0 && brief_losses == 0) /* as at exit (reconnect_for_exit) */
+    reconnect();
+  ship_all_locked();
+  send_end(HT_END_CLEAN, 0, 1);
+  return 1;
+}
+
+void ht__transport_exec_failed(void) {
+  int err = errno;
+  /* Quietly: nothing was lost that the program did not ask for. */
+  if (reconnect() != 0)
+    retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
+  pthread_mutex_unlock(&io_lock);
+  pthread_mutex_unlock(&list_lock);
+  errno = err;
 }
 
 /* fork: the child must not write into the parent's connection nor ship

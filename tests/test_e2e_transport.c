@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 #include <signal.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -847,4 +848,116 @@ Test(e2e_transport, a_relative_socket_path_too_long_to_make_absolute_is_said_and
   cr_assert(eq(int, e2e_count_lines(r.err, "cannot connect to heaptraced at 0000"), 1), "%s",
             r.err);
   e2e_result_free(&r);
+}
+
+/* ---- exec: a program that replaces itself ends its session whole ---- */
+
+/* The session of pid that is the nth (from 0), checked to have ended
+ * clean with exactly `events` events and none lost. */
+static void check_exec_session(const cJSON *ss, long long pid, int nth, long long events,
+                               const char *what) {
+  const cJSON *s = session_of_pid(ss, pid, nth);
+  cr_assert(s != NULL, "%s: no session %d of pid %lld", what, nth, pid);
+  cr_assert(eq(str, (char *)cJSON_GetObjectItem(s, "end_reason")->valuestring, "clean"), "%s",
+            what);
+  cr_assert(eq(dbl, e2e_num(s, "events"), (double)events), "%s", what);
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 0), "%s", what);
+}
+
+/* The value of key= in the second line that has it. */
+static long long second_field(const char *text, const char *key) {
+  const char *nl = strchr(text, '\n');
+  return nl ? e2e_field(nl + 1, key) : -1;
+}
+
+/* Every form of exec (the arrays, the lists, PATH searched, a descriptor)
+ * ships what the program recorded - 2001 events made just before, none
+ * shipped yet - and ends its session clean; the new image, traced too,
+ * has a session of its own under the same pid. Before, those events went
+ * with the old image, and the session ended "disconnected" with none
+ * counted as lost. */
+Test(e2e_transport, every_form_of_exec_ends_the_session_whole_and_the_new_image_has_its_own) {
+  static const char *const forms[] = {"v", "vp", "ve", "l", "lp", "le", "fd", "at"};
+  char path_env[600];
+  snprintf(path_env, sizeof path_env, "PATH=%s", HT_BIN_DIR);
+  for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+    int searched = forms[i][strlen(forms[i]) - 1] == 'p';
+    const char *self = searched ? "exec_client" : e2e_bin("exec_client");
+    char *argv[] = {(char *)e2e_bin("exec_client"),
+                    "1000",
+                    (char *)forms[i],
+                    (char *)self,
+                    "exec_client",
+                    "500",
+                    NULL};
+    char *envv[] = {path_env, NULL};
+    e2e_result_t r = e2e_run(&env, argv, envv);
+    cr_assert(eq(int, r.status, 0), "exec%s: %s", forms[i], r.err);
+    long long pid = e2e_field(r.out, "pid");
+    cr_assert(eq(i64, second_field(r.out, "pid"), pid), "exec%s: %s", forms[i], r.out);
+    cr_assert(eq(i64, e2e_field(r.out, "events"), 2001), "exec%s: %s", forms[i], r.out);
+    cr_assert(eq(i64, second_field(r.out, "events"), 1001), "exec%s: %s", forms[i], r.out);
+    cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+    char what[32];
+    snprintf(what, sizeof what, "exec%s", forms[i]);
+    check_exec_session(ss, pid, 0, 2001, what);
+    check_exec_session(ss, pid, 1, 1001, what);
+    cr_assert(session_of_pid(ss, pid, 2) == NULL, "%s", what);
+    cJSON_Delete(ss);
+    e2e_result_free(&r);
+  }
+}
+
+/* An exec that fails returns its error as before; tracing goes on in a
+ * new session, and between the two every event is stored. */
+Test(e2e_transport, a_failed_exec_keeps_its_error_and_tracing_goes_on_in_a_new_session) {
+  char *argv[] = {(char *)e2e_bin("exec_client"), "1000",        "v",
+                  "/nonexistent/exec_client",     "exec_client", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(i64, e2e_field(r.out, "failed"), ENOENT), "%s", r.out);
+  cr_assert(eq(i64, e2e_field(r.out, "events_after"), 2001), "%s", r.out);
+  cr_assert(eq(int, e2e_count_lines(r.err, "heaptrace:"), 0), "said nothing: %s", r.err);
+  long long pid = e2e_field(r.out, "pid");
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  check_exec_session(ss, pid, 0, 2001, "before the exec");
+  check_exec_session(ss, pid, 1, 2001, "after it");
+  cr_assert(session_of_pid(ss, pid, 2) == NULL);
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
+/* A forked child's exec ends the child's session whole, the parent's
+ * untouched; a vforked child, which shares the parent's memory, execs
+ * without touching the parent's connection (the parent goes on, one
+ * session). */
+Test(e2e_transport, an_exec_in_a_forked_or_vforked_child_leaves_the_parent_whole) {
+  static const char *const hows[] = {"fork-v", "vfork-v"};
+  for (int i = 0; i < 2; i++) {
+    char *argv[] = {(char *)e2e_bin("exec_client"),
+                    "300",
+                    (char *)hows[i],
+                    (char *)e2e_bin("exec_client"),
+                    "exec_client",
+                    "200",
+                    NULL};
+    /* The child starts its flusher: under TSan, as in the fork test. */
+    char *envv[] = {"TSAN_OPTIONS=die_after_fork=0 halt_on_error=1", NULL};
+    e2e_result_t r = e2e_run(&env, argv, envv);
+    cr_assert(eq(int, r.status, 0), "%s: %s", hows[i], r.err);
+    long long parent = e2e_field(r.out, "parent"), child = e2e_field(r.out, "pid");
+    long long forked = i == 0;
+    cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+    check_exec_session(ss, parent, 0, forked ? 601 : 1202, hows[i]);
+    cr_assert(session_of_pid(ss, parent, 1) == NULL, "%s", hows[i]);
+    /* The child: its own rounds (forked only), then the new image's. */
+    if (forked)
+      check_exec_session(ss, child, 0, 601, "the forked child");
+    long long image = forked ? second_field(r.out, "events") : e2e_field(r.out, "events");
+    cr_assert(eq(i64, image, 401), "%s: %s", hows[i], r.out);
+    check_exec_session(ss, child, forked, 401, "the child's new image");
+    cr_assert(session_of_pid(ss, child, forked + 1) == NULL, "%s", hows[i]);
+    cJSON_Delete(ss);
+    e2e_result_free(&r);
+  }
 }

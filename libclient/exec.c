@@ -1,0 +1,235 @@
+/* exec.c - a program that replaces itself with exec ends its session
+ * whole.
+ *
+ * exec replaces the process image without running atexit: the flusher and
+ * the rings go with it, and the events recorded since the last shipment
+ * (up to a flush interval's) would be lost, counted nowhere, the session
+ * cut off "disconnected". libheaptrace defines the exec family itself, so
+ * that a program linked with it calls these: each ships everything and
+ * ends the session clean, as the exit does (ht__transport_exec), then
+ * calls the C library's own function. The program the exec starts, if
+ * traced, has a session of its own (the same pid). An exec that fails
+ * returns its error as before, and tracing goes on in a new session.
+ *
+ * The C library's functions are found when the library is loaded
+ * (dlsym RTLD_NEXT), so that an exec in a vfork child or a signal
+ * handler calls nothing that may take a lock. A program linked fully
+ * statically has no next definition to find: there execve, execveat and
+ * fexecve are the system calls, the others are built on them, and a
+ * file name without '/' for the PATH-searching forms fails with ENOSYS.
+ * posix_spawn, system and popen exec in a child that runs no traced code:
+ * they are not wrapped.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "client.h"
+
+extern char **environ;
+
+typedef int (*execve_fn)(const char *, char *const[], char *const[]);
+typedef int (*execvpe_fn)(const char *, char *const[], char *const[]);
+typedef int (*fexecve_fn)(int, char *const[], char *const[]);
+typedef int (*execveat_fn)(int, const char *, char *const[], char *const[], int);
+
+static execve_fn next_execve;
+static execvpe_fn next_execvpe;
+static fexecve_fn next_fexecve;
+static execveat_fn next_execveat;
+
+/* The next definition of name into *fn, a function pointer (copied: ISO C
+ * has no conversion from dlsym's object pointer). */
+static void find_one(void *fn, size_t size, const char *name) {
+  void *p = dlsym(RTLD_NEXT, name);
+  if (size == sizeof p)
+    memcpy(fn, &p, sizeof p);
+}
+
+__attribute__((constructor)) static void find_next(void) {
+  find_one(&next_execve, sizeof next_execve, "execve");
+  find_one(&next_execvpe, sizeof next_execvpe, "execvpe");
+  find_one(&next_fexecve, sizeof next_fexecve, "fexecve");
+  find_one(&next_execveat, sizeof next_execveat, "execveat");
+}
+
+/* The C library's functions, or the system calls where there is none. */
+static int call_execve(const char *path, char *const argv[], char *const envp[]) {
+  if (next_execve)
+    return next_execve(path, argv, envp);
+  return (int)syscall(SYS_execve, path, argv, envp);
+}
+
+static int call_execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
+                         int flags) {
+  if (next_execveat)
+    return next_execveat(dirfd, path, argv, envp, flags);
+  return (int)syscall(SYS_execveat, dirfd, path, argv, envp, flags);
+}
+
+static int call_execvpe(const char *file, char *const argv[], char *const envp[]) {
+  if (next_execvpe)
+    return next_execvpe(file, argv, envp);
+  if (strchr(file, '/'))
+    return call_execve(file, argv, envp);
+  errno = ENOSYS;
+  return -1;
+}
+
+static int call_fexecve(int fd, char *const argv[], char *const envp[]) {
+  if (next_fexecve)
+    return next_fexecve(fd, argv, envp);
+  return call_execveat(fd, "", argv, envp, AT_EMPTY_PATH);
+}
+
+/* One exec, in whichever form: the path or file name (BY_FILE searches
+ * PATH), or the descriptor (BY_FD, fexecve) or directory and flags (BY_AT,
+ * execveat). */
+typedef struct {
+  enum { BY_PATH, BY_FILE, BY_FD, BY_AT } form;
+  int dirfd, flags;
+  const char *path;
+  char *const *argv, *const *envp;
+} exec_t;
+
+/* The exec, around the session's end: it returns only when it failed. */
+static int run_exec(exec_t x) {
+  int ended = ht__transport_exec();
+  int rc;
+  switch (x.form) {
+  case BY_PATH:
+    rc = call_execve(x.path, x.argv, x.envp);
+    break;
+  case BY_FILE:
+    rc = call_execvpe(x.path, x.argv, x.envp);
+    break;
+  case BY_FD:
+    rc = call_fexecve(x.dirfd, x.argv, x.envp);
+    break;
+  default:
+    rc = call_execveat(x.dirfd, x.path, x.argv, x.envp, x.flags);
+    break;
+  }
+  if (ended)
+    ht__transport_exec_failed();
+  return rc;
+}
+
+HT_EXTERN int execve(const char *path, char *const argv[], char *const envp[]) {
+  return run_exec((exec_t){.form = BY_PATH, .path = path, .argv = argv, .envp = envp});
+}
+
+HT_EXTERN int execv(const char *path, char *const argv[]) {
+  return run_exec((exec_t){.form = BY_PATH, .path = path, .argv = argv, .envp = environ});
+}
+
+HT_EXTERN int execvpe(const char *file, char *const argv[], char *const envp[]) {
+  return run_exec((exec_t){.form = BY_FILE, .path = file, .argv = argv, .envp = envp});
+}
+
+HT_EXTERN int execvp(const char *file, char *const argv[]) {
+  return run_exec((exec_t){.form = BY_FILE, .path = file, .argv = argv, .envp = environ});
+}
+
+HT_EXTERN int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
+                       int flags) {
+  return run_exec((exec_t){BY_AT, dirfd, flags, path, argv, envp});
+}
+
+HT_EXTERN int fexecve(int fd, char *const argv[], char *const envp[]) {
+  return run_exec((exec_t){.form = BY_FD, .dirfd = fd, .argv = argv, .envp = envp});
+}
+
+/* ======================================================================
+ * The list forms (execl, execlp, execle): the arguments gathered into an
+ * array, on the stack when they are few, else in pages of their own - no
+ * malloc, which a vfork child must not call.
+ * ==================================================================== */
+
+#define LIST_ON_STACK 64
+
+typedef struct {
+  char *stack[LIST_ON_STACK];
+  char **argv;
+  size_t map_bytes;
+} arglist_t;
+
+/* Gathers arg0 and the arguments after it (ap), up to the NULL that ends
+ * them, into l->argv, NULL-terminated; with envp, the pointer after that
+ * NULL too (execle). Returns 0, or -1 with errno set. */
+static int gather(arglist_t *l, const char *arg0, va_list ap, char *const **envp) {
+  va_list again;
+  va_copy(again, ap);
+  size_t n = 0; /* arguments, arg0 among them */
+  if (arg0)
+    for (n = 1; va_arg(again, char *) != NULL; n++) {
+    }
+  va_end(again);
+  l->argv = l->stack;
+  l->map_bytes = 0;
+  if (n >= LIST_ON_STACK) {
+    l->map_bytes = (n + 1) * sizeof(char *);
+    void *m = mmap(NULL, l->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+      return -1;
+    l->argv = m;
+  }
+  l->argv[0] = (char *)arg0;
+  for (size_t i = 1; i < n; i++)
+    l->argv[i] = va_arg(ap, char *);
+  l->argv[n] = NULL;
+  if (arg0)
+    (void)va_arg(ap, char *); /* the NULL */
+  if (envp)
+    *envp = va_arg(ap, char *const *);
+  return 0;
+}
+
+/* The exec of a gathered list (rc: gather's); the list's pages are
+ * released if it failed. */
+static int run_list(arglist_t *l, int rc, exec_t x) {
+  if (rc != 0)
+    return rc;
+  x.argv = l->argv;
+  rc = run_exec(x);
+  if (l->map_bytes) {
+    int err = errno;
+    munmap(l->argv, l->map_bytes);
+    errno = err;
+  }
+  return rc;
+}
+
+HT_EXTERN int execl(const char *path, const char *arg, ...) {
+  arglist_t l;
+  va_list ap;
+  va_start(ap, arg);
+  int rc = gather(&l, arg, ap, NULL);
+  va_end(ap);
+  return run_list(&l, rc, (exec_t){.form = BY_PATH, .path = path, .envp = environ});
+}
+
+HT_EXTERN int execlp(const char *file, const char *arg, ...) {
+  arglist_t l;
+  va_list ap;
+  va_start(ap, arg);
+  int rc = gather(&l, arg, ap, NULL);
+  va_end(ap);
+  return run_list(&l, rc, (exec_t){.form = BY_FILE, .path = file, .envp = environ});
+}
+
+HT_EXTERN int execle(const char *path, const char *arg, ...) {
+  arglist_t l;
+  char *const *envp = NULL;
+  va_list ap;
+  va_start(ap, arg);
+  int rc = gather(&l, arg, ap, &envp);
+  va_end(ap);
+  return run_list(&l, rc, (exec_t){.form = BY_PATH, .path = path, .envp = envp});
+}
