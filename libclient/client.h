@@ -11,6 +11,7 @@
 #ifndef HT_CLIENT_H
 #define HT_CLIENT_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -53,6 +54,23 @@ int ht__default_socket_path(char *out, size_t cap);
 
 /* Prints one line "heaptrace: ..." to stderr with write(2), no stdio. */
 void ht__warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* pthread_cancel acts at the system calls that are cancellation points -
+ * sendmsg, poll, connect, write and the like. A program thread cancelled
+ * in one of the library's with one of its locks held would leave the lock
+ * held, and every other thread would hang on it. The library's paths that
+ * make such calls, or may, run with cancellation disabled
+ * (ht__cancel_off), and give the thread its state back after
+ * (ht__cancel_restore): a cancellation asked for meanwhile acts at the
+ * program's next cancellation point. */
+static inline int ht__cancel_off(void) {
+  int old;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+  return old;
+}
+static inline void ht__cancel_restore(int old) {
+  pthread_setcancelstate(old, NULL);
+}
 
 /* ---- the state blob (state.c) ---- */
 /* CRC-32 (IEEE) of a state blob of len bytes with its crc field (bytes

@@ -25,8 +25,10 @@ void ht__warn(const char *fmt, ...) {
     return;
   size_t len = (size_t)n < sizeof line - 2 ? (size_t)n : sizeof line - 2;
   line[len++] = '\n';
+  int cancel = ht__cancel_off(); /* callers may hold a lock */
   ssize_t w = write(STDERR_FILENO, line, len);
   (void)w;
+  ht__cancel_restore(cancel);
 }
 
 static int copy_str(char *dst, size_t cap, const char *src) {

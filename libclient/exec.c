@@ -1,5 +1,5 @@
 /* exec.c - a program that replaces itself with exec ends its session
- * whole.
+ * whole; one that daemonizes with daemon() loses nothing either.
  *
  * exec replaces the process image without running atexit: the flusher and
  * the rings go with it, and the events recorded since the last shipment
@@ -15,16 +15,25 @@
  * (dlsym RTLD_NEXT), so that an exec in a vfork child or a signal
  * handler calls nothing that may take a lock. A program linked fully
  * statically has no next definition to find: there execve, execveat and
- * fexecve are the system calls, the others are built on them, and a
- * file name without '/' for the PATH-searching forms fails with ENOSYS.
+ * fexecve are the system calls, the others are built on them, and the
+ * PATH-searching forms search PATH here (search_path).
  * posix_spawn, system and popen exec in a child that runs no traced code:
  * they are not wrapped.
+ *
+ * daemon() forks and has the parent leave by _exit, which skips atexit:
+ * the parent's last events would go with it. Everything is shipped first
+ * (the daemon reads what is in the socket after the parent is gone); the
+ * parent's session then ends "disconnected", as any _exit does, with
+ * nothing lost, and the child goes on in a session of its own, as after
+ * any fork.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -43,6 +52,7 @@ static execve_fn next_execve;
 static execvpe_fn next_execvpe;
 static fexecve_fn next_fexecve;
 static execveat_fn next_execveat;
+static int (*next_daemon)(int, int);
 
 /* The next definition of name into *fn, a function pointer (copied: ISO C
  * has no conversion from dlsym's object pointer). */
@@ -57,6 +67,7 @@ __attribute__((constructor)) static void find_next(void) {
   find_one(&next_execvpe, sizeof next_execvpe, "execvpe");
   find_one(&next_fexecve, sizeof next_fexecve, "fexecve");
   find_one(&next_execveat, sizeof next_execveat, "execveat");
+  find_one(&next_daemon, sizeof next_daemon, "daemon");
 }
 
 /* The C library's functions, or the system calls where there is none. */
@@ -73,13 +84,52 @@ static int call_execveat(int dirfd, const char *path, char *const argv[], char *
   return (int)syscall(SYS_execveat, dirfd, path, argv, envp, flags);
 }
 
+/* execvpe's search of PATH, for a program linked fully statically, whose
+ * own execvpe this file's replaced: each directory of PATH (default
+ * /bin:/usr/bin; an empty one is the working directory) in turn, as
+ * POSIX has it - a file not found there, or in a directory that cannot
+ * be searched, sends the search on; any other error ends it; EACCES is
+ * reported if no directory had the file. Unlike glibc's, a file found
+ * that is no executable (ENOEXEC) is not run with /bin/sh. */
+static int search_path(const char *file, char *const argv[], char *const envp[]) {
+  if (!*file) {
+    errno = ENOENT;
+    return -1;
+  }
+  const char *dirs = getenv("PATH");
+  if (!dirs)
+    dirs = "/bin:/usr/bin";
+  size_t flen = strlen(file);
+  int denied = 0;
+  for (const char *d = dirs;; d++) {
+    const char *end = strchrnul(d, ':');
+    size_t dlen = (size_t)(end - d);
+    char path[PATH_MAX];
+    if (dlen + 1 + flen < sizeof path) {
+      memcpy(path, d, dlen);
+      path[dlen] = '/';
+      memcpy(path + (dlen ? dlen + 1 : 0), file, flen + 1);
+      call_execve(path, argv, envp);
+      if (errno == EACCES)
+        denied = 1;
+      else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE && errno != ENODEV &&
+               errno != ETIMEDOUT)
+        return -1;
+    }
+    if (!*end)
+      break;
+    d = end;
+  }
+  errno = denied ? EACCES : ENOENT;
+  return -1;
+}
+
 static int call_execvpe(const char *file, char *const argv[], char *const envp[]) {
   if (next_execvpe)
     return next_execvpe(file, argv, envp);
   if (strchr(file, '/'))
     return call_execve(file, argv, envp);
-  errno = ENOSYS;
-  return -1;
+  return search_path(file, argv, envp);
 }
 
 static int call_fexecve(int fd, char *const argv[], char *const envp[]) {
@@ -100,6 +150,7 @@ typedef struct {
 
 /* The exec, around the session's end: it returns only when it failed. */
 static int run_exec(exec_t x) {
+  int cancel = ht__cancel_off();
   int ended = ht__transport_exec();
   int rc;
   switch (x.form) {
@@ -118,6 +169,7 @@ static int run_exec(exec_t x) {
   }
   if (ended)
     ht__transport_exec_failed();
+  ht__cancel_restore(cancel);
   return rc;
 }
 
@@ -144,6 +196,38 @@ HT_EXTERN int execveat(int dirfd, const char *path, char *const argv[], char *co
 
 HT_EXTERN int fexecve(int fd, char *const argv[], char *const envp[]) {
   return run_exec((exec_t){.form = BY_FD, .dirfd = fd, .argv = argv, .envp = envp});
+}
+
+/* daemon(3), for a program linked fully statically, whose own daemon this
+ * file replaced: the parent leaves, the child leads a session of its own,
+ * in / unless nochdir, its standard descriptors on /dev/null unless
+ * noclose. */
+static int own_daemon(int nochdir, int noclose) {
+  pid_t pid = fork();
+  if (pid < 0)
+    return -1;
+  if (pid > 0)
+    _exit(0);
+  if (setsid() < 0)
+    return -1;
+  if (!nochdir && chdir("/") != 0)
+    return -1;
+  if (!noclose) {
+    int fd = open("/dev/null", O_RDWR);
+    if (fd < 0)
+      return -1;
+    for (int std = 0; std <= 2; std++)
+      if (dup2(fd, std) < 0)
+        return -1;
+    if (fd > 2)
+      close(fd);
+  }
+  return 0;
+}
+
+HT_EXTERN int daemon(int nochdir, int noclose) {
+  ht_flush();
+  return next_daemon ? next_daemon(nochdir, noclose) : own_daemon(nochdir, noclose);
 }
 
 /* ======================================================================

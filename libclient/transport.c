@@ -418,19 +418,24 @@ static int sock_takes_record(void) {
 
 int ht__transport_send_record_epoch(const uint8_t *buf, size_t len, uint32_t *epoch) {
   *epoch = 0;
-  if (!lock_io_for_record())
-    return HT_EAGAIN;
-  int rc = sock_takes_record() ? write_buf(buf, len) : HT_EAGAIN;
-  if (rc == 0 && sock_fd >= 0)
-    *epoch = conn_epoch;
-  pthread_mutex_unlock(&io_lock);
+  int cancel = ht__cancel_off();
+  int rc = HT_EAGAIN;
+  if (lock_io_for_record()) {
+    rc = sock_takes_record() ? write_buf(buf, len) : HT_EAGAIN;
+    if (rc == 0 && sock_fd >= 0)
+      *epoch = conn_epoch;
+    pthread_mutex_unlock(&io_lock);
+  }
+  ht__cancel_restore(cancel);
   return rc;
 }
 
 int ht__transport_send_record(const uint8_t *buf, size_t len) {
+  int cancel = ht__cancel_off();
   lock_io(0, PATIENCE_CALLER);
   int rc = write_buf(buf, len);
   pthread_mutex_unlock(&io_lock);
+  ht__cancel_restore(cancel);
   return rc;
 }
 
@@ -1054,10 +1059,11 @@ static void reconnect_for_exit(void) {
   pthread_mutex_unlock(&list_lock);
 }
 
-/* atexit: ship everything, close the session cleanly. */
+/* atexit and at_quick_exit: ship everything, close the session cleanly. */
 static void transport_shutdown(void) {
   if (!atomic_load(&ht__tracing))
     return;
+  int cancel = ht__cancel_off();
   if (flusher_running) {
     atomic_store(&flusher_stop, 1);
     ht__transport_kick();
@@ -1067,6 +1073,7 @@ static void transport_shutdown(void) {
   }
   reconnect_for_exit();
   end_session(HT_END_CLEAN, 0, 1);
+  ht__cancel_restore(cancel);
 }
 
 /* list_lock and io_lock (for a holder that asks for delivery), if had
@@ -1203,6 +1210,7 @@ static void init_locked(void) {
   atomic_store(&ht__tracing, 1);
   if (!exit_hooks_set) {
     atexit(transport_shutdown);
+    at_quick_exit(transport_shutdown); /* C11's other way out, which skips atexit */
     exit_hooks_set = 1;
   }
   /* The flusher takes no signal meant for the process: one that kills it
@@ -1250,22 +1258,26 @@ void ht__transport_init(void) {
   if (HT_LIKELY(atomic_load_explicit(&init_state, memory_order_acquire)))
     return;
   pthread_once(&fork_hooks_once, set_fork_hooks);
+  int cancel = ht__cancel_off();
   pthread_mutex_lock(&init_lock);
   if (!atomic_load_explicit(&init_state, memory_order_relaxed)) {
     init_locked();
     atomic_store_explicit(&init_state, 1, memory_order_release);
   }
   pthread_mutex_unlock(&init_lock);
+  ht__cancel_restore(cancel);
 }
 
 int ht_flush(void) {
   ht__transport_init();
   if (!atomic_load(&ht__tracing))
     return HT_ENOTCONN;
+  int cancel = ht__cancel_off();
   ship_all(PATIENCE_EXIT); /* asked to deliver: in drop mode too, as the exit does */
   pthread_mutex_lock(&io_lock);
   int rc = sock_fd >= 0 ? 0 : HT_ENOTCONN;
   pthread_mutex_unlock(&io_lock);
+  ht__cancel_restore(cancel);
   return rc;
 }
 

@@ -336,6 +336,7 @@ void ht_print_total_memory_usage(void) {
          (unsigned long long)t.failures, (unsigned long long)t.total_bytes);
   static ht_type_stats_t rows[HT_TYPE_MAX]; /* stack space is the caller's */
   static pthread_mutex_t rows_lock = PTHREAD_MUTEX_INITIALIZER;
+  int cancel = ht__cancel_off(); /* printf with rows_lock held */
   pthread_mutex_lock(&rows_lock);
   uint32_t n = ht__type_snapshot(rows, HT_TYPE_MAX);
   if (n)
@@ -344,6 +345,7 @@ void ht_print_total_memory_usage(void) {
   for (uint32_t i = 0; i < n; i++)
     print_type_row(&rows[i]);
   pthread_mutex_unlock(&rows_lock);
+  ht__cancel_restore(cancel);
   uint64_t u = atomic_load_explicit(&untracked, memory_order_relaxed);
   if (u)
     printf("  (%llu typed system-heap blocks not in the type statistics: typed set full)\n",

@@ -165,6 +165,21 @@ Test(e2e_transport, an_abort_ships_every_event_and_the_session_ends_killed_by_si
   expect_death("abort", SIGABRT, "SIGABRT");
 }
 
+/* quick_exit skips atexit: heaptrace's at_quick_exit handler ends the
+ * session clean all the same, with every event. */
+Test(e2e_transport, quick_exit_ends_the_session_clean_with_every_event) {
+  char *argv[] = {(char *)e2e_bin("threads_client"), "2", "2000", "0", "0", "quick", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  check_counts(1, r.out);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItem(ss, "sessions"), 0);
+  cr_assert(s != NULL);
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
 Test(e2e_transport, sigterm_mid_run_ends_the_session_killed_with_nothing_lost) {
   /* 2 threads x 20000 rounds with a 250 ms pause every 1000: about 5 s.
    * The client tries again 0.1, 0.3, 0.7, 1.5 and 3.1 s after it noticed
@@ -858,8 +873,7 @@ static void check_exec_session(const cJSON *ss, long long pid, int nth, long lon
                                const char *what) {
   const cJSON *s = session_of_pid(ss, pid, nth);
   cr_assert(s != NULL, "%s: no session %d of pid %lld", what, nth, pid);
-  cr_assert(eq(str, (char *)cJSON_GetObjectItem(s, "end_reason")->valuestring, "clean"), "%s",
-            what);
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"), "%s", what);
   cr_assert(eq(dbl, e2e_num(s, "events"), (double)events), "%s", what);
   cr_assert(eq(dbl, e2e_num(s, "lost"), 0), "%s", what);
 }
@@ -960,4 +974,113 @@ Test(e2e_transport, an_exec_in_a_forked_or_vforked_child_leaves_the_parent_whole
     cJSON_Delete(ss);
     e2e_result_free(&r);
   }
+}
+
+/* daemon() has the parent leave by _exit, which skips atexit: the parent
+ * ships everything first, so its session, ended "disconnected" as any
+ * _exit ends one, has every event; the daemonized child is a session of
+ * its own. bin: exec_client, linked one way or another. */
+static void check_daemonized(const char *bin) {
+  cJSON *before = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  double known = cJSON_GetArraySize(cJSON_GetObjectItem(before, "sessions"));
+  cJSON_Delete(before);
+  char *argv[] = {(char *)bin, "1000", "daemon", NULL};
+  /* The child starts its flusher: under TSan, as in the fork test. */
+  char *envv[] = {"TSAN_OPTIONS=die_after_fork=0 halt_on_error=1", NULL};
+  e2e_result_t r = e2e_run(&env, argv, envv);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  long long parent = e2e_field(r.out, "parent");
+  cr_assert(eq(i64, e2e_field(r.out, "parent_events"), 2001), "%s", r.out);
+  /* The child goes on after the parent's exit: wait until it has ended. */
+  cJSON *ss = NULL;
+  const cJSON *child = NULL;
+  for (int waited = 0; !child && waited < 10000; waited += 50) {
+    cJSON_Delete(ss);
+    e2e_sleep_ms(50);
+    ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(ss, "sessions")) {
+      if (e2e_num(s, "id") > known && (long long)e2e_num(s, "pid") != parent &&
+          strcmp(e2e_str(s, "end_reason"), "running") != 0)
+        child = s;
+    }
+  }
+  cr_assert(child != NULL, "%s: the daemonized child's session did not end", bin);
+  const cJSON *ps = session_of_pid(ss, parent, 0);
+  cr_assert(ps != NULL);
+  cr_assert(eq(str, (char *)e2e_str(ps, "end_reason"), "disconnected"), "%s", bin);
+  cr_assert(eq(dbl, e2e_num(ps, "events"), 2001), "%s", bin);
+  cr_assert(eq(str, (char *)e2e_str(child, "end_reason"), "clean"), "%s", bin);
+  cr_assert(eq(dbl, e2e_num(child, "events"), 2001), "%s", bin);
+  cr_assert(eq(dbl, e2e_num(child, "lost"), 0), "%s", bin);
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
+
+Test(e2e_transport, a_program_that_daemonizes_loses_none_of_the_parents_events) {
+  check_daemonized(e2e_bin("exec_client"));
+}
+
+/* A program linked fully statically has no C library exec behind
+ * libheaptrace's to find: the PATH-searching forms search PATH in the
+ * library, with the C library's errors, and daemon() is the library's
+ * (built without sanitizers only). */
+Test(e2e_transport, a_fully_static_program_execs_by_name_and_keeps_its_errors) {
+  const char *bin = e2e_bin("exec_client_static");
+  if (access(bin, X_OK) != 0)
+    cr_skip_test("no fully static exec_client in this build (sanitizers)");
+  char path_env[600];
+  snprintf(path_env, sizeof path_env, "PATH=/nonexistent:%s", HT_BIN_DIR);
+  char *envv[] = {path_env, NULL};
+  char *found[] = {(char *)bin,          "1000", "vp", "exec_client_static",
+                   "exec_client_static", "500",  NULL};
+  e2e_result_t r = e2e_run(&env, found, envv);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  long long pid = e2e_field(r.out, "pid");
+  cr_assert(eq(i64, second_field(r.out, "events"), 1001), "%s", r.out);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  check_exec_session(ss, pid, 0, 2001, "static, before the exec");
+  check_exec_session(ss, pid, 1, 1001, "static, the new image");
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+  char *missing[] = {(char *)bin, "10", "vp", "no-such-program", "x", NULL};
+  r = e2e_run(&env, missing, envv);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(i64, e2e_field(r.out, "failed"), ENOENT), "%s", r.out);
+  e2e_result_free(&r);
+  check_daemonized(bin); /* its daemon() is the library's too */
+}
+
+/* Threads cancelled (pthread_cancel) while they write the SITE records of
+ * new call sites, the transport's lock held: the library's writes are no
+ * cancellation points for them, so none dies holding the lock, and the
+ * program ends (it hung before, its other threads waiting for the lock
+ * forever), its session whole. */
+Test(e2e_transport, threads_cancelled_while_they_trace_leave_no_lock_held) {
+  char *argv[] = {(char *)e2e_bin("cancel_client"), "8", NULL};
+  pid_t pid = e2e_spawn(&env, argv, NULL);
+  siginfo_t info = {0};
+  for (int waited = 0; info.si_pid != pid; waited += 20) {
+    if (waited >= 30000) {
+      kill(pid, SIGKILL);
+      waitpid(pid, NULL, 0);
+      cr_fail("the program hung after cancelling its threads");
+    }
+    e2e_sleep_ms(20);
+    cr_assert(eq(int, waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT), 0));
+  }
+  e2e_result_t r = e2e_wait(&env, pid);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(i64, e2e_field(r.out, "cancelled"), 8), "%s", r.out);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = session_of_pid(ss, pid, 0);
+  cr_assert(s != NULL);
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
+  cJSON *j = e2e_heapctl_json(&env, 0, "stats", NULL, NULL);
+  cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "totals"), "agree")),
+            "the daemon's totals are the client's");
+  cJSON_Delete(j);
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
 }

@@ -19,7 +19,11 @@
  * and exits 0. A child's exec that fails exits it 126. With fork-v and
  * vfork-v the parent prints at its end
  *   parent=P parent_events=E
- * and exits with the child's status.
+ * and exits with the child's status. With HOW daemon (no PATH), the
+ * program does its rounds, prints
+ *   parent=P parent_events=E
+ * and calls daemon(1, 1); the daemonized child does its rounds and prints
+ *   pid=C events=E
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -95,13 +99,21 @@ static int child_exec(const char *path, char **args, int nargs) {
 
 int main(int argc, char **argv) {
   rounds = argc >= 2 ? atol(argv[1]) : -1;
-  if (rounds < 0 || argc == 3 || argc - 4 > MAX_ARGS) {
+  if (rounds < 0 || (argc == 3 && strcmp(argv[2], "daemon") != 0) || argc - 4 > MAX_ARGS) {
     fprintf(stderr, "usage: exec_client ROUNDS [HOW PATH ARG...]\n");
     return 2;
   }
   const char *how = argc > 2 ? argv[2] : NULL, *path = argc > 3 ? argv[3] : NULL;
   char **args = argv + 4;
   int nargs = argc - 4;
+  if (how && strcmp(how, "daemon") == 0) {
+    printf("parent=%d parent_events=%lld\n", (int)getpid(), work());
+    fflush(stdout);
+    if (daemon(1, 1) != 0)
+      return 1;
+    printf("pid=%d events=%lld\n", (int)getpid(), work());
+    return 0;
+  }
   if (how && (strcmp(how, "fork-v") == 0 || strcmp(how, "vfork-v") == 0)) {
     int vf = how[0] == 'v';
     long long mine = work();

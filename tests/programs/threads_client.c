@@ -9,7 +9,8 @@
  * pairs. PACE_US > 0 sleeps that long every 1000 rounds, holding that
  * round's block, so that a run lasts while a test acts on the daemon. The
  * process exits with EXIT (default 0), or dies of it when it is segv (a
- * write to a page that allows none) or abort. It prints what it did, as
+ * write to a page that allows none) or abort, or leaves by quick_exit(0)
+ * when it is quick. It prints what it did, as
  * the daemon should report it, and how many event buffers are still mapped
  * once every thread has exited and ht_flush() has run:
  *   allocations=A frees=F reallocs=R live_blocks=B live_bytes=N events=E buffers=K
@@ -102,5 +103,7 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(end, "abort"))
     abort();
+  if (!strcmp(end, "quick"))
+    quick_exit(0);
   return atoi(end);
 }
