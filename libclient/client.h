@@ -203,6 +203,11 @@ int ht__stream_pend_site(ht_stream_t *s, uint32_t idx);
 void ht__stream_forget_all(void);
 void ht__stream_unmap(ht_stream_t *s);
 
+/* Events made with tracing on that no stream took: a thread's events in
+ * TLS destructors that run after its stream was handed over, or while
+ * its stream could not be mapped. END counts them as undelivered. */
+extern _Atomic uint64_t ht__unstreamed HT_HIDDEN;
+
 /* ---- transport (transport.c) ---- */
 /* 1 once connected and streaming -- or, in a fork child, until its first
  * traced call has reconnected it. Hot paths read it relaxed. */

@@ -20,6 +20,8 @@
  * (the shipping side numbers an epoch's events from its restart_seq).
  */
 #define _GNU_SOURCE
+#include <limits.h>
+#include <errno.h>
 #include <pthread.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -32,14 +34,30 @@
 #include "ht_event.h"
 
 __thread ht_stream_t *ht__tls_stream;
-static __thread int tls_dead; /* the thread's stream was handed over */
+static __thread int tls_dead;   /* the thread's stream was handed over */
+static __thread int tls_rounds; /* rounds of TLS destructors seen */
+/* Events a thread makes after its stream could not be mapped before it
+ * tries again. */
+#define HT_MAP_RETRY_EVENTS 1024
+static __thread unsigned tls_map_wait;
+_Atomic uint64_t ht__unstreamed;
 static pthread_key_t stream_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static _Atomic size_t maps_live; /* streams mapped and not yet unmapped */
 
-/* Runs when a thread exits: the flusher ships what is left and unmaps. */
+/* Runs when a thread exits: the flusher ships what is left and unmaps.
+ * Other keys' destructors may run after this one and free what the
+ * thread kept (a per-thread cache): the stream stays, set again, for the
+ * next rounds of destructors, and goes in the one before the C library's
+ * last (PTHREAD_DESTRUCTOR_ITERATIONS), so that their events are traced.
+ * Not in the last: sanitizer runtimes (TSan, ASan) tear the thread's own
+ * state down in it, first, and the library's code may not run after
+ * that. A destructor that runs after the stream went is counted only
+ * (ht__unstreamed). */
 static void stream_orphan(void *arg) {
   ht_stream_t *s = arg;
+  if (++tls_rounds < PTHREAD_DESTRUCTOR_ITERATIONS - 1 && pthread_setspecific(stream_key, s) == 0)
+    return;
   ht__tls_stream = NULL;
   tls_dead = 1;
   atomic_store_explicit(&s->orphaned, 1, memory_order_release);
@@ -86,14 +104,30 @@ ht_stream_t *ht__stream_get_slow(void) {
   ht__transport_init();
   if (!atomic_load_explicit(&ht__tracing, memory_order_relaxed))
     return NULL;
-  /* Allocations made by TLS destructors after ours ran are not traced:
-   * a fresh stream would never be shipped. */
-  if (tls_dead)
+  /* Allocations made by TLS destructors after ours ran are not traced
+   * (a fresh stream would never be shipped), only counted. */
+  if (tls_dead) {
+    atomic_fetch_add_explicit(&ht__unstreamed, 1, memory_order_relaxed);
     return NULL;
+  }
+  /* A thread whose stream could not be mapped tries again now and then. */
+  if (tls_map_wait) {
+    tls_map_wait--;
+    atomic_fetch_add_explicit(&ht__unstreamed, 1, memory_order_relaxed);
+    return NULL;
+  }
   pthread_once(&key_once, make_key);
   ht_stream_t *s = stream_create();
-  if (!s)
+  if (!s) {
+    static _Atomic int said;
+    if (!atomic_exchange(&said, 1))
+      ht__warn("heaptrace: cannot map a thread's event buffer (%s); its events are counted as "
+               "undelivered until one can be",
+               strerror(errno));
+    tls_map_wait = HT_MAP_RETRY_EVENTS;
+    atomic_fetch_add_explicit(&ht__unstreamed, 1, memory_order_relaxed);
     return NULL;
+  }
   pthread_setspecific(stream_key, s);
   ht__transport_adopt(s);
   s->epoch_seen = atomic_load_explicit(&s->epoch, memory_order_relaxed);

@@ -89,6 +89,7 @@ static int brief_losses;      /* connections in a row lost within HT_REFUSED_MS 
 static uint16_t proto_version = HT_PROTO_VERSION;
 static int trying_older;
 static uint64_t orphan_undelivered; /* of streams unmapped before reporting it */
+static uint64_t unstreamed_ended;   /* ht__unstreamed an END counted (after a failed exec) */
 /* The current connection's HELLO time, the events written on it in whole
  * EVENTS frames and those its LOST records counted; and, for PREVIOUS
  * records, those of the last connections lost, each `sent` once written
@@ -965,14 +966,28 @@ static void leave_account(const uint8_t *end, size_t end_len, uint64_t undeliver
 /* Sends END (list_lock and io_lock held) and closes the connection; with
  * wait, once the daemon has read it. With no connection to take it (the
  * daemon went away and a last try found none, or it went as END was
- * written), the session's account is left for the next daemon. */
-static void send_end(uint8_t reason, uint8_t signal, int wait) {
+ * written), the session's account is left for the next daemon. For an
+ * exec (which may fail, and tracing go on), what END counts is marked
+ * counted, and the events still in the rings are not in it: they are the
+ * next session's if the exec fails, and go with the image if not. */
+static void send_end(uint8_t reason, uint8_t signal, int wait, int exec) {
   if (!ever_connected)
     return;
-  uint64_t undelivered = orphan_undelivered;
+  uint64_t unstreamed = atomic_load(&ht__unstreamed);
+  uint64_t undelivered = orphan_undelivered + (unstreamed - unstreamed_ended);
   collect_adopted();
-  for (ht_stream_t *s = streams; s; s = s->next)
-    undelivered += s->undelivered + unshipped(s) + unreported_drops(s);
+  for (ht_stream_t *s = streams; s; s = s->next) {
+    uint64_t lost = atomic_load_explicit(&s->lost, memory_order_relaxed);
+    undelivered += s->undelivered + (exec ? 0 : unshipped(s)) + (lost - s->lost_sent);
+    if (exec) {
+      s->undelivered = 0;
+      s->lost_sent = lost;
+    }
+  }
+  if (exec) {
+    orphan_undelivered = 0;
+    unstreamed_ended = unstreamed;
+  }
   uint8_t buf[32];
   ht_wbuf_t w;
   ht_wbuf_init(&w, buf, sizeof buf);
@@ -997,7 +1012,7 @@ static void end_session(uint8_t reason, uint8_t signal, int wait) {
   atomic_store(&ht__tracing, 0);
   ship_all(PATIENCE_EXIT);
   lock_io(1, PATIENCE_EXIT);
-  send_end(reason, signal, wait);
+  send_end(reason, signal, wait, 0);
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
 }
@@ -1112,7 +1127,7 @@ int ht__transport_exec(void) {
   if (sock_fd < 0 && brief_losses == 0) /* as at exit (reconnect_for_exit) */
     reconnect();
   ship_all_locked();
-  send_end(HT_END_CLEAN, 0, 1);
+  send_end(HT_END_CLEAN, 0, 1, 1);
   return 1;
 }
 
@@ -1161,6 +1176,8 @@ static void atfork_child(void) {
   trying_older = 0;
   atomic_store(&next_stream_id, 0);
   orphan_undelivered = 0;
+  atomic_store(&ht__unstreamed, 0);
+  unstreamed_ended = 0;
   nlost_conns = 0; /* the parent's connections */
   conn_written = 0;
   conn_reported = 0;
