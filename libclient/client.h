@@ -251,10 +251,10 @@ int ht__transport_flusher_alive(void);
 /* exec (exec.c): the process image is about to be replaced, and the
  * flusher and every ring with it. Everything recorded is shipped and the
  * session ends clean, as at exit, once the daemon has read it; returns 1
- * then, with the transport's locks held, so that nothing is written on a
- * new connection until the exec is over: a successful one takes them
- * with the image, a failed one gives them back in
- * ht__transport_exec_failed. Returns 0, doing nothing, when not tracing,
+ * then, with the transport's locks held and the thread's cancellation
+ * off, so that nothing is written on a new connection until the exec is
+ * over: a successful one takes them with the image, a failed one gives
+ * them back in ht__transport_exec_failed. Returns 0, doing nothing, when not tracing,
  * in a process that does not own the connection (a vfork child shares
  * its parent's memory), or when the locks are not had within a bound (an
  * exec from a signal handler that interrupted their holder). */

@@ -150,7 +150,6 @@ typedef struct {
 
 /* The exec, around the session's end: it returns only when it failed. */
 static int run_exec(exec_t x) {
-  int cancel = ht__cancel_off();
   int ended = ht__transport_exec();
   int rc;
   switch (x.form) {
@@ -169,7 +168,6 @@ static int run_exec(exec_t x) {
   }
   if (ended)
     ht__transport_exec_failed();
-  ht__cancel_restore(cancel);
   return rc;
 }
 

@@ -1112,18 +1112,30 @@ static int lock_io_within(unsigned ms) {
   return 0;
 }
 
+/* The cancellation state of the thread in an exec, while it holds the
+ * locks (ht__transport_exec to ht__transport_exec_failed). */
+static int exec_cancel;
+
 int ht__transport_exec(void) {
-  /* The pid first, without a lock: a vfork child must not touch the
-   * parent's locks, which another of the parent's threads may need. */
+  /* The pid first, touching nothing: a vfork child shares the parent's
+   * memory - its locks, which another of the parent's threads may need,
+   * and the calling thread's own state (its cancellation state), which
+   * the parent's thread has again once the child's exec succeeded. */
   if (atomic_load(&conn_pid) != getpid() ||
-      !atomic_load_explicit(&init_state, memory_order_acquire) || !atomic_load(&ht__tracing) ||
-      lock_io_within(HT_END_WAIT_MS) != 0)
+      !atomic_load_explicit(&init_state, memory_order_acquire) || !atomic_load(&ht__tracing))
     return 0;
+  int cancel = ht__cancel_off();
+  if (lock_io_within(HT_END_WAIT_MS) != 0) {
+    ht__cancel_restore(cancel);
+    return 0;
+  }
   if (!ever_connected) {
     pthread_mutex_unlock(&io_lock);
     pthread_mutex_unlock(&list_lock);
+    ht__cancel_restore(cancel);
     return 0;
   }
+  exec_cancel = cancel;
   if (sock_fd < 0 && brief_losses == 0) /* as at exit (reconnect_for_exit) */
     reconnect();
   ship_all_locked();
@@ -1136,8 +1148,10 @@ void ht__transport_exec_failed(void) {
   /* Quietly: nothing was lost that the program did not ask for. */
   if (reconnect() != 0)
     retry_at_ns = ht__clock_real_ns() + retry_ms * 1000000u;
+  int cancel = exec_cancel;
   pthread_mutex_unlock(&io_lock);
   pthread_mutex_unlock(&list_lock);
+  ht__cancel_restore(cancel);
   errno = err;
 }
 

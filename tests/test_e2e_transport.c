@@ -998,6 +998,7 @@ Test(e2e_transport, an_exec_in_a_forked_or_vforked_child_leaves_the_parent_whole
     e2e_result_t r = e2e_run(&env, argv, envv);
     cr_assert(eq(int, r.status, 0), "%s: %s", hows[i], r.err);
     long long parent = e2e_field(r.out, "parent"), child = e2e_field(r.out, "pid");
+    cr_assert(eq(i64, e2e_field(r.out, "cancel_on"), 1), "%s: %s", hows[i], r.out);
     long long forked = i == 0;
     cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
     check_exec_session(ss, parent, 0, forked ? 601 : 1202, hows[i]);

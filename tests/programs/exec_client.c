@@ -18,16 +18,15 @@
  *   failed=ERRNO events_after=E
  * and exits 0. A child's exec that fails exits it 126. With fork-v and
  * vfork-v the parent prints at its end
- *   parent=P parent_events=E
- * and exits with the child's status. With HOW daemon (no PATH), the
- * program does its rounds, prints
- *   parent=P parent_events=E
- * and calls daemon(1, 1); the daemonized child does its rounds and prints
- *   pid=C events=E
+ *   parent=P parent_events=E cancel_on=1
+ * (0 if its thread's cancellation was left off) and exits with the child's status. With HOW daemon
+ * (no PATH), the program does its rounds, prints parent=P parent_events=E and calls daemon(1, 1);
+ * the daemonized child does its rounds and prints pid=C events=E
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,7 +132,12 @@ int main(int argc, char **argv) {
       return 1;
     if (vf)
       mine += work();
-    printf("parent=%d parent_events=%lld\n", (int)getpid(), mine);
+    /* A vforked child runs on the parent's thread state: the library must
+     * have left it as it was (cancellation on). */
+    int cancel;
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &cancel);
+    printf("parent=%d parent_events=%lld cancel_on=%d\n", (int)getpid(), mine,
+           cancel == PTHREAD_CANCEL_ENABLE);
     return WEXITSTATUS(status);
   }
   long long events = work();
