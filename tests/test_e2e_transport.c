@@ -1123,3 +1123,24 @@ Test(e2e_transport, threads_cancelled_while_they_trace_leave_no_lock_held) {
   cJSON_Delete(ss);
   e2e_result_free(&r);
 }
+
+/* A thread whose event buffer cannot be mapped (the address space capped:
+ * RLIMIT_AS) has its events counted as lost, with one warning, and the
+ * program goes on; built without sanitizers only. */
+Test(e2e_transport, a_thread_without_an_event_buffer_has_its_events_counted_as_lost) {
+  const char *bin = e2e_bin("nomap_client");
+  if (access(bin, X_OK) != 0)
+    cr_skip_test("no nomap_client in this build (sanitizers)");
+  char *argv[] = {(char *)bin, "3000", NULL};
+  e2e_result_t r = e2e_run(&env, argv, NULL);
+  cr_assert(eq(int, r.status, 0), "%s", r.err);
+  cr_assert(eq(int, e2e_count_lines(r.err, "cannot map a thread's event buffer"), 1), "%s", r.err);
+  cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+  const cJSON *s = cJSON_GetArrayItem(cJSON_GetObjectItem(ss, "sessions"), 0);
+  cr_assert(s != NULL);
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+  cr_assert(eq(dbl, e2e_num(s, "events"), (double)e2e_field(r.out, "traced")), "%s", r.out);
+  cr_assert(eq(dbl, e2e_num(s, "lost"), (double)e2e_field(r.out, "untraced")), "%s", r.out);
+  cJSON_Delete(ss);
+  e2e_result_free(&r);
+}
