@@ -1067,7 +1067,7 @@ Test(e2e_transport, a_program_that_daemonizes_loses_none_of_the_parents_events) 
 Test(e2e_transport, a_fully_static_program_execs_by_name_and_keeps_its_errors) {
   const char *bin = e2e_bin("exec_client_static");
   if (access(bin, X_OK) != 0)
-    cr_skip_test("no fully static exec_client in this build (sanitizers)");
+    e2e_skip_test(&env, "no fully static exec_client in this build (sanitizers)");
   char path_env[600];
   snprintf(path_env, sizeof path_env, "PATH=/nonexistent:%s", HT_BIN_DIR);
   char *envv[] = {path_env, NULL};
@@ -1130,7 +1130,7 @@ Test(e2e_transport, threads_cancelled_while_they_trace_leave_no_lock_held) {
 Test(e2e_transport, a_thread_without_an_event_buffer_has_its_events_counted_as_lost) {
   const char *bin = e2e_bin("nomap_client");
   if (access(bin, X_OK) != 0)
-    cr_skip_test("no nomap_client in this build (sanitizers)");
+    e2e_skip_test(&env, "no nomap_client in this build (sanitizers)");
   char *argv[] = {(char *)bin, "3000", NULL};
   e2e_result_t r = e2e_run(&env, argv, NULL);
   cr_assert(eq(int, r.status, 0), "%s", r.err);
