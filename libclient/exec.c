@@ -236,16 +236,11 @@ HT_EXTERN int daemon(int nochdir, int noclose) {
 
 #define LIST_ON_STACK 64
 
-typedef struct {
-  char *stack[LIST_ON_STACK];
-  char **argv;
-  size_t map_bytes;
-} arglist_t;
-
-/* Gathers arg0 and the arguments after it (ap), up to the NULL that ends
- * them, into l->argv, NULL-terminated; with envp, the pointer after that
- * NULL too (execle). Returns 0, or -1 with errno set. */
-static int gather(arglist_t *l, const char *arg0, va_list ap, char *const **envp) {
+/* Execs x with arg0 and the arguments after it (ap), up to the NULL that
+ * ends them, as its argv; with with_env, the pointer after that NULL is
+ * its environment (execle). Returns only when the exec failed (-1, errno
+ * set), its pages given back. */
+static int exec_list(exec_t x, const char *arg0, va_list ap, int with_env) {
   va_list again;
   va_copy(again, ap);
   size_t n = 0; /* arguments, arg0 among them */
@@ -253,65 +248,53 @@ static int gather(arglist_t *l, const char *arg0, va_list ap, char *const **envp
     for (n = 1; va_arg(again, char *) != NULL; n++) {
     }
   va_end(again);
-  l->argv = l->stack;
-  l->map_bytes = 0;
+  char *stack[LIST_ON_STACK], **argv = stack;
+  size_t map_bytes = 0;
   if (n >= LIST_ON_STACK) {
-    l->map_bytes = (n + 1) * sizeof(char *);
-    void *m = mmap(NULL, l->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    map_bytes = (n + 1) * sizeof(char *);
+    void *m = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
       return -1;
-    l->argv = m;
+    argv = m;
   }
-  l->argv[0] = (char *)arg0;
+  argv[0] = (char *)arg0;
   for (size_t i = 1; i < n; i++)
-    l->argv[i] = va_arg(ap, char *);
-  l->argv[n] = NULL;
+    argv[i] = va_arg(ap, char *);
+  argv[n] = NULL;
   if (arg0)
     (void)va_arg(ap, char *); /* the NULL */
-  if (envp)
-    *envp = va_arg(ap, char *const *);
-  return 0;
-}
-
-/* The exec of a gathered list (rc: gather's); the list's pages are
- * released if it failed. */
-static int run_list(arglist_t *l, int rc, exec_t x) {
-  if (rc != 0)
-    return rc;
-  x.argv = l->argv;
-  rc = run_exec(x);
-  if (l->map_bytes) {
+  if (with_env)
+    x.envp = va_arg(ap, char *const *);
+  x.argv = argv;
+  int rc = run_exec(x);
+  if (map_bytes) {
     int err = errno;
-    munmap(l->argv, l->map_bytes);
+    munmap(argv, map_bytes);
     errno = err;
   }
   return rc;
 }
 
 HT_EXTERN int execl(const char *path, const char *arg, ...) {
-  arglist_t l;
   va_list ap;
   va_start(ap, arg);
-  int rc = gather(&l, arg, ap, NULL);
+  int rc = exec_list((exec_t){.form = BY_PATH, .path = path, .envp = environ}, arg, ap, 0);
   va_end(ap);
-  return run_list(&l, rc, (exec_t){.form = BY_PATH, .path = path, .envp = environ});
+  return rc;
 }
 
 HT_EXTERN int execlp(const char *file, const char *arg, ...) {
-  arglist_t l;
   va_list ap;
   va_start(ap, arg);
-  int rc = gather(&l, arg, ap, NULL);
+  int rc = exec_list((exec_t){.form = BY_FILE, .path = file, .envp = environ}, arg, ap, 0);
   va_end(ap);
-  return run_list(&l, rc, (exec_t){.form = BY_FILE, .path = file, .envp = environ});
+  return rc;
 }
 
 HT_EXTERN int execle(const char *path, const char *arg, ...) {
-  arglist_t l;
-  char *const *envp = NULL;
   va_list ap;
   va_start(ap, arg);
-  int rc = gather(&l, arg, ap, &envp);
+  int rc = exec_list((exec_t){.form = BY_PATH, .path = path}, arg, ap, 1);
   va_end(ap);
-  return run_list(&l, rc, (exec_t){.form = BY_PATH, .path = path, .envp = envp});
+  return rc;
 }

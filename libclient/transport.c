@@ -1094,14 +1094,8 @@ static void transport_shutdown(void) {
 /* list_lock and io_lock (for a holder that asks for delivery), if had
  * within ms: 0, or -1 holding neither. */
 static int lock_io_within(unsigned ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += (time_t)(ms / 1000u);
-  until.tv_nsec += (long)(ms % 1000u) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  uint64_t t = realtime_ns() + ms * 1000000ull;
+  struct timespec until = {(time_t)(t / 1000000000u), (long)(t % 1000000000u)};
   if (pthread_mutex_timedlock(&list_lock, &until) != 0)
     return -1;
   if (pthread_mutex_timedlock(&io_lock, &until) != 0) {
@@ -1129,13 +1123,7 @@ int ht__transport_exec(void) {
     ht__cancel_restore(cancel);
     return 0;
   }
-  if (!ever_connected) {
-    pthread_mutex_unlock(&io_lock);
-    pthread_mutex_unlock(&list_lock);
-    ht__cancel_restore(cancel);
-    return 0;
-  }
-  exec_cancel = cancel;
+  exec_cancel = cancel;                 /* connected once: conn_pid is set with ever_connected */
   if (sock_fd < 0 && brief_losses == 0) /* as at exit (reconnect_for_exit) */
     reconnect();
   ship_all_locked();
@@ -1186,6 +1174,7 @@ static void atfork_child(void) {
   ht__fatal_forget();
   drop_socket();
   ever_connected = 0;
+  atomic_store(&conn_pid, 0);
   brief_losses = 0;
   trying_older = 0;
   atomic_store(&next_stream_id, 0);

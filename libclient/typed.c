@@ -12,9 +12,10 @@
  * with a lock each. Untyped programs never touch it: every system free
  * first checks ht__typed_live, the number of shards holding a block, which
  * stays 0 until HT_NEW is used on the system heap (and, changing only
- * when a shard empties or fills again, is no line the threads fight for). When a shard is full the
- * block is served but left out of the type's statistics (counted in `untracked`), so that the
- * numbers stay consistent.
+ * when a shard empties or fills again, is no line the threads fight for).
+ * When a shard is full the block is served but left out of the type's
+ * statistics (counted in `untracked`), so that the numbers stay
+ * consistent.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
