@@ -1296,6 +1296,40 @@ Test(e2e_daemon, a_program_that_ends_with_no_daemon_leaves_its_account_for_the_n
   cr_assert(eq(int, accounts_left(), 0), "the account is still there");
 }
 
+/* An exec that fails while no daemon is there: its END, which counts what
+ * the client could not deliver until then, is left as an account, and
+ * tracing goes on; the session the client makes with the daemon started
+ * again counts only what it could not deliver after the exec. Over the
+ * client's three sessions every event it made is stored or counted as
+ * lost, exactly: counted again there, what the exec's END counted would
+ * make more. */
+Test(e2e_daemon, a_failed_exec_with_no_daemon_counts_its_undelivered_events_once, .timeout = 120) {
+  char err_path[CLIENT_PATH], out_path[CLIENT_PATH], missing[CLIENT_PATH];
+  client_paths(err_path, out_path);
+  snprintf(missing, sizeof missing, "%s/not-there", env.dir);
+  setenv("STREAM_CLIENT_EXEC", missing, 1);
+  pid_t client = spawn_stream_client_out(STREAM_ROUNDS_FOREVER, err_path, out_path);
+  unsetenv("STREAM_CLIENT_EXEC");
+  wait_events_received(1000);
+  kill_daemon();
+  e2e_sleep_ms(300);     /* the client goes on, its events undelivered */
+  kill(client, SIGUSR1); /* the exec, which fails */
+  for (int waited = 0; accounts_left() < 1; waited += 20) {
+    cr_assert(lt(int, waited, WAIT_MS), "the exec left no account; see %s", err_path);
+    e2e_sleep_ms(20);
+  }
+  e2e_sleep_ms(300); /* undelivered again, after the exec */
+  e2e_restart_daemon(&env);
+  wait_connected(1, "the client after its exec");
+  e2e_sleep_ms(300); /* delivered */
+  int n = end_client_and_count(client, out_path, "daemon-stopped", "clean");
+  cr_assert(eq(int, n, 3), "%d sessions of the client; see %s", n, err_path);
+  char *err = e2e_read_file(err_path);
+  cr_assert(eq(int, e2e_count_lines(err, "exec failed: 2"), 1), "%s", err);
+  free(err);
+  cr_assert(eq(int, accounts_left(), 0), "the account is still there");
+}
+
 /* A program given its socket as a relative path (HEAPTRACE_SOCKET=NAME,
  * started in the socket's directory) that then changes its directory, as
  * one that daemonizes does, still finds the daemon when it is started

@@ -11,10 +11,15 @@
  * With FLUSH_EVERY, ht_flush() runs after every FLUSH_EVERY rounds, so
  * that the events are written to the socket by ht_flush and never fill the
  * event buffer (0: never). With DIR, it changes its working directory to
- * DIR after its first round, as a program that daemonizes does. It prints,
- * as its last line:
+ * DIR after its first round, as a program that daemonizes does. With
+ * STREAM_CLIENT_EXEC=PATH in its environment, the first SIGUSR1 has it
+ * execv PATH, which is to fail (a file that is not there), and go on with
+ * its rounds, saying on stderr
+ *   exec failed: ERRNO
+ * and the second SIGUSR1 ends them. It prints, as its last line:
  *   done: N rounds, 64 bytes kept at P
  */
+#define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,11 +30,11 @@
 
 #define LEAKED_BYTES 64
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t usr1s; /* SIGUSR1s received */
 
 static void on_usr1(int sig) {
   (void)sig;
-  stop = 1;
+  usr1s++;
 }
 
 /* argv[i] as a count >= 0, or -1. */
@@ -48,9 +53,19 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: ht_stream_client ROUNDS [FLUSH_EVERY [DIR]]\n");
     return 2;
   }
-  signal(SIGUSR1, on_usr1);
+  const char *exec_path = getenv("STREAM_CLIENT_EXEC");
+  const sig_atomic_t last_usr1 = exec_path ? 2 : 1;
+  /* sigaction: signal() in strict C resets the handler after one. */
+  struct sigaction sa = {.sa_handler = on_usr1};
+  sigaction(SIGUSR1, &sa, NULL);
   long long i;
-  for (i = 0; i < rounds && !stop; i++) {
+  for (i = 0; i < rounds && usr1s < last_usr1; i++) {
+    if (exec_path && usr1s == 1) {
+      char *args[] = {(char *)exec_path, NULL};
+      execv(exec_path, args);
+      fprintf(stderr, "exec failed: %d\n", errno);
+      exec_path = NULL;
+    }
     void *p = ht_malloc((size_t)(i % 256) + 1);
     if (!p)
       return 1;
