@@ -76,6 +76,13 @@ htd_store_t *htd_store_open(const char *path, const htd_ledger_entry_t *left, si
                             void (*notify)(void *), void *notify_arg, char *msg, size_t msglen);
 /* Queues a job; the store takes ownership. */
 void htd_store_submit(htd_store_t *st, htd_job_t *job);
+/* Queues a list of jobs (linked by next) at once: they are committed in
+ * one transaction, all of them or none. The store takes ownership. */
+void htd_store_submit_all(htd_store_t *st, htd_job_t *list);
+/* 1 when a session of pid whose handshake said start_ns (its
+ * start_realtime_ns) is in the database, 0 when none is, -1 when the
+ * database cannot tell. On the caller's thread. */
+int htd_store_has_session(htd_store_t *st, uint32_t pid, int64_t start_ns);
 /* Runs the done-callbacks of committed jobs; call on the loop thread. */
 void htd_store_dispatch(htd_store_t *st);
 /* Bytes of job data queued and not yet committed. */
@@ -89,6 +96,8 @@ size_t htd_store_close(htd_store_t *st);
 const char *htd_store_path(const htd_store_t *st);
 
 htd_job_t *htd_job_new(htd_job_kind_t kind, int64_t session);
+/* Frees a list of jobs never queued. */
+void htd_job_free_all(htd_job_t *list);
 char *htd_strndup(const char *s, size_t n);
 
 /* ---- server (server.c) ---- */

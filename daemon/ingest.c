@@ -51,6 +51,8 @@ struct htd_session {
   stream_t *streams;                       /* open addressing on id, capacity a power of two */
   size_t cap, nstreams;
   size_t buffered; /* bytes held in unflushed chunks */
+  int holding;     /* jobs are held, not queued (htd_session_hold) */
+  htd_job_t *held, **held_tail;
 };
 
 static uint64_t now_realtime_ns(void) {
@@ -78,9 +80,33 @@ uint64_t htd_session_events(const htd_session_t *s) {
   return s->events;
 }
 
+void htd_session_hold(htd_session_t *s) {
+  s->holding = 1;
+  s->held = NULL;
+  s->held_tail = &s->held;
+}
+
+void htd_session_submit_held(htd_session_t *s) {
+  s->holding = 0;
+  htd_store_submit_all(s->st, s->held);
+  s->held = NULL;
+}
+
+/* Queues job j of session s, or holds it. */
+static void submit(htd_session_t *s, htd_job_t *j) {
+  if (!s->holding) {
+    htd_store_submit(s->st, j);
+    return;
+  }
+  j->next = NULL;
+  *s->held_tail = j;
+  s->held_tail = &j->next;
+}
+
 void htd_session_free(htd_session_t *s) {
   if (!s)
     return;
+  htd_job_free_all(s->held);
   for (size_t i = 0; i < s->cap; i++)
     htd_packer_free(s->streams[i].chunk);
   free(s->streams);
@@ -146,7 +172,7 @@ static void chunk_flush(htd_session_t *s, stream_t *t) {
     j->e = (int64_t)t->t1;
     j->blob = blob;
     j->blob_len = len;
-    htd_store_submit(s->st, j);
+    submit(s, j);
   } else if (count) {
     htd_log(HTD_LOG_ERROR, "session %lld: out of memory, %llu events not stored", (long long)s->id,
             (unsigned long long)count);
@@ -193,7 +219,7 @@ static void record_lost(htd_session_t *s, uint32_t stream, uint64_t first, uint6
   j->b = (int64_t)first;
   j->c = (int64_t)count;
   j->text[0] = htd_strndup(why, strlen(why));
-  htd_store_submit(s->st, j);
+  submit(s, j);
 }
 
 static int on_events(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen) {
@@ -275,7 +301,7 @@ static int on_site(htd_session_t *s, const ht_frame_t *f) {
   j->text[0] = htd_strndup(rec.file.s, rec.file.len);
   j->text[1] = htd_strndup(rec.func.s, rec.func.len);
   j->text[2] = htd_strndup(rec.type.s, rec.type.len);
-  htd_store_submit(s->st, j);
+  submit(s, j);
   return 0;
 }
 
@@ -294,7 +320,7 @@ static int on_heap(htd_session_t *s, const ht_frame_t *f) {
   j->e = (int64_t)rec.start;
   j->f = (int64_t)rec.size;
   j->text[0] = htd_strndup(rec.name.s, rec.name.len);
-  htd_store_submit(s->st, j);
+  submit(s, j);
   return 0;
 }
 
@@ -332,7 +358,7 @@ static int on_previous(htd_session_t *s, const ht_frame_t *f, char *why, size_t 
   j->c = (int64_t)rec.events;
   j->d = (int64_t)rec.reported;
   j->e = s->version >= 4; /* the record counts the connection's reports */
-  htd_store_submit(s->st, j);
+  submit(s, j);
   return 0;
 }
 
@@ -348,7 +374,7 @@ static void queue_end(htd_session_t *s, const char *reason, const char *detail) 
   j->text[0] = htd_strndup(reason, strlen(reason));
   if (detail)
     j->text[1] = htd_strndup(detail, strlen(detail));
-  htd_store_submit(s->st, j);
+  submit(s, j);
 }
 
 int htd_session_frame(htd_session_t *s, const ht_frame_t *f, char *why, size_t whylen) {
@@ -449,7 +475,7 @@ int htd_session_hello(htd_session_t *s, const ht_frame_t *f, ht_hello_t *h, char
   j->text[1] = htd_strndup(h->exe.s, h->exe.len);
   j->text[2] = cJSON_PrintUnformatted(argv);
   cJSON_Delete(argv);
-  htd_store_submit(s->st, j);
+  submit(s, j);
   htd_log(HTD_LOG_INFO, "session %lld: pid %u (%.*s) connected", (long long)s->id, h->pid,
           (int)h->app.len, h->app.s);
   return 0;
@@ -465,7 +491,7 @@ void htd_session_progress(htd_session_t *s) {
   j->b = (int64_t)s->lost;
   s->reported_events = s->events;
   s->reported_lost = s->lost;
-  htd_store_submit(s->st, j);
+  submit(s, j);
 }
 
 void htd_session_end(htd_session_t *s, ht_end_t reason, const char *detail) {

@@ -35,6 +35,12 @@ int64_t htd_session_id(const htd_session_t *s);
 /* 1 once the session's end is queued (END, htd_session_end). */
 int htd_session_ended(const htd_session_t *s);
 uint64_t htd_session_events(const htd_session_t *s);
+/* From now on the session's jobs are held, not queued, until
+ * htd_session_submit_held queues them all at once: the store commits
+ * them in one transaction (an account, left.h: stored whole, or not at
+ * all). What is still held when the session is freed is dropped. */
+void htd_session_hold(htd_session_t *s);
+void htd_session_submit_held(htd_session_t *s);
 void htd_session_free(htd_session_t *s);
 
 #endif

@@ -66,7 +66,13 @@ static void drop_if_abandoned(int dfd, const char *dir, const char *name) {
             name);
 }
 
-size_t htd_left_take(const char *socket_path, int say, htd_left_fn fn, void *arg) {
+/* 1 when name ends with suffix. */
+static int ends_with(const char *name, size_t nlen, const char *suffix) {
+  size_t slen = strlen(suffix);
+  return nlen > slen && strcmp(name + nlen - slen, suffix) == 0;
+}
+
+size_t htd_left_take(const char *socket_path, int at_start, htd_left_fn fn, void *arg) {
   char dir[PATH_MAX], prefix[NAME_MAX + 8];
   const char *slash = strrchr(socket_path, '/');
   if (!slash)
@@ -86,31 +92,44 @@ size_t htd_left_take(const char *socket_path, int say, htd_left_fn fn, void *arg
     size_t nlen = strlen(de->d_name);
     if (strncmp(de->d_name, prefix, plen) != 0)
       continue;
-    if (nlen > 4 && strcmp(de->d_name + nlen - 4, ".tmp") == 0) {
+    if (ends_with(de->d_name, nlen, ".tmp")) {
       drop_if_abandoned(dirfd(d), dir, de->d_name);
       continue;
     }
+    /* One being stored: this daemon's own, or at a start a killed one's. */
+    int again = ends_with(de->d_name, nlen, HTD_LEFT_TAKING);
+    if (again && !at_start)
+      continue;
     if (!buf && !(buf = malloc(HTD_LEFT_MAX)))
       break;
     char why[128];
     ssize_t len = read_account(dirfd(d), de->d_name, buf, why, sizeof why);
     if (len < 0) {
-      if (say)
+      if (at_start)
         htd_log(HTD_LOG_WARN, "%s/%s: not taken as a client's account: %s", dir, de->d_name, why);
       continue;
     }
-    char path[PATH_MAX + NAME_MAX + 2];
-    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-    if (unlinkat(dirfd(d), de->d_name, 0) != 0) {
-      if (say)
-        htd_log(HTD_LOG_WARN, "%s: not taken as a client's account: cannot remove it: %s", path,
+    char path[PATH_MAX + NAME_MAX + 2], taking[sizeof path + sizeof HTD_LEFT_TAKING];
+    snprintf(path, sizeof path, "%s/%.*s", dir, (int)(nlen - (again ? strlen(HTD_LEFT_TAKING) : 0)),
+             de->d_name);
+    snprintf(taking, sizeof taking, "%s%s", path, HTD_LEFT_TAKING);
+    if (!again && rename(path, taking) != 0) {
+      if (at_start)
+        htd_log(HTD_LOG_WARN, "%s: not taken as a client's account: cannot rename it: %s", path,
                 strerror(errno));
       continue;
     }
-    fn(buf, (size_t)len, path, arg);
+    fn(buf, (size_t)len, path, again, arg);
     taken++;
   }
   free(buf);
   closedir(d);
   return taken;
+}
+
+void htd_left_remove(const char *path) {
+  char taking[PATH_MAX + NAME_MAX + 2 + sizeof HTD_LEFT_TAKING];
+  snprintf(taking, sizeof taking, "%s%s", path, HTD_LEFT_TAKING);
+  if (unlink(taking) != 0 && errno != ENOENT)
+    htd_log(HTD_LOG_WARN, "%s: cannot remove it: %s", taking, strerror(errno));
 }

@@ -299,9 +299,43 @@ static void summary_when_committed(int64_t session) {
  * Accounts clients left with no daemon to take them (left.h)
  * ==================================================================== */
 
-/* The account at p (len bytes, from path) as the session of a connection
- * that said just that: HELLO, then PREVIOUS, LOST and END records. */
-static void take_account(const uint8_t *p, size_t len, const char *path, void *arg) {
+/* An account's session once it is stored: its file goes, its summary is
+ * made. */
+typedef struct {
+  int64_t session;
+  char path[]; /* where the account was left (left.h) */
+} account_t;
+
+static void account_stored(void *arg, int status) {
+  account_t *a = arg;
+  if (status == 0) { /* else the next start takes it again (left.h) */
+    htd_left_remove(a->path);
+    summary_start(a->session);
+  }
+  free(a);
+}
+
+/* Queues, once everything queued so far is committed, account_stored. */
+static void when_account_stored(int64_t session, const char *path) {
+  size_t n = strlen(path) + 1;
+  account_t *a = malloc(sizeof *a + n);
+  htd_job_t *j = a ? htd_job_new(HTD_JOB_BARRIER, 0) : NULL;
+  if (!j) { /* the file stays: the next start finds the session stored */
+    free(a);
+    return;
+  }
+  a->session = session;
+  memcpy(a->path, path, n);
+  j->done = account_stored;
+  j->done_arg = a;
+  htd_store_submit(srv.store, j);
+}
+
+/* The account at p (len bytes, left at path) as the session of a
+ * connection that said just that: HELLO, then PREVIOUS, LOST and END
+ * records, queued to be stored in one transaction. again: one a killed
+ * daemon was storing, taken unless its session is stored. */
+static void take_account(const uint8_t *p, size_t len, const char *path, int again, void *arg) {
   (void)arg;
   char why[256] = "", detail[512];
   ht_frame_t f;
@@ -312,13 +346,32 @@ static void take_account(const uint8_t *p, size_t len, const char *path, void *a
   }
   htd_session_t *s = rc == 0 ? htd_session_new(srv.store, srv.next_session + 1) : NULL;
   static ht_hello_t h; /* large (its argv table); the loop is single-threaded */
-  if (s && (rc = htd_session_hello(s, &f, &h, why, sizeof why)) != 0) {
-    htd_session_free(s);
-    s = NULL;
+  if (s) {
+    htd_session_hold(s);
+    if ((rc = htd_session_hello(s, &f, &h, why, sizeof why)) != 0) {
+      htd_session_free(s);
+      s = NULL;
+    }
   }
   if (!s) {
     htd_reject_detail(detail, sizeof detail, rc ? rc : HT_ENOMEM, why);
     htd_log(HTD_LOG_WARN, "%s: not a client's account: %s", path, detail);
+    htd_left_remove(path);
+    return;
+  }
+  int stored = again ? htd_store_has_session(srv.store, h.pid, (int64_t)h.start_realtime_ns) : 0;
+  if (stored != 0) {
+    if (stored > 0) {
+      htd_log(HTD_LOG_INFO, "%s: the account of pid %u is stored already; its file is removed",
+              path, h.pid);
+      htd_left_remove(path);
+    } else {
+      htd_log(HTD_LOG_WARN,
+              "%s: the database cannot say whether the account of pid %u is stored; it is left "
+              "for the next start",
+              path, h.pid);
+    }
+    htd_session_free(s);
     return;
   }
   srv.next_session++;
@@ -350,7 +403,8 @@ static void take_account(const uint8_t *p, size_t len, const char *path, void *a
           "session %lld: pid %u ended while no heaptraced was there; its account, left in %s, is "
           "taken",
           (long long)id, h.pid, path);
-  summary_when_committed(id);
+  htd_session_submit_held(s);
+  when_account_stored(id, path);
   htd_session_free(s);
 }
 

@@ -721,14 +721,48 @@ fail:
   return NULL;
 }
 
-void htd_store_submit(htd_store_t *st, htd_job_t *job) {
-  job->next = NULL;
+void htd_store_submit_all(htd_store_t *st, htd_job_t *list) {
+  if (!list)
+    return;
+  size_t bytes = 0;
+  htd_job_t *last = list;
+  for (htd_job_t *j = list; j; j = j->next) {
+    bytes += job_bytes(j);
+    last = j;
+  }
+  /* Under one lock: the writer takes the queue whole, so the list goes
+   * into one transaction. */
   pthread_mutex_lock(&st->lock);
-  *st->queue_tail = job;
-  st->queue_tail = &job->next;
-  st->backlog += job_bytes(job);
+  *st->queue_tail = list;
+  st->queue_tail = &last->next;
+  st->backlog += bytes;
   pthread_cond_signal(&st->cond);
   pthread_mutex_unlock(&st->lock);
+}
+
+void htd_store_submit(htd_store_t *st, htd_job_t *job) {
+  job->next = NULL;
+  htd_store_submit_all(st, job);
+}
+
+void htd_job_free_all(htd_job_t *list) {
+  while (list) {
+    htd_job_t *next = list->next;
+    job_free(list);
+    list = next;
+  }
+}
+
+int htd_store_has_session(htd_store_t *st, uint32_t pid, int64_t start_ns) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM sessions WHERE pid = ?1 AND start_ns = ?2", -1, &s,
+                         NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_int64(s, 1, pid);
+  sqlite3_bind_int64(s, 2, start_ns);
+  int rc = sqlite3_step(s);
+  sqlite3_finalize(s);
+  return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 void htd_store_dispatch(htd_store_t *st) {

@@ -117,6 +117,17 @@ size_t raw_encode_hello_as(uint8_t *out, size_t cap, uint32_t pid, const char *a
   return w.len;
 }
 
+size_t raw_encode_account(uint8_t *out, size_t cap, uint32_t pid, const char *app,
+                          uint64_t start_realtime_ns, uint64_t undelivered) {
+  size_t n = raw_encode_hello_as(out, cap, pid, app, start_realtime_ns, HT_HELLO_F_RECONNECT,
+                                 HT_PROTO_VERSION);
+  ht_wbuf_t w;
+  ht_wbuf_init(&w, out + n, cap - n);
+  ht_proto_put_end(&w, &(ht_end_rec_t){.reason = HT_END_CLEAN, .undelivered = undelivered});
+  cr_assert(!w.overflow, "END does not fit in %zu bytes", cap);
+  return n + w.len;
+}
+
 void raw_hello(raw_client_t *c, uint32_t pid, const char *app) {
   uint8_t buf[512];
   size_t n = raw_encode_hello(buf, sizeof buf, pid, app);

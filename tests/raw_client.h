@@ -47,6 +47,11 @@ size_t raw_encode_hello(uint8_t *out, size_t cap, uint32_t pid, const char *app)
 /* The same with the handshake's time, flags (HT_HELLO_F_*) and version. */
 size_t raw_encode_hello_as(uint8_t *out, size_t cap, uint32_t pid, const char *app,
                            uint64_t start_realtime_ns, uint16_t flags, uint16_t version);
+/* A client's account of a session that ended with no daemon (left.h):
+ * HELLO (flag reconnect) of pid, app and start_realtime_ns, then an END
+ * (clean) counting undelivered events. Returns its length. */
+size_t raw_encode_account(uint8_t *out, size_t cap, uint32_t pid, const char *app,
+                          uint64_t start_realtime_ns, uint64_t undelivered);
 /* Byte offsets of HELLO fields inside a frame from raw_encode_hello. */
 #define RAW_HELLO_MAGIC_AT 5
 #define RAW_HELLO_VERSION_AT 9

@@ -1296,6 +1296,59 @@ Test(e2e_daemon, a_program_that_ends_with_no_daemon_leaves_its_account_for_the_n
   cr_assert(eq(int, accounts_left(), 0), "the account is still there");
 }
 
+/* An account, as a client leaves it: HELLO of ACCOUNT_PID and an END
+ * counting 42 undelivered events, written under a .tmp name, renamed to
+ * SOCKET.left.11.12, whose path goes into path. */
+#define ACCOUNT_PID 710011u
+static void leave_an_account(char *path, size_t cap) {
+  uint8_t buf[1024];
+  size_t n =
+      raw_encode_account(buf, sizeof buf, ACCOUNT_PID, "account", 1234567890000000000ull, 42);
+  char tmp[PATH_MAX + 8];
+  snprintf(path, cap, "%s.left.11.12", env.socket);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *fp = fopen(tmp, "wb");
+  cr_assert(ne(ptr, (void *)fp, NULL), "cannot write %s", tmp);
+  cr_assert(eq(sz, fwrite(buf, 1, n, fp), n));
+  cr_assert(eq(int, fclose(fp), 0));
+  cr_assert(eq(int, rename(tmp, path), 0));
+}
+
+/* A daemon killed while it stores an account (its writer shut out of the
+ * database, so that the account waits for its commit) leaves the file,
+ * renamed NAME.taking, and the next daemon stores it, once. Before, the
+ * file went as it was read, and the account with the killed daemon. */
+Test(e2e_daemon, an_account_whose_daemon_was_killed_before_storing_it_is_stored_by_the_next,
+     .timeout = 120) {
+  sqlite3 *db = shut_out_the_writer();
+  char path[PATH_MAX], taking[PATH_MAX + 16];
+  leave_an_account(path, sizeof path);
+  snprintf(taking, sizeof taking, "%s.taking", path);
+  struct stat sb;
+  for (int waited = 0; stat(taking, &sb) != 0; waited += 20) {
+    cr_assert(lt(int, waited, WAIT_MS), "the daemon did not take the account in %d ms", WAIT_MS);
+    e2e_sleep_ms(20);
+  }
+  kill_daemon();
+  let_the_writer_in(db);
+  cr_assert(eq(int, stat(taking, &sb), 0), "the killed daemon's account is gone");
+  e2e_restart_daemon(&env);
+  cJSON *all = sessions(0);
+  int n = 0;
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if (e2e_num(s, "pid") != ACCOUNT_PID)
+      continue;
+    n++;
+    cr_assert(eq(str, str(s, "end_reason"), "clean"));
+    cr_assert(eq(dbl, e2e_num(s, "lost"), 42));
+  }
+  cJSON_Delete(all);
+  cr_assert(eq(int, n, 1), "%d sessions of the account", n);
+  cr_assert(ne(int, stat(taking, &sb), 0), "the account stored is still there");
+  cr_assert(ne(int, stat(path, &sb), 0));
+}
+
 /* An exec that fails while no daemon is there: its END, which counts what
  * the client could not deliver until then, is left as an account, and
  * tracing goes on; the session the client makes with the daemon started

@@ -907,12 +907,8 @@ Test(e2e_hostile, files_left_beside_the_socket_that_are_no_accounts_are_said_and
  * name, then renamed. */
 Test(e2e_hostile, an_account_left_while_the_daemon_runs_is_taken_within_seconds) {
   uint8_t buf[1024];
-  size_t n = raw_encode_hello_as(buf, sizeof buf, HOSTILE_PID, "late", 1234567890000000000ull,
-                                 HT_HELLO_F_RECONNECT, HT_PROTO_VERSION);
-  ht_wbuf_t w;
-  ht_wbuf_init(&w, buf + n, sizeof buf - n);
-  ht_proto_put_end(&w, &(ht_end_rec_t){.reason = HT_END_CLEAN, .undelivered = 42});
-  leave_file("7.8.tmp", buf, n + w.len);
+  size_t n = raw_encode_account(buf, sizeof buf, HOSTILE_PID, "late", 1234567890000000000ull, 42);
+  leave_file("7.8.tmp", buf, n);
   char tmp[200], path[200];
   snprintf(tmp, sizeof tmp, "%s.left.7.8.tmp", env.socket);
   snprintf(path, sizeof path, "%s.left.7.8", env.socket);
@@ -933,6 +929,49 @@ Test(e2e_hostile, an_account_left_while_the_daemon_runs_is_taken_within_seconds)
   struct stat sb;
   cr_assert(ne(int, stat(path, &sb), 0), "the account is still there");
   assert_log_lines("ended while no heaptraced was there", 1);
+  assert_daemon_stops_cleanly();
+}
+
+/* A daemon killed while it stored an account leaves it as NAME.taking:
+ * the next one takes it again only if its session is not stored (an
+ * account is stored in one transaction, whole or not at all). Here one
+ * whose session is stored (the daemon was killed after the commit) and
+ * one whose is not (before it): each is one session in the end, and both
+ * files are gone. */
+Test(e2e_hostile, an_account_a_killed_daemon_was_storing_is_stored_once) {
+  e2e_stop_daemon(&env);
+  uint8_t a[1024], b[1024];
+  size_t na = raw_encode_account(a, sizeof a, HOSTILE_PID, "again", 1234567890000000000ull, 42);
+  size_t nb = raw_encode_account(b, sizeof b, HOSTILE_PID, "again", 1234567891000000000ull, 7);
+  leave_file("5.6", a, na);
+  e2e_restart_daemon(&env);
+  e2e_stop_daemon(&env);
+  leave_file("5.6.taking", a, na);
+  leave_file("9.10.taking", b, nb);
+  e2e_restart_daemon(&env);
+  cJSON *all = sessions();
+  int n = 0;
+  double lost = 0;
+  const cJSON *s;
+  cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(all, "sessions")) {
+    if (e2e_num(s, "pid") == HOSTILE_PID) {
+      n++;
+      lost += e2e_num(s, "lost");
+    }
+  }
+  cJSON_Delete(all);
+  cr_assert(eq(int, n, 2), "%d sessions of the two accounts", n);
+  cr_assert(eq(dbl, lost, 42 + 7));
+  assert_log_lines("left.5.6: the account of pid 700002 is stored already", 1);
+  /* Their files go once they are stored: the daemon answers a query
+   * once what it queued before is committed. */
+  static const char *const names[] = {"5.6", "5.6.taking", "9.10.taking"};
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    char path[200];
+    snprintf(path, sizeof path, "%s.left.%s", env.socket, names[i]);
+    struct stat sb;
+    cr_assert(ne(int, lstat(path, &sb), 0), "%s is still there", path);
+  }
   assert_daemon_stops_cleanly();
 }
 
