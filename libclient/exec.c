@@ -16,7 +16,8 @@
  * handler calls nothing that may take a lock. A program linked fully
  * statically has no next definition to find: there execve, execveat and
  * fexecve are the system calls, the others are built on them, and the
- * PATH-searching forms search PATH here (search_path).
+ * PATH-searching forms search PATH here (search_path) and run a script
+ * without #! with /bin/sh, as the C library's do.
  * posix_spawn, system and popen exec in a child that runs no traced code:
  * they are not wrapped.
  *
@@ -84,13 +85,61 @@ static int call_execveat(int dirfd, const char *path, char *const argv[], char *
   return (int)syscall(SYS_execveat, dirfd, path, argv, envp, flags);
 }
 
+/* Room for n pointers without malloc, which a vfork child must not call:
+ * stack (LIST_ON_STACK of them) when they fit, else pages of their own,
+ * whose length goes to *map_bytes (0 for the stack). NULL when no pages
+ * can be had. */
+#define LIST_ON_STACK 64
+static char **pointer_room(char **stack, size_t n, size_t *map_bytes) {
+  *map_bytes = 0;
+  if (n <= LIST_ON_STACK)
+    return stack;
+  void *m =
+      mmap(NULL, n * sizeof(char *), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED)
+    return NULL;
+  *map_bytes = n * sizeof(char *);
+  return m;
+}
+
+/* Gives pointer_room's pages back; errno is kept. */
+static void pointer_room_free(char **room, size_t map_bytes) {
+  if (map_bytes) {
+    int err = errno;
+    munmap(room, map_bytes);
+    errno = err;
+  }
+}
+
+/* A file found by the PATH-searching forms that is no executable (ENOEXEC)
+ * is a shell script without #!: POSIX has it run as `/bin/sh path arg...`
+ * (argv[0] is path's place). Returns only when that failed. */
+static int exec_script(const char *path, char *const argv[], char *const envp[]) {
+  size_t n = 0;
+  while (argv[n])
+    n++;
+  char *stack[LIST_ON_STACK], **sh;
+  size_t map_bytes, count = (n > 1 ? n - 1 : 0) + 3; /* sh, path, the rest, NULL */
+  if (!(sh = pointer_room(stack, count, &map_bytes)))
+    return -1;
+  sh[0] = (char *)"/bin/sh";
+  sh[1] = (char *)path;
+  for (size_t i = 1; i < n; i++)
+    sh[i + 1] = argv[i];
+  sh[count - 1] = NULL;
+  call_execve("/bin/sh", sh, envp);
+  pointer_room_free(sh, map_bytes);
+  return -1;
+}
+
 /* execvpe's search of PATH, for a program linked fully statically, whose
  * own execvpe this file's replaced: each directory of PATH (default
  * /bin:/usr/bin; an empty one is the working directory) in turn, as
  * POSIX has it - a file not found there, or in a directory that cannot
  * be searched, sends the search on; any other error ends it; EACCES is
- * reported if no directory had the file. Unlike glibc's, a file found
- * that is no executable (ENOEXEC) is not run with /bin/sh. */
+ * reported if no directory had the file. A file found that is no
+ * executable (ENOEXEC: a script without #!) is run with the shell
+ * (exec_script), as glibc's execvp does. */
 static int search_path(const char *file, char *const argv[], char *const envp[]) {
   if (!*file) {
     errno = ENOENT;
@@ -110,6 +159,8 @@ static int search_path(const char *file, char *const argv[], char *const envp[])
       path[dlen] = '/';
       memcpy(path + (dlen ? dlen + 1 : 0), file, flen + 1);
       call_execve(path, argv, envp);
+      if (errno == ENOEXEC)
+        return exec_script(path, argv, envp);
       if (errno == EACCES)
         denied = 1;
       else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE && errno != ENODEV &&
@@ -127,9 +178,11 @@ static int search_path(const char *file, char *const argv[], char *const envp[])
 static int call_execvpe(const char *file, char *const argv[], char *const envp[]) {
   if (next_execvpe)
     return next_execvpe(file, argv, envp);
-  if (strchr(file, '/'))
-    return call_execve(file, argv, envp);
-  return search_path(file, argv, envp);
+  if (!strchr(file, '/'))
+    return search_path(file, argv, envp);
+  if (call_execve(file, argv, envp) != 0 && errno == ENOEXEC)
+    return exec_script(file, argv, envp);
+  return -1;
 }
 
 static int call_fexecve(int fd, char *const argv[], char *const envp[]) {
@@ -230,11 +283,8 @@ HT_EXTERN int daemon(int nochdir, int noclose) {
 
 /* ======================================================================
  * The list forms (execl, execlp, execle): the arguments gathered into an
- * array, on the stack when they are few, else in pages of their own - no
- * malloc, which a vfork child must not call.
+ * array (pointer_room).
  * ==================================================================== */
-
-#define LIST_ON_STACK 64
 
 /* Execs x with arg0 and the arguments after it (ap), up to the NULL that
  * ends them, as its argv; with with_env, the pointer after that NULL is
@@ -248,15 +298,10 @@ static int exec_list(exec_t x, const char *arg0, va_list ap, int with_env) {
     for (n = 1; va_arg(again, char *) != NULL; n++) {
     }
   va_end(again);
-  char *stack[LIST_ON_STACK], **argv = stack;
-  size_t map_bytes = 0;
-  if (n >= LIST_ON_STACK) {
-    map_bytes = (n + 1) * sizeof(char *);
-    void *m = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-      return -1;
-    argv = m;
-  }
+  char *stack[LIST_ON_STACK], **argv;
+  size_t map_bytes;
+  if (!(argv = pointer_room(stack, n + 1, &map_bytes)))
+    return -1;
   argv[0] = (char *)arg0;
   for (size_t i = 1; i < n; i++)
     argv[i] = va_arg(ap, char *);
@@ -267,11 +312,7 @@ static int exec_list(exec_t x, const char *arg0, va_list ap, int with_env) {
     x.envp = va_arg(ap, char *const *);
   x.argv = argv;
   int rc = run_exec(x);
-  if (map_bytes) {
-    int err = errno;
-    munmap(argv, map_bytes);
-    errno = err;
-  }
+  pointer_room_free(argv, map_bytes);
   return rc;
 }
 

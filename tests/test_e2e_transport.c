@@ -1087,6 +1087,31 @@ Test(e2e_transport, a_fully_static_program_execs_by_name_and_keeps_its_errors) {
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   cr_assert(eq(i64, e2e_field(r.out, "failed"), ENOENT), "%s", r.out);
   e2e_result_free(&r);
+  /* A script without #!, found on PATH or named by its path, runs with
+   * /bin/sh, its arguments after its path. */
+  char dir[400], script[450];
+  snprintf(dir, sizeof dir, "%s/scripts", env.dir);
+  snprintf(script, sizeof script, "%s/htscript", dir);
+  cr_assert(eq(int, mkdir(dir, 0700), 0));
+  FILE *fp = fopen(script, "w");
+  cr_assert(ne(ptr, (void *)fp, NULL));
+  fputs("echo \"script=$0 args=$*\"\n", fp);
+  cr_assert(eq(int, fclose(fp), 0));
+  cr_assert(eq(int, chmod(script, 0700), 0));
+  snprintf(path_env, sizeof path_env, "PATH=/nonexistent:%s", dir);
+  char want[500];
+  snprintf(want, sizeof want, "script=%s args=a b c", script);
+  const char *names[] = {"htscript", script};
+  for (int i = 0; i < 2; i++) {
+    char *shell[] = {(char *)bin, "10", "vp", (char *)names[i], "htscript", "a", "b c", NULL};
+    r = e2e_run(&env, shell, envv);
+    cr_assert(eq(int, r.status, 0), "%s", r.err);
+    cr_assert(eq(int, e2e_count_lines(r.out, want), 1), "%s: %s", names[i], r.out);
+    ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
+    check_exec_session(ss, e2e_field(r.out, "pid"), 0, 21, names[i]);
+    cJSON_Delete(ss);
+    e2e_result_free(&r);
+  }
   check_daemonized(bin); /* its daemon() is the library's too */
 }
 
