@@ -331,6 +331,32 @@ static void when_account_stored(int64_t session, const char *path) {
   htd_store_submit(srv.store, j);
 }
 
+/* An account a killed daemon was storing (its HELLO f, left at path):
+ * 1 when the database has its session, whose file is then removed, or
+ * cannot tell (the file stays for the next start); 0 when it is to be
+ * taken. A HELLO that does not decode is left to take_account to refuse. */
+/* An account's handshake: large (its argv table); the loop is
+ * single-threaded. */
+static ht_hello_t account_hello;
+
+static int account_stored_already(const ht_frame_t *f, const char *path) {
+  ht_hello_t *h = &account_hello;
+  if (ht_proto_decode_hello(f->payload, f->payload_len, h) != 0)
+    return 0;
+  int stored = htd_store_has_session(srv.store, h->pid, (int64_t)h->start_realtime_ns);
+  if (stored > 0) {
+    htd_log(HTD_LOG_INFO, "%s: the account of pid %u is stored already; its file is removed", path,
+            h->pid);
+    htd_left_remove(path);
+  } else if (stored < 0) {
+    htd_log(HTD_LOG_WARN,
+            "%s: the database cannot say whether the account of pid %u is stored; it is left "
+            "for the next start",
+            path, h->pid);
+  }
+  return stored != 0;
+}
+
 /* The account at p (len bytes, left at path) as the session of a
  * connection that said just that: HELLO, then PREVIOUS, LOST and END
  * records, queued to be stored in one transaction. again: one a killed
@@ -344,11 +370,13 @@ static void take_account(const uint8_t *p, size_t len, const char *path, int aga
     rc = HT_EORDER;
     snprintf(why, sizeof why, "it does not begin with HELLO");
   }
+  if (rc == 0 && again && account_stored_already(&f, path))
+    return;
+  ht_hello_t *h = &account_hello;
   htd_session_t *s = rc == 0 ? htd_session_new(srv.store, srv.next_session + 1) : NULL;
-  static ht_hello_t h; /* large (its argv table); the loop is single-threaded */
   if (s) {
     htd_session_hold(s);
-    if ((rc = htd_session_hello(s, &f, &h, why, sizeof why)) != 0) {
+    if ((rc = htd_session_hello(s, &f, h, why, sizeof why)) != 0) {
       htd_session_free(s);
       s = NULL;
     }
@@ -357,21 +385,6 @@ static void take_account(const uint8_t *p, size_t len, const char *path, int aga
     htd_reject_detail(detail, sizeof detail, rc ? rc : HT_ENOMEM, why);
     htd_log(HTD_LOG_WARN, "%s: not a client's account: %s", path, detail);
     htd_left_remove(path);
-    return;
-  }
-  int stored = again ? htd_store_has_session(srv.store, h.pid, (int64_t)h.start_realtime_ns) : 0;
-  if (stored != 0) {
-    if (stored > 0) {
-      htd_log(HTD_LOG_INFO, "%s: the account of pid %u is stored already; its file is removed",
-              path, h.pid);
-      htd_left_remove(path);
-    } else {
-      htd_log(HTD_LOG_WARN,
-              "%s: the database cannot say whether the account of pid %u is stored; it is left "
-              "for the next start",
-              path, h.pid);
-    }
-    htd_session_free(s);
     return;
   }
   srv.next_session++;
@@ -402,7 +415,7 @@ static void take_account(const uint8_t *p, size_t len, const char *path, int aga
   htd_log(HTD_LOG_INFO,
           "session %lld: pid %u ended while no heaptraced was there; its account, left in %s, is "
           "taken",
-          (long long)id, h.pid, path);
+          (long long)id, h->pid, path);
   htd_session_submit_held(s);
   when_account_stored(id, path);
   htd_session_free(s);

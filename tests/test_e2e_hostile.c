@@ -963,6 +963,7 @@ Test(e2e_hostile, an_account_a_killed_daemon_was_storing_is_stored_once) {
   cr_assert(eq(int, n, 2), "%d sessions of the two accounts", n);
   cr_assert(eq(dbl, lost, 42 + 7));
   assert_log_lines("left.5.6: the account of pid 700002 is stored already", 1);
+  assert_log_lines("(again) connected", 2); /* not the one stored already */
   /* Their files go once they are stored: the daemon answers a query
    * once what it queued before is committed. */
   static const char *const names[] = {"5.6", "5.6.taking", "9.10.taking"};
