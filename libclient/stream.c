@@ -100,21 +100,24 @@ void ht__stream_forget_all(void) {
   ht__tls_stream = NULL;
 }
 
+/* An event no stream takes: counted (END reports it as undelivered). */
+static ht_stream_t *unstreamed(void) {
+  atomic_fetch_add_explicit(&ht__unstreamed, 1, memory_order_relaxed);
+  return NULL;
+}
+
 ht_stream_t *ht__stream_get_slow(void) {
   ht__transport_init();
   if (!atomic_load_explicit(&ht__tracing, memory_order_relaxed))
     return NULL;
   /* Allocations made by TLS destructors after ours ran are not traced
    * (a fresh stream would never be shipped), only counted. */
-  if (tls_dead) {
-    atomic_fetch_add_explicit(&ht__unstreamed, 1, memory_order_relaxed);
-    return NULL;
-  }
+  if (tls_dead)
+    return unstreamed();
   /* A thread whose stream could not be mapped tries again now and then. */
   if (tls_map_wait) {
     tls_map_wait--;
-    atomic_fetch_add_explicit(&ht__unstreamed, 1, memory_order_relaxed);
-    return NULL;
+    return unstreamed();
   }
   pthread_once(&key_once, make_key);
   ht_stream_t *s = stream_create();
@@ -125,8 +128,7 @@ ht_stream_t *ht__stream_get_slow(void) {
                "undelivered until one can be",
                strerror(errno));
     tls_map_wait = HT_MAP_RETRY_EVENTS;
-    atomic_fetch_add_explicit(&ht__unstreamed, 1, memory_order_relaxed);
-    return NULL;
+    return unstreamed();
   }
   pthread_setspecific(stream_key, s);
   ht__transport_adopt(s);

@@ -30,6 +30,16 @@ static const cJSON *session_of_pid(const cJSON *sessions, long long pid, int nth
   return NULL;
 }
 
+/* Session nth of pid in sessions, which must be there and have ended
+ * clean; what names it in a failure. */
+static const cJSON *clean_session_of_pid(const cJSON *sessions, long long pid, int nth,
+                                         const char *what) {
+  const cJSON *s = session_of_pid(sessions, pid, nth);
+  cr_assert(s != NULL, "%s: no session %d of pid %lld", what, nth, pid);
+  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"), "%s", what);
+  return s;
+}
+
 /* stats of session id matches the counts the program printed. */
 static void check_counts(int id, const char *out) {
   char sid[16];
@@ -720,9 +730,7 @@ Test(e2e_transport, in_drop_mode_new_threads_and_sites_do_not_wait_for_a_stuck_f
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   cr_assert(lt(long, e2e_field(r.out, "newcomer_max_ms"), 500), "%s", r.out);
   cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
-  const cJSON *s = session_of_pid(ss, pid, 0);
-  cr_assert(s != NULL);
-  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"), "%s", r.err);
+  const cJSON *s = clean_session_of_pid(ss, pid, 0, r.err);
   cr_assert(lt(dbl, 0, e2e_num(s, "lost")), "nothing was dropped: the socket never filled");
   cr_assert(eq(dbl, e2e_num(s, "events") + e2e_num(s, "lost"), (double)e2e_field(r.out, "events")),
             "stored %.0f lost %.0f\n%s", e2e_num(s, "events"), e2e_num(s, "lost"), r.out);
@@ -909,9 +917,7 @@ Test(e2e_transport, a_relative_socket_path_too_long_to_make_absolute_is_said_and
  * clean with exactly `events` events and none lost. */
 static void check_exec_session(const cJSON *ss, long long pid, int nth, long long events,
                                const char *what) {
-  const cJSON *s = session_of_pid(ss, pid, nth);
-  cr_assert(s != NULL, "%s: no session %d of pid %lld", what, nth, pid);
-  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"), "%s", what);
+  const cJSON *s = clean_session_of_pid(ss, pid, nth, what);
   cr_assert(eq(dbl, e2e_num(s, "events"), (double)events), "%s", what);
   cr_assert(eq(dbl, e2e_num(s, "lost"), 0), "%s", what);
 }
@@ -1137,9 +1143,7 @@ Test(e2e_transport, threads_cancelled_while_they_trace_leave_no_lock_held) {
   cr_assert(eq(int, r.status, 0), "%s", r.err);
   cr_assert(eq(i64, e2e_field(r.out, "cancelled"), 8), "%s", r.out);
   cJSON *ss = e2e_heapctl_json(&env, 0, "sessions", NULL, NULL);
-  const cJSON *s = session_of_pid(ss, pid, 0);
-  cr_assert(s != NULL);
-  cr_assert(eq(str, (char *)e2e_str(s, "end_reason"), "clean"));
+  const cJSON *s = clean_session_of_pid(ss, pid, 0, "the cancelling program");
   cr_assert(eq(dbl, e2e_num(s, "lost"), 0));
   cJSON *j = e2e_heapctl_json(&env, 0, "stats", NULL, NULL);
   cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "totals"), "agree")),
